@@ -1,0 +1,176 @@
+//! The deterministic state machine: `apply(index, request)`.
+//!
+//! Determinism: every member applies the same entries in the same order and must reach
+//! the same state and the same answers. So nothing here reads a clock, a random source,
+//! a hash map's iteration order or any state outside the store; lease keys are revoked in
+//! key order; lease IDs are chosen by the proposer, never here. Request errors are checked
+//! before anything changes (see `txn.rs`), so an entry either applies whole or only
+//! advances the applied index.
+
+use std::sync::atomic::Ordering;
+
+use cairn_proto::cairnpb::{internal_request::Request, InternalRequest, LeaseExpireRequest, LeaseRecord};
+use cairn_proto::etcdserverpb::{
+    CompactionRequest, CompactionResponse, DeleteRangeResponse, LeaseCheckpointRequest, LeaseCheckpointResponse,
+    LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, PutResponse, ResponseHeader,
+    TxnResponse,
+};
+use prost::Message;
+
+use crate::backend::{Bucket, WriteBatch};
+use crate::error::{Error, Result};
+use crate::lease::Lessor;
+use crate::store::{ApplyState, Store, META_APPLIED_INDEX, META_COMPACT_SCHEDULED, META_CURRENT_REV};
+use crate::txn;
+use crate::write_txn::WriteTxn;
+
+/// What applying one entry answered.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ApplyResponse {
+    /// Put.
+    Put(PutResponse),
+    /// DeleteRange.
+    DeleteRange(DeleteRangeResponse),
+    /// Txn.
+    Txn(TxnResponse),
+    /// Compaction (the floor moved; backend deletion follows in the background).
+    Compaction(CompactionResponse),
+    /// LeaseGrant.
+    LeaseGrant(LeaseGrantResponse),
+    /// LeaseRevoke.
+    LeaseRevoke(LeaseRevokeResponse),
+    /// LeaseCheckpoint.
+    LeaseCheckpoint(LeaseCheckpointResponse),
+    /// A batch of expired leases was revoked; the store revision after it.
+    LeaseExpire {
+        /// Revision after the revocations.
+        revision: i64,
+    },
+    /// The entry was at or below the applied index (a replay after restart): nothing done.
+    Skipped,
+}
+
+fn header(revision: i64) -> Option<ResponseHeader> {
+    Some(ResponseHeader { revision, ..Default::default() })
+}
+
+fn lease_key(id: i64) -> Vec<u8> {
+    (id as u64).to_be_bytes().to_vec()
+}
+
+impl Store {
+    /// Applies the log entry `index`. Changes are visible to readers and durable only
+    /// after [`Store::commit`]. Must be called from one thread at a time, with increasing
+    /// indexes. `Err` with [`Error::is_fatal`] means the store stopped; any other `Err` is
+    /// the request's deterministic answer (the index still advanced).
+    pub fn apply(&self, index: u64, req: &InternalRequest) -> Result<ApplyResponse> {
+        let mut st = self.apply.lock();
+        if self.failed.load(Ordering::Acquire) {
+            return Err(Error::Stopped);
+        }
+        if index <= st.applied_index {
+            return Ok(ApplyResponse::Skipped);
+        }
+        let mut lessor = self.lessor.write();
+        let mut tx = WriteTxn::new(self, &mut lessor, st.current_rev, st.compact_rev);
+        let mut extra = WriteBatch::default();
+        let result = match &req.request {
+            None => Err(Error::EmptyRequest),
+            Some(Request::Put(p)) => txn::put(&mut tx, p).map(ApplyResponse::Put),
+            Some(Request::DeleteRange(d)) => txn::delete_range(&mut tx, d).map(ApplyResponse::DeleteRange),
+            Some(Request::Txn(t)) => txn::txn(&mut tx, t).map(ApplyResponse::Txn),
+            Some(Request::Compaction(c)) => compaction(&mut st, c, &mut extra).map(ApplyResponse::Compaction),
+            Some(Request::LeaseGrant(g)) => lease_grant(tx.lessor, g, st.current_rev, &mut extra),
+            Some(Request::LeaseRevoke(r)) => lease_revoke(&mut tx, r, &mut extra),
+            Some(Request::LeaseCheckpoint(c)) => lease_checkpoint(tx.lessor, c, st.current_rev, &mut extra),
+            Some(Request::LeaseExpire(e)) => lease_expire(&mut tx, e, &mut extra),
+        };
+        if let Err(e) = &result {
+            if e.is_fatal() {
+                self.failed.store(true, Ordering::Release);
+                return Err(Error::Stopped);
+            }
+        }
+        let (mut batch, rev, changes) = tx.finish();
+        drop(lessor);
+        batch.ops.extend(extra.ops);
+        batch.put(Bucket::Meta, META_APPLIED_INDEX.to_vec(), index.to_be_bytes().to_vec());
+        if !changes.is_empty() {
+            batch.put(Bucket::Meta, META_CURRENT_REV.to_vec(), rev.to_be_bytes().to_vec());
+        }
+        if let Err(e) = self.backend.write(batch) {
+            self.failed.store(true, Ordering::Release);
+            return Err(e);
+        }
+        st.applied_index = index;
+        if !changes.is_empty() {
+            st.current_rev = rev;
+            st.uncommitted.push((rev, changes));
+        }
+        result
+    }
+}
+
+fn compaction(st: &mut ApplyState, c: &CompactionRequest, batch: &mut WriteBatch) -> Result<CompactionResponse> {
+    if c.revision <= st.compact_rev {
+        return Err(Error::Compacted);
+    }
+    if c.revision > st.current_rev {
+        return Err(Error::FutureRev);
+    }
+    st.compact_rev = c.revision;
+    st.pending_compactions.push(c.revision);
+    batch.put(Bucket::Meta, META_COMPACT_SCHEDULED.to_vec(), c.revision.to_be_bytes().to_vec());
+    Ok(CompactionResponse { header: header(st.current_rev) })
+}
+
+fn persist_lease(batch: &mut WriteBatch, id: i64, ttl: i64, remaining_ttl: i64) {
+    let rec = LeaseRecord { id, ttl, remaining_ttl };
+    batch.put(Bucket::Lease, lease_key(id), rec.encode_to_vec());
+}
+
+fn lease_grant(lessor: &mut Lessor, g: &LeaseGrantRequest, rev: i64, batch: &mut WriteBatch) -> Result<ApplyResponse> {
+    let l = lessor.grant(g.id, g.ttl)?;
+    persist_lease(batch, l.id, l.ttl, 0);
+    Ok(ApplyResponse::LeaseGrant(LeaseGrantResponse { header: header(rev), id: l.id, ttl: l.ttl, error: String::new() }))
+}
+
+fn revoke_one(tx: &mut WriteTxn<'_>, id: i64, batch: &mut WriteBatch) -> Result<()> {
+    let keys = tx.lessor.revoke(id)?;
+    for k in keys {
+        tx.delete(&k)?;
+    }
+    batch.delete(Bucket::Lease, lease_key(id));
+    Ok(())
+}
+
+fn lease_revoke(tx: &mut WriteTxn<'_>, r: &LeaseRevokeRequest, batch: &mut WriteBatch) -> Result<ApplyResponse> {
+    revoke_one(tx, r.id, batch)?;
+    Ok(ApplyResponse::LeaseRevoke(LeaseRevokeResponse { header: header(tx.rev()) }))
+}
+
+fn lease_checkpoint(
+    lessor: &mut Lessor,
+    c: &LeaseCheckpointRequest,
+    rev: i64,
+    batch: &mut WriteBatch,
+) -> Result<ApplyResponse> {
+    for cp in &c.checkpoints {
+        if lessor.checkpoint(cp.id, cp.remaining_ttl) {
+            let ttl = lessor.get(cp.id).map(|l| l.ttl).unwrap_or(0);
+            persist_lease(batch, cp.id, ttl, cp.remaining_ttl);
+        }
+    }
+    Ok(ApplyResponse::LeaseCheckpoint(LeaseCheckpointResponse { header: header(rev) }))
+}
+
+/// Revokes every still-existing lease of the batch in one revision (leases revoked or
+/// renewed away since the leader chose them are skipped: not an error).
+fn lease_expire(tx: &mut WriteTxn<'_>, e: &LeaseExpireRequest, batch: &mut WriteBatch) -> Result<ApplyResponse> {
+    for &id in &e.ids {
+        if tx.lessor.exists(id) {
+            revoke_one(tx, id, batch)?;
+        }
+    }
+    Ok(ApplyResponse::LeaseExpire { revision: tx.rev() })
+}

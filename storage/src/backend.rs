@@ -1,0 +1,95 @@
+//! The backend: what the MVCC store needs from a storage engine, and nothing more.
+//!
+//! A backend is a set of *buckets*, each an ordered map from bytes to bytes. Writes come in
+//! [`WriteBatch`]es applied atomically (after a crash a batch is either all there or not at
+//! all) and visible to reads as soon as `write` returns; `sync` makes every batch written
+//! so far durable. Nothing is acknowledged to a client before a `sync` covering it returned.
+//!
+//! Point-in-time reads come from the MVCC layer above: the key bucket is keyed by revision
+//! and its entries are never rewritten, only deleted by compaction, so a reader at revision
+//! R sees the same bytes whatever is written after R. A backend therefore needs no snapshot
+//! isolation of its own; `snapshot` streams a consistent copy for Maintenance.Snapshot.
+//!
+//! Failures are sticky: after a failed `write` or `sync` every later call fails too, so
+//! nothing is ever acknowledged on top of data that may be lost.
+
+use crate::error::Result;
+
+/// The buckets cairn keeps. The discriminant is part of the on-disk format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Bucket {
+    /// Revision bytes → encoded `mvccpb.KeyValue` (see `revision.rs`).
+    Key = 1,
+    /// Store metadata: applied index, current and compacted revisions.
+    Meta = 2,
+    /// Lease ID (8 bytes big-endian) → encoded `cairnpb.LeaseRecord`.
+    Lease = 3,
+}
+
+impl Bucket {
+    /// Every bucket, in on-disk order.
+    pub const ALL: [Bucket; 3] = [Bucket::Key, Bucket::Meta, Bucket::Lease];
+}
+
+/// One change of a batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BatchOp {
+    /// Set `key` to `value` in `bucket`.
+    Put(Bucket, Vec<u8>, Vec<u8>),
+    /// Remove `key` from `bucket`.
+    Delete(Bucket, Vec<u8>),
+}
+
+/// Changes applied atomically by [`Backend::write`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WriteBatch {
+    /// The changes, applied in order.
+    pub ops: Vec<BatchOp>,
+}
+
+impl WriteBatch {
+    /// Adds a put.
+    pub fn put(&mut self, bucket: Bucket, key: Vec<u8>, value: Vec<u8>) {
+        self.ops.push(BatchOp::Put(bucket, key, value));
+    }
+
+    /// Adds a delete.
+    pub fn delete(&mut self, bucket: Bucket, key: Vec<u8>) {
+        self.ops.push(BatchOp::Delete(bucket, key));
+    }
+
+    /// True when the batch changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+/// Visitor for [`Backend::scan`]: gets each key and value; returns `Ok(false)` to stop.
+pub type ScanFn<'a> = dyn FnMut(&[u8], &[u8]) -> Result<bool> + 'a;
+
+/// A storage engine under the MVCC store.
+pub trait Backend: Send + Sync + 'static {
+    /// The value of `key` in `bucket`.
+    fn get(&self, bucket: Bucket, key: &[u8]) -> Result<Option<Vec<u8>>>;
+
+    /// Visits the entries of `bucket` with `start <= key < end` (`end == None`: to the
+    /// end) in key order until the visitor returns `false`.
+    fn scan(&self, bucket: Bucket, start: &[u8], end: Option<&[u8]>, visit: &mut ScanFn<'_>) -> Result<()>;
+
+    /// Applies `batch` atomically; visible to reads on return, durable after `sync`.
+    fn write(&self, batch: WriteBatch) -> Result<()>;
+
+    /// Makes every batch written so far durable (an fdatasync, not a page-cache flush).
+    fn sync(&self) -> Result<()>;
+
+    /// Bytes the backend occupies on disk.
+    fn size(&self) -> u64;
+
+    /// Bytes holding live data (≤ `size`).
+    fn size_in_use(&self) -> u64;
+
+    /// Streams every bucket's entries to `out` in the snapshot format (see
+    /// `snapshot.rs`); returns the number of bytes written.
+    fn snapshot(&self, out: &mut dyn std::io::Write) -> Result<u64>;
+}

@@ -1,0 +1,33 @@
+//! cairn's storage: an MVCC key-value store with etcd's semantics.
+//!
+//! * [`revision`]: revisions and their byte encoding;
+//! * [`key_index`] / [`index`]: the in-memory index from key to revision history;
+//! * [`backend`]: the storage-engine trait, with [`sled_backend`] as one engine;
+//! * [`Store`]: open/rebuild, the read path, and the deterministic state machine
+//!   (`apply` in `apply.rs`, Put/DeleteRange/Txn in `txn.rs`);
+//! * [`validate`]: etcd's request checks done before proposing.
+#![deny(missing_docs)]
+
+mod apply;
+pub mod backend;
+mod compactor;
+pub mod crc32;
+mod error;
+pub mod index;
+pub mod key_index;
+pub mod lease;
+mod range;
+pub mod revision;
+pub mod sled_backend;
+pub mod snapshot;
+mod store;
+mod txn;
+pub mod validate;
+mod write_txn;
+
+pub use apply::ApplyResponse;
+pub use error::{Error, Result};
+pub use lease::{LeaseInfo, MAX_LEASE_TTL};
+pub use revision::Revision;
+pub use store::{Store, StoreConfig};
+pub use write_txn::Change;

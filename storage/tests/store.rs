@@ -1,0 +1,341 @@
+//! Store-level tests: etcd semantics scenario by scenario, restart, and a randomized
+//! comparison against a reference model (every revision's full state as a BTreeMap).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use cairn_proto::cairnpb::{internal_request::Request, InternalRequest};
+use cairn_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
+use cairn_proto::etcdserverpb::{
+    request_op, response_op, CompactionRequest, Compare, DeleteRangeRequest, LeaseGrantRequest, LeaseRevokeRequest,
+    PutRequest, RangeRequest, RequestOp, TxnRequest,
+};
+use cairn_proto::mvccpb::KeyValue;
+use cairn_storage::{ApplyResponse, Error, Store, StoreConfig};
+use proptest::prelude::*;
+
+struct Harness {
+    dir: tempfile::TempDir,
+    store: Arc<Store>,
+    index: u64,
+}
+
+impl Harness {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        Harness { dir, store, index: 0 }
+    }
+
+    fn reopen(&mut self) {
+        let dir = self.dir.path().to_path_buf();
+        // the compactor thread holds the backend until it sees the store go away
+        let store = std::mem::replace(&mut self.store, Store::open(StoreConfig::new(tempfile::tempdir().unwrap().path())).unwrap());
+        drop(store);
+        let mut tries = 0;
+        self.store = loop {
+            match Store::open(StoreConfig::new(&dir)) {
+                Ok(s) => break s,
+                Err(e) if tries < 200 => {
+                    tries += 1;
+                    let _ = e;
+                    std::thread::yield_now();
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                Err(e) => panic!("reopen: {e}"),
+            }
+        };
+        self.index = self.store.applied_index();
+    }
+
+    fn apply(&mut self, r: Request) -> Result<ApplyResponse, Error> {
+        self.index += 1;
+        let out = self.store.apply(self.index, &InternalRequest { id: self.index, request: Some(r) });
+        self.store.commit().unwrap();
+        out
+    }
+
+    fn put(&mut self, k: &str, v: &str) -> i64 {
+        match self.apply(Request::Put(PutRequest { key: k.into(), value: v.into(), ..Default::default() })).unwrap() {
+            ApplyResponse::Put(p) => p.header.unwrap().revision,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn get(&self, k: &str, rev: i64) -> Result<Vec<KeyValue>, Error> {
+        self.store.range(&RangeRequest { key: k.into(), revision: rev, ..Default::default() }).map(|r| r.kvs)
+    }
+}
+
+fn put_op(k: &str, v: &str) -> RequestOp {
+    RequestOp { request: Some(request_op::Request::RequestPut(PutRequest { key: k.into(), value: v.into(), ..Default::default() })) }
+}
+
+fn range_op(k: &str) -> RequestOp {
+    RequestOp { request: Some(request_op::Request::RequestRange(RangeRequest { key: k.into(), ..Default::default() })) }
+}
+
+fn cmp(k: &str, target: CompareTarget, result: CompareResult, u: TargetUnion) -> Compare {
+    Compare { key: k.into(), target: target as i32, result: result as i32, target_union: Some(u), range_end: vec![] }
+}
+
+#[test]
+fn versions_and_revisions_follow_etcd() {
+    let mut h = Harness::new();
+    assert_eq!(h.put("a", "1"), 2 - 1);
+    assert_eq!(h.put("a", "2"), 2);
+    assert_eq!(h.put("b", "1"), 3);
+    let a = &h.get("a", 0).unwrap()[0];
+    assert_eq!((a.create_revision, a.mod_revision, a.version), (1, 2, 2));
+    // a delete bumps the revision; recreating starts a new generation at version 1
+    let r = h.apply(Request::DeleteRange(DeleteRangeRequest { key: "a".into(), prev_kv: true, ..Default::default() }));
+    let ApplyResponse::DeleteRange(d) = r.unwrap() else { panic!() };
+    assert_eq!((d.deleted, d.header.unwrap().revision, d.prev_kvs[0].value.clone()), (1, 4, b"2".to_vec()));
+    // deleting nothing does not bump the revision
+    let ApplyResponse::DeleteRange(d) =
+        h.apply(Request::DeleteRange(DeleteRangeRequest { key: "zz".into(), ..Default::default() })).unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!((d.deleted, d.header.unwrap().revision), (0, 4));
+    assert_eq!(h.put("a", "3"), 5);
+    let a = &h.get("a", 0).unwrap()[0];
+    assert_eq!((a.create_revision, a.mod_revision, a.version), (5, 5, 1));
+    assert_eq!(h.get("a", 3).unwrap()[0].value, b"2");
+    assert!(h.get("a", 4).unwrap().is_empty());
+    assert!(matches!(h.get("a", 6), Err(Error::FutureRev)));
+}
+
+#[test]
+fn range_options_count_and_more() {
+    let mut h = Harness::new();
+    for (i, k) in ["a", "b", "c", "d"].iter().enumerate() {
+        h.put(k, &format!("{}", 4 - i));
+    }
+    let req = RangeRequest { key: "a".into(), range_end: "d".into(), limit: 2, ..Default::default() };
+    let r = h.store.range(&req).unwrap();
+    assert_eq!((r.kvs.len(), r.more, r.count), (2, true, 3));
+    // sort by value ascending, limited: sorting happens before truncation
+    let req = RangeRequest { key: "a".into(), range_end: "\0".into(), limit: 1, sort_target: 4, sort_order: 1, ..Default::default() };
+    let r = h.store.range(&req).unwrap();
+    assert_eq!((r.kvs[0].key.clone(), r.more, r.count), (b"d".to_vec(), true, 4));
+    let req = RangeRequest { key: "a".into(), range_end: "\0".into(), count_only: true, ..Default::default() };
+    let r = h.store.range(&req).unwrap();
+    assert_eq!((r.kvs.len(), r.count), (0, 4));
+    let req = RangeRequest { key: "a".into(), range_end: "\0".into(), min_mod_revision: 3, keys_only: true, ..Default::default() };
+    let r = h.store.range(&req).unwrap();
+    assert_eq!(r.kvs.iter().map(|k| k.key.clone()).collect::<Vec<_>>(), vec![b"c".to_vec(), b"d".to_vec()]);
+    assert!(r.kvs.iter().all(|k| k.value.is_empty()));
+    assert_eq!(r.count, 4, "count ignores filters, as in etcd");
+}
+
+#[test]
+fn txn_compares_nesting_and_reads_own_writes() {
+    let mut h = Harness::new();
+    h.put("k", "v1");
+    let t = TxnRequest {
+        compare: vec![cmp("k", CompareTarget::Version, CompareResult::Equal, TargetUnion::Version(1))],
+        success: vec![
+            put_op("k", "v2"),
+            range_op("k"),
+            RequestOp {
+                request: Some(request_op::Request::RequestTxn(TxnRequest {
+                    compare: vec![cmp("k", CompareTarget::Value, CompareResult::Equal, TargetUnion::Value("v2".into()))],
+                    success: vec![put_op("x", "then")],
+                    failure: vec![put_op("x", "else")],
+                })),
+            },
+        ],
+        failure: vec![],
+    };
+    let ApplyResponse::Txn(r) = h.apply(Request::Txn(t)).unwrap() else { panic!() };
+    assert!(r.succeeded);
+    assert_eq!(r.header.unwrap().revision, 2);
+    let Some(response_op::Response::ResponseRange(rr)) = &r.responses[1].response else { panic!() };
+    assert_eq!(rr.kvs[0].value, b"v2", "a range after a put in one txn sees the put");
+    // nested compares see the state before the txn: v1, so the else branch ran
+    assert_eq!(h.get("x", 0).unwrap()[0].value, b"else");
+    assert_eq!(h.get("x", 0).unwrap()[0].mod_revision, 2, "all writes of a txn share one revision");
+    // a failing value compare on a missing key, and a lease compare against 0
+    let t = TxnRequest {
+        compare: vec![cmp("missing", CompareTarget::Value, CompareResult::NotEqual, TargetUnion::Value("z".into()))],
+        success: vec![put_op("s", "1")],
+        failure: vec![range_op("k")],
+    };
+    let ApplyResponse::Txn(r) = h.apply(Request::Txn(t)).unwrap() else { panic!() };
+    assert!(!r.succeeded);
+    assert_eq!(r.header.unwrap().revision, 2, "read-only branch does not bump the revision");
+    let t = TxnRequest {
+        compare: vec![cmp("missing", CompareTarget::Lease, CompareResult::Equal, TargetUnion::Lease(0))],
+        success: vec![],
+        failure: vec![],
+    };
+    let ApplyResponse::Txn(r) = h.apply(Request::Txn(t)).unwrap() else { panic!() };
+    assert!(r.succeeded);
+}
+
+#[test]
+fn txn_request_errors_change_nothing() {
+    let mut h = Harness::new();
+    h.put("k", "v");
+    let t = TxnRequest {
+        compare: vec![],
+        success: vec![
+            put_op("a", "1"),
+            RequestOp { request: Some(request_op::Request::RequestPut(PutRequest { key: "b".into(), lease: 99, ..Default::default() })) },
+        ],
+        failure: vec![],
+    };
+    assert!(matches!(h.apply(Request::Txn(t)), Err(Error::LeaseNotFound)));
+    assert!(h.get("a", 0).unwrap().is_empty(), "nothing of a failed txn is applied");
+    assert_eq!(h.store.revision(), 1);
+    let t = TxnRequest {
+        success: vec![RequestOp { request: Some(request_op::Request::RequestRange(RangeRequest { key: "k".into(), revision: 9, ..Default::default() })) }],
+        ..Default::default()
+    };
+    assert!(matches!(h.apply(Request::Txn(t)), Err(Error::FutureRev)));
+    let p = PutRequest { key: "nope".into(), ignore_value: true, ..Default::default() };
+    assert!(matches!(h.apply(Request::Put(p)), Err(Error::KeyNotFound)));
+    let p = PutRequest { key: "k".into(), ignore_value: true, prev_kv: true, ..Default::default() };
+    let ApplyResponse::Put(r) = h.apply(Request::Put(p)).unwrap() else { panic!() };
+    assert_eq!(r.prev_kv.unwrap().value, b"v");
+    assert_eq!(h.get("k", 0).unwrap()[0].value, b"v", "ignore_value keeps the value");
+}
+
+#[test]
+fn compaction_and_restart() {
+    let mut h = Harness::new();
+    for i in 0..10 {
+        h.put("k", &format!("v{i}"));
+        h.put(&format!("other{i}"), "x");
+    }
+    h.apply(Request::DeleteRange(DeleteRangeRequest { key: "other".into(), range_end: "otherz".into(), ..Default::default() })).unwrap();
+    let rev = h.store.revision();
+    let ApplyResponse::Compaction(c) = h.apply(Request::Compaction(CompactionRequest { revision: 10, physical: true })).unwrap() else {
+        panic!()
+    };
+    assert_eq!(c.header.unwrap().revision, rev);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(h.store.wait_compacted(10)).unwrap();
+    assert!(matches!(h.get("k", 9), Err(Error::Compacted)));
+    assert_eq!(h.get("k", 10).unwrap()[0].value, b"v4", "the newest value at the floor stays readable");
+    assert!(matches!(h.apply(Request::Compaction(CompactionRequest { revision: 10, physical: false })), Err(Error::Compacted)));
+    assert!(matches!(h.apply(Request::Compaction(CompactionRequest { revision: rev + 1, physical: false })), Err(Error::FutureRev)));
+    h.put("k", "after");
+    let before: Vec<_> = (10..=h.store.revision()).map(|r| h.store.range(&RangeRequest { key: "\0".into(), range_end: "\0".into(), revision: r, ..Default::default() }).unwrap()).collect();
+    h.reopen();
+    assert_eq!(h.store.compact_revision(), 10);
+    assert_eq!(h.store.revision(), rev + 1);
+    let after: Vec<_> = (10..=h.store.revision()).map(|r| h.store.range(&RangeRequest { key: "\0".into(), range_end: "\0".into(), revision: r, ..Default::default() }).unwrap()).collect();
+    assert_eq!(before, after, "every readable revision answers the same after a restart");
+    // versions continue across restart after compaction
+    h.put("k", "again");
+    assert_eq!(h.get("k", 0).unwrap()[0].version, 12);
+    // already-applied indexes are skipped after restart
+    let idx = h.store.applied_index();
+    assert_eq!(h.store.apply(idx, &InternalRequest { id: 1, request: Some(Request::Put(put_req("k", "dup"))) }).unwrap(), ApplyResponse::Skipped);
+}
+
+fn put_req(k: &str, v: &str) -> PutRequest {
+    PutRequest { key: k.into(), value: v.into(), ..Default::default() }
+}
+
+#[test]
+fn leases_attach_and_revoke_in_one_revision() {
+    let mut h = Harness::new();
+    let ApplyResponse::LeaseGrant(g) = h.apply(Request::LeaseGrant(LeaseGrantRequest { ttl: 1, id: 7 })).unwrap() else { panic!() };
+    assert_eq!((g.id, g.ttl), (7, 2), "minimum TTL");
+    assert!(matches!(h.apply(Request::LeaseGrant(LeaseGrantRequest { ttl: 10, id: 7 })), Err(Error::LeaseExists)));
+    h.apply(Request::Put(PutRequest { key: "a".into(), lease: 7, ..Default::default() })).unwrap();
+    h.apply(Request::Put(PutRequest { key: "b".into(), lease: 7, ..Default::default() })).unwrap();
+    h.apply(Request::Put(PutRequest { key: "c".into(), lease: 7, ..Default::default() })).unwrap();
+    h.put("c", "detached");
+    h.reopen();
+    assert_eq!(h.store.lease(7).unwrap().keys.len(), 2, "attachments rebuilt from the data");
+    let ApplyResponse::LeaseRevoke(r) = h.apply(Request::LeaseRevoke(LeaseRevokeRequest { id: 7 })).unwrap() else { panic!() };
+    assert_eq!(r.header.unwrap().revision, 5);
+    assert!(h.get("a", 0).unwrap().is_empty() && h.get("b", 0).unwrap().is_empty());
+    assert_eq!(h.get("c", 0).unwrap()[0].value, b"detached");
+    assert!(matches!(h.apply(Request::LeaseRevoke(LeaseRevokeRequest { id: 7 })), Err(Error::LeaseNotFound)));
+    h.reopen();
+    assert!(h.store.lease(7).is_none());
+}
+
+/// Reference model: the full key → value state at every revision.
+#[derive(Default)]
+struct Model {
+    states: Vec<BTreeMap<String, (String, i64, i64, i64)>>, // value, create, mod, version
+}
+
+impl Model {
+    fn current(&self) -> BTreeMap<String, (String, i64, i64, i64)> {
+        self.states.last().cloned().unwrap_or_default()
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Put(u8, u8),
+    Delete(u8, u8),
+    Compact(u8),
+    Restart,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (0u8..8, any::<u8>()).prop_map(|(k, v)| Op::Put(k, v)),
+        2 => (0u8..8, 0u8..3).prop_map(|(k, w)| Op::Delete(k, w)),
+        1 => any::<u8>().prop_map(Op::Compact),
+        1 => Just(Op::Restart),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    #[test]
+    fn matches_reference_model(ops in proptest::collection::vec(op(), 1..60)) {
+        let mut h = Harness::new();
+        let mut m = Model::default();
+        m.states.push(BTreeMap::new()); // revision 0
+        let mut compacted = 0i64;
+        for op in ops {
+            match op {
+                Op::Put(k, v) => {
+                    let key = format!("k{k}");
+                    h.put(&key, &v.to_string());
+                    let mut s = m.current();
+                    let rev = m.states.len() as i64;
+                    let (create, ver) = s.get(&key).map(|e| (e.1, e.3)).unwrap_or((rev, 0));
+                    s.insert(key, (v.to_string(), create, rev, ver + 1));
+                    m.states.push(s);
+                }
+                Op::Delete(k, w) => {
+                    let (a, b) = (format!("k{k}"), format!("k{}", k + w));
+                    let end = if w == 0 { String::new() } else { b.clone() };
+                    h.apply(Request::DeleteRange(DeleteRangeRequest { key: a.clone().into(), range_end: end.into(), ..Default::default() })).unwrap();
+                    let mut s = m.current();
+                    let doomed: Vec<String> = s.keys().filter(|x| if w == 0 { **x == a } else { **x >= a && **x < b }).cloned().collect();
+                    if !doomed.is_empty() {
+                        for d in doomed { s.remove(&d); }
+                        m.states.push(s);
+                    }
+                }
+                Op::Compact(c) => {
+                    let cur = m.states.len() as i64 - 1;
+                    let rev = (c as i64) % (cur + 1);
+                    let r = h.apply(Request::Compaction(CompactionRequest { revision: rev, physical: false }));
+                    if rev <= compacted { prop_assert!(matches!(r, Err(Error::Compacted))); } else { prop_assert!(r.is_ok()); compacted = rev; }
+                }
+                Op::Restart => h.reopen(),
+            }
+            // every readable revision matches the model
+            let cur = m.states.len() as i64 - 1;
+            prop_assert_eq!(h.store.revision(), cur);
+            for rev in compacted.max(1)..=cur {
+                let got = h.store.range(&RangeRequest { key: "k".into(), range_end: "l".into(), revision: rev, ..Default::default() }).unwrap();
+                let got: BTreeMap<String, (String, i64, i64, i64)> = got.kvs.into_iter().map(|kv| (String::from_utf8(kv.key).unwrap(), (String::from_utf8(kv.value).unwrap(), kv.create_revision, kv.mod_revision, kv.version))).collect();
+                prop_assert_eq!(&got, &m.states[rev as usize], "revision {}", rev);
+            }
+        }
+    }
+}
