@@ -16,6 +16,7 @@ mod error;
 pub mod index;
 pub mod key_index;
 pub mod lease;
+pub mod lease_queue;
 mod range;
 pub mod revision;
 pub mod sled_backend;

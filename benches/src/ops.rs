@@ -1,0 +1,136 @@
+//! The request shapes each benchmark sends.
+
+use std::sync::Arc;
+
+use cairn_proto::etcdserverpb::{
+    compare::{CompareResult, CompareTarget, TargetUnion},
+    kv_client::KvClient,
+    request_op, Compare, PutRequest, RangeRequest, RequestOp, TxnRequest,
+};
+use tonic::transport::Channel;
+
+use crate::keys::{random_value, KeyGen, Rng};
+
+/// What one operation of a run does.
+#[derive(Debug, Clone)]
+pub enum OpKind {
+    /// Put(key, value).
+    Put,
+    /// Put(key_at(seq), value): used to prepopulate the key space.
+    Fill,
+    /// Range(key[, end]).
+    Range { key: Vec<u8>, end: Vec<u8>, serializable: bool },
+    /// Txn{ compare(always true), success: Put(key, value) }.
+    TxnPut,
+    /// Range(key, limit 1) then Txn{ MOD(key) == rev ? Put(key, value) : Range(key) }.
+    Update,
+}
+
+/// Shared, read-only description of the workload.
+#[derive(Debug)]
+pub struct Workload {
+    pub kind: OpKind,
+    pub keys: KeyGen,
+    pub val_size: usize,
+}
+
+/// How a successful operation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    /// The Txn's compare failed (another writer won the race).
+    Conflict,
+}
+
+/// One client task's state: its stub on a shared channel and its RNG.
+pub struct Worker {
+    kv: KvClient<Channel>,
+    work: Arc<Workload>,
+    rng: Rng,
+    value: Vec<u8>,
+}
+
+impl Worker {
+    pub fn new(channel: Channel, work: Arc<Workload>) -> Self {
+        let mut rng = Rng::from_entropy();
+        let value = random_value(work.val_size, &mut rng);
+        let kv = KvClient::new(channel)
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX);
+        Worker { kv, work, rng, value }
+    }
+
+    fn put_req(&self, key: Vec<u8>) -> PutRequest {
+        PutRequest { key, value: self.value.clone(), ..Default::default() }
+    }
+
+    /// Performs the `seq`-th operation of the run.
+    pub async fn run_one(&mut self, seq: u64) -> Result<Outcome, tonic::Status> {
+        match &self.work.kind {
+            OpKind::Put => {
+                let key = self.work.keys.key_for(seq, &mut self.rng);
+                let req = self.put_req(key);
+                self.kv.put(req).await?;
+                Ok(Outcome::Ok)
+            }
+            OpKind::Fill => {
+                let req = self.put_req(self.work.keys.key_at(seq));
+                self.kv.put(req).await?;
+                Ok(Outcome::Ok)
+            }
+            OpKind::Range { key, end, serializable } => {
+                let req = RangeRequest {
+                    key: key.clone(),
+                    range_end: end.clone(),
+                    serializable: *serializable,
+                    ..Default::default()
+                };
+                self.kv.range(req).await?;
+                Ok(Outcome::Ok)
+            }
+            OpKind::TxnPut => {
+                let key = self.work.keys.key_for(seq, &mut self.rng);
+                // mod_revision > -1 holds for every key, present or not.
+                let cmp = Compare {
+                    result: CompareResult::Greater as i32,
+                    target: CompareTarget::Mod as i32,
+                    key: key.clone(),
+                    target_union: Some(TargetUnion::ModRevision(-1)),
+                    ..Default::default()
+                };
+                let put = self.put_req(key);
+                let txn = TxnRequest {
+                    compare: vec![cmp],
+                    success: vec![RequestOp { request: Some(request_op::Request::RequestPut(put)) }],
+                    failure: vec![],
+                };
+                let resp = self.kv.txn(txn).await?.into_inner();
+                Ok(if resp.succeeded { Outcome::Ok } else { Outcome::Conflict })
+            }
+            OpKind::Update => {
+                let key = self.work.keys.key_for(seq, &mut self.rng);
+                let get = RangeRequest { key: key.clone(), limit: 1, ..Default::default() };
+                let got = self.kv.range(get).await?.into_inner();
+                let rev = got.kvs.first().map_or(0, |kv| kv.mod_revision);
+                let cmp = Compare {
+                    result: CompareResult::Equal as i32,
+                    target: CompareTarget::Mod as i32,
+                    key: key.clone(),
+                    target_union: Some(TargetUnion::ModRevision(rev)),
+                    ..Default::default()
+                };
+                let reread = RangeRequest { key: key.clone(), ..Default::default() };
+                let put = self.put_req(key);
+                let txn = TxnRequest {
+                    compare: vec![cmp],
+                    success: vec![RequestOp { request: Some(request_op::Request::RequestPut(put)) }],
+                    failure: vec![RequestOp {
+                        request: Some(request_op::Request::RequestRange(reread)),
+                    }],
+                };
+                let resp = self.kv.txn(txn).await?.into_inner();
+                Ok(if resp.succeeded { Outcome::Ok } else { Outcome::Conflict })
+            }
+        }
+    }
+}
