@@ -91,12 +91,12 @@ pub struct Store {
     compactor: Compactor,
 }
 
-fn meta_i64(backend: &dyn Backend, key: &[u8]) -> Result<i64> {
+fn meta_i64(backend: &dyn Backend, key: &[u8]) -> Result<Option<i64>> {
     match backend.get(Bucket::Meta, key)? {
-        None => Ok(0),
+        None => Ok(None),
         Some(v) => {
             let b: [u8; 8] = v.as_slice().try_into().map_err(|_| Error::corrupt("meta", format!("{key:?}")))?;
-            Ok(i64::from_be_bytes(b))
+            Ok(Some(i64::from_be_bytes(b)))
         }
     }
 }
@@ -110,10 +110,12 @@ impl Store {
 
     /// Opens the store over any backend.
     pub fn open_with(cfg: StoreConfig, backend: Arc<dyn Backend>) -> Result<Arc<Store>> {
-        let applied_index = meta_i64(backend.as_ref(), META_APPLIED_INDEX)? as u64;
-        let mut current_rev = meta_i64(backend.as_ref(), META_CURRENT_REV)?;
-        let scheduled = meta_i64(backend.as_ref(), META_COMPACT_SCHEDULED)?;
-        let finished = meta_i64(backend.as_ref(), META_COMPACT_FINISHED)?;
+        let applied_index = meta_i64(backend.as_ref(), META_APPLIED_INDEX)?.unwrap_or(0) as u64;
+        // as in etcd, an empty store is at revision 1 (the first write makes revision 2) and
+        // nothing is compacted (-1, so that even a compaction at 0 is accepted once)
+        let mut current_rev = meta_i64(backend.as_ref(), META_CURRENT_REV)?.unwrap_or(1);
+        let scheduled = meta_i64(backend.as_ref(), META_COMPACT_SCHEDULED)?.unwrap_or(-1);
+        let finished = meta_i64(backend.as_ref(), META_COMPACT_FINISHED)?.unwrap_or(-1);
 
         let index = Arc::new(TreeIndex::new());
         let mut key_lease: HashMap<Vec<u8>, i64> = HashMap::new();

@@ -82,28 +82,29 @@ fn cmp(k: &str, target: CompareTarget, result: CompareResult, u: TargetUnion) ->
 #[test]
 fn versions_and_revisions_follow_etcd() {
     let mut h = Harness::new();
-    assert_eq!(h.put("a", "1"), 2 - 1);
-    assert_eq!(h.put("a", "2"), 2);
-    assert_eq!(h.put("b", "1"), 3);
+    assert_eq!(h.store.revision(), 1, "an empty store is at revision 1, as etcd");
+    assert_eq!(h.put("a", "1"), 2);
+    assert_eq!(h.put("a", "2"), 3);
+    assert_eq!(h.put("b", "1"), 4);
     let a = &h.get("a", 0).unwrap()[0];
-    assert_eq!((a.create_revision, a.mod_revision, a.version), (1, 2, 2));
+    assert_eq!((a.create_revision, a.mod_revision, a.version), (2, 3, 2));
     // a delete bumps the revision; recreating starts a new generation at version 1
     let r = h.apply(Request::DeleteRange(DeleteRangeRequest { key: "a".into(), prev_kv: true, ..Default::default() }));
     let ApplyResponse::DeleteRange(d) = r.unwrap() else { panic!() };
-    assert_eq!((d.deleted, d.header.unwrap().revision, d.prev_kvs[0].value.clone()), (1, 4, b"2".to_vec()));
+    assert_eq!((d.deleted, d.header.unwrap().revision, d.prev_kvs[0].value.clone()), (1, 5, b"2".to_vec()));
     // deleting nothing does not bump the revision
     let ApplyResponse::DeleteRange(d) =
         h.apply(Request::DeleteRange(DeleteRangeRequest { key: "zz".into(), ..Default::default() })).unwrap()
     else {
         panic!()
     };
-    assert_eq!((d.deleted, d.header.unwrap().revision), (0, 4));
-    assert_eq!(h.put("a", "3"), 5);
+    assert_eq!((d.deleted, d.header.unwrap().revision), (0, 5));
+    assert_eq!(h.put("a", "3"), 6);
     let a = &h.get("a", 0).unwrap()[0];
-    assert_eq!((a.create_revision, a.mod_revision, a.version), (5, 5, 1));
-    assert_eq!(h.get("a", 3).unwrap()[0].value, b"2");
-    assert!(h.get("a", 4).unwrap().is_empty());
-    assert!(matches!(h.get("a", 6), Err(Error::FutureRev)));
+    assert_eq!((a.create_revision, a.mod_revision, a.version), (6, 6, 1));
+    assert_eq!(h.get("a", 4).unwrap()[0].value, b"2");
+    assert!(h.get("a", 5).unwrap().is_empty());
+    assert!(matches!(h.get("a", 7), Err(Error::FutureRev)));
 }
 
 #[test]
@@ -122,7 +123,7 @@ fn range_options_count_and_more() {
     let req = RangeRequest { key: "a".into(), range_end: "\0".into(), count_only: true, ..Default::default() };
     let r = h.store.range(&req).unwrap();
     assert_eq!((r.kvs.len(), r.count), (0, 4));
-    let req = RangeRequest { key: "a".into(), range_end: "\0".into(), min_mod_revision: 3, keys_only: true, ..Default::default() };
+    let req = RangeRequest { key: "a".into(), range_end: "\0".into(), min_mod_revision: 4, keys_only: true, ..Default::default() };
     let r = h.store.range(&req).unwrap();
     assert_eq!(r.kvs.iter().map(|k| k.key.clone()).collect::<Vec<_>>(), vec![b"c".to_vec(), b"d".to_vec()]);
     assert!(r.kvs.iter().all(|k| k.value.is_empty()));
@@ -150,12 +151,12 @@ fn txn_compares_nesting_and_reads_own_writes() {
     };
     let ApplyResponse::Txn(r) = h.apply(Request::Txn(t)).unwrap() else { panic!() };
     assert!(r.succeeded);
-    assert_eq!(r.header.unwrap().revision, 2);
+    assert_eq!(r.header.unwrap().revision, 3);
     let Some(response_op::Response::ResponseRange(rr)) = &r.responses[1].response else { panic!() };
     assert_eq!(rr.kvs[0].value, b"v2", "a range after a put in one txn sees the put");
     // nested compares see the state before the txn: v1, so the else branch ran
     assert_eq!(h.get("x", 0).unwrap()[0].value, b"else");
-    assert_eq!(h.get("x", 0).unwrap()[0].mod_revision, 2, "all writes of a txn share one revision");
+    assert_eq!(h.get("x", 0).unwrap()[0].mod_revision, 3, "all writes of a txn share one revision");
     // a failing value compare on a missing key, and a lease compare against 0
     let t = TxnRequest {
         compare: vec![cmp("missing", CompareTarget::Value, CompareResult::NotEqual, TargetUnion::Value("z".into()))],
@@ -164,7 +165,7 @@ fn txn_compares_nesting_and_reads_own_writes() {
     };
     let ApplyResponse::Txn(r) = h.apply(Request::Txn(t)).unwrap() else { panic!() };
     assert!(!r.succeeded);
-    assert_eq!(r.header.unwrap().revision, 2, "read-only branch does not bump the revision");
+    assert_eq!(r.header.unwrap().revision, 3, "read-only branch does not bump the revision");
     let t = TxnRequest {
         compare: vec![cmp("missing", CompareTarget::Lease, CompareResult::Equal, TargetUnion::Lease(0))],
         success: vec![],
@@ -188,7 +189,7 @@ fn txn_request_errors_change_nothing() {
     };
     assert!(matches!(h.apply(Request::Txn(t)), Err(Error::LeaseNotFound)));
     assert!(h.get("a", 0).unwrap().is_empty(), "nothing of a failed txn is applied");
-    assert_eq!(h.store.revision(), 1);
+    assert_eq!(h.store.revision(), 2);
     let t = TxnRequest {
         success: vec![RequestOp { request: Some(request_op::Request::RequestRange(RangeRequest { key: "k".into(), revision: 9, ..Default::default() })) }],
         ..Default::default()
@@ -253,7 +254,7 @@ fn leases_attach_and_revoke_in_one_revision() {
     h.reopen();
     assert_eq!(h.store.lease(7).unwrap().keys.len(), 2, "attachments rebuilt from the data");
     let ApplyResponse::LeaseRevoke(r) = h.apply(Request::LeaseRevoke(LeaseRevokeRequest { id: 7 })).unwrap() else { panic!() };
-    assert_eq!(r.header.unwrap().revision, 5);
+    assert_eq!(r.header.unwrap().revision, 6);
     assert!(h.get("a", 0).unwrap().is_empty() && h.get("b", 0).unwrap().is_empty());
     assert_eq!(h.get("c", 0).unwrap()[0].value, b"detached");
     assert!(matches!(h.apply(Request::LeaseRevoke(LeaseRevokeRequest { id: 7 })), Err(Error::LeaseNotFound)));
@@ -297,7 +298,8 @@ proptest! {
         let mut h = Harness::new();
         let mut m = Model::default();
         m.states.push(BTreeMap::new()); // revision 0
-        let mut compacted = 0i64;
+        m.states.push(BTreeMap::new()); // revision 1: an empty store
+        let mut compacted = -1i64;
         for op in ops {
             match op {
                 Op::Put(k, v) => {
