@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what the tests need, if missing, then runs the whole test suite:
+#   - etcd and etcdctl (Debian packages etcd-server, etcd-client): the
+#     integration tests compare cairn with real etcd and drive it with etcdctl;
+#   - protoc (protobuf-compiler): the build script of the etcd-client crate
+#     (a dev-dependency) needs it.
+# Extra arguments are passed on to `cargo test`, e.g.
+#   scripts/test.sh --test differential -- --nocapture
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+missing=()
+[ -x /usr/bin/etcd ] || missing+=(etcd-server)
+[ -x /usr/bin/etcdctl ] || missing+=(etcd-client)
+command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "installing ${missing[*]}" >&2
+    sudo=()
+    if [ "$(id -u)" -ne 0 ]; then
+        sudo=(sudo)
+    fi
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then
+    # shellcheck disable=SC1091
+    . "$HOME/.cargo/env"
+fi
+
+# Release: the storage tests are heavy.
+exec cargo test --workspace --release "$@"

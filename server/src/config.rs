@@ -1,0 +1,343 @@
+//! Command-line and environment configuration, with etcd's flag names.
+//!
+//! Every flag also reads etcd's environment variable (`--data-dir` ↔ `ETCD_DATA_DIR`); a flag
+//! given on the command line wins over the variable, as in etcd. Booleans take all three forms
+//! etcd's Go flag parser takes: `--client-cert-auth`, `--client-cert-auth=true` and
+//! `--client-cert-auth=false` (and Go's spellings `1`, `t`, `TRUE`, `0`, `f`, ...). Go also
+//! accepts a single dash (`-name x`); [`normalize_args`] rewrites those to two dashes.
+//!
+//! Flags for features this version does not have yet (peers, compaction, metrics...) are
+//! accepted so that existing etcd command lines keep working, and [`Config::ignored`] lists the
+//! ones that were set so the server can say once that they have no effect.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::parser::ValueSource;
+use clap::{ArgAction, CommandFactory, FromArgMatches, Parser};
+
+/// The etcd version cairn reports (`--version`, Maintenance.Status). kube-apiserver enables
+/// features by this number (RequestWatchProgress needs ≥ 3.5.13).
+pub const ETCD_VERSION: &str = "3.5.13";
+
+/// Flags that are accepted for compatibility but have no effect in this version.
+const IGNORED_FLAGS: &[&str] = &[
+    "listen_peer_urls",
+    "initial_cluster_state",
+    "snapshot_count",
+    "quota_backend_bytes",
+    "auto_compaction_mode",
+    "auto_compaction_retention",
+    "logger",
+    "heartbeat_interval",
+    "election_timeout",
+    "listen_metrics_urls",
+    "experimental_initial_corrupt_check",
+    "experimental_watch_progress_notify_interval",
+    "watch_progress_notify_interval",
+    "peer_cert_file",
+    "peer_key_file",
+    "peer_client_cert_auth",
+    "peer_trusted_ca_file",
+    "peer_auto_tls",
+    "cipher_suites",
+    "tls_min_version",
+];
+
+/// cairn's configuration. Field docs name the etcd flag and environment variable.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "cairn",
+    about = "cairn: an etcd-compatible key-value store",
+    disable_version_flag = true
+)]
+pub struct Config {
+    /// Print the version and exit. (Not read from ETCD_VERSION, as in etcd.)
+    #[arg(long, action = ArgAction::SetTrue)]
+    pub version: bool,
+
+    /// Human-readable name for this member.
+    #[arg(long, env = "ETCD_NAME", default_value = "default")]
+    pub name: String,
+
+    /// Path to the data directory [default: ${name}.etcd].
+    #[arg(long, env = "ETCD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// URLs to listen on for client traffic (comma-separated; http:// or https://).
+    #[arg(
+        long,
+        env = "ETCD_LISTEN_CLIENT_URLS",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:2379"
+    )]
+    pub listen_client_urls: Vec<String>,
+
+    /// Client URLs of this member advertised to the cluster (MemberList).
+    #[arg(
+        long,
+        env = "ETCD_ADVERTISE_CLIENT_URLS",
+        value_delimiter = ',',
+        default_value = "http://localhost:2379"
+    )]
+    pub advertise_client_urls: Vec<String>,
+
+    /// URLs to listen on for peer traffic. Accepted, not used yet.
+    #[arg(
+        long,
+        env = "ETCD_LISTEN_PEER_URLS",
+        value_delimiter = ',',
+        default_value = "http://localhost:2380"
+    )]
+    pub listen_peer_urls: Vec<String>,
+
+    /// Peer URLs of this member advertised to the cluster; they determine the member ID.
+    #[arg(
+        long,
+        env = "ETCD_INITIAL_ADVERTISE_PEER_URLS",
+        value_delimiter = ',',
+        default_value = "http://localhost:2380"
+    )]
+    pub initial_advertise_peer_urls: Vec<String>,
+
+    /// Initial cluster configuration, `name=peer-url,...` [default: ${name}=<initial-advertise-peer-urls>].
+    #[arg(long, env = "ETCD_INITIAL_CLUSTER")]
+    pub initial_cluster: Option<String>,
+
+    /// `new` or `existing`. Accepted, not used yet.
+    #[arg(long, env = "ETCD_INITIAL_CLUSTER_STATE", default_value = "new",
+          value_parser = ["new", "existing"])]
+    pub initial_cluster_state: String,
+
+    /// Initial cluster token; it determines the member and cluster IDs.
+    #[arg(
+        long,
+        env = "ETCD_INITIAL_CLUSTER_TOKEN",
+        default_value = "etcd-cluster"
+    )]
+    pub initial_cluster_token: String,
+
+    /// Committed transactions that trigger a snapshot. Accepted, not used yet.
+    #[arg(long, env = "ETCD_SNAPSHOT_COUNT", default_value_t = 100_000)]
+    pub snapshot_count: u64,
+
+    /// Backend size quota in bytes (0 = default). Accepted, not used yet.
+    #[arg(long, env = "ETCD_QUOTA_BACKEND_BYTES", default_value_t = 0)]
+    pub quota_backend_bytes: i64,
+
+    /// Largest request (encoded) the server accepts, in bytes.
+    #[arg(long, env = "ETCD_MAX_REQUEST_BYTES", default_value_t = 1_572_864)]
+    pub max_request_bytes: u32,
+
+    /// Largest number of operations in one transaction.
+    #[arg(long, env = "ETCD_MAX_TXN_OPS", default_value_t = 128)]
+    pub max_txn_ops: u32,
+
+    /// `periodic` or `revision`. Accepted, not used yet.
+    #[arg(long, env = "ETCD_AUTO_COMPACTION_MODE", default_value = "periodic")]
+    pub auto_compaction_mode: String,
+
+    /// Auto-compaction retention. Accepted, not used yet.
+    #[arg(long, env = "ETCD_AUTO_COMPACTION_RETENTION", default_value = "0")]
+    pub auto_compaction_retention: String,
+
+    /// Log level: debug, info, warn, error, dpanic, panic, fatal.
+    #[arg(long, env = "ETCD_LOG_LEVEL", default_value = "info",
+          value_parser = ["debug", "info", "warn", "error", "dpanic", "panic", "fatal"])]
+    pub log_level: String,
+
+    /// Logger (`zap` or `capnslog`). Accepted; cairn always logs to stderr.
+    #[arg(long, env = "ETCD_LOGGER", default_value = "zap")]
+    pub logger: String,
+
+    /// Raft heartbeat interval in ms. Accepted, not used yet.
+    #[arg(long, env = "ETCD_HEARTBEAT_INTERVAL", default_value_t = 100)]
+    pub heartbeat_interval: u64,
+
+    /// Raft election timeout in ms. Accepted, not used yet.
+    #[arg(long, env = "ETCD_ELECTION_TIMEOUT", default_value_t = 1000)]
+    pub election_timeout: u64,
+
+    /// URLs for /metrics and /health. Accepted, not used yet.
+    #[arg(long, env = "ETCD_LISTEN_METRICS_URLS", value_delimiter = ',')]
+    pub listen_metrics_urls: Vec<String>,
+
+    /// Check data corruption before serving. Accepted, not used yet.
+    #[arg(long, env = "ETCD_EXPERIMENTAL_INITIAL_CORRUPT_CHECK", num_args = 0..=1,
+          require_equals = true, default_value = "false", default_missing_value = "true",
+          value_parser = parse_go_bool, action = ArgAction::Set)]
+    pub experimental_initial_corrupt_check: bool,
+
+    /// Watch progress notification interval (Go duration). Accepted, not used yet.
+    #[arg(long, env = "ETCD_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL")]
+    pub experimental_watch_progress_notify_interval: Option<String>,
+
+    /// Watch progress notification interval (Go duration). Accepted, not used yet.
+    #[arg(long, env = "ETCD_WATCH_PROGRESS_NOTIFY_INTERVAL")]
+    pub watch_progress_notify_interval: Option<String>,
+
+    /// Client server TLS certificate (PEM).
+    #[arg(long, env = "ETCD_CERT_FILE")]
+    pub cert_file: Option<PathBuf>,
+
+    /// Client server TLS key (PEM).
+    #[arg(long, env = "ETCD_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+
+    /// Require and verify client certificates (needs --trusted-ca-file).
+    #[arg(long, env = "ETCD_CLIENT_CERT_AUTH", num_args = 0..=1, require_equals = true,
+          default_value = "false", default_missing_value = "true",
+          value_parser = parse_go_bool, action = ArgAction::Set)]
+    pub client_cert_auth: bool,
+
+    /// CA that signs client certificates (PEM).
+    #[arg(long, env = "ETCD_TRUSTED_CA_FILE")]
+    pub trusted_ca_file: Option<PathBuf>,
+
+    /// Serve client TLS with a self-signed certificate generated at startup.
+    #[arg(long, env = "ETCD_AUTO_TLS", num_args = 0..=1, require_equals = true,
+          default_value = "false", default_missing_value = "true",
+          value_parser = parse_go_bool, action = ArgAction::Set)]
+    pub auto_tls: bool,
+
+    /// Peer TLS certificate. Accepted, not used yet.
+    #[arg(long, env = "ETCD_PEER_CERT_FILE")]
+    pub peer_cert_file: Option<PathBuf>,
+
+    /// Peer TLS key. Accepted, not used yet.
+    #[arg(long, env = "ETCD_PEER_KEY_FILE")]
+    pub peer_key_file: Option<PathBuf>,
+
+    /// Peer client certificate authentication. Accepted, not used yet.
+    #[arg(long, env = "ETCD_PEER_CLIENT_CERT_AUTH", num_args = 0..=1, require_equals = true,
+          default_value = "false", default_missing_value = "true",
+          value_parser = parse_go_bool, action = ArgAction::Set)]
+    pub peer_client_cert_auth: bool,
+
+    /// Peer CA file. Accepted, not used yet.
+    #[arg(long, env = "ETCD_PEER_TRUSTED_CA_FILE")]
+    pub peer_trusted_ca_file: Option<PathBuf>,
+
+    /// Peer auto TLS. Accepted, not used yet.
+    #[arg(long, env = "ETCD_PEER_AUTO_TLS", num_args = 0..=1, require_equals = true,
+          default_value = "false", default_missing_value = "true",
+          value_parser = parse_go_bool, action = ArgAction::Set)]
+    pub peer_auto_tls: bool,
+
+    /// TLS cipher suites. Accepted, not used yet (rustls chooses).
+    #[arg(long, env = "ETCD_CIPHER_SUITES")]
+    pub cipher_suites: Option<String>,
+
+    /// Minimum TLS version. Accepted, not used yet (rustls: 1.2 and 1.3).
+    #[arg(long, env = "ETCD_TLS_MIN_VERSION")]
+    pub tls_min_version: Option<String>,
+
+    /// Flags from `IGNORED_FLAGS` that were set on the command line or in the environment.
+    #[arg(skip)]
+    pub ignored: Vec<String>,
+}
+
+impl Config {
+    /// Parses `args` (the first is the program name), applying etcd's environment variables.
+    /// On error (or `--help`), the returned clap error knows its exit code (2 for misuse).
+    pub fn try_parse_args<I, T>(args: I) -> Result<Config, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString>,
+    {
+        let args = normalize_args(args.into_iter().map(Into::into));
+        let matches = Config::command().try_get_matches_from(args)?;
+        let mut config = Config::from_arg_matches(&matches)?;
+        config.ignored = IGNORED_FLAGS
+            .iter()
+            .filter(|id| {
+                matches!(
+                    matches.value_source(id),
+                    Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+                )
+            })
+            .map(|id| format!("--{}", id.replace('_', "-")))
+            .collect();
+        Ok(config)
+    }
+
+    /// The data directory: `--data-dir`, or `${name}.etcd` as etcd does.
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("{}.etcd", self.name)))
+    }
+
+    /// The `--initial-cluster` value, or etcd's default `${name}=<initial-advertise-peer-urls>`.
+    pub fn initial_cluster(&self) -> String {
+        match &self.initial_cluster {
+            Some(c) => c.clone(),
+            None => self
+                .initial_advertise_peer_urls
+                .iter()
+                .map(|u| format!("{}={}", self.name, u))
+                .collect::<Vec<_>>()
+                .join(","),
+        }
+    }
+
+    /// Text printed by `--version`: etcd's first line (tools parse it), then cairn's own.
+    pub fn version_text() -> String {
+        format!(
+            "etcd Version: {ETCD_VERSION}\ncairn Version: {}\n",
+            env!("CARGO_PKG_VERSION")
+        )
+    }
+}
+
+/// Parses a boolean the way Go's `strconv.ParseBool` (and so etcd's flags) does.
+fn parse_go_bool(s: &str) -> Result<bool, String> {
+    match s {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
+        _ => Err(format!("invalid boolean value {s:?}")),
+    }
+}
+
+/// Rewrites Go-style single-dash long flags (`-name x`, `-data-dir=y`) to `--name x`, for the
+/// flags this config knows; anything else is left for clap to judge.
+pub fn normalize_args(args: impl Iterator<Item = OsString>) -> Vec<OsString> {
+    let cmd = Config::command();
+    let known: Vec<String> = cmd
+        .get_arguments()
+        .filter_map(|a| a.get_long().map(str::to_owned))
+        .chain(["help".to_owned()])
+        .collect();
+    let mut out = Vec::new();
+    let mut rest_are_values = false;
+    for (i, arg) in args.enumerate() {
+        if i == 0 || rest_are_values {
+            out.push(arg);
+            continue;
+        }
+        if arg == "--" {
+            rest_are_values = true;
+            out.push(arg);
+            continue;
+        }
+        let rewritten = arg.to_str().and_then(|s| {
+            let body = s.strip_prefix('-').filter(|b| !b.starts_with('-'))?;
+            let name = body.split('=').next().unwrap_or(body);
+            known
+                .iter()
+                .any(|k| k == name)
+                .then(|| OsString::from(format!("-{s}")))
+        });
+        out.push(rewritten.unwrap_or(arg));
+    }
+    out
+}
+
+/// Parsing reads the process environment, so every test that parses a [`Config`] holds this
+/// lock: one test sets `ETCD_*` variables and the others must not see them.
+#[cfg(test)]
+pub(crate) static TEST_ENV_LOCK: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
+
+#[cfg(test)]
+#[path = "config_tests.rs"]
+mod tests;

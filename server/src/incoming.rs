@@ -1,0 +1,79 @@
+//! Accepted client connections, as the streams tonic serves: plain TCP or TLS, each wrapped
+//! in [`AuthorityFix`].
+
+use std::io;
+use std::time::Duration;
+
+use futures::Stream;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
+use tonic::transport::server::TcpIncoming;
+use tracing::{debug, warn};
+
+use crate::authority::AuthorityFix;
+
+/// A client's TLS handshake must finish within this.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Handshaken connections waiting for the server to take them.
+const HANDSHAKEN_QUEUE: usize = 128;
+/// Pause after an accept error (e.g. out of file descriptors) instead of spinning.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// Plain-TCP connections from `listener`.
+pub(crate) fn plain(
+    listener: TcpListener,
+) -> impl Stream<Item = io::Result<AuthorityFix<TcpStream>>> {
+    TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .map(|accepted| accepted.map(AuthorityFix::new))
+}
+
+/// TLS connections from `listener`. Handshakes run concurrently, each in its own task, so a
+/// slow or silent client delays nobody else. The listening socket closes when the returned
+/// stream is dropped (tonic drops it at shutdown).
+pub(crate) fn tls(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+) -> impl Stream<Item = io::Result<AuthorityFix<TlsStream<TcpStream>>>> {
+    let (tx, rx) = mpsc::channel(HANDSHAKEN_QUEUE);
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                _ = tx.closed() => return,
+                accepted = listener.accept() => accepted,
+            };
+            let (stream, peer) = match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    warn!(error = %e, "accepting a client connection failed");
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                    continue;
+                }
+            };
+            if let Err(e) = stream.set_nodelay(true) {
+                debug!(%peer, error = %e, "cannot set TCP_NODELAY");
+            }
+            let acceptor = acceptor.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => {
+                        if tx.send(Ok(AuthorityFix::new(tls))).await.is_err() {
+                            debug!(%peer, "server stopped during the TLS handshake");
+                        }
+                    }
+                    // etcd logs rejected handshakes (bad client certificates) as warnings too.
+                    Ok(Err(e)) => {
+                        warn!(%peer, error = %e, "rejected a client connection: TLS handshake failed")
+                    }
+                    Err(_) => debug!(%peer, "TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    ReceiverStream::new(rx)
+}

@@ -1,0 +1,151 @@
+//! The KV service: Range, Put, DeleteRange, Txn, Compact.
+//!
+//! Every request is first checked like etcd's gRPC layer checks it (`validate`), so malformed
+//! requests never reach the write path. Reads go straight to the store, which serves only
+//! committed (durable) data; writes go through the [`Proposer`] and are answered once
+//! durable, so a read that starts after a write was acknowledged sees it (linearizable on one
+//! node). Every top-level response header carries this member's cluster ID, member ID and
+//! Raft term, and the revision storage returned.
+
+use std::sync::Arc;
+
+use cairn_proto::cairnpb::internal_request::Request as Command;
+use cairn_proto::etcdserverpb::kv_server::Kv;
+use cairn_proto::etcdserverpb::{
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
+    PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
+};
+use cairn_storage::{validate, ApplyResponse, Store};
+use tonic::{Request, Response, Status};
+
+use crate::error::RequestError;
+use crate::membership::Membership;
+use crate::proposer::{request_kind, response_kind, Proposer};
+use crate::status::rpc_error;
+
+/// The KV service over a store and a write path.
+pub struct KvService<P> {
+    store: Arc<Store>,
+    proposer: Arc<P>,
+    membership: Arc<Membership>,
+    max_txn_ops: usize,
+}
+
+impl<P: Proposer> KvService<P> {
+    /// A KV service; `max_txn_ops` is `--max-txn-ops`.
+    pub fn new(
+        store: Arc<Store>,
+        proposer: Arc<P>,
+        membership: Arc<Membership>,
+        max_txn_ops: usize,
+    ) -> KvService<P> {
+        KvService {
+            store,
+            proposer,
+            membership,
+            max_txn_ops,
+        }
+    }
+
+    async fn propose(&self, command: Command) -> Result<ApplyResponse, Status> {
+        self.proposer.propose(command).await.map_err(rpc_error)
+    }
+}
+
+/// The error for a response of the wrong kind (a storage bug), logged where it is built.
+fn mismatch(request: &'static str, got: &ApplyResponse) -> Status {
+    let err = RequestError::ResponseMismatch {
+        request,
+        got: response_kind(got),
+    };
+    tracing::error!(error = %err, "storage returned the wrong response kind");
+    rpc_error(err)
+}
+
+#[tonic::async_trait]
+impl<P: Proposer> Kv for KvService<P> {
+    async fn range(
+        &self,
+        request: Request<RangeRequest>,
+    ) -> Result<Response<RangeResponse>, Status> {
+        let request = request.into_inner();
+        validate::check_range(&request).map_err(rpc_error)?;
+        // Inline, not spawn_blocking: the index is in memory and values come from the
+        // backend's cache, so the read is shorter than a thread handoff. Measured with
+        // cairn-bench (release, 1-key range, this 2-core machine): inline 7.6k-8.0k req/s
+        // with 1 client and 25k-27k with 100 clients; spawn_blocking 4.2k-7.8k and 16k-26k.
+        // Revisit if large ranges that miss the cache stall the runtime.
+        let mut response = self.store.range(&request).map_err(rpc_error)?;
+        self.membership.fill(&mut response.header);
+        Ok(Response::new(response))
+    }
+
+    async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let request = request.into_inner();
+        validate::check_put(&request).map_err(rpc_error)?;
+        let command = Command::Put(request);
+        let kind = request_kind(&command);
+        match self.propose(command).await? {
+            ApplyResponse::Put(mut response) => {
+                self.membership.fill(&mut response.header);
+                Ok(Response::new(response))
+            }
+            other => Err(mismatch(kind, &other)),
+        }
+    }
+
+    async fn delete_range(
+        &self,
+        request: Request<DeleteRangeRequest>,
+    ) -> Result<Response<DeleteRangeResponse>, Status> {
+        let request = request.into_inner();
+        validate::check_delete_range(&request).map_err(rpc_error)?;
+        let command = Command::DeleteRange(request);
+        let kind = request_kind(&command);
+        match self.propose(command).await? {
+            ApplyResponse::DeleteRange(mut response) => {
+                self.membership.fill(&mut response.header);
+                Ok(Response::new(response))
+            }
+            other => Err(mismatch(kind, &other)),
+        }
+    }
+
+    async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        let request = request.into_inner();
+        validate::check_txn(&request, self.max_txn_ops).map_err(rpc_error)?;
+        // Always through the write path, read-only or not: one order for all transactions.
+        let command = Command::Txn(request);
+        let kind = request_kind(&command);
+        match self.propose(command).await? {
+            ApplyResponse::Txn(mut response) => {
+                self.membership.fill(&mut response.header);
+                Ok(Response::new(response))
+            }
+            other => Err(mismatch(kind, &other)),
+        }
+    }
+
+    async fn compact(
+        &self,
+        request: Request<CompactionRequest>,
+    ) -> Result<Response<CompactionResponse>, Status> {
+        let request = request.into_inner();
+        let (revision, physical) = (request.revision, request.physical);
+        let command = Command::Compaction(request);
+        let kind = request_kind(&command);
+        let mut response = match self.propose(command).await? {
+            ApplyResponse::Compaction(response) => response,
+            other => return Err(mismatch(kind, &other)),
+        };
+        if physical {
+            // etcd answers a physical compaction only once it is on disk.
+            self.store
+                .wait_compacted(revision)
+                .await
+                .map_err(rpc_error)?;
+        }
+        self.membership.fill(&mut response.header);
+        Ok(Response::new(response))
+    }
+}

@@ -1,0 +1,97 @@
+//! The Lease service: LeaseGrant, LeaseRevoke, LeaseKeepAlive (a bidirectional stream),
+//! LeaseTimeToLive and LeaseLeases, answered as etcd answers them (etcd: `v3rpc/lease.go`).
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use cairn_proto::etcdserverpb::lease_server::Lease;
+use cairn_proto::etcdserverpb::{
+    LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseLeasesRequest,
+    LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseStatus, LeaseTimeToLiveRequest,
+    LeaseTimeToLiveResponse,
+};
+use cairn_storage::{Error as StorageError, Store};
+use futures::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::error::RequestError;
+use crate::lessor::Lessor;
+use crate::membership::Membership;
+use crate::proposer::Proposer;
+use crate::status::rpc_error;
+
+/// The Lease service over the leader's lessor.
+pub struct LeaseService<P> {
+    store: Arc<Store>,
+    lessor: Arc<Lessor<P>>,
+    membership: Arc<Membership>,
+}
+
+impl<P: Proposer> LeaseService<P> {
+    /// A Lease service.
+    pub fn new(store: Arc<Store>, lessor: Arc<Lessor<P>>, membership: Arc<Membership>) -> Self {
+        LeaseService { store, lessor, membership }
+    }
+}
+
+type KeepAliveStream = Pin<Box<dyn Stream<Item = Result<LeaseKeepAliveResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl<P: Proposer> Lease for LeaseService<P> {
+    async fn lease_grant(&self, request: Request<LeaseGrantRequest>) -> Result<Response<LeaseGrantResponse>, Status> {
+        let mut resp = self.lessor.grant(request.into_inner()).await.map_err(rpc_error)?;
+        self.membership.fill(&mut resp.header);
+        Ok(Response::new(resp))
+    }
+
+    async fn lease_revoke(&self, request: Request<LeaseRevokeRequest>) -> Result<Response<LeaseRevokeResponse>, Status> {
+        let mut resp = self.lessor.revoke(request.into_inner().id).await.map_err(rpc_error)?;
+        self.membership.fill(&mut resp.header);
+        Ok(Response::new(resp))
+    }
+
+    type LeaseKeepAliveStream = KeepAliveStream;
+
+    async fn lease_keep_alive(
+        &self,
+        request: Request<Streaming<LeaseKeepAliveRequest>>,
+    ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        let lessor = self.lessor.clone();
+        let membership = self.membership.clone();
+        let store = self.store.clone();
+        let incoming = request.into_inner();
+        // one response per request, in order; a lease that does not exist answers TTL 0
+        let out = incoming.then(move |req| {
+            let (lessor, membership, store) = (lessor.clone(), membership.clone(), store.clone());
+            async move {
+                let req = req?;
+                let ttl = match lessor.renew(req.id).await {
+                    Ok(ttl) => ttl,
+                    Err(RequestError::Storage(StorageError::LeaseNotFound)) => 0,
+                    Err(e) => return Err(rpc_error(e)),
+                };
+                Ok(LeaseKeepAliveResponse { header: Some(membership.header(store.revision())), id: req.id, ttl })
+            }
+        });
+        Ok(Response::new(Box::pin(out)))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        request: Request<LeaseTimeToLiveRequest>,
+    ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        let req = request.into_inner();
+        let header = Some(self.membership.header(self.store.revision()));
+        let resp = match self.lessor.time_to_live(req.id, req.keys) {
+            Some(t) => LeaseTimeToLiveResponse { header, id: req.id, ttl: t.remaining, granted_ttl: t.granted, keys: t.keys },
+            // etcd answers an unknown lease with TTL -1, not an error
+            None => LeaseTimeToLiveResponse { header, id: req.id, ttl: -1, granted_ttl: 0, keys: vec![] },
+        };
+        Ok(Response::new(resp))
+    }
+
+    async fn lease_leases(&self, _request: Request<LeaseLeasesRequest>) -> Result<Response<LeaseLeasesResponse>, Status> {
+        let leases = self.store.lease_ids().into_iter().map(|id| LeaseStatus { id }).collect();
+        Ok(Response::new(LeaseLeasesResponse { header: Some(self.membership.header(self.store.revision())), leases }))
+    }
+}

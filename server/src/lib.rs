@@ -1,0 +1,238 @@
+//! cairn's server: etcd's v3 gRPC services over the storage engine, one member.
+//!
+//! Startup ([`run`]): check the flags, derive the member and cluster IDs, open the store at
+//! `<data-dir>/member/cairn`, start the write pipeline, bind one listener per
+//! `--listen-client-urls` entry, log `ready to serve client requests`, and serve until
+//! SIGTERM or SIGINT. Shutdown stops accepting, lets in-flight requests finish, applies and
+//! commits whatever was queued, and returns.
+//!
+//! Map: `config` (flags) → `membership` (IDs, headers) → `serve` (listeners: `listen`,
+//! `incoming`, `tls`, with `authority` and `limits` smoothing over hyper/tonic vs grpc-go
+//! differences) → services `kv`, `maintenance`, `cluster`, `unimplemented` → writes through
+//! the `proposer` trait, implemented by `group_commit`; `status` maps every error to etcd's.
+#![deny(missing_docs)]
+
+pub mod authority;
+pub mod clock;
+pub mod cluster;
+pub mod config;
+pub mod error;
+pub mod group_commit;
+mod incoming;
+pub mod kv;
+pub mod lease;
+pub mod lessor;
+pub mod limits;
+pub mod listen;
+pub mod maintenance;
+pub mod membership;
+pub mod proposer;
+pub mod status;
+pub mod tls;
+pub mod unimplemented;
+
+mod serve;
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use cairn_storage::{Store, StoreConfig};
+use tracing::{error, info, warn};
+
+pub use config::Config;
+pub use error::ServerError;
+
+use crate::error::ConfigError;
+use crate::clock::SystemClock;
+use crate::group_commit::{request_id_base, GroupCommitProposer};
+use crate::lessor::{Lessor, LessorConfig};
+use crate::listen::ClientUrl;
+use crate::membership::{parse_initial_cluster, Membership};
+
+/// Parses the command line, sets up logging and the runtime, and runs the server.
+/// Exit codes: 0 after a clean shutdown (or `--help`, `--version`), 2 for a usage error,
+/// 1 when the server fails.
+pub fn main_entry() -> ExitCode {
+    let config = match Config::try_parse_args(std::env::args_os()) {
+        Ok(config) => config,
+        Err(e) => {
+            let code = e.exit_code();
+            // Nothing better to do if stderr itself is gone.
+            if e.print().is_err() {
+                return ExitCode::from(2);
+            }
+            return ExitCode::from(u8::try_from(code).unwrap_or(2));
+        }
+    };
+    if config.version {
+        print!("{}", Config::version_text());
+        return ExitCode::SUCCESS;
+    }
+    init_logging(&config.log_level);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("cairn-worker")
+        .build()
+        .map_err(ServerError::Runtime);
+    let result = runtime.and_then(|rt| rt.block_on(run(config)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!(error = %e, "cairn stopped with an error");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs to stderr at `--log-level` (etcd's names; `dpanic`, `panic` and `fatal` log errors
+/// only). `RUST_LOG`, when set, overrides it. Dependencies log warnings and errors only.
+fn init_logging(level: &str) {
+    let level = match level {
+        "debug" | "info" | "warn" | "error" => level,
+        _ => "error",
+    };
+    let deps = if level == "error" { "error" } else { "warn" };
+    let directives = std::env::var("RUST_LOG").unwrap_or_else(|_| {
+        format!("{level},h2={deps},hyper={deps},hyper_util={deps},tower={deps},rustls={deps},sled={deps}")
+    });
+    let filter = tracing_subscriber::EnvFilter::try_new(&directives)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    // A second initialisation (tests calling main_entry twice) keeps the first subscriber.
+    if tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(filter)
+        .try_init()
+        .is_err()
+    {
+        warn!("logging was already initialised");
+    }
+}
+
+/// Runs one member until SIGTERM/SIGINT, then shuts down gracefully.
+pub async fn run(config: Config) -> Result<(), ServerError> {
+    if !config.ignored.is_empty() {
+        warn!(flags = %config.ignored.join(" "), "accepted but ignored by this version");
+    }
+    if config.max_request_bytes == 0 {
+        return Err(ConfigError::Zero("max-request-bytes").into());
+    }
+    if config.max_txn_ops == 0 {
+        return Err(ConfigError::Zero("max-txn-ops").into());
+    }
+    let membership = Arc::new(Membership::from_config(&config)?);
+    let others: Vec<String> = parse_initial_cluster(&config.initial_cluster())?
+        .into_iter()
+        .filter(|(name, _)| name != &config.name)
+        .map(|(name, _)| name)
+        .collect();
+    if !others.is_empty() {
+        warn!(members = %others.join(","), "--initial-cluster lists other members; this version runs a single member and ignores them");
+    }
+    let urls = config
+        .listen_client_urls
+        .iter()
+        .map(|u| ClientUrl::parse(u))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let has_certificate =
+        config.cert_file.is_some() || config.key_file.is_some() || config.auto_tls;
+    if let Some(url) = urls.iter().find(|u| u.tls && !has_certificate) {
+        return Err(ConfigError::HttpsWithoutCert(url.url.clone()).into());
+    }
+
+    let data_dir = config.data_dir();
+    create_private_dir(&data_dir)?;
+    let hosts: Vec<String> = urls.iter().map(|u| u.host.clone()).collect();
+    let tls = tls::client_tls(&config, &data_dir, &hosts)?;
+
+    let store = open_store(&data_dir, &config).await?;
+    info!(
+        name = %membership.name,
+        member_id = %format!("{:016x}", membership.member_id),
+        cluster_id = %format!("{:016x}", membership.cluster_id),
+        data_dir = %data_dir.display(),
+        revision = store.revision(),
+        applied_index = store.applied_index(),
+        "store opened"
+    );
+    let unix_millis = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let proposer = Arc::new(
+        GroupCommitProposer::start(
+            store.clone(),
+            group_commit::Options {
+                first_request_id: request_id_base(membership.member_id, unix_millis),
+                max_request_bytes: config.max_request_bytes as usize,
+            },
+        )
+        .map_err(ServerError::ProposerThread)?,
+    );
+
+    // Lease IDs: like request IDs, unique per member and start; a single member is its own
+    // leader, so it expires leases from the start.
+    let lessor = Arc::new(Lessor::new(
+        store.clone(),
+        proposer.clone(),
+        Arc::new(SystemClock::default()),
+        LessorConfig::default(),
+        request_id_base(membership.member_id, unix_millis.wrapping_add(1 << 30)),
+    ));
+    lessor.promote();
+    let (stop_lessor, lessor_stopped) = tokio::sync::watch::channel(false);
+    let lessor_task = tokio::spawn(lessor.clone().run(lessor_stopped));
+
+    let services = serve::Services::new(
+        store,
+        proposer.clone(),
+        lessor,
+        membership,
+        config.max_txn_ops as usize,
+        config.max_request_bytes as usize,
+    );
+    let served = serve::serve(&urls, tls, services).await;
+    let _ = stop_lessor.send(true);
+    if let Err(e) = lessor_task.await {
+        tracing::error!(error = %e, "the lessor task failed");
+    }
+    // Whatever happened, apply and commit what was queued before returning.
+    proposer.shutdown().await;
+    served?;
+    info!("cairn stopped");
+    Ok(())
+}
+
+/// Creates the data directory with etcd's permissions (owner only).
+fn create_private_dir(dir: &Path) -> Result<(), ServerError> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir).map_err(|source| ServerError::DataDir {
+        path: dir.to_owned(),
+        source,
+    })
+}
+
+/// Opens (and for an existing store, recovers) the store under `<data-dir>/member/cairn`.
+async fn open_store(data_dir: &Path, config: &Config) -> Result<Arc<Store>, ServerError> {
+    let dir: PathBuf = data_dir.join("member").join("cairn");
+    let mut store_config = StoreConfig::new(dir.clone());
+    store_config.max_txn_ops = config.max_txn_ops as usize;
+    // etcd's minimum lease TTL: ⌈1.5 × election timeout⌉ seconds.
+    store_config.min_lease_ttl =
+        i64::try_from((config.election_timeout * 3).div_ceil(2000)).unwrap_or(i64::MAX);
+    let opened = tokio::task::spawn_blocking(move || Store::open(store_config)).await;
+    match opened {
+        Ok(Ok(store)) => Ok(store),
+        Ok(Err(source)) => Err(ServerError::OpenStore { path: dir, source }),
+        Err(join) => Err(ServerError::OpenStore {
+            path: dir,
+            source: cairn_storage::Error::Backend(format!("the open task failed: {join}")),
+        }),
+    }
+}

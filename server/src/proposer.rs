@@ -1,0 +1,60 @@
+//! The write path's interface: a command goes in, its applied (and durable) result comes out.
+//!
+//! Today the implementation is [`crate::group_commit::GroupCommitProposer`], which applies
+//! commands on one node with group commit. Raft will replace it: the service code only sees
+//! this trait, so the switch does not touch the gRPC handlers.
+
+use std::future::Future;
+
+use cairn_proto::cairnpb::internal_request::Request;
+use cairn_storage::ApplyResponse;
+
+use crate::error::RequestError;
+
+/// Puts state-machine commands through the write path.
+///
+/// Contract for implementations:
+/// - the returned future resolves only after the command was applied **and** its effects are
+///   durable; the response is the one the state machine returned for *this* command (matched
+///   by request id, never by position in a queue);
+/// - a command whose encoding exceeds the configured `--max-request-bytes` is refused with
+///   `Storage(RequestTooLarge)` before it enters the pipeline;
+/// - after a fatal storage error every pending and later proposal fails
+///   ([`RequestError::Halted`]); nothing is acknowledged on top of lost data;
+/// - dropping the future abandons the wait, not the command: it may still be applied.
+pub trait Proposer: Send + Sync + 'static {
+    /// Proposes `request` and waits for its result.
+    fn propose(
+        &self,
+        request: Request,
+    ) -> impl Future<Output = Result<ApplyResponse, RequestError>> + Send;
+}
+
+/// The name of a command kind, for logs and error messages.
+pub fn request_kind(request: &Request) -> &'static str {
+    match request {
+        Request::Put(_) => "Put",
+        Request::DeleteRange(_) => "DeleteRange",
+        Request::Txn(_) => "Txn",
+        Request::Compaction(_) => "Compaction",
+        Request::LeaseGrant(_) => "LeaseGrant",
+        Request::LeaseRevoke(_) => "LeaseRevoke",
+        Request::LeaseCheckpoint(_) => "LeaseCheckpoint",
+        Request::LeaseExpire(_) => "LeaseExpire",
+    }
+}
+
+/// The name of a response kind, for error messages.
+pub fn response_kind(response: &ApplyResponse) -> &'static str {
+    match response {
+        ApplyResponse::Put(_) => "Put",
+        ApplyResponse::DeleteRange(_) => "DeleteRange",
+        ApplyResponse::Txn(_) => "Txn",
+        ApplyResponse::Compaction(_) => "Compaction",
+        ApplyResponse::LeaseGrant(_) => "LeaseGrant",
+        ApplyResponse::LeaseRevoke(_) => "LeaseRevoke",
+        ApplyResponse::LeaseCheckpoint(_) => "LeaseCheckpoint",
+        ApplyResponse::LeaseExpire { .. } => "LeaseExpire",
+        ApplyResponse::Skipped => "Skipped",
+    }
+}

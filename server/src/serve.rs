@@ -1,0 +1,192 @@
+//! Serving: one tonic server per client listener, all sharing the same service instances,
+//! and graceful shutdown on SIGTERM/SIGINT.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_proto::etcdserverpb::auth_server::AuthServer;
+use cairn_proto::etcdserverpb::cluster_server::ClusterServer;
+use cairn_proto::etcdserverpb::kv_server::KvServer;
+use cairn_proto::etcdserverpb::lease_server::LeaseServer;
+use cairn_proto::etcdserverpb::maintenance_server::MaintenanceServer;
+use cairn_proto::etcdserverpb::watch_server::WatchServer;
+use cairn_storage::Store;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use tonic::transport::Server;
+use tracing::{error, info, warn};
+
+use crate::cluster::ClusterService;
+use crate::error::ServerError;
+use crate::group_commit::GroupCommitProposer;
+use crate::lease::LeaseService;
+use crate::lessor::Lessor;
+use crate::incoming;
+use crate::kv::KvService;
+use crate::limits::LimitStatusLayer;
+use crate::listen::ClientUrl;
+use crate::maintenance::MaintenanceService;
+use crate::membership::Membership;
+use crate::unimplemented::Unimplemented;
+
+/// etcd allows this much gRPC framing on top of `--max-request-bytes`.
+const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+/// Responses are limited only by gRPC's own maximum (etcd: math.MaxInt32).
+const MAX_ENCODING_BYTES: usize = i32::MAX as usize;
+/// How long shutdown waits for in-flight requests before closing connections anyway.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The gRPC services, built once and cloned (cheaply, they hold `Arc`s) into each listener.
+#[derive(Clone)]
+pub(crate) struct Services {
+    kv: KvServer<KvService<GroupCommitProposer>>,
+    maintenance: MaintenanceServer<MaintenanceService>,
+    cluster: ClusterServer<ClusterService>,
+    watch: WatchServer<Unimplemented>,
+    lease: LeaseServer<LeaseService<GroupCommitProposer>>,
+    auth: AuthServer<Unimplemented>,
+}
+
+impl Services {
+    pub(crate) fn new(
+        store: Arc<Store>,
+        proposer: Arc<GroupCommitProposer>,
+        lessor: Arc<Lessor<GroupCommitProposer>>,
+        membership: Arc<Membership>,
+        max_txn_ops: usize,
+        max_request_bytes: usize,
+    ) -> Services {
+        let decode = max_request_bytes.saturating_add(GRPC_OVERHEAD_BYTES);
+        let kv = KvService::new(store.clone(), proposer, membership.clone(), max_txn_ops);
+        let lease = LeaseService::new(store.clone(), lessor, membership.clone());
+        Services {
+            kv: KvServer::new(kv)
+                .max_decoding_message_size(decode)
+                .max_encoding_message_size(MAX_ENCODING_BYTES),
+            maintenance: MaintenanceServer::new(MaintenanceService::new(store, membership.clone()))
+                .max_decoding_message_size(decode)
+                .max_encoding_message_size(MAX_ENCODING_BYTES),
+            cluster: ClusterServer::new(ClusterService::new(membership))
+                .max_decoding_message_size(decode)
+                .max_encoding_message_size(MAX_ENCODING_BYTES),
+            watch: WatchServer::new(Unimplemented),
+            lease: LeaseServer::new(lease)
+                .max_decoding_message_size(decode)
+                .max_encoding_message_size(MAX_ENCODING_BYTES),
+            auth: AuthServer::new(Unimplemented),
+        }
+    }
+}
+
+/// Binds every URL, logs readiness, serves until a signal or a server failure, then drains.
+pub(crate) async fn serve(
+    urls: &[ClientUrl],
+    tls: Option<TlsAcceptor>,
+    services: Services,
+) -> Result<(), ServerError> {
+    // Handlers first, so a signal that arrives right after "ready" is not lost.
+    let mut sigterm = signal(SignalKind::terminate()).map_err(ServerError::Signals)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(ServerError::Signals)?;
+
+    let mut listeners = Vec::with_capacity(urls.len());
+    for url in urls {
+        let listener = url.bind().await?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| ServerError::Listen {
+                url: url.url.clone(),
+                source,
+            })?;
+        listeners.push((url.clone(), url.bound_url(addr), listener));
+    }
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut servers = JoinSet::new();
+    let mut bound_urls = Vec::with_capacity(listeners.len());
+    for (url, bound, listener) in listeners {
+        let router = Server::builder()
+            .layer(LimitStatusLayer)
+            .add_service(services.kv.clone())
+            .add_service(services.maintenance.clone())
+            .add_service(services.cluster.clone())
+            .add_service(services.watch.clone())
+            .add_service(services.lease.clone())
+            .add_service(services.auth.clone());
+        let mut stop = stop_rx.clone();
+        let shutdown = async move {
+            // An error means the sender is gone: stop as well.
+            let _stopped = stop.wait_for(|stop| *stop).await;
+        };
+        let name = bound.clone();
+        if url.tls {
+            let acceptor = tls.clone().ok_or_else(|| {
+                ServerError::Config(crate::error::ConfigError::HttpsWithoutCert(url.url.clone()))
+            })?;
+            let incoming = incoming::tls(listener, acceptor);
+            servers.spawn(async move {
+                (
+                    name,
+                    router
+                        .serve_with_incoming_shutdown(incoming, shutdown)
+                        .await,
+                )
+            });
+        } else {
+            let incoming = incoming::plain(listener);
+            servers.spawn(async move {
+                (
+                    name,
+                    router
+                        .serve_with_incoming_shutdown(incoming, shutdown)
+                        .await,
+                )
+            });
+        }
+        bound_urls.push(bound);
+    }
+    info!(urls = %bound_urls.join(","), "ready to serve client requests");
+
+    let mut failure = None;
+    tokio::select! {
+        _ = sigterm.recv() => info!(signal = "SIGTERM", "shutting down"),
+        _ = sigint.recv() => info!(signal = "SIGINT", "shutting down"),
+        Some(joined) = servers.join_next() => {
+            failure = Some(server_exit(joined));
+            error!("a client listener stopped; shutting down");
+        }
+    }
+    if stop_tx.send(true).is_err() {
+        warn!("every client listener had already stopped");
+    }
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        while let Some(joined) = servers.join_next().await {
+            if let Err(e) = server_exit(joined) {
+                error!(error = %e, "client listener failed during shutdown");
+            }
+        }
+    })
+    .await;
+    if drained.is_err() {
+        warn!(timeout = ?DRAIN_TIMEOUT, "in-flight requests did not finish in time; closing their connections");
+        servers.shutdown().await;
+    }
+    match failure {
+        Some(Err(e)) => Err(e),
+        _ => Ok(()),
+    }
+}
+
+type Joined = Result<(String, Result<(), tonic::transport::Error>), tokio::task::JoinError>;
+
+fn server_exit(joined: Joined) -> Result<(), ServerError> {
+    match joined {
+        Ok((_, Ok(()))) => Ok(()),
+        Ok((url, Err(source))) => Err(ServerError::Serve { url, source }),
+        Err(source) => Err(ServerError::Task {
+            url: "unknown".to_owned(),
+            source,
+        }),
+    }
+}
