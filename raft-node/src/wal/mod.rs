@@ -1,0 +1,244 @@
+//! The write-ahead log.
+//!
+//! Records (`record.rs`) are appended to the active segment (`segment.rs`) and become
+//! durable at [`Wal::sync`], one `pwrite` and one fdatasync for everything appended since
+//! the last sync: nothing may be acknowledged before the sync that covers it returned.
+//!
+//! # Opening
+//! Every segment is read in order. In the last segment, an invalid record followed by
+//! nothing valid is a *torn tail* (a write cut short by a crash): the log is truncated
+//! there (zeroed and synced) and appending resumes at that offset. An invalid record with
+//! a valid one after it, or an invalid record in any earlier segment, is *corruption*:
+//! opening fails ([`WalError::Corrupt`]) rather than silently skipping acknowledged data.
+//!
+//! # Failure
+//! A failed write or fdatasync is sticky: every later append/sync fails with
+//! [`WalError::Failed`], since what the kernel kept of the failed write is unknown.
+//!
+//! # Release
+//! [`Wal::release`] deletes whole segments whose records are all at or below an index the
+//! state machine has made durable elsewhere; the active segment is never deleted.
+
+mod record;
+mod segment;
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+pub use record::WalRecord;
+use record::{decode, encode, Decoded};
+use segment::{SegmentInfo, SEGMENT_HEADER_LEN};
+
+/// Errors of the WAL.
+#[derive(Debug, thiserror::Error)]
+pub enum WalError {
+    /// An I/O error (the log is failed from now on).
+    #[error("wal i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// The log holds an invalid record that is not a torn tail.
+    #[error("wal corrupt: {path}: {detail}")]
+    Corrupt {
+        /// The segment.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+    /// An earlier write or sync failed; nothing more is accepted.
+    #[error("wal failed earlier; restart to recover")]
+    Failed,
+}
+
+/// WAL settings.
+#[derive(Clone, Debug)]
+pub struct WalOptions {
+    /// Bytes preallocated per segment; a segment is cut once it grows past this.
+    pub segment_size: u64,
+}
+
+impl Default for WalOptions {
+    fn default() -> Self {
+        WalOptions { segment_size: 64 << 20 }
+    }
+}
+
+/// An open write-ahead log.
+pub struct Wal {
+    dir: PathBuf,
+    opts: WalOptions,
+    segments: Vec<SegmentInfo>,
+    file: File,
+    /// Where the next record goes in the active segment.
+    offset: u64,
+    /// Appended, not yet written.
+    pending: Vec<u8>,
+    /// Highest record index appended.
+    last_index: u64,
+    failed: bool,
+}
+
+impl Wal {
+    /// Opens (creating if needed) the log in `dir` and returns it with every record it
+    /// holds, oldest first. A torn tail is truncated; corruption is an error.
+    pub fn open(dir: &Path, opts: WalOptions) -> Result<(Wal, Vec<WalRecord>), WalError> {
+        std::fs::create_dir_all(dir)?;
+        // remove half-created segments (they never got their final name)
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            if entry.file_name().to_str().is_some_and(|n| n.ends_with(".wal.tmp")) {
+                std::fs::remove_file(entry.path())?;
+            }
+        }
+        let mut segments = segment::list(dir)?;
+        if segments.is_empty() {
+            let (info, file) = segment::create(dir, 0, 0, opts.segment_size)?;
+            let wal = Wal {
+                dir: dir.to_path_buf(),
+                opts,
+                segments: vec![info],
+                file,
+                offset: SEGMENT_HEADER_LEN,
+                pending: Vec::new(),
+                last_index: 0,
+                failed: false,
+            };
+            return Ok((wal, Vec::new()));
+        }
+        let mut records = Vec::new();
+        let mut tail_offset = SEGMENT_HEADER_LEN;
+        let last = segments.len() - 1;
+        for (i, seg) in segments.iter().enumerate() {
+            let buf = std::fs::read(&seg.path)?;
+            let corrupt = |detail: String| WalError::Corrupt { path: seg.path.clone(), detail };
+            if !segment::check_header(&buf) {
+                return Err(corrupt("bad segment header".into()));
+            }
+            let mut off = SEGMENT_HEADER_LEN as usize;
+            loop {
+                match decode(&buf[off..]) {
+                    Decoded::Record(r, n) => {
+                        if r.index < seg.first_index {
+                            return Err(corrupt(format!("record index {} below segment start {}", r.index, seg.first_index)));
+                        }
+                        records.push(r);
+                        off += n;
+                    }
+                    Decoded::End => break,
+                    Decoded::Invalid => {
+                        if i != last {
+                            return Err(corrupt(format!("invalid record at offset {off} in a sealed segment")));
+                        }
+                        if let Some(at) = find_valid_record_after(&buf, off + 1) {
+                            return Err(corrupt(format!("invalid record at offset {off} before a valid one at {at}")));
+                        }
+                        tracing::warn!(path = %seg.path.display(), offset = off, "wal: truncating a torn tail");
+                        let f = std::fs::OpenOptions::new().write(true).open(&seg.path)?;
+                        f.write_all_at(&vec![0u8; buf.len() - off], off as u64)?;
+                        f.sync_data()?;
+                        break;
+                    }
+                }
+            }
+            if i == last {
+                tail_offset = off as u64;
+            }
+        }
+        let last_index = records.last().map_or(0, |r| r.index);
+        let active = segments.pop().expect("non-empty");
+        let file = std::fs::OpenOptions::new().read(true).write(true).open(&active.path)?;
+        segments.push(active);
+        let wal = Wal {
+            dir: dir.to_path_buf(),
+            opts,
+            segments,
+            file,
+            offset: tail_offset,
+            pending: Vec::new(),
+            last_index,
+            failed: false,
+        };
+        Ok((wal, records))
+    }
+
+    /// Appends a record (durable only after [`Wal::sync`]). `kind` must not be 0.
+    pub fn append(&mut self, kind: u8, index: u64, data: &[u8]) -> Result<(), WalError> {
+        if self.failed {
+            return Err(WalError::Failed);
+        }
+        debug_assert!(kind != 0, "wal record kind 0 is reserved");
+        encode(kind, index, data, &mut self.pending);
+        self.last_index = self.last_index.max(index);
+        Ok(())
+    }
+
+    /// Writes everything appended and fdatasyncs it; cuts a new segment when the active one
+    /// is full. Sticky on failure.
+    pub fn sync(&mut self) -> Result<(), WalError> {
+        if self.failed {
+            return Err(WalError::Failed);
+        }
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let r = self.file.write_all_at(&self.pending, self.offset).and_then(|_| self.file.sync_data());
+        if let Err(e) = r {
+            self.failed = true;
+            return Err(e.into());
+        }
+        self.offset += self.pending.len() as u64;
+        self.pending.clear();
+        if self.offset >= self.opts.segment_size {
+            if let Err(e) = self.cut() {
+                self.failed = true;
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    fn cut(&mut self) -> Result<(), WalError> {
+        let seq = self.segments.last().map_or(0, |s| s.seq + 1);
+        let (info, file) = segment::create(&self.dir, seq, self.last_index + 1, self.opts.segment_size)?;
+        self.segments.push(info);
+        self.file = file;
+        self.offset = SEGMENT_HEADER_LEN;
+        Ok(())
+    }
+
+    /// Deletes sealed segments whose records all have index ≤ `durable_index`.
+    pub fn release(&mut self, durable_index: u64) -> Result<usize, WalError> {
+        let mut removed = 0;
+        // segment i holds indexes in [first_i, first_{i+1}); removable if first_{i+1} - 1 ≤ durable
+        while self.segments.len() > 1 && self.segments[1].first_index <= durable_index.saturating_add(1) {
+            let seg = self.segments.remove(0);
+            std::fs::remove_file(&seg.path)?;
+            removed += 1;
+        }
+        if removed > 0 {
+            segment::sync_dir(&self.dir)?;
+        }
+        Ok(removed)
+    }
+
+    /// Highest index appended.
+    pub fn last_index(&self) -> u64 {
+        self.last_index
+    }
+
+    /// Number of segment files.
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+}
+
+/// The offset of the first valid record at or after `from`, if any.
+fn find_valid_record_after(buf: &[u8], from: usize) -> Option<usize> {
+    (from..buf.len().saturating_sub(record::HEADER_LEN)).find(|&o| {
+        // cheap filter before the CRC: a plausible, non-zero length
+        let len = u32::from_le_bytes(buf[o..o + 4].try_into().expect("4 bytes")) as usize;
+        len >= record::BODY_PREFIX_LEN && o + record::HEADER_LEN + len <= buf.len() && matches!(decode(&buf[o..]), Decoded::Record(..))
+    })
+}
+
+#[cfg(test)]
+mod tests;

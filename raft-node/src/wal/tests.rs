@@ -1,0 +1,126 @@
+use super::*;
+
+fn opts(size: u64) -> WalOptions {
+    WalOptions { segment_size: size }
+}
+
+fn write_n(wal: &mut Wal, from: u64, n: u64) {
+    for i in from..from + n {
+        wal.append(1, i, format!("entry-{i}").as_bytes()).unwrap();
+    }
+    wal.sync().unwrap();
+}
+
+fn indexes(records: &[WalRecord]) -> Vec<u64> {
+    records.iter().map(|r| r.index).collect()
+}
+
+#[test]
+fn records_survive_reopen_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut wal, recs) = Wal::open(dir.path(), opts(1 << 20)).unwrap();
+    assert!(recs.is_empty());
+    write_n(&mut wal, 1, 10);
+    wal.append(2, 10, b"hard state").unwrap(); // appended, never synced: may be lost
+    drop(wal);
+    let (mut wal, recs) = Wal::open(dir.path(), opts(1 << 20)).unwrap();
+    assert_eq!(indexes(&recs[..10]), (1..=10).collect::<Vec<_>>());
+    assert_eq!(recs[3].data, b"entry-4");
+    write_n(&mut wal, 11, 5);
+    let (_, recs) = Wal::open(dir.path(), opts(1 << 20)).unwrap();
+    assert_eq!(indexes(&recs).last(), Some(&15));
+}
+
+fn active_segment(dir: &Path) -> PathBuf {
+    segment::list(dir).unwrap().pop().unwrap().path
+}
+
+fn data_end(path: &Path) -> usize {
+    let buf = std::fs::read(path).unwrap();
+    let mut off = SEGMENT_HEADER_LEN as usize;
+    while let Decoded::Record(_, n) = decode(&buf[off..]) {
+        off += n;
+    }
+    off
+}
+
+#[test]
+fn torn_tail_is_truncated_and_appending_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut wal, _) = Wal::open(dir.path(), opts(1 << 20)).unwrap();
+    write_n(&mut wal, 1, 5);
+    drop(wal);
+    // a sixth record cut short: only half of it reached the disk
+    let path = active_segment(dir.path());
+    let end = data_end(&path);
+    let mut rec = Vec::new();
+    encode(1, 6, b"entry-6 that was torn", &mut rec);
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.write_all_at(&rec[..rec.len() / 2], end as u64).unwrap();
+    drop(f);
+    let (mut wal, recs) = Wal::open(dir.path(), opts(1 << 20)).unwrap();
+    assert_eq!(indexes(&recs), vec![1, 2, 3, 4, 5]);
+    write_n(&mut wal, 6, 2);
+    let (_, recs) = Wal::open(dir.path(), opts(1 << 20)).unwrap();
+    assert_eq!(indexes(&recs), vec![1, 2, 3, 4, 5, 6, 7], "the torn bytes were zeroed, not left in the way");
+}
+
+#[test]
+fn a_bad_record_before_good_ones_is_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut wal, _) = Wal::open(dir.path(), opts(1 << 20)).unwrap();
+    write_n(&mut wal, 1, 5);
+    drop(wal);
+    let path = active_segment(dir.path());
+    let mut buf = std::fs::read(&path).unwrap();
+    buf[SEGMENT_HEADER_LEN as usize + 20] ^= 0xFF; // inside the first record
+    std::fs::write(&path, &buf).unwrap();
+    assert!(matches!(Wal::open(dir.path(), opts(1 << 20)), Err(WalError::Corrupt { .. })));
+}
+
+#[test]
+fn segments_rotate_and_release_keeps_what_is_needed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut wal, _) = Wal::open(dir.path(), opts(512)).unwrap();
+    for batch in 0..20 {
+        write_n(&mut wal, batch * 10 + 1, 10);
+    }
+    assert!(wal.segment_count() > 3, "{} segments", wal.segment_count());
+    let before = wal.segment_count();
+    let removed = wal.release(100).unwrap();
+    assert!(removed > 0 && wal.segment_count() == before - removed);
+    let (_, recs) = Wal::open(dir.path(), opts(512)).unwrap();
+    assert!(recs.first().unwrap().index <= 101, "index 101 must still be in the log");
+    assert_eq!(recs.last().unwrap().index, 200);
+    let idx = indexes(&recs);
+    assert!(idx.windows(2).all(|w| w[1] == w[0] + 1), "no gap");
+}
+
+#[test]
+fn a_sealed_segment_with_damage_is_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut wal, _) = Wal::open(dir.path(), opts(512)).unwrap();
+    for batch in 0..10 {
+        write_n(&mut wal, batch * 10 + 1, 10);
+    }
+    drop(wal);
+    let first = segment::list(dir.path()).unwrap().remove(0).path;
+    let mut buf = std::fs::read(&first).unwrap();
+    let end = data_end(&first);
+    buf[end - 3] ^= 0x01; // last record of a sealed segment
+    std::fs::write(&first, &buf).unwrap();
+    assert!(matches!(Wal::open(dir.path(), opts(512)), Err(WalError::Corrupt { .. })));
+}
+
+#[test]
+fn failure_is_sticky() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut wal, _) = Wal::open(dir.path(), opts(1 << 20)).unwrap();
+    write_n(&mut wal, 1, 1);
+    // swap in a read-only handle: the next write fails like a failing disk
+    wal.file = File::open(active_segment(dir.path())).unwrap();
+    wal.append(1, 2, b"x").unwrap();
+    assert!(matches!(wal.sync(), Err(WalError::Io(_))));
+    assert!(matches!(wal.append(1, 3, b"y"), Err(WalError::Failed)));
+    assert!(matches!(wal.sync(), Err(WalError::Failed)));
+}
