@@ -20,7 +20,7 @@ use prost::Message;
 use crate::backend::{Bucket, WriteBatch};
 use crate::error::{Error, Result};
 use crate::lease::Lessor;
-use crate::store::{ApplyState, Store, META_APPLIED_INDEX, META_COMPACT_SCHEDULED, META_CURRENT_REV};
+use crate::store::{Store, META_COMPACT_SCHEDULED};
 use crate::txn;
 use crate::write_txn::WriteTxn;
 
@@ -59,8 +59,9 @@ fn lease_key(id: i64) -> Vec<u8> {
 }
 
 impl Store {
-    /// Applies the log entry `index`. Changes are visible to readers and durable only
-    /// after [`Store::commit`]. Must be called from one thread at a time, with increasing
+    /// Applies the log entry `index`. Changes reach the backend at the next
+    /// [`Store::commit`] / [`Store::publish`] (one atomic write for the group), and are
+    /// visible to readers only then. Must be called from one thread at a time, with increasing
     /// indexes. `Err` with [`Error::is_fatal`] means the store stopped; any other `Err` is
     /// the request's deterministic answer (the index still advanced).
     pub fn apply(&self, index: u64, req: &InternalRequest) -> Result<ApplyResponse> {
@@ -72,14 +73,18 @@ impl Store {
             return Ok(ApplyResponse::Skipped);
         }
         let mut lessor = self.lessor.write();
-        let mut tx = WriteTxn::new(self, &mut lessor, st.current_rev, st.compact_rev);
+        let st = &mut *st;
+        let mut tx = WriteTxn::new(self, &mut lessor, &mut st.overlay, st.current_rev, st.compact_rev);
         let mut extra = WriteBatch::default();
         let result = match &req.request {
             None => Err(Error::EmptyRequest),
             Some(Request::Put(p)) => txn::put(&mut tx, p).map(ApplyResponse::Put),
             Some(Request::DeleteRange(d)) => txn::delete_range(&mut tx, d).map(ApplyResponse::DeleteRange),
             Some(Request::Txn(t)) => txn::txn(&mut tx, t).map(ApplyResponse::Txn),
-            Some(Request::Compaction(c)) => compaction(&mut st, c, &mut extra).map(ApplyResponse::Compaction),
+            Some(Request::Compaction(c)) => {
+                compaction(&mut st.compact_rev, &mut st.pending_compactions, st.current_rev, c, &mut extra)
+                    .map(ApplyResponse::Compaction)
+            }
             Some(Request::LeaseGrant(g)) => lease_grant(tx.lessor, g, st.current_rev, &mut extra),
             Some(Request::LeaseRevoke(r)) => lease_revoke(&mut tx, r, &mut extra),
             Some(Request::LeaseCheckpoint(c)) => lease_checkpoint(tx.lessor, c, st.current_rev, &mut extra),
@@ -91,17 +96,10 @@ impl Store {
                 return Err(Error::Stopped);
             }
         }
-        let (mut batch, rev, changes) = tx.finish();
+        let (batch, rev, changes) = tx.finish();
         drop(lessor);
-        batch.ops.extend(extra.ops);
-        batch.put(Bucket::Meta, META_APPLIED_INDEX.to_vec(), index.to_be_bytes().to_vec());
-        if !changes.is_empty() {
-            batch.put(Bucket::Meta, META_CURRENT_REV.to_vec(), rev.to_be_bytes().to_vec());
-        }
-        if let Err(e) = self.backend.write(batch) {
-            self.failed.store(true, Ordering::Release);
-            return Err(e);
-        }
+        st.staged.ops.extend(batch.ops);
+        st.staged.ops.extend(extra.ops);
         st.applied_index = index;
         if !changes.is_empty() {
             st.current_rev = rev;
@@ -111,17 +109,23 @@ impl Store {
     }
 }
 
-fn compaction(st: &mut ApplyState, c: &CompactionRequest, batch: &mut WriteBatch) -> Result<CompactionResponse> {
-    if c.revision <= st.compact_rev {
+fn compaction(
+    compact_rev: &mut i64,
+    pending: &mut Vec<i64>,
+    current_rev: i64,
+    c: &CompactionRequest,
+    batch: &mut WriteBatch,
+) -> Result<CompactionResponse> {
+    if c.revision <= *compact_rev {
         return Err(Error::Compacted);
     }
-    if c.revision > st.current_rev {
+    if c.revision > current_rev {
         return Err(Error::FutureRev);
     }
-    st.compact_rev = c.revision;
-    st.pending_compactions.push(c.revision);
+    *compact_rev = c.revision;
+    pending.push(c.revision);
     batch.put(Bucket::Meta, META_COMPACT_SCHEDULED.to_vec(), c.revision.to_be_bytes().to_vec());
-    Ok(CompactionResponse { header: header(st.current_rev) })
+    Ok(CompactionResponse { header: header(current_rev) })
 }
 
 fn persist_lease(batch: &mut WriteBatch, id: i64, ttl: i64, remaining_ttl: i64) {

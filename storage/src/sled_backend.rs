@@ -32,7 +32,14 @@ impl SledBackend {
     /// Opens (or creates) the database in `dir`.
     pub fn open(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir)?;
-        let db = sled::Config::new().path(dir).cache_capacity(256 << 20).open()?;
+        // large IO buffers, no background flusher: cairn decides when to sync (see `sync`)
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(256 << 20)
+            .mode(sled::Mode::HighThroughput)
+            .segment_size(8 << 20)
+            .flush_every_ms(None)
+            .open()?;
         // make the directory entries of the files sled created durable
         File::open(dir)?.sync_all()?;
         Ok(SledBackend { db, dir: dir.to_path_buf(), log_file: Mutex::new(None), failed: AtomicBool::new(false) })

@@ -29,7 +29,7 @@ use cairn_proto::mvccpb::KeyValue;
 use parking_lot::{Mutex, RwLock};
 use prost::Message;
 
-use crate::backend::{Backend, Bucket};
+use crate::backend::{Backend, Bucket, WriteBatch};
 use crate::compactor::Compactor;
 use crate::error::{Error, Result};
 use crate::index::TreeIndex;
@@ -72,6 +72,12 @@ pub(crate) struct ApplyState {
     pub pending_compactions: Vec<i64>,
     /// Changes applied but not yet committed, per revision (for watchers).
     pub uncommitted: Vec<(i64, Vec<Change>)>,
+    /// Backend changes of the applies since the last flush, written as one batch.
+    pub staged: WriteBatch,
+    /// The values in `staged`, by revision, for reads by later applies of the group.
+    pub overlay: HashMap<Revision, KeyValue>,
+    /// The applied index the backend holds (durably after the next sync).
+    pub flushed_index: u64,
 }
 
 /// The MVCC key-value store (see the module docs).
@@ -86,6 +92,8 @@ pub struct Store {
     /// Reads below this revision are refused (published at commit).
     compact_rev: AtomicI64,
     applied_index: AtomicU64,
+    /// Applied index the backend holds durably.
+    durable_index: AtomicU64,
     /// Set by the first fatal error; the store then refuses every write (sticky).
     pub(crate) failed: AtomicBool,
     compactor: Compactor,
@@ -168,11 +176,15 @@ impl Store {
                 compact_rev: scheduled,
                 pending_compactions: Vec::new(),
                 uncommitted: Vec::new(),
+                staged: WriteBatch::default(),
+                overlay: HashMap::new(),
+                flushed_index: applied_index,
             }),
             lessor: RwLock::new(lessor),
             committed_rev: AtomicI64::new(current_rev),
             compact_rev: AtomicI64::new(scheduled),
             applied_index: AtomicU64::new(applied_index),
+            durable_index: AtomicU64::new(applied_index),
             failed: AtomicBool::new(false),
             compactor,
         }))
@@ -204,17 +216,78 @@ impl Store {
         if self.failed.load(Ordering::Acquire) {
             return Err(Error::Stopped);
         }
+        self.flush_locked(&mut st)?;
         if let Err(e) = self.backend.sync() {
             self.failed.store(true, Ordering::Release);
             return Err(e);
         }
+        self.durable_index.store(st.flushed_index, Ordering::Release);
+        Ok(self.publish_locked(&mut st))
+    }
+
+    /// Lets readers see everything applied *without* making the backend durable. Only for
+    /// callers whose own log (the WAL) already holds every applied entry durably, and who
+    /// replay that log past [`Store::durable_index`] after a restart.
+    pub fn publish(&self) -> Result<Vec<(i64, Vec<Change>)>> {
+        let mut st = self.apply.lock();
+        if self.failed.load(Ordering::Acquire) {
+            return Err(Error::Stopped);
+        }
+        self.flush_locked(&mut st)?;
+        Ok(self.publish_locked(&mut st))
+    }
+
+    /// Writes the staged batch of the group, with the metadata describing it, to the
+    /// backend in one atomic write.
+    fn flush_locked(&self, st: &mut ApplyState) -> Result<()> {
+        if st.flushed_index == st.applied_index && st.staged.is_empty() {
+            return Ok(());
+        }
+        let mut batch = std::mem::take(&mut st.staged);
+        batch.put(Bucket::Meta, META_APPLIED_INDEX.to_vec(), st.applied_index.to_be_bytes().to_vec());
+        batch.put(Bucket::Meta, META_CURRENT_REV.to_vec(), st.current_rev.to_be_bytes().to_vec());
+        if let Err(e) = self.backend.write(batch) {
+            self.failed.store(true, Ordering::Release);
+            return Err(e);
+        }
+        st.overlay.clear();
+        st.flushed_index = st.applied_index;
+        Ok(())
+    }
+
+    fn publish_locked(&self, st: &mut ApplyState) -> Vec<(i64, Vec<Change>)> {
         self.compact_rev.store(st.compact_rev, Ordering::Release);
         self.committed_rev.store(st.current_rev, Ordering::Release);
         self.applied_index.store(st.applied_index, Ordering::Release);
         for rev in st.pending_compactions.drain(..) {
             self.compactor.schedule(rev);
         }
-        Ok(std::mem::take(&mut st.uncommitted))
+        std::mem::take(&mut st.uncommitted)
+    }
+
+    /// Makes the backend durable up to everything applied when called (it may run beside
+    /// `apply`, which it blocks only to read the applied index); returns that index: log
+    /// entries at or below it are no longer needed for recovery.
+    pub fn sync_backend(&self) -> Result<u64> {
+        let index = {
+            let st = self.apply.lock();
+            if self.failed.load(Ordering::Acquire) {
+                return Err(Error::Stopped);
+            }
+            // what the backend holds: applies not yet flushed are covered by the log
+            st.flushed_index
+        };
+        if let Err(e) = self.backend.sync() {
+            self.failed.store(true, Ordering::Release);
+            return Err(e);
+        }
+        self.durable_index.fetch_max(index, Ordering::AcqRel);
+        Ok(index)
+    }
+
+    /// The highest applied index the backend holds durably (replay a log past it).
+    pub fn durable_index(&self) -> u64 {
+        self.durable_index.load(Ordering::Acquire)
     }
 
     /// The committed (readable) store revision.
@@ -227,7 +300,7 @@ impl Store {
         self.compact_rev.load(Ordering::Acquire)
     }
 
-    /// The last log index whose effects are durable.
+    /// The last log index applied and visible to readers.
     pub fn applied_index(&self) -> u64 {
         self.applied_index.load(Ordering::Acquire)
     }

@@ -4,8 +4,8 @@
 //!
 //! The key index is updated as changes are made, so later reads of the same transaction
 //! see them (at `rev()`); concurrent readers do not, because they read at the committed
-//! revision, which is older. Values are staged in `pending` and written to the backend in
-//! one atomic batch together with the metadata when the apply finishes.
+//! revision, which is older. Values are staged in `pending` and in the store's staged
+//! batch, which reaches the backend in one atomic write per group of applies (`flush`).
 
 use std::collections::HashMap;
 
@@ -37,13 +37,21 @@ pub(crate) struct WriteTxn<'s> {
     /// The compaction floor of the apply state (deterministic across members).
     compact_floor: i64,
     changes: Vec<Change>,
-    pending: HashMap<Revision, KeyValue>,
+    /// Values written since the last flush to the backend (this transaction's and those of
+    /// earlier applies of the same group), by revision.
+    pending: &'s mut HashMap<Revision, KeyValue>,
     pub(crate) batch: WriteBatch,
 }
 
 impl<'s> WriteTxn<'s> {
-    pub(crate) fn new(store: &'s Store, lessor: &'s mut Lessor, begin_rev: i64, compact_floor: i64) -> Self {
-        WriteTxn { store, lessor, begin_rev, compact_floor, changes: Vec::new(), pending: HashMap::new(), batch: WriteBatch::default() }
+    pub(crate) fn new(
+        store: &'s Store,
+        lessor: &'s mut Lessor,
+        pending: &'s mut HashMap<Revision, KeyValue>,
+        begin_rev: i64,
+        compact_floor: i64,
+    ) -> Self {
+        WriteTxn { store, lessor, begin_rev, compact_floor, changes: Vec::new(), pending, batch: WriteBatch::default() }
     }
 
     /// The revision reads of this transaction see: its own once it changed anything.
@@ -60,7 +68,7 @@ impl<'s> WriteTxn<'s> {
     }
 
     fn read_ctx(&self) -> ReadCtx<'_> {
-        self.store.read_ctx(Some(&self.pending), self.compact_floor)
+        self.store.read_ctx(Some(&*self.pending), self.compact_floor)
     }
 
     /// A range inside the transaction (sees its earlier writes).
