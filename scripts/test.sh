@@ -29,4 +29,5 @@ if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then
 fi
 
 # Release: the storage tests are heavy.
-exec cargo test --workspace --release "$@"
+# raft-node's Raft driver (not yet serving) is behind a feature that needs protoc.
+exec cargo test --workspace --release --features cairn-raft-node/raft "$@"

@@ -215,21 +215,23 @@ async fn fragments_when_asked_and_over_the_limit() {
     use cairn_proto::etcdserverpb::{watch_request::RequestUnion, WatchCreateRequest, WatchRequest};
     use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 
-    let opts = Options { extra_args: vec!["--max-request-bytes=10000".into()], ..Default::default() };
+    // etcd splits at --max-request-bytes plus its 512 KiB gRPC allowance: 624,288 bytes
+    let opts = Options { extra_args: vec!["--max-request-bytes=100000".into()], ..Default::default() };
     let s = Server::start_with(target_kind(), opts);
     let mut c = connect(&s).await;
-    let big = "v".repeat(1000);
+    let big = "v".repeat(40_000);
     for i in 0..20 {
         put(&mut c, &format!("f/{i:02}"), &big).await;
     }
     // etcd-client does not show the fragment flag: speak the protocol directly
     let mut wc = WatchClient::connect(s.endpoint()).await.expect("connect");
     let (tx, rx) = tokio::sync::mpsc::channel(4);
-    let mut inbound = wc.watch(ReceiverStream::new(rx)).await.expect("watch").into_inner();
+    // queued before the call: a server may hold its response headers until it has an answer
     for fragment in [true, false] {
         let create = WatchCreateRequest { key: b"f/".to_vec(), range_end: b"f0".to_vec(), prev_kv: true, fragment, ..Default::default() };
         tx.send(WatchRequest { request_union: Some(RequestUnion::CreateRequest(create)) }).await.expect("send");
     }
+    let mut inbound = wc.watch(ReceiverStream::new(rx)).await.expect("watch").into_inner();
     let mut got = Vec::new();
     let mut recv = async |got: &mut Vec<_>| match tokio::time::timeout(WAIT, inbound.message()).await {
         Ok(Ok(Some(r))) => got.push(r),
@@ -246,7 +248,7 @@ async fn fragments_when_asked_and_over_the_limit() {
     let frag: Vec<_> = got.iter().filter(|r| r.watch_id == 0).collect();
     assert!(frag.len() > 1, "split into pieces");
     assert!(frag[..frag.len() - 1].iter().all(|r| r.fragment) && !frag[frag.len() - 1].fragment);
-    assert!(frag.iter().all(|r| r.events.iter().all(|e| e.prev_kv.as_ref().is_some_and(|kv| kv.value.len() == 1000))));
+    assert!(frag.iter().all(|r| r.events.iter().all(|e| e.prev_kv.as_ref().is_some_and(|kv| kv.value.len() == 40_000))));
     let whole: Vec<_> = got.iter().filter(|r| r.watch_id == 1).collect();
     assert_eq!((whole.len(), whole[0].events.len(), whole[0].fragment), (1, 20, false));
     drop(tx);
@@ -269,10 +271,12 @@ async fn periodic_progress_notifications_for_idle_watches() {
 async fn slow_stream_does_not_stall_another_or_the_writes() {
     let s = Server::start(target_kind());
     let mut writer = connect(&s).await;
-    let mut slow_client = connect(&s).await;
-    let mut fast_client = connect(&s).await;
-    let mut slow = slow_client.watch("big/", Some(WatchOptions::new().with_prefix())).await.expect("watch");
-    let mut fast = fast_client.watch("big/", Some(WatchOptions::new().with_prefix())).await.expect("watch");
+    let slow_client = connect(&s).await;
+    let fast_client = connect(&s).await;
+    // etcd merges a lagging watch's catch-up into responses far over the 4 MiB default
+    let big = 256 << 20;
+    let mut slow = slow_client.watch_client().max_decoding_message_size(big).watch("big/", Some(WatchOptions::new().with_prefix())).await.expect("watch");
+    let mut fast = fast_client.watch_client().max_decoding_message_size(big).watch("big/", Some(WatchOptions::new().with_prefix())).await.expect("watch");
     assert!(next(&mut slow).await.created() && next(&mut fast).await.created());
     // 24 MiB of events: far beyond the slow stream's HTTP/2 windows and server buffer
     let value = "x".repeat(64 * 1024);
@@ -372,7 +376,6 @@ fn etcdctl_watch_prefix_rev_and_prev_kv() {
             Err(e) => panic!("etcdctl watch: {e}; got {got:?}"),
         }
     }
-    // SAFETY-free cleanup: the child is ours
     child.kill().expect("kill etcdctl");
     child.wait().expect("wait etcdctl");
     assert_eq!(got, want);
@@ -427,8 +430,8 @@ async fn control_answers_match_etcd() {
 }
 
 #[tokio::test]
-async fn put_with_prev_kv_and_lease_free_values_round_trip() {
-    // a watch sees exactly what a put stored (value bytes, version, create revision)
+async fn events_carry_exactly_what_was_stored() {
+    // value bytes, version, create revision: as a read would return them
     let s = Server::start(target_kind());
     let mut c = connect(&s).await;
     let mut ws = c.watch("bin", None).await.expect("watch");

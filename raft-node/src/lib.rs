@@ -3,11 +3,42 @@
 //! * [`wal`]: the write-ahead log — segmented append-only files, a length and CRC per
 //!   record, fdatasync before anything is acknowledged, torn tails truncated on open,
 //!   sticky I/O failure.
-//!
-//! The Raft driver around raft-rs's `RawNode` comes next and keeps its entries and hard
-//! state in this WAL.
+//! * [`storage`]: raft-rs's `Storage` kept in that WAL ([`WalStorage`]): entries, hard
+//!   state, conf states and snapshot metadata as records, rebuilt on open.
+//! * [`machine`]: what the log drives — the [`StateMachine`] and its [`SnapshotSource`].
+//! * [`node`]: the driver around raft-rs's `RawNode` ([`RaftNode`]), following raft-rs's
+//!   documented `Ready` order, with requests matched to applied entries by request id and
+//!   batched ReadIndex; I/O (transport, ticks) behind traits.
+//! * [`sim`]: an in-process, seeded, fault-injecting network for deterministic cluster tests.
 #![deny(missing_docs)]
 
+//!
+//! Everything but the WAL is behind the `raft` feature (raft-rs's build needs a system
+//! protoc; `scripts/test.sh` installs it and tests with the feature on).
+
+#[cfg(feature = "raft")]
+mod logger;
+#[cfg(feature = "raft")]
+pub mod machine;
+#[cfg(feature = "raft")]
+pub mod node;
+#[cfg(feature = "raft")]
+pub mod sim;
+#[cfg(feature = "raft")]
+pub mod storage;
 pub mod wal;
 
+#[cfg(feature = "raft")]
+pub use machine::{SnapshotSource, StateMachine, StateMachineError};
+#[cfg(feature = "raft")]
+pub use node::{
+    ConfChangeRequest, LeaderInfo, Mailbox, NodeConfig, NodeError, NodeHandle, NodeStatus, ProposeResult, RaftNode,
+    RequestError, Transport,
+};
+#[cfg(feature = "raft")]
+pub use storage::{StorageError, WalStorage};
 pub use wal::{Wal, WalError, WalOptions, WalRecord};
+
+/// raft-rs, re-exported so users name the same types (`eraftpb::Message`, `StateRole`).
+#[cfg(feature = "raft")]
+pub use raft;

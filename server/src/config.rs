@@ -33,8 +33,6 @@ const IGNORED_FLAGS: &[&str] = &[
     "election_timeout",
     "listen_metrics_urls",
     "experimental_initial_corrupt_check",
-    "experimental_watch_progress_notify_interval",
-    "watch_progress_notify_interval",
     "peer_cert_file",
     "peer_key_file",
     "peer_client_cert_auth",
@@ -168,13 +166,16 @@ pub struct Config {
           value_parser = parse_go_bool, action = ArgAction::Set)]
     pub experimental_initial_corrupt_check: bool,
 
-    /// Watch progress notification interval (Go duration). Accepted, not used yet.
-    #[arg(long, env = "ETCD_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL")]
-    pub experimental_watch_progress_notify_interval: Option<String>,
+    /// Interval of periodic watch progress notifications (Go duration, e.g. `5s`), etcd
+    /// 3.4/3.5's name; see [`Config::watch_progress_notify_interval`].
+    #[arg(long, env = "ETCD_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL",
+          value_parser = parse_go_duration)]
+    pub experimental_watch_progress_notify_interval: Option<std::time::Duration>,
 
-    /// Watch progress notification interval (Go duration). Accepted, not used yet.
-    #[arg(long, env = "ETCD_WATCH_PROGRESS_NOTIFY_INTERVAL")]
-    pub watch_progress_notify_interval: Option<String>,
+    /// Interval of periodic watch progress notifications (Go duration), etcd 3.6's name.
+    #[arg(long = "watch-progress-notify-interval", env = "ETCD_WATCH_PROGRESS_NOTIFY_INTERVAL",
+          value_parser = parse_go_duration)]
+    pub watch_progress_notify_interval_flag: Option<std::time::Duration>,
 
     /// Client server TLS certificate (PEM).
     #[arg(long, env = "ETCD_CERT_FILE")]
@@ -281,6 +282,16 @@ impl Config {
         }
     }
 
+    /// The periodic watch progress notification interval: `--watch-progress-notify-interval`,
+    /// else `--experimental-watch-progress-notify-interval`; zero (a zero or negative value,
+    /// or neither flag) means etcd's default of 10 minutes, as etcd ignores such values.
+    pub fn watch_progress_notify_interval(&self) -> std::time::Duration {
+        self.watch_progress_notify_interval_flag
+            .filter(|d| !d.is_zero())
+            .or(self.experimental_watch_progress_notify_interval)
+            .unwrap_or_default()
+    }
+
     /// Text printed by `--version`: etcd's first line (tools parse it), then cairn's own.
     pub fn version_text() -> String {
         format!(
@@ -297,6 +308,58 @@ fn parse_go_bool(s: &str) -> Result<bool, String> {
         "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
         _ => Err(format!("invalid boolean value {s:?}")),
     }
+}
+
+/// Parses a duration the way Go's `time.ParseDuration` (and so etcd's flags) does: `0`, or
+/// a sequence of decimal numbers, each with an optional fraction and a unit (`ns`, `us`,
+/// `µs`, `ms`, `s`, `m`, `h`), as in `1h30m` or `1.5s`, with an optional sign. A negative
+/// duration parses as zero (etcd ignores non-positive intervals).
+pub fn parse_go_duration(s: &str) -> Result<std::time::Duration, String> {
+    let invalid = || format!("invalid duration {s:?}");
+    let (negative, mut rest) = match s.as_bytes().first() {
+        Some(b'-') => (true, &s[1..]),
+        Some(b'+') => (false, &s[1..]),
+        _ => (false, s),
+    };
+    if rest == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    if rest.is_empty() {
+        return Err(invalid());
+    }
+    let mut nanos: f64 = 0.0;
+    while !rest.is_empty() {
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(invalid)?;
+        let (number, tail) = rest.split_at(number_len);
+        if number.is_empty() || number == "." {
+            return Err(invalid());
+        }
+        let value: f64 = number.parse().map_err(|_| invalid())?;
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        let scale = match unit {
+            "ns" => 1.0,
+            "us" | "µs" | "μs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return Err(invalid()),
+        };
+        nanos += value * scale;
+        rest = tail;
+    }
+    if !nanos.is_finite() || nanos > u64::MAX as f64 {
+        return Err(invalid());
+    }
+    if negative {
+        return Ok(std::time::Duration::ZERO);
+    }
+    Ok(std::time::Duration::from_nanos(nanos.round() as u64))
 }
 
 /// Rewrites Go-style single-dash long flags (`-name x`, `-data-dir=y`) to `--name x`, for the

@@ -117,10 +117,41 @@ fn ignored_flags_are_reported() {
         vec![
             "--initial-cluster-state",
             "--snapshot-count",
-            "--experimental-watch-progress-notify-interval",
             "--peer-client-cert-auth"
         ]
     );
+}
+
+#[test]
+fn watch_progress_notify_interval_flags() {
+    use std::time::Duration;
+    let _env = ENV_LOCK.lock();
+    assert_eq!(
+        parse(&[]).unwrap().watch_progress_notify_interval(),
+        Duration::ZERO
+    );
+    let c = parse(&["--experimental-watch-progress-notify-interval=5s"]).unwrap();
+    assert_eq!(c.watch_progress_notify_interval(), Duration::from_secs(5));
+    let c = parse(&[
+        "--experimental-watch-progress-notify-interval=5s",
+        "--watch-progress-notify-interval=1m30s",
+    ])
+    .unwrap();
+    assert_eq!(c.watch_progress_notify_interval(), Duration::from_secs(90));
+    assert!(parse(&["--watch-progress-notify-interval=5"]).is_err());
+    for (s, d) in [
+        ("0", Duration::ZERO),
+        ("100ms", Duration::from_millis(100)),
+        ("1.5s", Duration::from_millis(1500)),
+        ("2h45m", Duration::from_secs(2 * 3600 + 45 * 60)),
+        ("10µs", Duration::from_micros(10)),
+        ("-3s", Duration::ZERO),
+    ] {
+        assert_eq!(crate::config::parse_go_duration(s), Ok(d), "{s}");
+    }
+    for bad in ["", "s", "1x", "1.2.3s", "5"] {
+        assert!(crate::config::parse_go_duration(bad).is_err(), "{bad}");
+    }
 }
 
 #[test]

@@ -82,6 +82,9 @@ pub enum ConfigError {
 /// Why the server could not start, or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
+    /// The write-ahead log could not be opened (I/O, or corruption that is not a torn tail).
+    #[error("opening the write-ahead log: {0}")]
+    Wal(#[source] cairn_raft_node::WalError),
     /// Bad configuration.
     #[error(transparent)]
     Config(#[from] ConfigError),
@@ -107,6 +110,9 @@ pub enum ServerError {
     /// The write pipeline's thread could not be started.
     #[error("cannot start the write pipeline thread: {0}")]
     ProposerThread(std::io::Error),
+    /// The watch hub (its catch-up thread) could not be started.
+    #[error("cannot start the watch hub: {0}")]
+    WatchHub(#[source] StorageError),
     /// A client URL's host did not resolve.
     #[error("cannot resolve {url}: {source}")]
     Resolve {

@@ -30,6 +30,7 @@ use tracing::{debug, error};
 
 use crate::error::RequestError;
 use crate::proposer::Proposer;
+use crate::wal_log::{BackendSyncer, CommandLog};
 
 /// Most commands applied under one commit.
 pub const MAX_BATCH: usize = 1024;
@@ -44,6 +45,16 @@ pub trait StateMachine: Send + Sync + 'static {
     fn apply(&self, index: u64, request: &InternalRequest) -> Result<ApplyResponse, StorageError>;
     /// Makes everything staged durable, then visible to readers.
     fn commit(&self) -> Result<(), StorageError>;
+    /// Makes everything applied visible to readers; called only once the applied commands
+    /// are durable in the WAL.
+    fn publish(&self) -> Result<(), StorageError> {
+        self.commit()
+    }
+    /// Makes the backend durable up to what is applied; returns that index (WAL records at
+    /// or below it are no longer needed).
+    fn sync_backend(&self) -> Result<u64, StorageError> {
+        self.commit().map(|()| self.applied_index())
+    }
 }
 
 impl StateMachine for Store {
@@ -54,8 +65,15 @@ impl StateMachine for Store {
         Store::apply(self, index, request)
     }
     fn commit(&self) -> Result<(), StorageError> {
-        // The committed changes are for watchers; there is no Watch service yet.
+        // The store alone drops the committed changes; `watch::WatchedStore` is the state
+        // machine that also publishes them to the watch hub.
         Store::commit(self).map(drop)
+    }
+    fn publish(&self) -> Result<(), StorageError> {
+        Store::publish(self).map(drop)
+    }
+    fn sync_backend(&self) -> Result<u64, StorageError> {
+        Store::sync_backend(self)
     }
 }
 
@@ -134,20 +152,64 @@ impl GroupCommitProposer {
         state_machine: Arc<S>,
         options: Options,
     ) -> std::io::Result<GroupCommitProposer> {
+        Self::start_inner(state_machine, options, None)
+    }
+
+    /// Starts the apply thread over `state_machine` with a command log: commands are made
+    /// durable in the WAL before they are applied, and the backend is synced behind it.
+    /// Replays the log first, blocking the caller until done (commands the backend lost in a
+    /// crash): nothing may be served before.
+    pub fn start_with_log<S: StateMachine>(
+        state_machine: Arc<S>,
+        options: Options,
+        log: CommandLog,
+    ) -> std::io::Result<GroupCommitProposer> {
+        Self::start_inner(state_machine, options, Some(log))
+    }
+
+    fn start_inner<S: StateMachine>(
+        state_machine: Arc<S>,
+        options: Options,
+        mut log: Option<CommandLog>,
+    ) -> std::io::Result<GroupCommitProposer> {
+        // Replay before anything is served: a reader must never see the state from before
+        // the crash once a write after it was acknowledged (so this blocks the caller).
+        let mut first_index = state_machine.applied_index() + 1;
+        let mut replay_error = None;
+        if let Some(log) = &mut log {
+            match log.replay(state_machine.as_ref()) {
+                Ok(next) => first_index = next,
+                Err(e) => replay_error = Some(e),
+            }
+        }
         let shared = Arc::new(Shared {
             next_id: AtomicU64::new(options.first_request_id),
             waiters: Mutex::new(HashMap::new()),
             halted: OnceLock::new(),
         });
+        if let Some(e) = &replay_error {
+            shared.halt(e);
+        }
         let (queue, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let syncer = match &log {
+            Some(log) => {
+                let halt_on = shared.clone();
+                Some(log.start_syncer(state_machine.clone(), move |e| {
+                    halt_on.halt(e);
+                })?)
+            }
+            None => None,
+        };
         let worker = Worker {
             state_machine,
             rx,
             shared: shared.clone(),
+            log,
+            syncer,
         };
         let thread = std::thread::Builder::new()
             .name("cairn-apply".into())
-            .spawn(move || worker.run())?;
+            .spawn(move || worker.run(first_index))?;
         Ok(GroupCommitProposer {
             shared,
             queue,
@@ -218,11 +280,16 @@ struct Worker<S: StateMachine> {
     state_machine: Arc<S>,
     rx: mpsc::Receiver<Msg>,
     shared: Arc<Shared>,
+    /// The WAL, when the pipeline has one (see `wal_log.rs`); without it every batch is
+    /// made durable by a backend commit.
+    log: Option<CommandLog>,
+    /// Syncs the backend behind the log; dropped (stopped) with the worker.
+    syncer: Option<BackendSyncer>,
 }
 
 impl<S: StateMachine> Worker<S> {
-    fn run(mut self) {
-        let mut next_index = self.state_machine.applied_index() + 1;
+    fn run(mut self, first_index: u64) {
+        let mut next_index = first_index;
         let mut batch: Vec<InternalRequest> = Vec::with_capacity(MAX_BATCH);
         let mut replies: Vec<Reply> = Vec::with_capacity(MAX_BATCH);
         loop {
@@ -244,7 +311,19 @@ impl<S: StateMachine> Worker<S> {
             for (command, reply) in batch.drain(..).zip(replies.drain(..)) {
                 self.shared.trigger(command.id, reply);
             }
+            if let Some(log) = &mut self.log {
+                if let Err(e) = log.release() {
+                    self.shared.halt(&e);
+                }
+            }
             if stop {
+                // leave a durable backend behind: a clean restart replays nothing
+                self.syncer.take();
+                if self.log.is_some() && self.shared.halted.get().is_none() {
+                    if let Err(e) = self.state_machine.commit() {
+                        self.shared.halt(&e);
+                    }
+                }
                 return;
             }
         }
@@ -252,7 +331,7 @@ impl<S: StateMachine> Worker<S> {
 
     /// Applies `batch` and commits it once; fills `replies` in the same order.
     fn apply_batch(
-        &self,
+        &mut self,
         batch: &[InternalRequest],
         next_index: &mut u64,
         replies: &mut Vec<Reply>,
@@ -261,6 +340,14 @@ impl<S: StateMachine> Worker<S> {
             return;
         }
         let mut halted = self.shared.halted.get().cloned();
+        if halted.is_none() {
+            if let Some(log) = &mut self.log {
+                // durable in the WAL before anything is applied or visible
+                if let Err(e) = log.persist(batch, *next_index) {
+                    halted = Some(self.shared.halt(&e));
+                }
+            }
+        }
         if halted.is_none() {
             for command in batch {
                 let index = *next_index;
@@ -277,7 +364,12 @@ impl<S: StateMachine> Worker<S> {
             }
         }
         if halted.is_none() {
-            if let Err(e) = self.state_machine.commit() {
+            let visible = if self.log.is_some() {
+                self.state_machine.publish()
+            } else {
+                self.state_machine.commit()
+            };
+            if let Err(e) = visible {
                 halted = Some(self.shared.halt(&e));
             }
         }

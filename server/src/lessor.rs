@@ -150,7 +150,7 @@ impl<P: Proposer> Lessor<P> {
             if chosen {
                 req.id = self.generate_id();
             }
-            match self.proposer.propose(Request::LeaseGrant(req.clone())).await {
+            match self.proposer.propose(Request::LeaseGrant(req)).await {
                 Ok(ApplyResponse::LeaseGrant(resp)) => {
                     let deadline = self.clock.now_ms() + Self::ttl_ms(resp.ttl);
                     self.queue.lock().upsert(resp.id, deadline);
@@ -180,8 +180,16 @@ impl<P: Proposer> Lessor<P> {
     /// LeaseKeepAlive: restarts the lease's TTL; returns the TTL, or `LeaseNotFound`.
     pub async fn renew(&self, id: i64) -> Result<i64, RequestError> {
         let lease = self.store.lease(id).ok_or(StorageError::LeaseNotFound)?;
-        let deadline = self.clock.now_ms() + Self::ttl_ms(lease.ttl);
-        self.queue.lock().upsert(id, deadline);
+        let now = self.clock.now_ms();
+        {
+            let mut q = self.queue.lock();
+            // a lease past its deadline (or already taken out to be revoked) cannot be
+            // renewed: its revocation is, or is about to be, in the log (as in etcd)
+            if q.deadline(id).is_none_or(|d| d <= now) {
+                return Err(StorageError::LeaseNotFound.into());
+            }
+            q.upsert(id, now + Self::ttl_ms(lease.ttl));
+        }
         if lease.remaining_ttl > 0 {
             // a checkpointed remaining TTL would shorten the lease after a failover: clear it
             // (one entry per lease per checkpoint interval at most, as in etcd)
@@ -332,3 +340,8 @@ mod tests {
         assert_eq!(per_sec.len(), 3);
     }
 }
+
+// The lessor against a real store and write pipeline (`mod tests` above is taken).
+#[cfg(test)]
+#[path = "lessor_tests.rs"]
+mod runtime_tests;

@@ -16,6 +16,7 @@ pub mod authority;
 pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod engine;
 pub mod error;
 pub mod group_commit;
 mod incoming;
@@ -30,16 +31,17 @@ pub mod proposer;
 pub mod status;
 pub mod tls;
 pub mod unimplemented;
+pub mod wal_log;
+pub mod watch;
 
 mod serve;
 
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use cairn_storage::{Store, StoreConfig};
 use tracing::{error, info, warn};
 
 pub use config::Config;
@@ -47,10 +49,12 @@ pub use error::ServerError;
 
 use crate::error::ConfigError;
 use crate::clock::SystemClock;
-use crate::group_commit::{request_id_base, GroupCommitProposer};
-use crate::lessor::{Lessor, LessorConfig};
+use crate::group_commit::request_id_base;
+use crate::engine::{Engine, EngineOptions};
+use crate::lessor::LessorConfig;
 use crate::listen::ClientUrl;
 use crate::membership::{parse_initial_cluster, Membership};
+use crate::watch::WatchService;
 
 /// Parses the command line, sets up logging and the runtime, and runs the server.
 /// Exit codes: 0 after a clean shutdown (or `--help`, `--version`), 2 for a usage error,
@@ -149,7 +153,31 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     let hosts: Vec<String> = urls.iter().map(|u| u.host.clone()).collect();
     let tls = tls::client_tls(&config, &data_dir, &hosts)?;
 
-    let store = open_store(&data_dir, &config).await?;
+    let unix_millis = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let options = EngineOptions {
+        max_txn_ops: config.max_txn_ops as usize,
+        max_request_bytes: config.max_request_bytes as usize,
+        // responses of a `fragment` watch are split at --max-request-bytes plus gRPC's
+        // allowance, as etcd does
+        max_watch_response_bytes: (config.max_request_bytes as usize).saturating_add(serve::GRPC_OVERHEAD_BYTES),
+        // etcd's minimum lease TTL: ⌈1.5 × election timeout⌉ seconds
+        min_lease_ttl: i64::try_from((config.election_timeout * 3).div_ceil(2000)).unwrap_or(i64::MAX),
+        first_request_id: request_id_base(membership.member_id, unix_millis),
+        // lease IDs: like request IDs, unique per member and start
+        first_lease_id: request_id_base(membership.member_id, unix_millis.wrapping_add(1 << 30)),
+        clock: Arc::new(SystemClock::default()),
+        lessor: LessorConfig::default(),
+    };
+    // opening replays the WAL (blocking): run it off the async workers
+    let dir = data_dir.clone();
+    let engine = tokio::task::spawn_blocking(move || {
+        tokio::runtime::Handle::current().block_on(Engine::open(&dir, options))
+    })
+    .await
+    .map_err(|e| ServerError::ProposerThread(std::io::Error::other(e)))??;
+    let store = engine.store.clone();
     info!(
         name = %membership.name,
         member_id = %format!("{:016x}", membership.member_id),
@@ -159,48 +187,19 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         applied_index = store.applied_index(),
         "store opened"
     );
-    let unix_millis = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    let proposer = Arc::new(
-        GroupCommitProposer::start(
-            store.clone(),
-            group_commit::Options {
-                first_request_id: request_id_base(membership.member_id, unix_millis),
-                max_request_bytes: config.max_request_bytes as usize,
-            },
-        )
-        .map_err(ServerError::ProposerThread)?,
-    );
-
-    // Lease IDs: like request IDs, unique per member and start; a single member is its own
-    // leader, so it expires leases from the start.
-    let lessor = Arc::new(Lessor::new(
-        store.clone(),
-        proposer.clone(),
-        Arc::new(SystemClock::default()),
-        LessorConfig::default(),
-        request_id_base(membership.member_id, unix_millis.wrapping_add(1 << 30)),
-    ));
-    lessor.promote();
-    let (stop_lessor, lessor_stopped) = tokio::sync::watch::channel(false);
-    let lessor_task = tokio::spawn(lessor.clone().run(lessor_stopped));
 
     let services = serve::Services::new(
         store,
-        proposer.clone(),
-        lessor,
+        engine.proposer.clone(),
+        engine.lessor.clone(),
+        WatchService::new(engine.hub.clone(), membership.clone(), config.watch_progress_notify_interval()),
         membership,
         config.max_txn_ops as usize,
         config.max_request_bytes as usize,
     );
     let served = serve::serve(&urls, tls, services).await;
-    let _ = stop_lessor.send(true);
-    if let Err(e) = lessor_task.await {
-        tracing::error!(error = %e, "the lessor task failed");
-    }
-    // Whatever happened, apply and commit what was queued before returning.
-    proposer.shutdown().await;
+    // Whatever happened, stop expiry, then apply and commit what was queued.
+    engine.shutdown().await;
     served?;
     info!("cairn stopped");
     Ok(())
@@ -218,21 +217,3 @@ fn create_private_dir(dir: &Path) -> Result<(), ServerError> {
     })
 }
 
-/// Opens (and for an existing store, recovers) the store under `<data-dir>/member/cairn`.
-async fn open_store(data_dir: &Path, config: &Config) -> Result<Arc<Store>, ServerError> {
-    let dir: PathBuf = data_dir.join("member").join("cairn");
-    let mut store_config = StoreConfig::new(dir.clone());
-    store_config.max_txn_ops = config.max_txn_ops as usize;
-    // etcd's minimum lease TTL: ⌈1.5 × election timeout⌉ seconds.
-    store_config.min_lease_ttl =
-        i64::try_from((config.election_timeout * 3).div_ceil(2000)).unwrap_or(i64::MAX);
-    let opened = tokio::task::spawn_blocking(move || Store::open(store_config)).await;
-    match opened {
-        Ok(Ok(store)) => Ok(store),
-        Ok(Err(source)) => Err(ServerError::OpenStore { path: dir, source }),
-        Err(join) => Err(ServerError::OpenStore {
-            path: dir,
-            source: cairn_storage::Error::Backend(format!("the open task failed: {join}")),
-        }),
-    }
-}

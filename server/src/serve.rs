@@ -30,13 +30,14 @@ use crate::listen::ClientUrl;
 use crate::maintenance::MaintenanceService;
 use crate::membership::Membership;
 use crate::unimplemented::Unimplemented;
+use crate::watch::{WatchService, WatchShutdown};
 
 /// etcd allows this much gRPC framing on top of `--max-request-bytes`.
-const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+pub(crate) const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 /// Responses are limited only by gRPC's own maximum (etcd: math.MaxInt32).
 const MAX_ENCODING_BYTES: usize = i32::MAX as usize;
 /// How long shutdown waits for in-flight requests before closing connections anyway.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The gRPC services, built once and cloned (cheaply, they hold `Arc`s) into each listener.
 #[derive(Clone)]
@@ -44,7 +45,9 @@ pub(crate) struct Services {
     kv: KvServer<KvService<GroupCommitProposer>>,
     maintenance: MaintenanceServer<MaintenanceService>,
     cluster: ClusterServer<ClusterService>,
-    watch: WatchServer<Unimplemented>,
+    watch: WatchServer<WatchService>,
+    /// Ends every watch stream at shutdown (they never end by themselves).
+    watch_shutdown: WatchShutdown,
     lease: LeaseServer<LeaseService<GroupCommitProposer>>,
     auth: AuthServer<Unimplemented>,
 }
@@ -54,6 +57,7 @@ impl Services {
         store: Arc<Store>,
         proposer: Arc<GroupCommitProposer>,
         lessor: Arc<Lessor<GroupCommitProposer>>,
+        watch: WatchService,
         membership: Arc<Membership>,
         max_txn_ops: usize,
         max_request_bytes: usize,
@@ -71,7 +75,10 @@ impl Services {
             cluster: ClusterServer::new(ClusterService::new(membership))
                 .max_decoding_message_size(decode)
                 .max_encoding_message_size(MAX_ENCODING_BYTES),
-            watch: WatchServer::new(Unimplemented),
+            watch_shutdown: watch.shutdown_handle(),
+            watch: WatchServer::new(watch)
+                .max_decoding_message_size(decode)
+                .max_encoding_message_size(MAX_ENCODING_BYTES),
             lease: LeaseServer::new(lease)
                 .max_decoding_message_size(decode)
                 .max_encoding_message_size(MAX_ENCODING_BYTES),
@@ -160,6 +167,7 @@ pub(crate) async fn serve(
     if stop_tx.send(true).is_err() {
         warn!("every client listener had already stopped");
     }
+    services.watch_shutdown.shutdown();
     let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
         while let Some(joined) = servers.join_next().await {
             if let Err(e) = server_exit(joined) {

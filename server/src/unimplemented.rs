@@ -1,11 +1,10 @@
 //! Services registered so that clients get a clear UNIMPLEMENTED answer, naming the method,
-//! instead of a bare "unknown service": Watch, Lease and Auth are not implemented yet.
+//! instead of a bare "unknown service": Lease and Auth are not implemented yet.
 
 use std::pin::Pin;
 
 use cairn_proto::etcdserverpb::auth_server::Auth;
 use cairn_proto::etcdserverpb::lease_server::Lease;
-use cairn_proto::etcdserverpb::watch_server::Watch;
 use cairn_proto::etcdserverpb::*;
 use futures::Stream;
 use tonic::{Request, Response, Status, Streaming};
@@ -22,7 +21,7 @@ pub fn service_not_yet(service: &str, method: &str) -> Status {
     ))
 }
 
-/// Watch, Lease and Auth, all answering UNIMPLEMENTED.
+/// Lease and Auth, all answering UNIMPLEMENTED.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Unimplemented;
 
@@ -43,16 +42,6 @@ macro_rules! not_yet_service {
         }
     };
 }
-
-not_yet_service!(Watch, "Watch", {
-    type WatchStream = BoxStream<WatchResponse>;
-    async fn watch(
-        &self,
-        _: Request<Streaming<WatchRequest>>,
-    ) -> Result<Response<Self::WatchStream>, Status> {
-        Err(service_not_yet("Watch", "Watch"))
-    }
-},);
 
 not_yet_service!(Lease, "Lease", {
     type LeaseKeepAliveStream = BoxStream<LeaseKeepAliveResponse>;

@@ -5,7 +5,9 @@
 //! * [`backend`]: the storage-engine trait, with [`sled_backend`] as one engine;
 //! * [`Store`]: open/rebuild, the read path, and the deterministic state machine
 //!   (`apply` in `apply.rs`, Put/DeleteRange/Txn in `txn.rs`);
-//! * [`validate`]: etcd's request checks done before proposing.
+//! * [`validate`]: etcd's request checks done before proposing;
+//! * [`watch`]: the watch multiplexer ([`watch::WatchHub`]), reading history back through
+//!   [`Store::events_between`] (`history.rs`).
 #![deny(missing_docs)]
 
 mod apply;
@@ -13,8 +15,10 @@ pub mod backend;
 mod compactor;
 pub mod crc32;
 mod error;
+mod history;
 pub mod index;
 pub mod key_index;
+pub mod kube;
 pub mod lease;
 pub mod lease_queue;
 mod range;
@@ -24,10 +28,12 @@ pub mod snapshot;
 mod store;
 mod txn;
 pub mod validate;
+pub mod watch;
 mod write_txn;
 
 pub use apply::ApplyResponse;
 pub use error::{Error, Result};
+pub use history::History;
 pub use lease::{LeaseInfo, MAX_LEASE_TTL};
 pub use revision::Revision;
 pub use store::{Store, StoreConfig};

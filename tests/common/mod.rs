@@ -319,6 +319,15 @@ impl Server {
         self.launch();
     }
 
+    /// Kills the server with SIGKILL (no chance to flush anything) and starts it again on
+    /// the same data dir; listens on new addresses.
+    pub fn kill9_and_restart(&mut self) {
+        self.kill_now();
+        self.client = free_addr();
+        self.peer = free_addr();
+        self.launch();
+    }
+
     fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let child = self.child.as_mut()?;
         let deadline = Instant::now() + timeout;
@@ -509,4 +518,31 @@ pub fn b64str(v: &serde_json::Value) -> String {
         .as_str()
         .unwrap_or_else(|| panic!("not a base64 string: {v}"));
     String::from_utf8(b64decode(s)).expect("utf-8")
+}
+
+/// Process signals for the fault-injection suite (tests/linearizability.rs).
+impl Server {
+    /// The server's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Freezes the process (SIGSTOP): it keeps its sockets open and answers nothing.
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// Thaws a paused process (SIGCONT).
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, sig: libc::c_int) {
+        if let Some(pid) = self.pid() {
+            // SAFETY: plain kill(2) on our own child's pid.
+            unsafe {
+                libc::kill(pid as libc::pid_t, sig);
+            }
+        }
+    }
 }

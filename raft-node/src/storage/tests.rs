@@ -1,0 +1,170 @@
+use super::*;
+use crate::machine::StateMachineError;
+
+struct FixedSource(u64);
+
+impl SnapshotSource for FixedSource {
+    fn snapshot(&self) -> Result<(u64, Vec<u8>), StateMachineError> {
+        Ok((self.0, b"state".to_vec()))
+    }
+}
+
+fn open(dir: &Path, segment_size: u64) -> WalStorage {
+    WalStorage::open(dir, WalOptions { segment_size }, Box::new(FixedSource(0))).unwrap()
+}
+
+fn ent(index: u64, term: u64) -> Entry {
+    Entry { index, term, data: format!("e{index}t{term}").into_bytes(), ..Default::default() }
+}
+
+fn terms(s: &WalStorage) -> Vec<(u64, u64)> {
+    let (first, last) = (s.first_index().unwrap(), s.last_index().unwrap());
+    s.entries(first, last + 1, None, GetEntriesContext::empty(false)).unwrap().iter().map(|e| (e.index, e.term)).collect()
+}
+
+#[test]
+fn entries_and_hard_state_survive_reopen_with_truncation() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = open(dir.path(), 1 << 20);
+    assert!(!s.is_initialized());
+    s.append((1..=5).map(|i| ent(i, 1)).collect()).unwrap();
+    s.set_hard_state(&HardState { term: 1, vote: 2, commit: 2 }).unwrap();
+    s.sync().unwrap();
+    // a new leader overwrites 3.. with its own entries
+    s.append(vec![ent(3, 2), ent(4, 2)]).unwrap();
+    s.set_hard_state(&HardState { term: 2, vote: 3, commit: 3 }).unwrap();
+    s.sync().unwrap();
+    assert_eq!(terms(&s), vec![(1, 1), (2, 1), (3, 2), (4, 2)]);
+    assert!(s.append(vec![ent(9, 2)]).is_err(), "a gap is refused");
+    drop(s);
+    let s = open(dir.path(), 1 << 20);
+    assert!(s.is_initialized());
+    assert_eq!(terms(&s), vec![(1, 1), (2, 1), (3, 2), (4, 2)]);
+    assert_eq!(s.hard_state(), &HardState { term: 2, vote: 3, commit: 3 });
+    assert_eq!(s.term(0).unwrap(), 0);
+    assert_eq!(s.entries(3, 4, None, GetEntriesContext::empty(false)).unwrap()[0].data, b"e3t2");
+}
+
+#[test]
+fn unsynced_appends_may_vanish_but_synced_ones_stay() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = open(dir.path(), 1 << 20);
+    s.append(vec![ent(1, 1), ent(2, 1)]).unwrap();
+    s.sync().unwrap();
+    s.append(vec![ent(3, 1)]).unwrap(); // never synced
+    drop(s);
+    let s = open(dir.path(), 1 << 20);
+    assert_eq!(terms(&s), vec![(1, 1), (2, 1)]);
+}
+
+#[test]
+fn bootstrap_writes_the_founding_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = open(dir.path(), 1 << 20);
+    s.bootstrap(&[3, 1, 2]).unwrap();
+    assert!(matches!(s.bootstrap(&[1]), Err(StorageError::AlreadyInitialized)));
+    drop(s);
+    let mut s = open(dir.path(), 1 << 20);
+    s.set_applied_hint(0);
+    let rs = s.initial_state().unwrap();
+    assert_eq!(rs.conf_state.voters, vec![1, 2, 3]);
+    assert_eq!(rs.hard_state, HardState { term: 1, vote: 0, commit: 3 });
+    let es = s.entries(1, 4, None, GetEntriesContext::empty(false)).unwrap();
+    let nodes: Vec<u64> = es.iter().map(|e| ConfChange::decode(e.data.as_slice()).unwrap().node_id).collect();
+    assert_eq!(nodes, vec![1, 2, 3]);
+}
+
+#[test]
+fn compaction_releases_segments_and_keeps_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = open(dir.path(), 4096);
+    s.record_conf_state(0, &ConfState { voters: vec![1, 2, 3], ..Default::default() }).unwrap();
+    for i in 1..=400 {
+        s.append(vec![ent(i, 1)]).unwrap();
+        if i == 100 {
+            s.record_conf_state(100, &ConfState { voters: vec![1, 2, 3, 4], ..Default::default() }).unwrap();
+        }
+        s.set_hard_state(&HardState { term: 1, vote: 1, commit: i }).unwrap();
+        s.sync().unwrap();
+    }
+    let before = s.wal_segments();
+    assert!(before > 5, "{before}");
+    assert_eq!(s.compact(300).unwrap(), s.wal_segments().abs_diff(before));
+    assert!(s.wal_segments() < before);
+    assert_eq!(s.first_index().unwrap(), 301);
+    assert_eq!(s.term(300).unwrap(), 1);
+    assert!(matches!(s.term(299), Err(raft::Error::Store(raft::StorageError::Compacted))));
+    assert!(matches!(s.compact(500), Err(StorageError::CompactOutOfRange { .. })));
+    drop(s);
+    let mut s = open(dir.path(), 4096);
+    assert_eq!((s.first_index().unwrap(), s.last_index().unwrap()), (301, 400));
+    assert_eq!(s.snapshot_point(), (300, 1));
+    assert_eq!(s.conf_state().voters, vec![1, 2, 3, 4]);
+    assert_eq!(s.hard_state().commit, 400);
+    // entries after a compaction keep appending and replaying
+    s.append(vec![ent(401, 2)]).unwrap();
+    s.sync().unwrap();
+    drop(s);
+    let s = open(dir.path(), 4096);
+    assert_eq!(s.last_index().unwrap(), 401);
+}
+
+#[test]
+fn installed_snapshot_replaces_the_log_and_survives_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = open(dir.path(), 1 << 20);
+    s.append(vec![ent(1, 1), ent(2, 1)]).unwrap();
+    s.sync().unwrap();
+    let cs = ConfState { voters: vec![1, 2], learners: vec![5], ..Default::default() };
+    let meta = SnapshotMetadata { conf_state: Some(cs.clone()), index: 50, term: 3 };
+    let snap = Snapshot { data: b"the state at 50".to_vec(), metadata: Some(meta.clone()) };
+    s.apply_snapshot(&snap).unwrap();
+    assert!(matches!(s.apply_snapshot(&snap), Err(StorageError::SnapshotOutOfDate { .. })));
+    assert_eq!((s.first_index().unwrap(), s.last_index().unwrap()), (51, 50));
+    drop(s);
+    let mut s = open(dir.path(), 1 << 20);
+    assert_eq!((s.first_index().unwrap(), s.term(50).unwrap()), (51, 3));
+    assert_eq!(s.hard_state().commit, 50);
+    assert_eq!(s.conf_state(), cs);
+    let (m, data) = s.take_installed_snapshot().unwrap();
+    assert_eq!((m.index, data.as_slice()), (50, &b"the state at 50"[..]));
+    // once compacted past it, the snapshot file is no longer needed
+    s.append(vec![ent(51, 3), ent(52, 3)]).unwrap();
+    s.compact(51).unwrap();
+    drop(s);
+    let mut s = open(dir.path(), 1 << 20);
+    assert!(s.take_installed_snapshot().is_none());
+    assert_eq!(std::fs::read_dir(dir.path().join("snap")).unwrap().count(), 0);
+}
+
+#[test]
+fn a_damaged_snapshot_file_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = open(dir.path(), 1 << 20);
+    let meta = SnapshotMetadata { conf_state: Some(ConfState::default()), index: 7, term: 1 };
+    s.apply_snapshot(&Snapshot { data: vec![7; 100], metadata: Some(meta) }).unwrap();
+    drop(s);
+    let path = std::fs::read_dir(dir.path().join("snap")).unwrap().next().unwrap().unwrap().path();
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[40] ^= 1;
+    std::fs::write(&path, bytes).unwrap();
+    let r = WalStorage::open(dir.path(), WalOptions::default(), Box::new(FixedSource(0)));
+    assert!(matches!(r, Err(StorageError::CorruptSnapshot { .. })));
+    std::fs::remove_file(&path).unwrap();
+    let r = WalStorage::open(dir.path(), WalOptions::default(), Box::new(FixedSource(0)));
+    assert!(matches!(r, Err(StorageError::MissingSnapshot { index: 7 })));
+}
+
+#[test]
+fn snapshot_pairs_source_data_with_term_and_conf_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = WalStorage::open(dir.path(), WalOptions::default(), Box::new(FixedSource(3))).unwrap();
+    s.record_conf_state(0, &ConfState { voters: vec![1], ..Default::default() }).unwrap();
+    s.append(vec![ent(1, 1), ent(2, 1), ent(3, 2), ent(4, 2)]).unwrap();
+    s.record_conf_state(4, &ConfState { voters: vec![1, 2], ..Default::default() }).unwrap();
+    let snap = s.snapshot(2, 2).unwrap();
+    let m = snap.metadata.unwrap();
+    assert_eq!((m.index, m.term, m.conf_state.unwrap().voters), (3, 2, vec![1]));
+    assert_eq!(snap.data, b"state");
+    assert!(s.snapshot(4, 2).is_err(), "the source is behind the requested index");
+}

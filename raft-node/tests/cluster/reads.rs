@@ -1,0 +1,65 @@
+//! ReadIndex: batched, answered only once the apply caught up, refused without a quorum.
+
+use cairn_raft_node::raft::eraftpb::MessageType;
+use cairn_raft_node::RequestError;
+
+use crate::harness::Cluster;
+
+#[test]
+fn read_index_waits_for_the_apply_and_batches() {
+    let mut c = Cluster::new(3, 20);
+    let leader = c.elect();
+    c.put_ok(leader, "k0", "v");
+    let follower = (1..=3).find(|&i| i != leader).unwrap();
+    // the follower hears heartbeats but gets no entries
+    c.net.hold(follower, MessageType::MsgAppend);
+    for i in 1..=5 {
+        c.put_ok(leader, &format!("k{i}"), "v");
+    }
+    let before = c.net.sent(follower, MessageType::MsgReadIndex);
+    let h = c.handle(follower);
+    let mut reads: Vec<_> = (0..5).map(|_| h.read_index()).collect();
+    for _ in 0..15 {
+        c.tick();
+    }
+    for rx in &mut reads {
+        assert!(rx.try_recv().is_err(), "a read completed before the follower applied the writes");
+    }
+    assert!(!c.kv(follower).data.contains_key(&b"k5"[..]));
+    c.net.release();
+    let mut indexes = Vec::new();
+    for mut rx in reads {
+        indexes.push(c.wait(&mut rx, 20).unwrap().unwrap());
+    }
+    // one round answered all five
+    assert!(indexes.windows(2).all(|w| w[0] == w[1]), "{indexes:?}");
+    assert!(c.applied(follower) >= indexes[0]);
+    assert!(c.kv(follower).data.contains_key(&b"k5"[..]), "the read sees every write acknowledged before it");
+    let rounds = c.net.sent(follower, MessageType::MsgReadIndex) - before;
+    // the round may be re-sent while the follower is stuck, but the five reads share it
+    assert!((1..=4).contains(&rounds), "{rounds} ReadIndex messages");
+    // a leader answers reads too
+    let mut rx = c.handle(leader).read_index();
+    assert_eq!(c.wait(&mut rx, 10).unwrap(), Ok(c.applied(leader)));
+}
+
+#[test]
+fn read_index_fails_without_a_quorum() {
+    let mut c = Cluster::new(3, 21);
+    let leader = c.elect();
+    c.put_ok(leader, "k", "v");
+    c.net.isolate(leader);
+    let mut on_leader = c.handle(leader).read_index();
+    let r = c.wait(&mut on_leader, 100).expect("answered within the request timeout");
+    assert!(matches!(r, Err(RequestError::NoLeader | RequestError::Timeout)), "{r:?}");
+    // the cut-off member refuses at once once it knows there is no leader
+    let mut again = c.handle(leader).read_index();
+    c.run_until(100, |c| c.nodes[&leader].status().leader.id == 0);
+    let r = c.wait(&mut again, 100).unwrap();
+    assert!(matches!(r, Err(RequestError::NoLeader | RequestError::Timeout)), "{r:?}");
+    // the majority side still serves linearizable reads
+    let other = (1..=3).find(|&i| i != leader).unwrap();
+    let new = c.elect_among(&[other]);
+    let mut ok = c.handle(new).read_index();
+    assert!(c.wait(&mut ok, 50).unwrap().is_ok());
+}

@@ -1,0 +1,264 @@
+//! The Watch service: etcd's bidirectional watch stream over the store's watch hub
+//! (`cairn_storage::watch`), and the state machine wrapper that feeds the hub.
+//!
+//! Per call: a task reads the client's requests and hands each to the hub's stream at
+//! once (a creation never waits for anything, so thousands of creations sent back to back
+//! are answered as fast as they arrive); the response stream takes the stream's answers in
+//! order, completes their headers (cluster ID, member ID, Raft term, as the KV service
+//! does) and runs the periodic progress ticker (`--watch-progress-notify-interval`, etcd's
+//! `--experimental-watch-progress-notify-interval`, 10 minutes by default, with etcd's
+//! jitter of up to a tenth). As in etcd, the call ends when the client closes its side,
+//! and every call ends when the server shuts down ([`WatchShutdown`]), so that a graceful
+//! shutdown does not wait for watch streams, which never end by themselves.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_proto::cairnpb::InternalRequest;
+use cairn_proto::etcdserverpb::watch_request::RequestUnion;
+use cairn_proto::etcdserverpb::watch_server::Watch;
+use cairn_proto::etcdserverpb::{WatchRequest, WatchResponse};
+use cairn_storage::watch::{WatchHub, WatchStream};
+use cairn_storage::{ApplyResponse, Error as StorageError, Store};
+use futures::Stream;
+use tokio::sync::watch as signal;
+use tokio::time::{interval_at, Instant, Interval, MissedTickBehavior};
+use tonic::{Request, Response, Status, Streaming};
+use tracing::debug;
+
+use crate::group_commit::StateMachine;
+use crate::membership::Membership;
+
+/// etcd's default progress notification interval.
+pub const DEFAULT_PROGRESS_NOTIFY_INTERVAL: Duration = Duration::from_secs(10 * 60);
+
+/// The store as the write pipeline drives it: every revision made visible to readers is
+/// published to the watch hub right away, on the apply thread, in commit order, before
+/// the writes it contains are acknowledged.
+pub struct WatchedStore {
+    store: Arc<Store>,
+    hub: WatchHub,
+}
+
+impl WatchedStore {
+    /// Wraps `store`, publishing to `hub` (which must be the hub of this store).
+    pub fn new(store: Arc<Store>, hub: WatchHub) -> WatchedStore {
+        WatchedStore { store, hub }
+    }
+}
+
+impl StateMachine for WatchedStore {
+    fn applied_index(&self) -> u64 {
+        self.store.applied_index()
+    }
+    fn apply(&self, index: u64, request: &InternalRequest) -> Result<ApplyResponse, StorageError> {
+        self.store.apply(index, request)
+    }
+    fn commit(&self) -> Result<(), StorageError> {
+        let committed = self.store.commit()?;
+        self.hub.publish(committed);
+        Ok(())
+    }
+    fn publish(&self) -> Result<(), StorageError> {
+        let visible = self.store.publish()?;
+        self.hub.publish(visible);
+        Ok(())
+    }
+    fn sync_backend(&self) -> Result<u64, StorageError> {
+        self.store.sync_backend()
+    }
+}
+
+/// The Watch service.
+pub struct WatchService {
+    hub: WatchHub,
+    membership: Arc<Membership>,
+    progress_interval: Duration,
+    /// Seeds each stream's jitter.
+    streams_opened: AtomicU64,
+    /// Becomes true at shutdown.
+    stop: signal::Receiver<bool>,
+    stop_tx: Arc<signal::Sender<bool>>,
+}
+
+/// Ends every watch call of a [`WatchService`] (at server shutdown).
+#[derive(Clone)]
+pub struct WatchShutdown(Arc<signal::Sender<bool>>);
+
+impl WatchShutdown {
+    /// Ends every current and future watch call.
+    pub fn shutdown(&self) {
+        self.0.send_replace(true);
+    }
+}
+
+/// Resolves once `stop` turns true (or its sender is gone).
+async fn stopped(stop: &mut signal::Receiver<bool>) {
+    if stop.wait_for(|s| *s).await.is_err() {
+        debug!("watch shutdown signal dropped");
+    }
+}
+
+impl WatchService {
+    /// A Watch service over `hub`; `progress_interval` is the periodic progress notification
+    /// interval (zero: etcd's default).
+    pub fn new(
+        hub: WatchHub,
+        membership: Arc<Membership>,
+        progress_interval: Duration,
+    ) -> WatchService {
+        let progress_interval = if progress_interval.is_zero() {
+            DEFAULT_PROGRESS_NOTIFY_INTERVAL
+        } else {
+            progress_interval
+        };
+        let (stop_tx, stop) = signal::channel(false);
+        WatchService {
+            hub,
+            membership,
+            progress_interval,
+            streams_opened: AtomicU64::new(0),
+            stop,
+            stop_tx: Arc::new(stop_tx),
+        }
+    }
+
+    /// The handle that ends every watch call.
+    pub fn shutdown_handle(&self) -> WatchShutdown {
+        WatchShutdown(self.stop_tx.clone())
+    }
+
+    /// etcd's interval plus a jitter of up to a tenth, so that streams opened together do
+    /// not all tick together (deterministic per stream: no random source needed).
+    fn jittered_interval(&self) -> Duration {
+        let n = self.streams_opened.fetch_add(1, Ordering::Relaxed);
+        let tenth = (self.progress_interval.as_nanos() / 10).max(1);
+        let spread = u128::from(n.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 11) % tenth;
+        self.progress_interval + Duration::from_nanos(u64::try_from(spread).unwrap_or(0))
+    }
+}
+
+/// Hands one client request to the stream (etcd's `recvLoop`): never waits.
+fn handle(stream: &WatchStream, request: WatchRequest) {
+    match request.request_union {
+        Some(RequestUnion::CreateRequest(create)) => stream.create(&create),
+        Some(RequestUnion::CancelRequest(cancel)) => stream.cancel(cancel.watch_id),
+        Some(RequestUnion::ProgressRequest(_)) => stream.request_progress(),
+        // etcd ignores a request with no known member instead of closing the stream
+        None => debug!("empty watch request ignored"),
+    }
+}
+
+/// The sending side of one call.
+struct Outgoing {
+    stream: Arc<WatchStream>,
+    membership: Arc<Membership>,
+    ticker: Interval,
+    ready: VecDeque<WatchResponse>,
+    stop: signal::Receiver<bool>,
+}
+
+impl Outgoing {
+    /// The next response: from what is ready, else waiting for the stream or the ticker.
+    async fn next(mut self) -> Option<(Result<WatchResponse, Status>, Outgoing)> {
+        loop {
+            if let Some(response) = self.ready.pop_front() {
+                return Some((Ok(response), self));
+            }
+            tokio::select! {
+                batch = self.stream.next() => {
+                    let batch = batch?;
+                    for mut response in batch {
+                        self.membership.fill(&mut response.header);
+                        self.ready.push_back(response);
+                    }
+                }
+                _ = self.ticker.tick() => self.stream.progress_tick(),
+                _ = stopped(&mut self.stop) => {
+                    self.stream.close();
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+type ResponseStream = Pin<Box<dyn Stream<Item = Result<WatchResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Watch for WatchService {
+    type WatchStream = ResponseStream;
+
+    async fn watch(
+        &self,
+        request: Request<Streaming<WatchRequest>>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let stream = Arc::new(self.hub.open_stream());
+        let mut inbound = request.into_inner();
+        let receiving = stream.clone();
+        let mut stop = self.stop.clone();
+        tokio::spawn(async move {
+            loop {
+                let message = tokio::select! {
+                    message = inbound.message() => message,
+                    _ = stopped(&mut stop) => break,
+                };
+                match message {
+                    Ok(Some(request)) => handle(&receiving, request),
+                    Ok(None) => break,
+                    Err(status) => {
+                        debug!(error = %status, "watch stream receive failed");
+                        break;
+                    }
+                }
+            }
+            // etcd ends the call when its receive loop ends
+            receiving.close();
+        });
+        let period = self.jittered_interval();
+        let mut ticker = interval_at(Instant::now() + period, period);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let outgoing = Outgoing {
+            stream,
+            membership: self.membership.clone(),
+            ticker,
+            ready: VecDeque::new(),
+            stop: self.stop.clone(),
+        };
+        let responses = futures::stream::unfold(outgoing, Outgoing::next);
+        Ok(Response::new(Box::pin(responses)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_a_tenth() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(cairn_storage::StoreConfig::new(dir.path())).expect("store");
+        let hub = WatchHub::new(store, Default::default()).expect("hub");
+        let membership = Arc::new(Membership {
+            cluster_id: 1,
+            member_id: 2,
+            name: "t".into(),
+            peer_urls: vec![],
+            client_urls: vec![],
+            raft_term: 2,
+        });
+        let svc = WatchService::new(hub, membership, Duration::from_secs(10));
+        for _ in 0..100 {
+            let d = svc.jittered_interval();
+            assert!(
+                d >= Duration::from_secs(10) && d < Duration::from_secs(11),
+                "{d:?}"
+            );
+        }
+        let default = WatchService::new(svc.hub.clone(), svc.membership.clone(), Duration::ZERO);
+        assert_eq!(default.progress_interval, DEFAULT_PROGRESS_NOTIFY_INTERVAL);
+    }
+}
