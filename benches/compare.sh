@@ -4,13 +4,24 @@
 # prints a markdown table comparing them.
 #
 # usage: benches/compare.sh CAIRN_BIN ETCD_BIN [--total N] [--bench PATH] [--port BASE]
+#            [--with-leases | --leases-only] [--leases N] [--lease-ttl S]
+#            [--with-watch | --watch-only] [--watch-puts N] [--watch-rounds N]
 #   Ports: cairn client BASE, peer BASE+1; etcd client BASE+10, peer BASE+11 (BASE=32379).
+#   --with-leases adds `cairn-bench lease-expiry` (N leases, default 100000, TTL S s, default
+#   60 so the setup ends before the first lease is due) on a fresh server of each kind;
+#   --leases-only runs just that. etcd revokes <= 1000 leases/s: expect ~100 s for 100k.
+#   --with-watch adds the watch benchmarks (issue 3), each on a fresh server, cairn then etcd
+#   entry by entry: `watch` with 500x20 = 10,000 watches on 1 conn and on 8 conns (N puts,
+#   default 10000, 16 clients at 2000/s), `watch-progress` on 10,000 watches / 1 conn
+#   (N rounds, default 200) idle and with 300 puts/s; --watch-only runs just those.
 #   e.g. benches/compare.sh target/release/cairn /usr/bin/etcd
+#        benches/compare.sh target/release/cairn /usr/bin/etcd --leases-only
+#        benches/compare.sh target/release/cairn /usr/bin/etcd --watch-only --port 44379
 #        benches/compare.sh /usr/bin/etcd /usr/bin/etcd --total 5000   # self-check
 set -euo pipefail
 
 usage() {
-    sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -21,6 +32,13 @@ shift 2
 TOTAL=20000
 BENCH=""
 BASE_PORT=32379
+SUITE_RUN=1
+LEASES_RUN=0
+LEASES=100000
+LEASE_TTL=60
+WATCH_RUN=0
+WATCH_PUTS=10000
+WATCH_ROUNDS=200
 while [[ $# -gt 0 ]]; do
     case $1 in
     --total) TOTAL=$2; shift 2 ;;
@@ -29,6 +47,18 @@ while [[ $# -gt 0 ]]; do
     --bench=*) BENCH=${1#*=}; shift ;;
     --port) BASE_PORT=$2; shift 2 ;;
     --port=*) BASE_PORT=${1#*=}; shift ;;
+    --with-leases) LEASES_RUN=1; shift ;;
+    --leases-only) LEASES_RUN=1; SUITE_RUN=0; shift ;;
+    --leases) LEASES=$2; shift 2 ;;
+    --leases=*) LEASES=${1#*=}; shift ;;
+    --lease-ttl) LEASE_TTL=$2; shift 2 ;;
+    --lease-ttl=*) LEASE_TTL=${1#*=}; shift ;;
+    --with-watch) WATCH_RUN=1; shift ;;
+    --watch-only) WATCH_RUN=1; SUITE_RUN=0; LEASES_RUN=0; shift ;;
+    --watch-puts) WATCH_PUTS=$2; shift 2 ;;
+    --watch-puts=*) WATCH_PUTS=${1#*=}; shift ;;
+    --watch-rounds) WATCH_ROUNDS=$2; shift 2 ;;
+    --watch-rounds=*) WATCH_ROUNDS=${1#*=}; shift ;;
     -h | --help) usage ;;
     *) echo "unknown argument: $1" >&2; usage ;;
     esac
@@ -140,6 +170,60 @@ run_suite() {
     stop_server
 }
 
+# run_leases LABEL BIN CLIENT_PORT PEER_PORT: lease-expiry on a fresh server; the result
+# goes to $WORK/LABEL-leases.json
+run_leases() {
+    local label=$1 bin=$2 cport=$3 pport=$4
+    echo "== $label lease-expiry: $bin (127.0.0.1:$cport)" >&2
+    start_server "$label-leases" "$bin" "$cport" "$pport"
+    local cmd=("$BENCH" --endpoints "127.0.0.1:$cport" --clients 64 --conns 8 --format json
+        lease-expiry --leases "$LEASES" --ttl "$LEASE_TTL")
+    echo "   ${cmd[*]}" >&2
+    local line
+    if ! line=$("${cmd[@]}"); then
+        echo "   lease-expiry: cairn-bench failed" >&2
+        line=${line:-'{"expiry_s":null,"errors":-1}'}
+    fi
+    echo "   lease-expiry: $line" >&2
+    printf '%s\n' "$line" >"$WORK/$label-leases.json"
+    stop_server
+}
+
+# Watch benchmarks: name | cairn-bench arguments. Every entry runs on a fresh server (so the
+# RSS growth is the watches'), cairn then etcd, entry by entry, so that both see the same
+# machine load. --server-pid is added per server.
+WATCH_SUITE=(
+    "watch 500x20, 1 conn|--conns 1 --clients 16 --total $WATCH_PUTS watch --tenants 500 --resources 20 --rate 2000"
+    "watch 500x20, 8 conns|--conns 8 --clients 16 --total $WATCH_PUTS watch --tenants 500 --resources 20 --rate 2000"
+    "watch-progress 500x20, 1 conn, idle|--conns 1 --total $WATCH_ROUNDS watch-progress --tenants 500 --resources 20"
+    "watch-progress 500x20, 1 conn, 300 puts/s|--conns 1 --total $WATCH_ROUNDS watch-progress --tenants 500 --resources 20 --rate 300 --round-gap-ms 10"
+)
+
+# run_watch_entry LABEL BIN CLIENT_PORT PEER_PORT NAME ARGS: one watch benchmark on a fresh
+# server; appends "NAME<TAB>JSON" to $WORK/LABEL-watch.jsonl
+run_watch_entry() {
+    local label=$1 bin=$2 cport=$3 pport=$4 name=$5 args=$6
+    start_server "$label-watch" "$bin" "$cport" "$pport"
+    # shellcheck disable=SC2206 # args is a deliberate word list
+    local cmd=("$BENCH" --endpoints "127.0.0.1:$cport" --format json $args --server-pid "$SERVER_PID")
+    echo "   $label $name: ${cmd[*]}" >&2
+    local line
+    # every wait inside cairn-bench has a deadline; this one bounds the whole run
+    if ! line=$(timeout 900 "${cmd[@]}"); then
+        echo "   $label $name: cairn-bench failed" >&2
+    fi
+    line=${line:-'{"ok":false,"error":"no result"}'}
+    echo "   $label $name: $line" >&2
+    printf '%s\t%s\n' "$name" "$line" >>"$WORK/$label-watch.jsonl"
+    stop_server
+    rm -rf "$WORK/$label-watch"
+}
+
+# jstr KEY JSON: the value of a string or boolean key in a flat JSON object.
+jstr() {
+    sed -nE "s/.*\"$1\":(\"([^\"]*)\"|(true|false|null)).*/\2\3/p" <<<"$2"
+}
+
 # jget KEY JSON: the value of a numeric key in a flat JSON object.
 jget() {
     local v
@@ -147,24 +231,109 @@ jget() {
     echo "${v:-0}"
 }
 
+# ratio_g A B: A / B with 3 significant digits (for ratios far from 1).
+ratio_g() {
+    awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0) print "n/a"; else printf "%.3g", a / b }'
+}
+
 ratio() {
     awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0) print "n/a"; else printf "%.2f", a / b }'
 }
 
-run_suite cairn "$CAIRN_BIN" "$BASE_PORT" "$((BASE_PORT + 1))"
-run_suite etcd "$ETCD_BIN" "$((BASE_PORT + 10))" "$((BASE_PORT + 11))"
+if ((SUITE_RUN)); then
+    run_suite cairn "$CAIRN_BIN" "$BASE_PORT" "$((BASE_PORT + 1))"
+    run_suite etcd "$ETCD_BIN" "$((BASE_PORT + 10))" "$((BASE_PORT + 11))"
+fi
+if ((LEASES_RUN)); then
+    run_leases cairn "$CAIRN_BIN" "$BASE_PORT" "$((BASE_PORT + 1))"
+    run_leases etcd "$ETCD_BIN" "$((BASE_PORT + 10))" "$((BASE_PORT + 11))"
+fi
 
-echo
-echo "cairn: \`$CAIRN_BIN\`, etcd: \`$ETCD_BIN\`, $TOTAL requests per benchmark, $(nproc) cores"
-echo
-echo "| benchmark | cairn qps | etcd qps | qps cairn/etcd | cairn p50 ms | etcd p50 ms | p50 cairn/etcd | cairn p99 ms | etcd p99 ms | p99 cairn/etcd | errors cairn/etcd |"
-echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-paste "$WORK/cairn.jsonl" "$WORK/etcd.jsonl" | while IFS=$'\t' read -r name a _ b; do
-    aq=$(jget qps "$a") bq=$(jget qps "$b")
-    a50=$(jget p50_ms "$a") b50=$(jget p50_ms "$b")
-    a99=$(jget p99_ms "$a") b99=$(jget p99_ms "$b")
-    ae=$(jget errors "$a") be=$(jget errors "$b")
-    printf '| %s | %.0f | %.0f | %s | %.3f | %.3f | %s | %.3f | %.3f | %s | %s/%s |\n' \
-        "$name" "$aq" "$bq" "$(ratio "$aq" "$bq")" "$a50" "$b50" "$(ratio "$a50" "$b50")" \
-        "$a99" "$b99" "$(ratio "$a99" "$b99")" "$ae" "$be"
-done
+if ((WATCH_RUN)); then
+    LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+    : >"$WORK/cairn-watch.jsonl"
+    : >"$WORK/etcd-watch.jsonl"
+    for entry in "${WATCH_SUITE[@]}"; do
+        echo "== watch: ${entry%%|*}" >&2
+        run_watch_entry cairn "$CAIRN_BIN" "$BASE_PORT" "$((BASE_PORT + 1))" "${entry%%|*}" "${entry#*|}"
+        run_watch_entry etcd "$ETCD_BIN" "$((BASE_PORT + 10))" "$((BASE_PORT + 11))" "${entry%%|*}" "${entry#*|}"
+    done
+    LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+fi
+
+if ((SUITE_RUN)); then
+    echo
+    echo "cairn: \`$CAIRN_BIN\`, etcd: \`$ETCD_BIN\`, $TOTAL requests per benchmark, $(nproc) cores"
+    echo
+    echo "| benchmark | cairn qps | etcd qps | qps cairn/etcd | cairn p50 ms | etcd p50 ms | p50 cairn/etcd | cairn p99 ms | etcd p99 ms | p99 cairn/etcd | errors cairn/etcd |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    paste "$WORK/cairn.jsonl" "$WORK/etcd.jsonl" | while IFS=$'\t' read -r name a _ b; do
+        aq=$(jget qps "$a") bq=$(jget qps "$b")
+        a50=$(jget p50_ms "$a") b50=$(jget p50_ms "$b")
+        a99=$(jget p99_ms "$a") b99=$(jget p99_ms "$b")
+        ae=$(jget errors "$a") be=$(jget errors "$b")
+        printf '| %s | %.0f | %.0f | %s | %.3f | %.3f | %s | %.3f | %.3f | %s | %s/%s |\n' \
+            "$name" "$aq" "$bq" "$(ratio "$aq" "$bq")" "$a50" "$b50" "$(ratio "$a50" "$b50")" \
+            "$a99" "$b99" "$(ratio "$a99" "$b99")" "$ae" "$be"
+    done
+fi
+
+if ((LEASES_RUN)); then
+    a=$(cat "$WORK/cairn-leases.json") b=$(cat "$WORK/etcd-leases.json")
+    echo
+    echo "lease-expiry: $LEASES leases, TTL ${LEASE_TTL}s, 1 key each, 64 clients / 8 conns, $(nproc) cores"
+    echo
+    echo "| lease-expiry | cairn | etcd | cairn/etcd |"
+    echo "|---|---:|---:|---:|"
+    for k in expiry_s revocations_per_sec due_window_s left_at_last_due grant_s attach_s errors; do
+        printf '| %s | %s | %s | %s |\n' "$k" "$(jget "$k" "$a")" "$(jget "$k" "$b")" \
+            "$(ratio_g "$(jget "$k" "$a")" "$(jget "$k" "$b")")"
+    done
+fi
+
+# watch_row NAME METRIC KEY CAIRN_JSON ETCD_JSON [GOAL]: one row, ratio etcd/cairn.
+watch_row() {
+    local a b
+    a=$(jget "$3" "$4") b=$(jget "$3" "$5")
+    printf '| %s | %s | %s | %s | %s | %s |\n' "$1" "$2" "$a" "$b" "$(ratio_g "$b" "$a")" "${6:-}"
+}
+
+if ((WATCH_RUN)); then
+    echo
+    echo "watch (issue 3): cairn \`$CAIRN_BIN\`, etcd \`$ETCD_BIN\`, $(nproc) cores, fresh server per row group;"
+    echo "$WATCH_PUTS puts per \`watch\` (16 clients on 1 separate conn, 2000/s), $WATCH_ROUNDS rounds per \`watch-progress\`;"
+    echo "load average (1/5/15 min) before: $LOAD_BEFORE, after: $LOAD_AFTER"
+    echo
+    echo "| benchmark | metric | cairn | etcd | etcd/cairn | goal |"
+    echo "|---|---|---:|---:|---:|---|"
+    paste "$WORK/cairn-watch.jsonl" "$WORK/etcd-watch.jsonl" | while IFS=$'\t' read -r name a _ b; do
+        case $name in
+        watch-progress*)
+            watch_row "$name" "create all (s)" create_s "$a" "$b"
+            watch_row "" "progress wait p50 (ms)" progress_p50_ms "$a" "$b"
+            watch_row "" "progress wait p99 (ms)" progress_p99_ms "$a" "$b" "cairn <= 5 ms"
+            watch_row "" "progress wait max (ms)" progress_max_ms "$a" "$b"
+            printf '| | rounds done / timed out | %s / %s | %s / %s | | all done |\n' \
+                "$(jget completed "$a")" "$(jget timed_out "$a")" "$(jget completed "$b")" "$(jget timed_out "$b")"
+            printf '| | events behind a progress response | %s | %s | | 0 |\n' \
+                "$(jget progress_ahead "$a")" "$(jget progress_ahead "$b")"
+            ;;
+        *)
+            watch_row "$name" "create all (s)" create_s "$a" "$b" ">= 5x (etcd/cairn)"
+            watch_row "" "server RSS bytes/watch" bytes_per_watch "$a" "$b" "cairn <= 150"
+            watch_row "" "put p50 (ms)" put_p50_ms "$a" "$b"
+            watch_row "" "put p99 (ms)" put_p99_ms "$a" "$b"
+            watch_row "" "delivery p50 (ms)" delivery_p50_ms "$a" "$b"
+            watch_row "" "delivery p99 (ms)" delivery_p99_ms "$a" "$b" "cairn <= etcd"
+            watch_row "" "delivery max (ms)" delivery_max_ms "$a" "$b"
+            printf '| | events received / expected | %s / %s | %s / %s | | equal |\n' \
+                "$(jget received "$a")" "$(jget expected "$a")" "$(jget received "$b")" "$(jget expected "$b")"
+            ;;
+        esac
+        for side in cairn:"$a" etcd:"$b"; do
+            if [[ $(jstr ok "${side#*:}") != true ]]; then
+                printf '| | **%s FAILED** | %s | | | |\n' "${side%%:*}" "$(jstr error "${side#*:}")"
+            fi
+        done
+    done
+fi

@@ -1,6 +1,6 @@
 //! Command-line interface (mirrors the flags of etcd's `benchmark` tool).
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -88,6 +88,72 @@ pub enum Command {
     /// kube-apiserver update shape: Range(key, limit 1) then
     /// Txn{ MOD(key) == rev ? Put(key) : Range(key) }; one op = the pair.
     Update,
+    /// Grants --leases leases with --ttl, attaches keys under --prefix, then measures the
+    /// time from the last lease due until a count of the prefix reaches 0 (and
+    /// revocations/sec). Ignores --total.
+    LeaseExpiry {
+        /// Number of leases.
+        #[arg(long, default_value_t = 100_000)]
+        leases: u64,
+        /// TTL of every lease, seconds (must outlast the setup for leases to expire together).
+        #[arg(long, default_value_t = 5)]
+        ttl: i64,
+        /// Keys attached to each lease.
+        #[arg(long, default_value_t = 1)]
+        keys_per_lease: u32,
+        /// Prefix of the attached keys (must be empty at the start).
+        #[arg(long, default_value = "cairn-bench/lease-expiry/")]
+        prefix: String,
+        /// Longest wait, in seconds, for the keys to go once the last lease is due.
+        #[arg(long, default_value_t = 900)]
+        max_wait: u64,
+    },
+    /// Opens --tenants x --resources prefix watches (`/t{i}/r{j}/`) over --conns connections
+    /// (one Watch stream each, creations pipelined), reports the time to create them all and
+    /// the server's RSS growth, then puts --total keys spread over the prefixes with
+    /// --clients writers and reports each event's delivery latency (receive - put send).
+    Watch(WatchArgs),
+    /// Opens the same watches, then --total rounds of: read the current revision R, send
+    /// RequestProgress on every stream, wait until every watch has observed a revision >= R
+    /// (from its events or a progress response). Reports the wait's percentiles.
+    WatchProgress {
+        #[command(flatten)]
+        watch: WatchArgs,
+        /// Longest wait for one round, in milliseconds; a round past it counts as timed out.
+        #[arg(long, default_value_t = 3000)]
+        round_timeout_ms: u64,
+        /// Ask again on a stream not done after this many milliseconds (kube-apiserver: 100).
+        #[arg(long, default_value_t = 100)]
+        resend_ms: u64,
+        /// Start a round at most every this many milliseconds (0: back to back), so that
+        /// --rate writes fall between and during rounds.
+        #[arg(long, default_value_t = 0)]
+        round_gap_ms: u64,
+    },
+}
+
+/// Options shared by `watch` and `watch-progress`.
+#[derive(Debug, Clone, Args)]
+pub struct WatchArgs {
+    /// Tenants (T); watches = T x R.
+    #[arg(long, default_value_t = 500)]
+    pub tenants: u32,
+    /// Resources per tenant (R).
+    #[arg(long, default_value_t = 20)]
+    pub resources: u32,
+    /// Server process whose VmRSS is read before and after the creations (optional).
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Connections for the writers (separate from the --conns watch connections).
+    #[arg(long, default_value_t = 1)]
+    pub put_conns: usize,
+    /// Puts per second over all writers (0: as fast as they go). `watch-progress` writes
+    /// only when this is set, in the background of the rounds.
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+    /// Longest wait, in seconds, for all creations, or for all events after the last put.
+    #[arg(long, default_value_t = 60)]
+    pub wait: u64,
 }
 
 impl Command {
@@ -97,6 +163,9 @@ impl Command {
             Command::Range { .. } => "range",
             Command::TxnPut => "txn-put",
             Command::Update => "update",
+            Command::LeaseExpiry { .. } => "lease-expiry",
+            Command::Watch(_) => "watch",
+            Command::WatchProgress { .. } => "watch-progress",
         }
     }
 }
@@ -115,6 +184,40 @@ impl Cli {
         }
         if self.key_size == 0 {
             return Err("--key-size must be at least 1".into());
+        }
+        if let Command::LeaseExpiry { leases, ttl, keys_per_lease, prefix, .. } = &self.cmd {
+            if *leases == 0 || *keys_per_lease == 0 {
+                return Err("--leases and --keys-per-lease must be at least 1".into());
+            }
+            if *ttl < 1 {
+                return Err("--ttl must be at least 1 second".into());
+            }
+            if prefix.is_empty() {
+                return Err("--prefix must not be empty".into());
+            }
+        }
+        let watch = match &self.cmd {
+            Command::Watch(w) | Command::WatchProgress { watch: w, .. } => Some(w),
+            _ => None,
+        };
+        if let Some(w) = watch {
+            if w.tenants == 0 || w.resources == 0 || w.put_conns == 0 {
+                return Err("--tenants, --resources and --put-conns must be at least 1".into());
+            }
+            if (w.tenants as usize) * (w.resources as usize) < self.conns {
+                return Err("need at least one watch per connection (--conns)".into());
+            }
+            if !(w.rate >= 0.0 && w.rate.is_finite()) {
+                return Err("--rate must be a non-negative number".into());
+            }
+            if w.wait == 0 {
+                return Err("--wait must be at least 1 second".into());
+            }
+        }
+        if let Command::WatchProgress { round_timeout_ms, resend_ms, .. } = &self.cmd {
+            if *round_timeout_ms == 0 || *resend_ms == 0 {
+                return Err("--round-timeout-ms and --resend-ms must be at least 1".into());
+            }
         }
         if self.endpoints.iter().all(|e| e.trim().is_empty()) {
             return Err("--endpoints must name at least one endpoint".into());

@@ -4,9 +4,11 @@
 mod cli;
 mod conn;
 mod keys;
+mod lease_expiry;
 mod ops;
 mod report;
 mod runner;
+mod watch;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -42,6 +44,40 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
     let timeout = (cli.timeout > 0).then(|| Duration::from_secs(cli.timeout));
 
     let kind = match &cli.cmd {
+        Command::LeaseExpiry { leases, ttl, keys_per_lease, prefix, max_wait } => {
+            let cfg = lease_expiry::Config {
+                leases: *leases,
+                ttl: *ttl,
+                keys_per_lease: *keys_per_lease,
+                prefix: prefix.clone(),
+                clients: cli.clients,
+                val_size: cli.val_size,
+                timeout,
+                max_wait: Duration::from_secs(*max_wait),
+            };
+            let out = lease_expiry::run(&cfg, &channels).await?;
+            match cli.format {
+                Format::Text => print!("{}", out.text()),
+                Format::Json => println!("{}", out.json()),
+            }
+            let ok = out.expiry_secs.is_some() && out.errors == 0;
+            return Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+        }
+        Command::Watch(w) | Command::WatchProgress { watch: w, .. } => {
+            let cfg = watch::Config {
+                tenants: w.tenants,
+                resources: w.resources,
+                server_pid: w.server_pid,
+                clients: cli.clients,
+                total: cli.total,
+                val_size: cli.val_size,
+                rate: w.rate,
+                timeout,
+                wait: Duration::from_secs(w.wait),
+            };
+            let put_channels = conn::connect_all(&cli.endpoints, w.put_conns).await?;
+            return run_watch(&cli, &cfg, &channels, &put_channels).await;
+        }
         Command::Put => OpKind::Put,
         Command::TxnPut => OpKind::TxnPut,
         Command::Update => OpKind::Update,
@@ -78,6 +114,44 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
     }
     let all_failed = cli.total > 0 && result.latencies_us.is_empty();
     Ok(if all_failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// Runs `watch` or `watch-progress` and prints the report; fails when the run did.
+async fn run_watch(
+    cli: &Cli,
+    cfg: &watch::Config,
+    watch_channels: &[tonic::transport::Channel],
+    put_channels: &[tonic::transport::Channel],
+) -> Result<ExitCode, String> {
+    let (out, ok) = match &cli.cmd {
+        Command::WatchProgress { round_timeout_ms, resend_ms, round_gap_ms, .. } => {
+            let rounds = watch::Rounds {
+                rounds: cli.total,
+                round_timeout: Duration::from_millis(*round_timeout_ms),
+                resend: Duration::from_millis(*resend_ms),
+                gap: Duration::from_millis(*round_gap_ms),
+            };
+            let mut r = watch::run_progress(cfg, &rounds, watch_channels, put_channels).await?;
+            let text = match cli.format {
+                Format::Text => r.text(),
+                Format::Json => r.json() + "\n",
+            };
+            (text, r.ok())
+        }
+        _ => {
+            let mut d = watch::run_delivery(cfg, watch_channels, put_channels).await?;
+            for p in d.problems() {
+                eprintln!("cairn-bench watch FAILED: {p}");
+            }
+            let text = match cli.format {
+                Format::Text => d.text(),
+                Format::Json => d.json() + "\n",
+            };
+            (text, d.problems().is_empty())
+        }
+    };
+    print!("{out}");
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 /// Writes every key of the key space once (used by `update`, which reads then

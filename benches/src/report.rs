@@ -41,7 +41,7 @@ pub struct Stats {
 }
 
 /// Nearest-rank percentile over sorted data (`p` in 0..=100).
-fn percentile(sorted: &[u32], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[u32], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
@@ -160,7 +160,7 @@ impl RunResult {
 }
 
 /// A finite JSON number with at most 4 decimals.
-fn num(x: f64) -> String {
+pub(crate) fn num(x: f64) -> String {
     if !x.is_finite() {
         return "0".into();
     }
