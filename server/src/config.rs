@@ -6,7 +6,7 @@
 //! `--client-cert-auth=false` (and Go's spellings `1`, `t`, `TRUE`, `0`, `f`, ...). Go also
 //! accepts a single dash (`-name x`); [`normalize_args`] rewrites those to two dashes.
 //!
-//! Flags for features this version does not have yet (peers, compaction, metrics...) are
+//! Flags for features this version does not have yet (peers, compaction...) are
 //! accepted so that existing etcd command lines keep working, and [`Config::ignored`] lists the
 //! ones that were set so the server can say once that they have no effect.
 
@@ -31,7 +31,6 @@ const IGNORED_FLAGS: &[&str] = &[
     "logger",
     "heartbeat_interval",
     "election_timeout",
-    "listen_metrics_urls",
     "experimental_initial_corrupt_check",
     "peer_cert_file",
     "peer_key_file",
@@ -156,7 +155,7 @@ pub struct Config {
     #[arg(long, env = "ETCD_ELECTION_TIMEOUT", default_value_t = 1000)]
     pub election_timeout: u64,
 
-    /// URLs for /metrics and /health. Accepted, not used yet.
+    /// URLs for /metrics, /health, /livez and /readyz (http:// only).
     #[arg(long, env = "ETCD_LISTEN_METRICS_URLS", value_delimiter = ',')]
     pub listen_metrics_urls: Vec<String>,
 

@@ -218,6 +218,12 @@ impl GroupCommitProposer {
         })
     }
 
+    /// Why the pipeline is halted, once a fatal storage error has halted it (for health
+    /// checks: a halted member still serves reads but accepts no writes).
+    pub fn halted(&self) -> Option<Arc<str>> {
+        self.shared.halted.get().cloned()
+    }
+
     /// Applies and commits everything queued so far, then stops the thread. Later proposals
     /// fail with [`RequestError::Stopped`].
     pub async fn shutdown(&self) {

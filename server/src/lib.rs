@@ -2,7 +2,8 @@
 //!
 //! Startup ([`run`]): check the flags, derive the member and cluster IDs, open the store at
 //! `<data-dir>/member/cairn`, start the write pipeline, bind one listener per
-//! `--listen-client-urls` entry, log `ready to serve client requests`, and serve until
+//! `--listen-client-urls` entry (and one per `--listen-metrics-urls` entry for `/health`
+//! and `/metrics`, see `http_status`), log `ready to serve client requests`, and serve until
 //! SIGTERM or SIGINT. Shutdown stops accepting, lets in-flight requests finish, applies and
 //! commits whatever was queued, and returns.
 //!
@@ -19,6 +20,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod group_commit;
+mod http_status;
 mod incoming;
 pub mod kv;
 pub mod lease;
@@ -142,6 +144,8 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         .map(|u| ClientUrl::parse(u))
         .collect::<Result<Vec<_>, _>>()?;
 
+    let metrics_urls = http_status::parse_urls(&config.listen_metrics_urls)?;
+
     let has_certificate =
         config.cert_file.is_some() || config.key_file.is_some() || config.auto_tls;
     if let Some(url) = urls.iter().find(|u| u.tls && !has_certificate) {
@@ -188,6 +192,21 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         "store opened"
     );
 
+    // Bound before "ready to serve client requests", so a probe never sees a refused port.
+    let metrics_listeners = match http_status::bind(&metrics_urls).await {
+        Ok(listeners) => listeners,
+        Err(e) => {
+            engine.shutdown().await;
+            return Err(e);
+        }
+    };
+    let (stop_metrics, metrics_stopped) = tokio::sync::watch::channel(false);
+    let metrics = tokio::spawn(http_status::serve(
+        metrics_listeners,
+        http_status::StatusSource { store: store.clone(), proposer: engine.proposer.clone() },
+        metrics_stopped,
+    ));
+
     let services = serve::Services::new(
         store,
         engine.proposer.clone(),
@@ -198,6 +217,13 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         config.max_request_bytes as usize,
     );
     let served = serve::serve(&urls, tls, services).await;
+    // The gRPC listeners stopped (signal or failure): stop the metrics listeners too.
+    if stop_metrics.send(true).is_err() && !metrics_urls.is_empty() {
+        warn!("the metrics listeners had already stopped");
+    }
+    if let Err(e) = metrics.await {
+        error!(error = %e, "the metrics server task failed");
+    }
     // Whatever happened, stop expiry, then apply and commit what was queued.
     engine.shutdown().await;
     served?;

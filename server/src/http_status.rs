@@ -1,0 +1,488 @@
+//! The metrics listeners (`--listen-metrics-urls`): `/health`, `/livez`, `/readyz` for
+//! liveness probes (kubeadm probes `GET http://127.0.0.1:2381/health`) and `/metrics` in
+//! Prometheus' text format, with etcd's metric names.
+//!
+//! A deliberately minimal HTTP/1.1 responder: read one request head, answer it, close the
+//! connection (`Connection: close`). Probes and scrapers open a connection per request or
+//! reconnect after a close, so keep-alive, bodies and chunking are not needed. Plain HTTP
+//! only; an `https://` metrics URL is a startup error.
+//!
+//! Values are read from the store at request time; nothing is cached.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_storage::Store;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::{debug, info};
+
+use crate::config::ETCD_VERSION;
+use crate::error::{ConfigError, ServerError};
+use crate::group_commit::GroupCommitProposer;
+use crate::listen::ClientUrl;
+
+/// Largest request head read; a longer one is answered 431.
+const MAX_HEAD_BYTES: usize = 8 * 1024;
+/// How long a client may take to send its request head.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Parses `--listen-metrics-urls`. `https://` is refused: TLS for metrics is not supported yet.
+pub(crate) fn parse_urls(urls: &[String]) -> Result<Vec<ClientUrl>, ConfigError> {
+    urls.iter()
+        .map(|url| {
+            let parsed = ClientUrl::parse(url).map_err(|e| match e {
+                ConfigError::Url { url, reason, .. } => ConfigError::Url {
+                    flag: "listen-metrics-urls",
+                    url,
+                    reason,
+                },
+                other => other,
+            })?;
+            if parsed.tls {
+                return Err(ConfigError::Url {
+                    flag: "listen-metrics-urls",
+                    url: url.clone(),
+                    reason: "https is not supported yet for metrics; use http://",
+                });
+            }
+            Ok(parsed)
+        })
+        .collect()
+}
+
+/// Binds every metrics URL; a bind failure is a startup error. Returns the bound URLs (for
+/// the log) with their listeners.
+pub(crate) async fn bind(urls: &[ClientUrl]) -> Result<Vec<(String, TcpListener)>, ServerError> {
+    let mut bound = Vec::with_capacity(urls.len());
+    for url in urls {
+        let listener = url.bind().await?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| ServerError::Listen {
+                url: url.url.clone(),
+                source,
+            })?;
+        bound.push((url.bound_url(addr), listener));
+    }
+    Ok(bound)
+}
+
+/// What the endpoints report on; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct StatusSource {
+    /// The store the metrics are read from.
+    pub(crate) store: Arc<Store>,
+    /// The write pipeline, whose halt makes `/health` unhealthy.
+    pub(crate) proposer: Arc<GroupCommitProposer>,
+}
+
+impl StatusSource {
+    fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            halted: self.proposer.halted(),
+            db_size: self.store.db_size(),
+            db_size_in_use: self.store.db_size_in_use(),
+            revision: self.store.revision(),
+            compact_revision: self.store.compact_revision(),
+            keys: self.store.index_len(),
+            leases: self.store.lease_ids().len(),
+        }
+    }
+}
+
+/// Serves every listener until `stop` turns true (or its sender is dropped). Connections
+/// still being answered then are dropped: each answer is one small write.
+pub(crate) async fn serve(
+    listeners: Vec<(String, TcpListener)>,
+    source: StatusSource,
+    stop: watch::Receiver<bool>,
+) {
+    let mut tasks = JoinSet::new();
+    for (url, listener) in listeners {
+        info!(url = %url, "serving /metrics and /health");
+        tasks.spawn(accept_loop(listener, source.clone(), stop.clone()));
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+async fn accept_loop(listener: TcpListener, source: StatusSource, mut stop: watch::Receiver<bool>) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            () = stopped(&mut stop) => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let source = source.clone();
+                    connections.spawn(async move {
+                        if let Err(e) = answer(stream, &source).await {
+                            debug!(peer = %peer, error = %e, "metrics connection failed");
+                        }
+                    });
+                }
+                // Per-connection failures (reset before accept, out of descriptors): keep
+                // accepting, as Go's http.Server does after a short pause.
+                Err(e) => {
+                    debug!(error = %e, "metrics accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+            // Reap finished connections so the set does not grow.
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    connections.shutdown().await;
+}
+
+/// Resolves once `stop` turns true, or its sender is gone (then stop as well).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    // The guard is dropped here, not held across the caller's awaits.
+    let _stopped = stop.wait_for(|stop| *stop).await;
+}
+
+/// Reads one request head, writes the answer, closes.
+async fn answer(mut stream: TcpStream, source: &StatusSource) -> std::io::Result<()> {
+    let response = match tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await {
+        Err(_) => return Ok(()),
+        Ok(Err(e)) => return Err(e),
+        Ok(Ok(Head::TooLarge)) => Response::text(
+            431,
+            "Request Header Fields Too Large",
+            "request head too large\n",
+        ),
+        Ok(Ok(Head::Malformed)) => Response::text(400, "Bad Request", "malformed request\n"),
+        Ok(Ok(Head::Request { method, path })) => route(&method, &path, || source.snapshot()),
+    };
+    stream.write_all(&response.encode()).await?;
+    stream.shutdown().await
+}
+
+enum Head {
+    Request { method: String, path: String },
+    Malformed,
+    TooLarge,
+}
+
+async fn read_head(stream: &mut TcpStream) -> std::io::Result<Head> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    loop {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(Head::Malformed);
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if buf.windows(4).any(|w| w == b"\r\n\r\n") || buf.windows(2).any(|w| w == b"\n\n") {
+            return Ok(parse_request_line(&buf));
+        }
+        if buf.len() > MAX_HEAD_BYTES {
+            return Ok(Head::TooLarge);
+        }
+    }
+}
+
+/// `METHOD SP target SP HTTP/x.y`; the query string is dropped from the path.
+fn parse_request_line(head: &[u8]) -> Head {
+    let line_end = head.iter().position(|&b| b == b'\n').unwrap_or(head.len());
+    let Ok(line) = std::str::from_utf8(&head[..line_end]) else {
+        return Head::Malformed;
+    };
+    let mut parts = line.trim_end_matches('\r').split(' ');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(method), Some(target), Some(version), None)
+            if version.starts_with("HTTP/1.") && !method.is_empty() =>
+        {
+            let path = target.split('?').next().unwrap_or(target);
+            Head::Request {
+                method: method.to_owned(),
+                path: path.to_owned(),
+            }
+        }
+        _ => Head::Malformed,
+    }
+}
+
+/// The values one answer reports.
+#[derive(Debug, Clone, Default)]
+struct Snapshot {
+    halted: Option<Arc<str>>,
+    db_size: u64,
+    db_size_in_use: u64,
+    revision: i64,
+    compact_revision: i64,
+    keys: usize,
+    leases: usize,
+}
+
+#[derive(Debug)]
+struct Response {
+    status: u16,
+    reason: &'static str,
+    content_type: &'static str,
+    body: String,
+}
+
+impl Response {
+    fn text(status: u16, reason: &'static str, body: &str) -> Response {
+        Response {
+            status,
+            reason,
+            content_type: "text/plain; charset=utf-8",
+            body: body.to_owned(),
+        }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut out = format!(
+            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
+            self.status,
+            self.reason,
+            self.content_type,
+            self.body.len()
+        );
+        if self.status == 405 {
+            out.push_str("Allow: GET\r\n");
+        }
+        out.push_str("\r\n");
+        out.push_str(&self.body);
+        out.into_bytes()
+    }
+}
+
+/// Answers one request; `snapshot` is called only for routes that report values.
+fn route(method: &str, path: &str, snapshot: impl FnOnce() -> Snapshot) -> Response {
+    let known = matches!(path, "/health" | "/livez" | "/readyz" | "/metrics");
+    if !known {
+        return Response::text(404, "Not Found", "404 page not found\n");
+    }
+    if method != "GET" {
+        return Response::text(405, "Method Not Allowed", "Method Not Allowed\n");
+    }
+    match path {
+        "/health" => health(&snapshot()),
+        "/metrics" => Response {
+            status: 200,
+            reason: "OK",
+            content_type: "text/plain; version=0.0.4; charset=utf-8",
+            body: metrics(&snapshot()),
+        },
+        // etcd answers these with "ok"; a halted member is alive and still serves reads.
+        _ => Response::text(200, "OK", "ok"),
+    }
+}
+
+/// etcd's `/health` body: `{"health":"true","reason":""}`, or 503 with a reason.
+fn health(s: &Snapshot) -> Response {
+    let (status, reason, body) = match &s.halted {
+        None => (200, "OK", r#"{"health":"true","reason":""}"#.to_owned()),
+        Some(why) => (
+            503,
+            "Service Unavailable",
+            format!(
+                r#"{{"health":"false","reason":"{}"}}"#,
+                json_escape(&format!("write pipeline halted: {why}"))
+            ),
+        ),
+    };
+    Response {
+        status,
+        reason,
+        content_type: "application/json",
+        body,
+    }
+}
+
+fn json_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Prometheus text format (0.0.4). Names and help texts are etcd's, so existing dashboards
+/// and alerts work; only values cairn knows truthfully are reported. This single member is
+/// always its own leader.
+fn metrics(s: &Snapshot) -> String {
+    let version = format!("{{server_version=\"{ETCD_VERSION}\"}}");
+    let gauges: [(&str, &str, &str, String); 9] = [
+        (
+            "etcd_server_has_leader",
+            "Whether or not a leader exists. 1 is existence, 0 is not.",
+            "",
+            "1".into(),
+        ),
+        (
+            "etcd_server_is_leader",
+            "Whether or not this member is a leader. 1 if is, 0 otherwise.",
+            "",
+            "1".into(),
+        ),
+        (
+            "etcd_server_version",
+            "Which version is running. 1 for 'server_version' label with current version.",
+            &version,
+            "1".into(),
+        ),
+        (
+            "etcd_mvcc_db_total_size_in_bytes",
+            "Total size of the underlying database physically allocated in bytes.",
+            "",
+            s.db_size.to_string(),
+        ),
+        (
+            "etcd_mvcc_db_total_size_in_use_in_bytes",
+            "Total size of the underlying database logically in use in bytes.",
+            "",
+            s.db_size_in_use.to_string(),
+        ),
+        (
+            "etcd_debugging_mvcc_current_revision",
+            "The current revision of store.",
+            "",
+            s.revision.to_string(),
+        ),
+        (
+            "etcd_debugging_mvcc_compact_revision",
+            "The revision of the last compaction in store.",
+            "",
+            s.compact_revision.to_string(),
+        ),
+        (
+            "etcd_debugging_mvcc_keys_total",
+            "Total number of keys.",
+            "",
+            s.keys.to_string(),
+        ),
+        // etcd has no gauge of current leases (its lease metrics are counters of grants
+        // and revocations), so this one carries cairn's own name.
+        (
+            "cairn_lease_active",
+            "Number of leases currently granted.",
+            "",
+            s.leases.to_string(),
+        ),
+    ];
+    let mut out = String::with_capacity(2048);
+    for (name, help, labels, value) in gauges {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{labels} {value}\n"
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap() -> Snapshot {
+        Snapshot {
+            db_size: 4096,
+            db_size_in_use: 1024,
+            revision: 7,
+            compact_revision: 3,
+            keys: 2,
+            leases: 1,
+            ..Snapshot::default()
+        }
+    }
+
+    #[test]
+    fn health_is_etcds_json_and_turns_503_when_halted() {
+        let ok = route("GET", "/health", snap);
+        assert_eq!(
+            (ok.status, ok.content_type, ok.body.as_str()),
+            (200, "application/json", r#"{"health":"true","reason":""}"#)
+        );
+        let halted = route("GET", "/health", || Snapshot {
+            halted: Some(r#"disk "full""#.into()),
+            ..snap()
+        });
+        assert_eq!(halted.status, 503);
+        assert_eq!(
+            halted.body,
+            r#"{"health":"false","reason":"write pipeline halted: disk \"full\""}"#
+        );
+        for probe in ["/livez", "/readyz"] {
+            let r = route("GET", probe, snap);
+            assert_eq!((r.status, r.body.as_str()), (200, "ok"));
+        }
+    }
+
+    #[test]
+    fn metrics_have_help_type_and_values() {
+        let r = route("GET", "/metrics", snap);
+        assert_eq!(r.status, 200);
+        for line in [
+            "etcd_server_has_leader 1",
+            "etcd_server_is_leader 1",
+            "etcd_server_version{server_version=\"3.5.13\"} 1",
+            "etcd_mvcc_db_total_size_in_bytes 4096",
+            "etcd_mvcc_db_total_size_in_use_in_bytes 1024",
+            "etcd_debugging_mvcc_current_revision 7",
+            "etcd_debugging_mvcc_compact_revision 3",
+            "etcd_debugging_mvcc_keys_total 2",
+            "# TYPE etcd_debugging_mvcc_current_revision gauge",
+            "# HELP etcd_server_has_leader Whether or not a leader exists. 1 is existence, 0 is not.",
+        ] {
+            assert!(r.body.lines().any(|l| l == line), "missing {line:?} in\n{}", r.body);
+        }
+    }
+
+    #[test]
+    fn unknown_paths_and_methods() {
+        assert_eq!(route("GET", "/nope", || panic!("not read")).status, 404);
+        assert_eq!(route("POST", "/health", || panic!("not read")).status, 405);
+        assert!(String::from_utf8(route("POST", "/metrics", snap).encode())
+            .unwrap()
+            .contains("Allow: GET\r\n"));
+    }
+
+    #[test]
+    fn request_line_parsing() {
+        match parse_request_line(b"GET /health?verbose HTTP/1.1\r\nHost: x\r\n\r\n") {
+            Head::Request { method, path } => {
+                assert_eq!((method.as_str(), path.as_str()), ("GET", "/health"))
+            }
+            _ => panic!("not parsed"),
+        }
+        for bad in [
+            &b"GET /health\r\n\r\n"[..],
+            b"GET  /health HTTP/1.1\r\n\r\n",
+            b"\r\n\r\n",
+            b"GET / SPDY/3\r\n\r\n",
+        ] {
+            assert!(matches!(parse_request_line(bad), Head::Malformed));
+        }
+    }
+
+    #[test]
+    fn https_metrics_urls_are_refused() {
+        let err = parse_urls(&["https://127.0.0.1:2381".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("listen-metrics-urls") && err.contains("not supported yet"),
+            "{err}"
+        );
+        let err = parse_urls(&["127.0.0.1:2381".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--listen-metrics-urls"), "{err}");
+        assert_eq!(
+            parse_urls(&["http://127.0.0.1:2381".into()]).unwrap()[0].port,
+            2381
+        );
+    }
+}

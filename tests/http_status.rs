@@ -1,0 +1,134 @@
+//! The metrics listener (`--listen-metrics-urls`) end to end: kubeadm's liveness probe
+//! (`GET /health`), the `/livez` and `/readyz` probes, Prometheus' `/metrics` with etcd's
+//! metric names, and 404 for anything else. Plain HTTP/1.1 over a `TcpStream`.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use common::{Kind, Options, Server};
+
+/// One `GET path`, answered and closed by the server: (status, body).
+fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .expect("connect to the metrics URL");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: */*\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).expect("read the response");
+    let (head, body) = raw
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no header end in {raw:?}"));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line in {head:?}"));
+    (status, head.to_owned(), body.to_owned())
+}
+
+/// The value of an unlabelled sample `name` in a Prometheus text body.
+fn sample(body: &str, name: &str) -> i64 {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("no {name} sample in\n{body}"))
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+#[test]
+fn health_metrics_and_not_found() {
+    let metrics = common::free_addr();
+    let server = Server::start_with(
+        Kind::Cairn,
+        Options {
+            extra_args: vec![format!("--listen-metrics-urls=http://{metrics}")],
+            ..Options::default()
+        },
+    );
+
+    let (status, head, body) = get(metrics, "/health");
+    assert_eq!(
+        (status, body.as_str()),
+        (200, r#"{"health":"true","reason":""}"#),
+        "{head}"
+    );
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/json"),
+        "{head}"
+    );
+    for probe in ["/livez", "/readyz"] {
+        assert_eq!(get(metrics, probe).0, 200, "{probe}");
+    }
+
+    let (status, _, before) = get(metrics, "/metrics");
+    assert_eq!(status, 200);
+    for name in [
+        "etcd_server_has_leader 1",
+        "etcd_server_is_leader 1",
+        "etcd_server_version{server_version=\"3.5.13\"} 1",
+        "# TYPE etcd_debugging_mvcc_current_revision gauge",
+    ] {
+        assert!(
+            before.lines().any(|l| l == name),
+            "missing {name:?} in\n{before}"
+        );
+    }
+    // present, read from the store (a fresh store may report 0 bytes)
+    assert!(sample(&before, "etcd_mvcc_db_total_size_in_bytes") >= 0);
+    let rev = sample(&before, "etcd_debugging_mvcc_current_revision");
+    let keys = sample(&before, "etcd_debugging_mvcc_keys_total");
+
+    server.ctl_ok(&["put", "metrics-key", "v"]);
+    let (_, _, after) = get(metrics, "/metrics");
+    assert!(
+        sample(&after, "etcd_debugging_mvcc_current_revision") > rev,
+        "{after}"
+    );
+    assert_eq!(
+        sample(&after, "etcd_debugging_mvcc_keys_total"),
+        keys + 1,
+        "{after}"
+    );
+
+    assert_eq!(get(metrics, "/nope").0, 404);
+}
+
+#[test]
+fn https_metrics_url_is_a_startup_error() {
+    let out = std::process::Command::new(Kind::Cairn.binary())
+        .arg(format!(
+            "--data-dir={}",
+            tempfile::tempdir().unwrap().path().join("d").display()
+        ))
+        .arg(format!(
+            "--listen-client-urls=http://{}",
+            common::free_addr()
+        ))
+        .arg(format!(
+            "--advertise-client-urls=http://{}",
+            common::free_addr()
+        ))
+        .arg(format!(
+            "--listen-metrics-urls=https://{}",
+            common::free_addr()
+        ))
+        .output()
+        .expect("run cairn");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("listen-metrics-urls") && stderr.contains("not supported yet"),
+        "{stderr}"
+    );
+}
