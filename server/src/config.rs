@@ -400,6 +400,15 @@ pub fn normalize_args(args: impl Iterator<Item = OsString>) -> Vec<OsString> {
 #[cfg(test)]
 pub(crate) static TEST_ENV_LOCK: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
 
+/// Test helper: parses `cairn ARGS` under [`TEST_ENV_LOCK`] (no `ETCD_*` races).
+#[cfg(test)]
+pub(crate) fn parse_for_test(args: &[&str]) -> Config {
+    let mut all = vec!["cairn"];
+    all.extend_from_slice(args);
+    let _env = TEST_ENV_LOCK.lock();
+    Config::try_parse_args(all).expect("test flags parse")
+}
+
 #[cfg(test)]
 #[path = "config_tests.rs"]
 mod tests;

@@ -58,14 +58,7 @@ pub(crate) fn parse_urls(urls: &[String]) -> Result<Vec<ClientUrl>, ConfigError>
 pub(crate) async fn bind(urls: &[ClientUrl]) -> Result<Vec<(String, TcpListener)>, ServerError> {
     let mut bound = Vec::with_capacity(urls.len());
     for url in urls {
-        let listener = url.bind().await?;
-        let addr = listener
-            .local_addr()
-            .map_err(|source| ServerError::Listen {
-                url: url.url.clone(),
-                source,
-            })?;
-        bound.push((url.bound_url(addr), listener));
+        bound.push(url.bind_reporting().await?);
     }
     Ok(bound)
 }

@@ -67,6 +67,14 @@ impl ClientUrl {
         format!("{}://{}", if self.tls { "https" } else { "http" }, addr)
     }
 
+    /// Binds (see [`ClientUrl::bind`]) and returns the listener with the URL it actually
+    /// listens on (port 0 resolved), for the log.
+    pub async fn bind_reporting(&self) -> Result<(String, TcpListener), ServerError> {
+        let listener = self.bind().await?;
+        let addr = listener.local_addr().map_err(|source| ServerError::Listen { url: self.url.clone(), source })?;
+        Ok((self.bound_url(addr), listener))
+    }
+
     /// Resolves the host (IPv4 first, like Go's listener for `localhost`) and binds.
     pub async fn bind(&self) -> Result<TcpListener, ServerError> {
         let resolve_err = |source| ServerError::Resolve {

@@ -99,14 +99,8 @@ pub(crate) async fn serve(
 
     let mut listeners = Vec::with_capacity(urls.len());
     for url in urls {
-        let listener = url.bind().await?;
-        let addr = listener
-            .local_addr()
-            .map_err(|source| ServerError::Listen {
-                url: url.url.clone(),
-                source,
-            })?;
-        listeners.push((url.clone(), url.bound_url(addr), listener));
+        let (bound, listener) = url.bind_reporting().await?;
+        listeners.push((url.clone(), bound, listener));
     }
 
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -210,10 +210,7 @@ mod tests {
     use super::*;
 
     fn config(args: &[&str]) -> Config {
-        let mut all = vec!["cairn"];
-        all.extend_from_slice(args);
-        let _env = crate::config::TEST_ENV_LOCK.lock();
-        Config::try_parse_args(all).unwrap()
+        crate::config::parse_for_test(args)
     }
 
     #[test]

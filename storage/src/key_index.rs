@@ -114,6 +114,9 @@ impl KeyIndex {
         if !self.is_deleted() || (rev <= self.modified && self.modified != Revision::default()) {
             return Err(Error::corrupt("key index", format!("restore at {rev} over live history")));
         }
+        if self.generations.is_empty() {
+            self.generations.push(Generation::default());
+        }
         let g = self.generations.last_mut().expect("non-empty");
         g.created = created;
         g.ver = version;
