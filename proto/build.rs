@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "etcd/auth.proto",
         "etcd/rpc.proto",
         "cairn/internal.proto",
+        "cairn/peer.proto",
     ];
 
     println!("cargo:rerun-if-changed=build.rs");

@@ -10,6 +10,7 @@
 //!   documented `Ready` order, with requests matched to applied entries by request id and
 //!   batched ReadIndex; I/O (transport, ticks) behind traits.
 //! * [`sim`]: an in-process, seeded, fault-injecting network for deterministic cluster tests.
+//! * [`transport`]: the peer transport over gRPC ([`GrpcTransport`], [`PeerService`]).
 #![deny(missing_docs)]
 
 //!
@@ -26,17 +27,21 @@ pub mod node;
 pub mod sim;
 #[cfg(feature = "raft")]
 pub mod storage;
+#[cfg(feature = "raft")]
+pub mod transport;
 pub mod wal;
 
 #[cfg(feature = "raft")]
-pub use machine::{SnapshotSource, StateMachine, StateMachineError};
+pub use machine::{AppliedConfChange, SnapshotSource, StateMachine, StateMachineError};
 #[cfg(feature = "raft")]
-pub use node::{
+pub use node::{PeerInbox, 
     ConfChangeRequest, LeaderInfo, Mailbox, NodeConfig, NodeError, NodeHandle, NodeStatus, ProposeResult, RaftNode,
     RequestError, Transport,
 };
 #[cfg(feature = "raft")]
 pub use storage::{StorageError, WalStorage};
+#[cfg(feature = "raft")]
+pub use transport::{GrpcTransport, PeerService, TransportError, TransportOptions};
 pub use wal::{Wal, WalError, WalOptions, WalRecord};
 
 /// raft-rs, re-exported so users name the same types (`eraftpb::Message`, `StateRole`).

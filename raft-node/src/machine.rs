@@ -35,8 +35,9 @@ pub trait StateMachine: Send {
     fn apply(&mut self, index: u64, req: &InternalRequest) -> Result<Self::Output, StateMachineError>;
 
     /// The configuration changed at entry `index` (already durable in the raft log's
-    /// storage). Must advance the applied index to `index`.
-    fn apply_conf_change(&mut self, index: u64, conf: &ConfState) -> Result<(), StateMachineError>;
+    /// storage) by `change`; `conf` is the configuration now in force. Must advance the
+    /// applied index to `index`.
+    fn apply_conf_change(&mut self, index: u64, conf: &ConfState, change: &AppliedConfChange) -> Result<(), StateMachineError>;
 
     /// Called after each batch of applied entries, before their proposers are answered and
     /// before reads waiting on them complete: make the batch visible to readers.
@@ -54,6 +55,16 @@ pub trait StateMachine: Send {
     /// A handle the raft storage uses to take snapshots of this machine when a follower
     /// needs one (it is called on the driver's thread, between applies).
     fn snapshot_source(&self) -> Box<dyn SnapshotSource>;
+}
+
+/// A committed membership change, as the state machine sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppliedConfChange {
+    /// What changed. raft-rs has one change type for "add a voter" and "promote a learner":
+    /// both are reported as `AddVoter`, the state machine knows which it was.
+    pub change: crate::node::ConfChangeRequest,
+    /// The opaque context the proposer attached ([`crate::NodeHandle::conf_change_with`]).
+    pub context: Vec<u8>,
 }
 
 /// Produces snapshot data of the state machine.

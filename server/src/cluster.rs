@@ -1,4 +1,5 @@
-//! The Cluster service: MemberList shows this one member; membership changes need Raft.
+//! The Cluster service: MemberList, MemberAdd/Remove/Update/Promote, over a
+//! [`ClusterControl`] (the Raft cluster, or the fixed single member).
 
 use std::sync::Arc;
 
@@ -10,17 +11,20 @@ use cairn_proto::etcdserverpb::{
 };
 use tonic::{Request, Response, Status};
 
+use crate::cluster_control::ClusterControl;
 use crate::membership::Membership;
+use crate::status::rpc_error;
 
 /// The Cluster service.
 pub struct ClusterService {
     membership: Arc<Membership>,
+    control: Arc<dyn ClusterControl>,
 }
 
 impl ClusterService {
-    /// A Cluster service reporting `membership`.
-    pub fn new(membership: Arc<Membership>) -> ClusterService {
-        ClusterService { membership }
+    /// A Cluster service for this member over `control`.
+    pub fn new(membership: Arc<Membership>, control: Arc<dyn ClusterControl>) -> ClusterService {
+        ClusterService { membership, control }
     }
 
     /// etcd's cluster responses carry no revision (`ClusterServer.header()`).
@@ -29,10 +33,21 @@ impl ClusterService {
     }
 }
 
-fn single_node(method: &str) -> Status {
-    Status::unimplemented(format!(
-        "cairn: {method} is not implemented yet: this version runs a single member"
-    ))
+/// etcd refuses peer URLs that do not parse as URLs with a host and port.
+fn check_urls(urls: &[String]) -> Result<(), Status> {
+    let ok = !urls.is_empty()
+        && urls.iter().all(|u| {
+            let rest = u.strip_prefix("http://").or_else(|| u.strip_prefix("https://"));
+            rest.is_some_and(|r| {
+                let host_port = r.trim_end_matches('/');
+                host_port.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+            })
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(Status::invalid_argument("etcdserver: given member URLs are invalid"))
+    }
 }
 
 #[tonic::async_trait]
@@ -41,37 +56,62 @@ impl Cluster for ClusterService {
         &self,
         _: Request<MemberListRequest>,
     ) -> Result<Response<MemberListResponse>, Status> {
-        Ok(Response::new(MemberListResponse {
-            header: self.header(),
-            members: vec![self.membership.member()],
-        }))
+        Ok(Response::new(MemberListResponse { header: self.header(), members: self.control.members() }))
     }
 
     async fn member_add(
         &self,
-        _: Request<MemberAddRequest>,
+        request: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
-        Err(single_node("MemberAdd"))
+        let req = request.into_inner();
+        check_urls(&req.peer_ur_ls)?;
+        let member = self.control.add_member(req.peer_ur_ls, req.is_learner).await.map_err(rpc_error)?;
+        Ok(Response::new(MemberAddResponse {
+            header: self.header(),
+            member: Some(member),
+            members: self.control.members(),
+        }))
     }
 
     async fn member_remove(
         &self,
-        _: Request<MemberRemoveRequest>,
+        request: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
-        Err(single_node("MemberRemove"))
+        self.control.remove_member(request.get_ref().id).await.map_err(rpc_error)?;
+        Ok(Response::new(MemberRemoveResponse { header: self.header(), members: self.control.members() }))
     }
 
     async fn member_update(
         &self,
-        _: Request<MemberUpdateRequest>,
+        request: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
-        Err(single_node("MemberUpdate"))
+        let req = request.into_inner();
+        check_urls(&req.peer_ur_ls)?;
+        self.control.update_member(req.id, req.peer_ur_ls).await.map_err(rpc_error)?;
+        Ok(Response::new(MemberUpdateResponse { header: self.header(), members: self.control.members() }))
     }
 
     async fn member_promote(
         &self,
-        _: Request<MemberPromoteRequest>,
+        request: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
-        Err(single_node("MemberPromote"))
+        self.control.promote_member(request.get_ref().id).await.map_err(rpc_error)?;
+        Ok(Response::new(MemberPromoteResponse { header: self.header(), members: self.control.members() }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_urls;
+
+    #[test]
+    fn member_urls_need_scheme_host_and_port() {
+        assert!(check_urls(&["http://127.0.0.1:2380".into()]).is_ok());
+        assert!(check_urls(&["https://a:1".into(), "http://b:2/".into()]).is_ok());
+        for bad in ["127.0.0.1:2380", "http://a", "http://:1", "ftp://a:1", "http://a:x"] {
+            let e = check_urls(&[bad.into()]).unwrap_err();
+            assert_eq!(e.message(), "etcdserver: given member URLs are invalid", "{bad}");
+        }
+        assert!(check_urls(&[]).is_err());
     }
 }

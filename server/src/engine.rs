@@ -134,7 +134,7 @@ impl Engine {
     }
 }
 
-async fn open_store(dir: PathBuf, opts: &EngineOptions) -> Result<Arc<Store>, ServerError> {
+pub(crate) async fn open_store(dir: PathBuf, opts: &EngineOptions) -> Result<Arc<Store>, ServerError> {
     let mut cfg = StoreConfig::new(dir.clone());
     cfg.max_txn_ops = opts.max_txn_ops;
     cfg.min_lease_ttl = opts.min_lease_ttl;

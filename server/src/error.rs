@@ -22,6 +22,39 @@ pub enum RequestError {
     /// The server is shutting down.
     #[error("server stopped")]
     Stopped,
+    /// No leader is known (an election is under way, or this member is cut off).
+    #[error("no leader")]
+    NoLeader,
+    /// Raft did not answer in time; the request may still be applied.
+    #[error("request timed out")]
+    Timeout,
+    /// The proposal was dropped by a leadership change.
+    #[error("leader changed")]
+    LeaderChanged,
+    /// A membership request named a member that does not exist.
+    #[error("member not found")]
+    MemberNotFound,
+    /// MemberAdd with a peer URL another member has.
+    #[error("peer URL exists")]
+    PeerUrlExists,
+    /// MemberAdd/MemberPromote of a member ID that was removed before.
+    #[error("member ID was removed")]
+    MemberRemoved,
+    /// MemberPromote of a voting member.
+    #[error("can only promote a learner")]
+    NotALearner,
+    /// MemberPromote of a learner that is behind the leader's log.
+    #[error("learner not ready")]
+    LearnerNotReady,
+    /// MemberRemove/MemberAdd/MemberPromote that would leave the cluster without quorum.
+    #[error("unhealthy cluster")]
+    UnhealthyCluster,
+    /// MoveLeader to a member that is not a voter, or sent to a non-leader.
+    #[error("{0}")]
+    NotLeader(&'static str),
+    /// A membership request the single-member (non-Raft) engine cannot serve.
+    #[error("{0}")]
+    Unsupported(String),
     /// Storage answered a request with a response of another kind (a bug).
     #[error("internal error: {request} got a {got} response")]
     ResponseMismatch {
@@ -107,6 +140,12 @@ pub enum ServerError {
         /// The storage error.
         source: StorageError,
     },
+    /// This member's identity (member and cluster ID) could not be read, written or learnt.
+    #[error("member identity: {0}")]
+    Identity(String),
+    /// The Raft node could not be opened.
+    #[error("raft: {0}")]
+    Raft(String),
     /// The write pipeline's thread could not be started.
     #[error("cannot start the write pipeline thread: {0}")]
     ProposerThread(std::io::Error),

@@ -279,6 +279,10 @@ impl Proposer for GroupCommitProposer {
         // The sender is dropped without a reply only when the apply thread has exited.
         rx.await.map_err(|_| RequestError::Stopped)?
     }
+
+    fn halted(&self) -> Option<Arc<str>> {
+        GroupCommitProposer::halted(self)
+    }
 }
 
 /// The apply thread's state. Dropping it (normal exit or panic) fails every waiter left.

@@ -21,7 +21,6 @@ use tracing::{debug, info};
 
 use crate::config::ETCD_VERSION;
 use crate::error::{ConfigError, ServerError};
-use crate::group_commit::GroupCommitProposer;
 use crate::listen::ClientUrl;
 
 /// Largest request head read; a longer one is answered 431.
@@ -68,14 +67,14 @@ pub(crate) async fn bind(urls: &[ClientUrl]) -> Result<Vec<(String, TcpListener)
 pub(crate) struct StatusSource {
     /// The store the metrics are read from.
     pub(crate) store: Arc<Store>,
-    /// The write pipeline, whose halt makes `/health` unhealthy.
-    pub(crate) proposer: Arc<GroupCommitProposer>,
+    /// Why this member is unhealthy (its write path halted, no leader), if it is.
+    pub(crate) health: Arc<dyn Fn() -> Option<Arc<str>> + Send + Sync>,
 }
 
 impl StatusSource {
     fn snapshot(&self) -> Snapshot {
         Snapshot {
-            halted: self.proposer.halted(),
+            halted: (self.health)(),
             db_size: self.store.db_size(),
             db_size_in_use: self.store.db_size_in_use(),
             revision: self.store.revision(),

@@ -18,7 +18,7 @@
 //! any one second (no revoke storm after a failover).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -89,12 +89,22 @@ pub struct Lessor<P> {
     queue: Mutex<LeaseQueue>,
     /// Source of lease IDs for grants that do not choose one.
     next_id: AtomicU64,
+    /// Whether this member expires leases (it is the leader); set by promote/demote.
+    leader: AtomicBool,
 }
 
 impl<P: Proposer> Lessor<P> {
     /// A lessor; `id_base` seeds generated lease IDs (unique per member and start).
     pub fn new(store: Arc<Store>, proposer: Arc<P>, clock: Arc<dyn Clock>, cfg: LessorConfig, id_base: u64) -> Self {
-        Lessor { store, proposer, clock, cfg, queue: Mutex::new(LeaseQueue::new()), next_id: AtomicU64::new(id_base) }
+        Lessor {
+            store,
+            proposer,
+            clock,
+            cfg,
+            queue: Mutex::new(LeaseQueue::new()),
+            next_id: AtomicU64::new(id_base),
+            leader: AtomicBool::new(false),
+        }
     }
 
     fn ttl_ms(secs: i64) -> u64 {
@@ -122,11 +132,31 @@ impl<P: Proposer> Lessor<P> {
         for (deadline, id) in spread {
             q.upsert(id, deadline);
         }
+        self.leader.store(true, Ordering::Release);
     }
 
     /// Stops expiring (no longer leader): keeps no deadlines.
     pub fn demote(&self) {
+        self.leader.store(false, Ordering::Release);
         self.queue.lock().clear();
+    }
+
+    /// Whether this member expires leases.
+    pub fn is_leader(&self) -> bool {
+        self.leader.load(Ordering::Acquire)
+    }
+
+    /// A grant was applied (proposed by any member): the leader starts its clock unless it
+    /// already runs. Called by the Raft state machine after each applied grant.
+    pub fn observe_grant(&self, id: i64, ttl: i64) {
+        if !self.is_leader() {
+            return;
+        }
+        let deadline = self.clock.now_ms() + Self::ttl_ms(ttl);
+        let mut q = self.queue.lock();
+        if q.deadline(id).is_none() && self.is_leader() {
+            q.upsert(id, deadline);
+        }
     }
 
     /// Number of leases with a deadline.
@@ -152,8 +182,11 @@ impl<P: Proposer> Lessor<P> {
             }
             match self.proposer.propose(Request::LeaseGrant(req)).await {
                 Ok(ApplyResponse::LeaseGrant(resp)) => {
-                    let deadline = self.clock.now_ms() + Self::ttl_ms(resp.ttl);
-                    self.queue.lock().upsert(resp.id, deadline);
+                    // only the leader keeps deadlines (a follower's would only grow)
+                    if self.is_leader() {
+                        let deadline = self.clock.now_ms() + Self::ttl_ms(resp.ttl);
+                        self.queue.lock().upsert(resp.id, deadline);
+                    }
                     return Ok(resp);
                 }
                 // a generated ID raced with a client-chosen one: pick another

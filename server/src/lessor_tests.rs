@@ -33,6 +33,8 @@ impl Fixture {
         let proposer = Arc::new(GroupCommitProposer::start(store.clone(), options).expect("start pipeline"));
         let clock = Arc::new(ManualClock::default());
         let lessor = Lessor::new(store.clone(), proposer.clone(), clock.clone(), cfg, 1 << 40);
+        // the single member is the leader (an empty store: nothing to queue yet)
+        lessor.promote();
         Fixture { store, proposer, clock, lessor, _dir: dir }
     }
 

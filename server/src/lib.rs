@@ -16,6 +16,7 @@
 pub mod authority;
 pub mod clock;
 pub mod cluster;
+pub mod cluster_control;
 pub mod config;
 pub mod engine;
 pub mod error;
@@ -28,8 +29,14 @@ pub mod lessor;
 pub mod limits;
 pub mod listen;
 pub mod maintenance;
+pub mod members;
 pub mod membership;
+pub mod peer_tls;
 pub mod proposer;
+pub mod raft_cluster;
+pub mod raft_engine;
+pub mod raft_machine;
+pub mod raft_proposer;
 pub mod status;
 pub mod tls;
 pub mod unimplemented;
@@ -55,7 +62,13 @@ use crate::group_commit::request_id_base;
 use crate::engine::{Engine, EngineOptions};
 use crate::lessor::LessorConfig;
 use crate::listen::ClientUrl;
-use crate::membership::{parse_initial_cluster, Membership};
+use crate::cluster_control::{ClusterControl, SingleNode};
+use crate::lessor::Lessor;
+use crate::membership::{initial_members, Membership};
+use crate::proposer::Proposer;
+use crate::raft_engine::{RaftEngine, RaftSetup};
+use cairn_storage::watch::WatchHub;
+use cairn_storage::Store;
 use crate::watch::WatchService;
 
 /// Parses the command line, sets up logging and the runtime, and runs the server.
@@ -130,14 +143,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         return Err(ConfigError::Zero("max-txn-ops").into());
     }
     let membership = Arc::new(Membership::from_config(&config)?);
-    let others: Vec<String> = parse_initial_cluster(&config.initial_cluster())?
-        .into_iter()
-        .filter(|(name, _)| name != &config.name)
-        .map(|(name, _)| name)
-        .collect();
-    if !others.is_empty() {
-        warn!(members = %others.join(","), "--initial-cluster lists other members; this version runs a single member and ignores them");
-    }
+    let initial = initial_members(&config)?;
     let urls = config
         .listen_client_urls
         .iter()
@@ -174,6 +180,95 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         clock: Arc::new(SystemClock::default()),
         lessor: LessorConfig::default(),
     };
+    let raft_mode = initial.len() > 1
+        || config.initial_cluster_state == "existing"
+        || data_dir.join("member").join("identity").exists();
+    if !raft_mode {
+        return run_single(config, data_dir, options, membership, urls, metrics_urls, tls).await;
+    }
+    let peer_urls = config
+        .listen_peer_urls
+        .iter()
+        .map(|u| ClientUrl::parse(u))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (peer_server_tls, peer_client_tls) = peer_tls::peer_tls(&config, &data_dir, &peer_urls)?;
+    let setup = RaftSetup {
+        data_dir: data_dir.clone(),
+        name: config.name.clone(),
+        client_urls: config.advertise_client_urls.clone(),
+        peer_urls: config.initial_advertise_peer_urls.clone(),
+        initial,
+        token: config.initial_cluster_token.clone(),
+        join_existing: config.initial_cluster_state == "existing",
+        heartbeat_ms: config.heartbeat_interval,
+        election_ms: config.election_timeout,
+        snapshot_count: config.snapshot_count,
+        peer_tls: peer_client_tls,
+        engine: options,
+    };
+    let engine = RaftEngine::open(setup).await?;
+    let store = engine.store.clone();
+    let membership = engine.membership.clone();
+    info!(
+        name = %membership.name,
+        member_id = %format!("{:016x}", membership.member_id),
+        cluster_id = %format!("{:016x}", membership.cluster_id),
+        data_dir = %data_dir.display(),
+        revision = store.revision(),
+        applied_index = store.applied_index(),
+        "store opened (raft member)"
+    );
+    let peers = serve::PeerListeners {
+        urls: peer_urls,
+        tls: peer_server_tls,
+        routes: engine.peer_routes.clone(),
+        removed: engine.removed.clone(),
+    };
+    let served = serve_services(
+        &config,
+        &urls,
+        &metrics_urls,
+        tls,
+        Served {
+            store,
+            hub: engine.hub.clone(),
+            proposer: engine.proposer.clone(),
+            lessor: engine.lessor.clone(),
+            membership,
+            control: engine.control.clone(),
+            health: engine.health(),
+        },
+        Some(peers),
+    )
+    .await;
+    engine.shutdown().await;
+    served?;
+    info!("cairn stopped");
+    Ok(())
+}
+
+/// What one member serves to clients, whichever engine runs it.
+struct Served<P> {
+    store: Arc<Store>,
+    hub: WatchHub,
+    proposer: Arc<P>,
+    lessor: Arc<Lessor<P>>,
+    membership: Arc<Membership>,
+    control: Arc<dyn ClusterControl>,
+    health: Arc<dyn Fn() -> Option<Arc<str>> + Send + Sync>,
+}
+
+/// Runs the single-member engine (no Raft: one member, group commit on its own log).
+#[allow(clippy::too_many_arguments)]
+async fn run_single(
+    config: Config,
+    data_dir: std::path::PathBuf,
+    options: EngineOptions,
+    membership: Arc<Membership>,
+    urls: Vec<ClientUrl>,
+    metrics_urls: Vec<ClientUrl>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> Result<(), ServerError> {
     // opening replays the WAL (blocking): run it off the async workers
     let dir = data_dir.clone();
     let engine = tokio::task::spawn_blocking(move || {
@@ -191,32 +286,59 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         applied_index = store.applied_index(),
         "store opened"
     );
+    let proposer = engine.proposer.clone();
+    let served = serve_services(
+        &config,
+        &urls,
+        &metrics_urls,
+        tls,
+        Served {
+            store: store.clone(),
+            hub: engine.hub.clone(),
+            proposer: engine.proposer.clone(),
+            lessor: engine.lessor.clone(),
+            membership: membership.clone(),
+            control: Arc::new(SingleNode { membership, store }),
+            health: Arc::new(move || proposer.halted()),
+        },
+        None,
+    )
+    .await;
+    // Whatever happened, stop expiry, then apply and commit what was queued.
+    engine.shutdown().await;
+    served?;
+    info!("cairn stopped");
+    Ok(())
+}
 
+/// Serves the client (and peer) listeners and the metrics listeners until a signal.
+async fn serve_services<P: Proposer>(
+    config: &Config,
+    urls: &[ClientUrl],
+    metrics_urls: &[ClientUrl],
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    s: Served<P>,
+    peers: Option<serve::PeerListeners>,
+) -> Result<(), ServerError> {
     // Bound before "ready to serve client requests", so a probe never sees a refused port.
-    let metrics_listeners = match http_status::bind(&metrics_urls).await {
-        Ok(listeners) => listeners,
-        Err(e) => {
-            engine.shutdown().await;
-            return Err(e);
-        }
-    };
+    let metrics_listeners = http_status::bind(metrics_urls).await?;
     let (stop_metrics, metrics_stopped) = tokio::sync::watch::channel(false);
     let metrics = tokio::spawn(http_status::serve(
         metrics_listeners,
-        http_status::StatusSource { store: store.clone(), proposer: engine.proposer.clone() },
+        http_status::StatusSource { store: s.store.clone(), health: s.health },
         metrics_stopped,
     ));
-
     let services = serve::Services::new(
-        store,
-        engine.proposer.clone(),
-        engine.lessor.clone(),
-        WatchService::new(engine.hub.clone(), membership.clone(), config.watch_progress_notify_interval()),
-        membership,
+        s.store,
+        s.proposer,
+        s.lessor,
+        WatchService::new(s.hub, s.membership.clone(), config.watch_progress_notify_interval()),
+        s.membership,
+        s.control,
         config.max_txn_ops as usize,
         config.max_request_bytes as usize,
     );
-    let served = serve::serve(&urls, tls, services).await;
+    let served = serve::serve(urls, tls, services, peers).await;
     // The gRPC listeners stopped (signal or failure): stop the metrics listeners too.
     if stop_metrics.send(true).is_err() && !metrics_urls.is_empty() {
         warn!("the metrics listeners had already stopped");
@@ -224,11 +346,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     if let Err(e) = metrics.await {
         error!(error = %e, "the metrics server task failed");
     }
-    // Whatever happened, stop expiry, then apply and commit what was queued.
-    engine.shutdown().await;
-    served?;
-    info!("cairn stopped");
-    Ok(())
+    served
 }
 
 /// Creates the data directory with etcd's permissions (owner only).

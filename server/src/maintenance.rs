@@ -15,7 +15,9 @@ use cairn_storage::Store;
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
+use crate::cluster_control::ClusterControl;
 use crate::config::ETCD_VERSION;
+use crate::status::rpc_error;
 use crate::membership::Membership;
 use crate::unimplemented::not_yet;
 
@@ -23,29 +25,30 @@ use crate::unimplemented::not_yet;
 pub struct MaintenanceService {
     store: Arc<Store>,
     membership: Arc<Membership>,
+    control: Arc<dyn ClusterControl>,
 }
 
 impl MaintenanceService {
     /// A Maintenance service over `store`.
-    pub fn new(store: Arc<Store>, membership: Arc<Membership>) -> MaintenanceService {
-        MaintenanceService { store, membership }
+    pub fn new(store: Arc<Store>, membership: Arc<Membership>, control: Arc<dyn ClusterControl>) -> MaintenanceService {
+        MaintenanceService { store, membership, control }
     }
 
-    /// The Status response: on one node this member is the leader, and every applied index
-    /// is also committed.
-    pub fn status_response(&self) -> StatusResponse {
-        let applied = self.store.applied_index();
+    /// The Status response, with the Raft numbers the replication layer reports (one node
+    /// without Raft: it is the leader and every applied index is committed).
+    pub async fn status_response(&self) -> StatusResponse {
+        let raft = self.control.raft_numbers().await;
         StatusResponse {
             header: Some(self.membership.header(self.store.revision())),
             version: ETCD_VERSION.to_owned(),
             db_size: i64::try_from(self.store.db_size()).unwrap_or(i64::MAX),
-            leader: self.membership.member_id,
-            raft_index: applied,
-            raft_term: self.membership.raft_term,
-            raft_applied_index: applied,
-            errors: Vec::new(),
+            leader: raft.leader,
+            raft_index: raft.commit,
+            raft_term: raft.term,
+            raft_applied_index: raft.applied,
+            errors: if raft.leader == 0 { vec!["etcdserver: no leader".to_owned()] } else { Vec::new() },
             db_size_in_use: i64::try_from(self.store.db_size_in_use()).unwrap_or(i64::MAX),
-            is_learner: false,
+            is_learner: raft.is_learner,
         }
     }
 }
@@ -70,7 +73,7 @@ impl Maintenance for MaintenanceService {
     }
 
     async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
-        Ok(Response::new(self.status_response()))
+        Ok(Response::new(self.status_response().await))
     }
 
     async fn defragment(
@@ -99,9 +102,10 @@ impl Maintenance for MaintenanceService {
 
     async fn move_leader(
         &self,
-        _: Request<MoveLeaderRequest>,
+        request: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
-        Err(not_yet("MoveLeader"))
+        self.control.move_leader(request.get_ref().target_id).await.map_err(rpc_error)?;
+        Ok(Response::new(MoveLeaderResponse { header: Some(self.membership.header(self.store.revision())) }))
     }
 
     async fn downgrade(

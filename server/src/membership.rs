@@ -11,6 +11,9 @@
 //! With the defaults (`http://localhost:2380`, token `etcd-cluster`) that gives member
 //! `8e9e05c52164694d` and cluster `cdf818194e3a8c32`, as `etcd` prints.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
 use cairn_proto::etcdserverpb::{Member, ResponseHeader};
 use sha1::{Digest, Sha1};
 
@@ -34,8 +37,65 @@ pub struct Membership {
     pub peer_urls: Vec<String>,
     /// This member's client URLs (`--advertise-client-urls`).
     pub client_urls: Vec<String>,
-    /// The Raft term to report.
-    pub raft_term: u64,
+    /// The Raft term to report (moves with elections when the member runs Raft).
+    pub raft_term: RaftTerm,
+}
+
+/// The current Raft term, shared by everything that fills response headers.
+#[derive(Debug, Clone, Default)]
+pub struct RaftTerm(Arc<AtomicU64>);
+
+impl RaftTerm {
+    /// A term starting at `term`.
+    pub fn new(term: u64) -> RaftTerm {
+        RaftTerm(Arc::new(AtomicU64::new(term)))
+    }
+    /// The term now.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+    /// Records a new term.
+    pub fn set(&self, term: u64) {
+        self.0.store(term, Ordering::Relaxed);
+    }
+}
+
+impl PartialEq for RaftTerm {
+    fn eq(&self, other: &RaftTerm) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl Eq for RaftTerm {}
+
+/// One member of `--initial-cluster`: its name, its peer URLs and the ID etcd derives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitialMember {
+    /// The name.
+    pub name: String,
+    /// Its peer URLs, in flag order.
+    pub peer_urls: Vec<String>,
+    /// Its member ID.
+    pub id: u64,
+}
+
+/// The members `--initial-cluster` lists (several URLs of one name are grouped), ordered by
+/// first appearance, with their IDs derived from their URLs and `--initial-cluster-token`.
+pub fn initial_members(config: &Config) -> Result<Vec<InitialMember>, ConfigError> {
+    let mut out: Vec<InitialMember> = Vec::new();
+    for (name, url) in parse_initial_cluster(&config.initial_cluster())? {
+        match out.iter_mut().find(|m| m.name == name) {
+            Some(m) => m.peer_urls.push(url),
+            None => out.push(InitialMember { name, peer_urls: vec![url], id: 0 }),
+        }
+    }
+    for m in &mut out {
+        m.id = compute_member_id(&m.peer_urls, &config.initial_cluster_token);
+        if m.id == 0 {
+            return Err(ConfigError::ZeroMemberId);
+        }
+    }
+    Ok(out)
 }
 
 impl Membership {
@@ -69,13 +129,14 @@ impl Membership {
             // etcd refuses 0 too: it is Raft's "no node".
             return Err(ConfigError::ZeroMemberId);
         }
+        let all: Vec<u64> = initial_members(config)?.iter().map(|m| m.id).collect();
         Ok(Membership {
-            cluster_id: compute_cluster_id(&[member_id]),
+            cluster_id: compute_cluster_id(&all),
             member_id,
             name: config.name.clone(),
             peer_urls: config.initial_advertise_peer_urls.clone(),
             client_urls: config.advertise_client_urls.clone(),
-            raft_term: SINGLE_NODE_RAFT_TERM,
+            raft_term: RaftTerm::new(SINGLE_NODE_RAFT_TERM),
         })
     }
 
@@ -85,7 +146,7 @@ impl Membership {
             cluster_id: self.cluster_id,
             member_id: self.member_id,
             revision,
-            raft_term: self.raft_term,
+            raft_term: self.raft_term.get(),
         }
     }
 

@@ -5,6 +5,7 @@
 //! this trait, so the switch does not touch the gRPC handlers.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use cairn_proto::cairnpb::internal_request::Request;
 use cairn_storage::ApplyResponse;
@@ -28,6 +29,19 @@ pub trait Proposer: Send + Sync + 'static {
         &self,
         request: Request,
     ) -> impl Future<Output = Result<ApplyResponse, RequestError>> + Send;
+
+    /// Waits until a read served from the local store afterwards is linearizable: it sees
+    /// every write acknowledged (by any member) before this call. One node whose reads see
+    /// only durable, acknowledged state has nothing to wait for; a Raft member runs a
+    /// ReadIndex round and waits until it applied the index.
+    fn read_barrier(&self) -> impl Future<Output = Result<(), RequestError>> + Send {
+        std::future::ready(Ok(()))
+    }
+
+    /// Why the write path stopped for good, if it did (`/health` reports it).
+    fn halted(&self) -> Option<Arc<str>> {
+        None
+    }
 }
 
 /// The name of a command kind, for logs and error messages.
@@ -41,6 +55,7 @@ pub fn request_kind(request: &Request) -> &'static str {
         Request::LeaseRevoke(_) => "LeaseRevoke",
         Request::LeaseCheckpoint(_) => "LeaseCheckpoint",
         Request::LeaseExpire(_) => "LeaseExpire",
+        Request::MemberAttr(_) => "MemberAttr",
     }
 }
 

@@ -20,7 +20,8 @@ use tracing::{error, info, warn};
 
 use crate::cluster::ClusterService;
 use crate::error::ServerError;
-use crate::group_commit::GroupCommitProposer;
+use crate::cluster_control::ClusterControl;
+use crate::proposer::Proposer;
 use crate::lease::LeaseService;
 use crate::lessor::Lessor;
 use crate::incoming;
@@ -40,28 +41,43 @@ const MAX_ENCODING_BYTES: usize = i32::MAX as usize;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The gRPC services, built once and cloned (cheaply, they hold `Arc`s) into each listener.
-#[derive(Clone)]
-pub(crate) struct Services {
-    kv: KvServer<KvService<GroupCommitProposer>>,
+pub(crate) struct Services<P> {
+    kv: KvServer<KvService<P>>,
     maintenance: MaintenanceServer<MaintenanceService>,
     cluster: ClusterServer<ClusterService>,
     watch: WatchServer<WatchService>,
     /// Ends every watch stream at shutdown (they never end by themselves).
     watch_shutdown: WatchShutdown,
-    lease: LeaseServer<LeaseService<GroupCommitProposer>>,
+    lease: LeaseServer<LeaseService<P>>,
     auth: AuthServer<Unimplemented>,
 }
 
-impl Services {
+impl<P> Clone for Services<P> {
+    fn clone(&self) -> Self {
+        Services {
+            kv: self.kv.clone(),
+            maintenance: self.maintenance.clone(),
+            cluster: self.cluster.clone(),
+            watch: self.watch.clone(),
+            watch_shutdown: self.watch_shutdown.clone(),
+            lease: self.lease.clone(),
+            auth: self.auth.clone(),
+        }
+    }
+}
+
+impl<P: Proposer> Services<P> {
+    #[allow(clippy::too_many_arguments)] // one constructor wiring every service
     pub(crate) fn new(
         store: Arc<Store>,
-        proposer: Arc<GroupCommitProposer>,
-        lessor: Arc<Lessor<GroupCommitProposer>>,
+        proposer: Arc<P>,
+        lessor: Arc<Lessor<P>>,
         watch: WatchService,
         membership: Arc<Membership>,
+        control: Arc<dyn ClusterControl>,
         max_txn_ops: usize,
         max_request_bytes: usize,
-    ) -> Services {
+    ) -> Services<P> {
         let decode = max_request_bytes.saturating_add(GRPC_OVERHEAD_BYTES);
         let kv = KvService::new(store.clone(), proposer, membership.clone(), max_txn_ops);
         let lease = LeaseService::new(store.clone(), lessor, membership.clone());
@@ -69,10 +85,10 @@ impl Services {
             kv: KvServer::new(kv)
                 .max_decoding_message_size(decode)
                 .max_encoding_message_size(MAX_ENCODING_BYTES),
-            maintenance: MaintenanceServer::new(MaintenanceService::new(store, membership.clone()))
+            maintenance: MaintenanceServer::new(MaintenanceService::new(store, membership.clone(), control.clone()))
                 .max_decoding_message_size(decode)
                 .max_encoding_message_size(MAX_ENCODING_BYTES),
-            cluster: ClusterServer::new(ClusterService::new(membership))
+            cluster: ClusterServer::new(ClusterService::new(membership, control))
                 .max_decoding_message_size(decode)
                 .max_encoding_message_size(MAX_ENCODING_BYTES),
             watch_shutdown: watch.shutdown_handle(),
@@ -87,34 +103,57 @@ impl Services {
     }
 }
 
+/// The peer listeners of a Raft member (`--listen-peer-urls`): the Raft transport's
+/// service, and the Cluster service so a joining member can learn the cluster.
+pub(crate) struct PeerListeners {
+    /// Where to listen.
+    pub(crate) urls: Vec<ClientUrl>,
+    /// Peer TLS (`--peer-cert-file` ...), for `https://` URLs.
+    pub(crate) tls: Option<TlsAcceptor>,
+    /// The services.
+    pub(crate) routes: tonic::service::Routes,
+    /// Turns true when this member was removed from the cluster: then it stops.
+    pub(crate) removed: watch::Receiver<bool>,
+}
+
 /// Binds every URL, logs readiness, serves until a signal or a server failure, then drains.
-pub(crate) async fn serve(
+pub(crate) async fn serve<P: Proposer>(
     urls: &[ClientUrl],
     tls: Option<TlsAcceptor>,
-    services: Services,
+    services: Services<P>,
+    peers: Option<PeerListeners>,
 ) -> Result<(), ServerError> {
     // Handlers first, so a signal that arrives right after "ready" is not lost.
     let mut sigterm = signal(SignalKind::terminate()).map_err(ServerError::Signals)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(ServerError::Signals)?;
 
-    let mut listeners = Vec::with_capacity(urls.len());
-    for url in urls {
-        let (bound, listener) = url.bind_reporting().await?;
-        listeners.push((url.clone(), bound, listener));
-    }
-
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut servers = JoinSet::new();
-    let mut bound_urls = Vec::with_capacity(listeners.len());
-    for (url, bound, listener) in listeners {
-        let router = Server::builder()
+    let client_router = || {
+        Server::builder()
             .layer(LimitStatusLayer)
             .add_service(services.kv.clone())
             .add_service(services.maintenance.clone())
             .add_service(services.cluster.clone())
             .add_service(services.watch.clone())
             .add_service(services.lease.clone())
-            .add_service(services.auth.clone());
+            .add_service(services.auth.clone())
+    };
+    let mut listeners = Vec::with_capacity(urls.len());
+    if let Some(p) = &peers {
+        for url in &p.urls {
+            let (bound, listener) = url.bind_reporting().await?;
+            let router = Server::builder().layer(LimitStatusLayer).add_routes(p.routes.clone());
+            listeners.push((url.clone(), bound, listener, router, p.tls.clone(), "peer"));
+        }
+    }
+    for url in urls {
+        let (bound, listener) = url.bind_reporting().await?;
+        listeners.push((url.clone(), bound, listener, client_router(), tls.clone(), "client"));
+    }
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut servers = JoinSet::new();
+    let mut bound_urls = Vec::with_capacity(listeners.len());
+    for (url, bound, listener, router, tls, kind) in listeners {
         let mut stop = stop_rx.clone();
         let shutdown = async move {
             // An error means the sender is gone: stop as well.
@@ -145,12 +184,28 @@ pub(crate) async fn serve(
                 )
             });
         }
-        bound_urls.push(bound);
+        if kind == "client" {
+            bound_urls.push(bound);
+        } else {
+            info!(url = %bound, "serving peer traffic");
+        }
     }
     info!(urls = %bound_urls.join(","), "ready to serve client requests");
 
     let mut failure = None;
+    let mut removed = peers.as_ref().map(|p| p.removed.clone());
+    let removed_from_cluster = async {
+        match removed.as_mut() {
+            Some(r) => {
+                if r.wait_for(|r| *r).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
     tokio::select! {
+        _ = removed_from_cluster => warn!("the member has been permanently removed from the cluster; shutting down"),
         _ = sigterm.recv() => info!(signal = "SIGTERM", "shutting down"),
         _ = sigint.recv() => info!(signal = "SIGINT", "shutting down"),
         Some(joined) = servers.join_next() => {

@@ -16,6 +16,21 @@ pub fn to_status(err: &RequestError) -> Status {
         RequestError::Halted(_) | RequestError::Stopped => {
             (Code::Unavailable, "etcdserver: server stopped")
         }
+        RequestError::NoLeader => (Code::Unavailable, "etcdserver: no leader"),
+        RequestError::Timeout => (Code::Unavailable, "etcdserver: request timed out"),
+        RequestError::LeaderChanged => (Code::Unavailable, "etcdserver: leader changed"),
+        RequestError::MemberNotFound => (Code::NotFound, "etcdserver: member not found"),
+        RequestError::PeerUrlExists => (Code::FailedPrecondition, "etcdserver: Peer URLs already exists"),
+        // etcd maps membership.ErrIDRemoved to the not-found error too
+        RequestError::MemberRemoved => (Code::NotFound, "etcdserver: member not found"),
+        RequestError::NotALearner => (Code::FailedPrecondition, "etcdserver: can only promote a learner member"),
+        RequestError::LearnerNotReady => (
+            Code::FailedPrecondition,
+            "etcdserver: can only promote a learner member which is in sync with leader",
+        ),
+        RequestError::UnhealthyCluster => (Code::Unavailable, "etcdserver: unhealthy cluster"),
+        RequestError::NotLeader(message) => (Code::FailedPrecondition, *message),
+        RequestError::Unsupported(message) => return Status::unimplemented(message.clone()),
         RequestError::ResponseMismatch { .. } => {
             return Status::internal(format!("cairn: {err}"));
         }

@@ -72,6 +72,37 @@ pub fn client_tls(
     data_dir: &Path,
     hosts: &[String],
 ) -> Result<Option<TlsAcceptor>, ServerError> {
+    let flags = TlsFlags {
+        cert_file: config.cert_file.clone(),
+        key_file: config.key_file.clone(),
+        client_cert_auth: config.client_cert_auth,
+        trusted_ca_file: config.trusted_ca_file.clone(),
+        auto_tls: config.auto_tls,
+        fixture_dir: data_dir.join("fixtures").join("client"),
+    };
+    server_tls(&flags, hosts)
+}
+
+/// The TLS flags of one listener kind (client: `--cert-file` ...; peer: `--peer-cert-file` ...).
+#[derive(Clone, Debug)]
+pub struct TlsFlags {
+    /// The certificate (PEM).
+    pub cert_file: Option<PathBuf>,
+    /// Its key (PEM).
+    pub key_file: Option<PathBuf>,
+    /// Require a certificate from the other side, signed by `trusted_ca_file`.
+    pub client_cert_auth: bool,
+    /// The CA that signs the other side's certificates.
+    pub trusted_ca_file: Option<PathBuf>,
+    /// Generate a self-signed certificate when none is given.
+    pub auto_tls: bool,
+    /// Where the auto-TLS certificate is kept.
+    pub fixture_dir: PathBuf,
+}
+
+/// The TLS acceptor for listeners configured by `flags`, or `None` without a certificate.
+pub fn server_tls(flags: &TlsFlags, hosts: &[String]) -> Result<Option<TlsAcceptor>, ServerError> {
+    let config = flags;
     let (certs, key) = match (&config.cert_file, &config.key_file) {
         (Some(cert), Some(key)) => {
             if config.auto_tls {
@@ -79,9 +110,7 @@ pub fn client_tls(
             }
             (read_certs(cert)?, read_key(key)?)
         }
-        (None, None) if config.auto_tls => {
-            auto_tls_files(&data_dir.join("fixtures").join("client"), hosts)?
-        }
+        (None, None) if config.auto_tls => auto_tls_files(&config.fixture_dir, hosts)?,
         (None, None) => {
             if config.client_cert_auth {
                 warn!("--client-cert-auth has no effect without a server certificate");
@@ -120,7 +149,7 @@ pub fn client_tls(
     Ok(Some(TlsAcceptor::from(Arc::new(server_config))))
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+pub(crate) fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
     std::fs::read(path).map_err(|source| TlsError::Read {
         path: path.to_owned(),
         source,

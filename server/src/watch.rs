@@ -248,7 +248,7 @@ mod tests {
             name: "t".into(),
             peer_urls: vec![],
             client_urls: vec![],
-            raft_term: 2,
+            raft_term: crate::membership::RaftTerm::new(2),
         });
         let svc = WatchService::new(hub, membership, Duration::from_secs(10));
         for _ in 0..100 {

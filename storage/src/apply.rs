@@ -20,7 +20,7 @@ use prost::Message;
 use crate::backend::{Bucket, WriteBatch};
 use crate::error::{Error, Result};
 use crate::lease::Lessor;
-use crate::store::{Store, META_COMPACT_SCHEDULED};
+use crate::store::{Store, META_COMPACT_SCHEDULED, META_MEMBERS};
 use crate::txn;
 use crate::write_txn::WriteTxn;
 
@@ -89,6 +89,8 @@ impl Store {
             Some(Request::LeaseRevoke(r)) => lease_revoke(&mut tx, r, &mut extra),
             Some(Request::LeaseCheckpoint(c)) => lease_checkpoint(tx.lessor, c, st.current_rev, &mut extra),
             Some(Request::LeaseExpire(e)) => lease_expire(&mut tx, e, &mut extra),
+            // the member table is the server's state machine's (it never reaches a store)
+            Some(Request::MemberAttr(_)) => Err(Error::EmptyRequest),
         };
         if let Err(e) = &result {
             if e.is_fatal() {
@@ -106,6 +108,49 @@ impl Store {
             st.uncommitted.push((rev, changes));
         }
         result
+    }
+}
+
+/// Log entries that change no key, only the applied index (and the member list).
+impl Store {
+    /// Advances the applied index to `index` for a log entry that changes no key (a
+    /// leader's empty entry, a configuration change). Staged like [`Store::apply`]: the
+    /// index reaches the backend with the next [`Store::commit`] / [`Store::publish`] (in
+    /// the same batch as the group's data) and [`Store::applied_index`] reports it then.
+    /// Indexes only grow: `index` at or below the applied index is ignored, as `apply`
+    /// skips a replayed entry. Deterministic: depends on nothing but `index`.
+    pub fn note_applied(&self, index: u64) -> Result<()> {
+        let mut st = self.apply.lock();
+        if self.failed.load(Ordering::Acquire) {
+            return Err(Error::Stopped);
+        }
+        st.applied_index = st.applied_index.max(index);
+        Ok(())
+    }
+
+    /// Applies the log entry `index` that sets the cluster's member list to `members` (an
+    /// opaque blob the server encodes): staged under the Meta key `members` (see
+    /// `store.rs`) in the same batch as the applied index, which advances as with
+    /// [`Store::note_applied`]. Snapshots carry it; [`Store::members`] returns it at once.
+    /// An `index` at or below the applied index is ignored (a replay).
+    pub fn apply_members(&self, index: u64, members: &[u8]) -> Result<()> {
+        let mut st = self.apply.lock();
+        if self.failed.load(Ordering::Acquire) {
+            return Err(Error::Stopped);
+        }
+        if index <= st.applied_index {
+            return Ok(());
+        }
+        st.staged.put(Bucket::Meta, META_MEMBERS.to_vec(), members.to_vec());
+        st.applied_index = index;
+        *self.members.lock() = Some(members.to_vec());
+        Ok(())
+    }
+
+    /// The member list of the last applied [`Store::apply_members`] (applied, maybe not
+    /// yet committed), or the one a restored snapshot carried; `None` if none ever was.
+    pub fn members(&self) -> Option<Vec<u8>> {
+        self.members.lock().clone()
     }
 }
 

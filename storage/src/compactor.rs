@@ -5,10 +5,16 @@
 //! backend revision at or below the compaction revision that the index no longer needs,
 //! then records the compaction as finished and makes it durable. Readers never wait for
 //! it: a value they miss because it was just deleted is answered as compacted.
+//!
+//! A snapshot restore replaces the state the compactor works on, so it [`Compactor::stop`]s
+//! it first (aborting a compaction between delete batches: the compaction stays recorded
+//! as scheduled but not finished, which is what the state being replaced says anyway) and
+//! starts a new one over the restored state.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::thread;
+use std::thread::{self, JoinHandle};
 
 use tokio::sync::watch;
 
@@ -24,6 +30,9 @@ const DELETE_BATCH: usize = 1000;
 pub(crate) struct Compactor {
     tx: mpsc::Sender<i64>,
     finished: watch::Receiver<i64>,
+    /// Set by `stop`: the thread ends at its next check (between delete batches or jobs).
+    abort: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
 }
 
 impl Compactor {
@@ -31,12 +40,18 @@ impl Compactor {
     pub(crate) fn start(index: Arc<TreeIndex>, backend: Arc<dyn Backend>, finished: i64) -> Result<Self> {
         let (tx, rx) = mpsc::channel::<i64>();
         let (done_tx, done_rx) = watch::channel(finished);
-        thread::Builder::new().name("cairn-compactor".into()).spawn(move || {
+        let abort = Arc::new(AtomicBool::new(false));
+        let stop = abort.clone();
+        let thread = thread::Builder::new().name("cairn-compactor".into()).spawn(move || {
             for rev in rx {
-                match compact(&index, backend.as_ref(), rev) {
-                    Ok(()) => {
+                if stop.load(Ordering::Acquire) {
+                    return;
+                }
+                match compact(&index, backend.as_ref(), rev, &stop) {
+                    Ok(true) => {
                         done_tx.send_replace(rev);
                     }
+                    Ok(false) => return, // stopped midway
                     Err(e) => {
                         // the backend is now failed (sticky); waiters keep waiting and the
                         // server reports the fatal error from its next write
@@ -46,7 +61,21 @@ impl Compactor {
                 }
             }
         })?;
-        Ok(Compactor { tx, finished: done_rx })
+        Ok(Compactor { tx, finished: done_rx, abort, thread })
+    }
+
+    /// Stops the thread and waits for it to end: after this returns the compactor writes
+    /// nothing more to the backend and touches the key index no more. Queued compactions
+    /// are dropped; one in progress is abandoned between two delete batches (it is still
+    /// recorded as scheduled, not finished). Waiters on [`Compactor::finished`] see the
+    /// channel close.
+    pub(crate) fn stop(self) {
+        let Compactor { tx, abort, thread, .. } = self;
+        abort.store(true, Ordering::Release);
+        drop(tx);
+        if thread.join().is_err() {
+            tracing::error!("compactor thread panicked");
+        }
     }
 
     /// Queues a compaction at `rev` (already recorded durably as scheduled).
@@ -60,11 +89,15 @@ impl Compactor {
     }
 }
 
-fn compact(index: &TreeIndex, backend: &dyn Backend, rev: i64) -> Result<()> {
+/// Runs one compaction; `Ok(false)` when `abort` stopped it before it finished.
+fn compact(index: &TreeIndex, backend: &dyn Backend, rev: i64, abort: &AtomicBool) -> Result<bool> {
     let keep = index.compact(rev);
     let end = Revision::main_prefix_start(rev + 1);
     let mut from = Vec::new();
     loop {
+        if abort.load(Ordering::Acquire) {
+            return Ok(false);
+        }
         let mut batch = WriteBatch::default();
         let mut last = None;
         backend.scan(Bucket::Key, &from, Some(&end), &mut |k, _| {
@@ -89,5 +122,6 @@ fn compact(index: &TreeIndex, backend: &dyn Backend, rev: i64) -> Result<()> {
     let mut b = WriteBatch::default();
     b.put(Bucket::Meta, META_COMPACT_FINISHED.to_vec(), rev.to_be_bytes().to_vec());
     backend.write(b)?;
-    backend.sync()
+    backend.sync()?;
+    Ok(true)
 }

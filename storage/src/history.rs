@@ -43,6 +43,8 @@ impl Store {
     /// Errors: [`Error::Compacted`] when `from` is below the compaction floor (checked
     /// before and after the scan, see the module docs); backend and decoding errors.
     pub fn events_between(&self, from: i64, to: i64, byte_budget: usize) -> Result<History> {
+        // a restore cannot swap the state under the scan (see `store.rs`, lock 2)
+        let _gate = self.gate.read();
         let from = from.max(1);
         let to = to.min(self.revision());
         if from < self.compact_revision() {

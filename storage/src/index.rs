@@ -197,6 +197,12 @@ impl TreeIndex {
         available
     }
 
+    /// Replaces the whole map with `other`'s in one write-lock hold (a snapshot restore:
+    /// readers see the old index or the new one, never a mix).
+    pub(crate) fn replace(&self, other: TreeIndex) {
+        *self.tree.write() = other.tree.into_inner();
+    }
+
     /// Number of keys the index holds (live or with history).
     pub fn len(&self) -> usize {
         self.tree.read().len()

@@ -4,7 +4,8 @@
 //! * [`key_index`] / [`index`]: the in-memory index from key to revision history;
 //! * [`backend`]: the storage-engine trait, with [`sled_backend`] as one engine;
 //! * [`Store`]: open/rebuild, the read path, and the deterministic state machine
-//!   (`apply` in `apply.rs`, Put/DeleteRange/Txn in `txn.rs`);
+//!   (`apply` in `apply.rs`, Put/DeleteRange/Txn in `txn.rs`); Raft snapshots and their
+//!   restore in `restore.rs`, over the rebuild of in-memory state in `rebuild.rs`;
 //! * [`validate`]: etcd's request checks done before proposing;
 //! * [`watch`]: the watch multiplexer ([`watch::WatchHub`]), reading history back through
 //!   [`Store::events_between`] (`history.rs`).
@@ -22,6 +23,8 @@ pub mod kube;
 pub mod lease;
 pub mod lease_queue;
 mod range;
+mod rebuild;
+mod restore;
 pub mod revision;
 pub mod sled_backend;
 pub mod snapshot;

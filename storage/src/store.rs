@@ -1,33 +1,50 @@
 //! The MVCC store: opening and rebuilding, the read path, and commit.
-//! Applying requests is in `apply.rs`.
+//! Applying requests is in `apply.rs`; Raft snapshots (taking and restoring) in
+//! `restore.rs`; deriving the in-memory state from backend contents in `rebuild.rs`.
 //!
 //! # Visibility
 //! `apply` changes the key index and writes the backend at once, but readers only see a
 //! revision after `commit` made it durable: every read runs at `committed_rev` (or older),
 //! so nothing a crash could lose is ever observed.
 //!
-//! # Locks (in the order they may be taken)
-//! 1. `apply`: the apply state; held by the (single) applying thread for a whole apply or
-//!    commit.
-//! 2. `lessor`: lease state; written only while `apply` is held; read by lease queries.
-//! 3. the key index's tree lock (`index.rs`), a leaf.
+//! A snapshot restore replaces the backend contents and every derived structure while
+//! holding `gate` for writing; every read of index + backend holds it for reading, so a
+//! reader sees the whole old state or the whole new one (see `restore.rs`).
 //!
-//! # Meta bucket (values are 8-byte big-endian integers)
-//! `applied_index` the last applied log index; `current_rev` the store revision;
-//! `compact_scheduled` the last compaction recorded; `compact_finished` the last one whose
-//! backend deletions are done. All but the last are written in the same batch as the data
-//! they describe.
+//! # Locks (in the order they may be taken)
+//! 1. `apply`: the apply state; held by the (single) applying thread for a whole apply,
+//!    commit, snapshot or restore.
+//! 2. `gate`: nothing of its own; the write side is taken only by a restore (under
+//!    `apply`) while it swaps the state, the read side by each read of the index and
+//!    backend (`range`, `events_between`) for the length of that read. Readers take
+//!    nothing before it.
+//! 3. `lessor`: lease state; written only while `apply` is held; read by lease queries.
+//! 4. the key index's tree lock (`index.rs`), a leaf.
+//!
+//! Leaf locks, never held while taking another: `compactor` (the compactor handle,
+//! replaced by a restore), `members` (the applied member list), `restored` (the restore
+//! mark and the durable-index updates it orders, see [`Store::sync_backend`]).
+//!
+//! # Meta bucket
+//! Integer values are 8-byte big-endian.
+//! * `applied_index`: the last applied log index;
+//! * `current_rev`: the store revision;
+//! * `compact_scheduled`: the last compaction recorded;
+//! * `compact_finished`: the last one whose backend deletions are done;
+//! * `members`: the cluster's member list as the server encodes it (an opaque blob,
+//!   written by [`Store::apply_members`]; absent until the first one).
+//!
+//! All but `compact_finished` are written in the same batch as the data they describe, so
+//! snapshots (a copy of every bucket) carry them.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use cairn_proto::cairnpb::LeaseRecord;
 use cairn_proto::etcdserverpb::{RangeRequest, RangeResponse};
 use cairn_proto::mvccpb::KeyValue;
 use parking_lot::{Mutex, RwLock};
-use prost::Message;
 
 use crate::backend::{Backend, Bucket, WriteBatch};
 use crate::compactor::Compactor;
@@ -35,6 +52,7 @@ use crate::error::{Error, Result};
 use crate::index::TreeIndex;
 use crate::lease::{LeaseInfo, Lessor};
 use crate::range::ReadCtx;
+use crate::rebuild::{rebuild, BackendContents};
 use crate::revision::Revision;
 use crate::sled_backend::SledBackend;
 use crate::validate::DEFAULT_MAX_TXN_OPS;
@@ -44,6 +62,7 @@ pub(crate) const META_APPLIED_INDEX: &[u8] = b"applied_index";
 pub(crate) const META_CURRENT_REV: &[u8] = b"current_rev";
 pub(crate) const META_COMPACT_SCHEDULED: &[u8] = b"compact_scheduled";
 pub(crate) const META_COMPACT_FINISHED: &[u8] = b"compact_finished";
+pub(crate) const META_MEMBERS: &[u8] = b"members";
 
 /// How a store is opened.
 #[derive(Clone, Debug)]
@@ -80,33 +99,60 @@ pub(crate) struct ApplyState {
     pub flushed_index: u64,
 }
 
+impl ApplyState {
+    /// The state of a store whose backend holds `applied_index` and `current_rev`, with
+    /// nothing staged.
+    pub fn new(applied_index: u64, current_rev: i64, compact_rev: i64) -> Self {
+        ApplyState {
+            current_rev,
+            applied_index,
+            compact_rev,
+            pending_compactions: Vec::new(),
+            uncommitted: Vec::new(),
+            staged: WriteBatch::default(),
+            overlay: HashMap::new(),
+            flushed_index: applied_index,
+        }
+    }
+}
+
+/// How many restores a store went through, and the revision the last one left it at.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct RestoreMark {
+    /// Restores since the store was opened.
+    pub count: u64,
+    /// The store revision right after the last restore.
+    pub revision: i64,
+}
+
 /// The MVCC key-value store (see the module docs).
 pub struct Store {
     pub(crate) cfg: StoreConfig,
     pub(crate) backend: Arc<dyn Backend>,
+    /// Never replaced: a restore swaps its contents (`TreeIndex::replace`).
     pub(crate) index: Arc<TreeIndex>,
     pub(crate) apply: Mutex<ApplyState>,
+    /// Readers against a restore (module docs, lock 2).
+    pub(crate) gate: RwLock<()>,
     pub(crate) lessor: RwLock<Lessor>,
     /// The newest durable revision: what readers see.
-    committed_rev: AtomicI64,
+    pub(crate) committed_rev: AtomicI64,
     /// Reads below this revision are refused (published at commit).
-    compact_rev: AtomicI64,
-    applied_index: AtomicU64,
-    /// Applied index the backend holds durably.
-    durable_index: AtomicU64,
+    pub(crate) compact_rev: AtomicI64,
+    pub(crate) applied_index: AtomicU64,
+    /// Applied index the backend holds durably. Raised by commit (under `apply`) and by
+    /// `sync_backend` and set by a restore (both under `restored`).
+    pub(crate) durable_index: AtomicU64,
     /// Set by the first fatal error; the store then refuses every write (sticky).
     pub(crate) failed: AtomicBool,
-    compactor: Compactor,
-}
-
-fn meta_i64(backend: &dyn Backend, key: &[u8]) -> Result<Option<i64>> {
-    match backend.get(Bucket::Meta, key)? {
-        None => Ok(None),
-        Some(v) => {
-            let b: [u8; 8] = v.as_slice().try_into().map_err(|_| Error::corrupt("meta", format!("{key:?}")))?;
-            Ok(Some(i64::from_be_bytes(b)))
-        }
-    }
+    /// The physical compactor; `None` only after a restore failed fatally. Leaf lock.
+    pub(crate) compactor: Mutex<Option<Compactor>>,
+    /// The member list of the last applied [`Store::apply_members`] (or restored
+    /// snapshot); changed only under `apply`. Leaf lock.
+    pub(crate) members: Mutex<Option<Vec<u8>>>,
+    /// Leaf lock: the restore mark; also orders `sync_backend`'s raise of
+    /// `durable_index` against a restore's reset of it.
+    pub(crate) restored: Mutex<RestoreMark>,
 }
 
 impl Store {
@@ -118,75 +164,35 @@ impl Store {
 
     /// Opens the store over any backend.
     pub fn open_with(cfg: StoreConfig, backend: Arc<dyn Backend>) -> Result<Arc<Store>> {
-        let applied_index = meta_i64(backend.as_ref(), META_APPLIED_INDEX)?.unwrap_or(0) as u64;
-        // as in etcd, an empty store is at revision 1 (the first write makes revision 2) and
-        // nothing is compacted (-1, so that even a compaction at 0 is accepted once)
-        let mut current_rev = meta_i64(backend.as_ref(), META_CURRENT_REV)?.unwrap_or(1);
-        let scheduled = meta_i64(backend.as_ref(), META_COMPACT_SCHEDULED)?.unwrap_or(-1);
-        let finished = meta_i64(backend.as_ref(), META_COMPACT_FINISHED)?.unwrap_or(-1);
-
-        let index = Arc::new(TreeIndex::new());
-        let mut key_lease: HashMap<Vec<u8>, i64> = HashMap::new();
-        backend.scan(Bucket::Key, &[], None, &mut |k, v| {
-            let (rev, tombstone) = Revision::from_bytes(k)?;
-            let kv = KeyValue::decode(v).map_err(|e| Error::corrupt("key bucket value", e))?;
-            current_rev = current_rev.max(rev.main);
-            if tombstone {
-                index.tombstone(&kv.key, rev)?;
-                key_lease.remove(&kv.key);
-                return Ok(true);
-            }
-            if index.contains(&kv.key) {
-                index.put(&kv.key, rev)?;
-            } else {
-                index.restore(&kv.key, Revision::new(kv.create_revision, 0), rev, kv.version)?;
-            }
-            if kv.lease != 0 {
-                key_lease.insert(kv.key, kv.lease);
-            } else {
-                key_lease.remove(&kv.key);
-            }
-            Ok(true)
-        })?;
-
-        let mut lessor = Lessor::new(cfg.min_lease_ttl);
-        backend.scan(Bucket::Lease, &[], None, &mut |_, v| {
-            let r = LeaseRecord::decode(v).map_err(|e| Error::corrupt("lease bucket value", e))?;
-            lessor.restore(r.id, r.ttl, r.remaining_ttl);
-            Ok(true)
-        })?;
-        let mut attached: Vec<_> = key_lease.into_iter().collect();
-        attached.sort();
-        for (k, id) in attached {
-            lessor.set_key_lease(&k, id);
+        let r = rebuild(&BackendContents(backend.as_ref()), cfg.min_lease_ttl)?;
+        let index = Arc::new(r.index);
+        let compactor = Compactor::start(index.clone(), backend.clone(), r.compact_finished)?;
+        if r.compact_scheduled > r.compact_finished {
+            compactor.schedule(r.compact_scheduled);
         }
-
-        let compactor = Compactor::start(index.clone(), backend.clone(), finished)?;
-        if scheduled > finished {
-            compactor.schedule(scheduled);
-        }
-        tracing::info!(current_rev, applied_index, compact_rev = scheduled, keys = index.len(), leases = lessor.len(), "store opened");
+        tracing::info!(
+            current_rev = r.current_rev,
+            applied_index = r.applied_index,
+            compact_rev = r.compact_scheduled,
+            keys = index.len(),
+            leases = r.lessor.len(),
+            "store opened"
+        );
         Ok(Arc::new(Store {
             cfg,
             backend,
             index,
-            apply: Mutex::new(ApplyState {
-                current_rev,
-                applied_index,
-                compact_rev: scheduled,
-                pending_compactions: Vec::new(),
-                uncommitted: Vec::new(),
-                staged: WriteBatch::default(),
-                overlay: HashMap::new(),
-                flushed_index: applied_index,
-            }),
-            lessor: RwLock::new(lessor),
-            committed_rev: AtomicI64::new(current_rev),
-            compact_rev: AtomicI64::new(scheduled),
-            applied_index: AtomicU64::new(applied_index),
-            durable_index: AtomicU64::new(applied_index),
+            apply: Mutex::new(ApplyState::new(r.applied_index, r.current_rev, r.compact_scheduled)),
+            gate: RwLock::new(()),
+            lessor: RwLock::new(r.lessor),
+            committed_rev: AtomicI64::new(r.current_rev),
+            compact_rev: AtomicI64::new(r.compact_scheduled),
+            applied_index: AtomicU64::new(r.applied_index),
+            durable_index: AtomicU64::new(r.applied_index),
             failed: AtomicBool::new(false),
-            compactor,
+            compactor: Mutex::new(Some(compactor)),
+            members: Mutex::new(r.members),
+            restored: Mutex::new(RestoreMark::default()),
         }))
     }
 
@@ -239,7 +245,7 @@ impl Store {
 
     /// Writes the staged batch of the group, with the metadata describing it, to the
     /// backend in one atomic write.
-    fn flush_locked(&self, st: &mut ApplyState) -> Result<()> {
+    pub(crate) fn flush_locked(&self, st: &mut ApplyState) -> Result<()> {
         if st.flushed_index == st.applied_index && st.staged.is_empty() {
             return Ok(());
         }
@@ -259,8 +265,13 @@ impl Store {
         self.compact_rev.store(st.compact_rev, Ordering::Release);
         self.committed_rev.store(st.current_rev, Ordering::Release);
         self.applied_index.store(st.applied_index, Ordering::Release);
-        for rev in st.pending_compactions.drain(..) {
-            self.compactor.schedule(rev);
+        if !st.pending_compactions.is_empty() {
+            let compactor = self.compactor.lock();
+            for rev in st.pending_compactions.drain(..) {
+                if let Some(c) = compactor.as_ref() {
+                    c.schedule(rev);
+                }
+            }
         }
         std::mem::take(&mut st.uncommitted)
     }
@@ -268,18 +279,27 @@ impl Store {
     /// Makes the backend durable up to everything applied when called (it may run beside
     /// `apply`, which it blocks only to read the applied index); returns that index: log
     /// entries at or below it are no longer needed for recovery.
+    ///
+    /// A restore running meanwhile makes the returned index meaningless for the restored
+    /// state: `durable_index` is then left as the restore set it (the check and the raise
+    /// are made under `restored`, which the restore holds while it resets it).
     pub fn sync_backend(&self) -> Result<u64> {
-        let index = {
+        let (index, mark) = {
             let st = self.apply.lock();
             if self.failed.load(Ordering::Acquire) {
                 return Err(Error::Stopped);
             }
             // what the backend holds: applies not yet flushed are covered by the log
-            st.flushed_index
+            (st.flushed_index, self.restored.lock().count)
         };
         if let Err(e) = self.backend.sync() {
             self.failed.store(true, Ordering::Release);
             return Err(e);
+        }
+        let restored = self.restored.lock();
+        if restored.count != mark {
+            // the restore synced its own state: that is what is durable now
+            return Ok(self.durable_index.load(Ordering::Acquire));
         }
         self.durable_index.fetch_max(index, Ordering::AcqRel);
         Ok(index)
@@ -320,10 +340,22 @@ impl Store {
         self.index.len()
     }
 
-    /// Resolves once a physical compaction at `rev` or later is on disk.
+    /// Resolves once a physical compaction at `rev` or later is on disk. A restore
+    /// meanwhile replaces the compactor; the wait goes on with the new one.
     pub async fn wait_compacted(&self, rev: i64) -> Result<()> {
-        let mut rx = self.compactor.finished();
-        rx.wait_for(|f| *f >= rev).await.map(|_| ()).map_err(|_| Error::Stopped)
+        loop {
+            let mark = self.restored.lock().count;
+            let Some(mut rx) = self.compactor.lock().as_ref().map(Compactor::finished) else {
+                return Err(Error::Stopped);
+            };
+            if rx.wait_for(|f| *f >= rev).await.is_ok() {
+                return Ok(());
+            }
+            // the compactor ended: for good unless a restore replaced it since `mark`
+            if self.restored.lock().count == mark || self.failed.load(Ordering::Acquire) {
+                return Err(Error::Stopped);
+            }
+        }
     }
 
     /// The lease `id` with its keys.
@@ -346,8 +378,4 @@ impl Store {
         &self.cfg
     }
 
-    /// Streams the backend (Maintenance.Snapshot).
-    pub fn snapshot(&self, out: &mut dyn std::io::Write) -> Result<u64> {
-        self.backend.snapshot(out)
-    }
 }

@@ -7,6 +7,9 @@
 //! and `etcd-client`); `scripts/test.sh` installs them.
 #![allow(dead_code)]
 
+pub mod cluster;
+pub mod proxy;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -351,19 +354,7 @@ impl Server {
     }
 
     fn etcdctl_command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(etcdctl_bin());
-        for (k, _) in std::env::vars_os() {
-            let k = k.to_string_lossy().into_owned();
-            if k.starts_with("ETCDCTL_") || k.starts_with("ETCD_") {
-                cmd.env_remove(k);
-            }
-        }
-        cmd.env("ETCDCTL_API", "3")
-            .arg(format!("--endpoints={}", self.endpoint()))
-            .arg("--dial-timeout=10s")
-            .arg("--command-timeout=30s")
-            .args(args);
-        cmd
+        etcdctl_command(&self.endpoint(), args)
     }
 
     /// Runs `etcdctl --endpoints=<this server> ARGS` (API v3).
@@ -421,6 +412,24 @@ impl Server {
         serde_json::from_str(&out)
             .unwrap_or_else(|e| panic!("etcdctl {a:?}: bad JSON ({e}): {out}"))
     }
+}
+
+/// `etcdctl --endpoints=ENDPOINTS ARGS` (API v3, generous timeouts that later flags in
+/// `args` override), with no `ETCD*` variables from our environment.
+pub fn etcdctl_command(endpoints: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new(etcdctl_bin());
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy().into_owned();
+        if k.starts_with("ETCDCTL_") || k.starts_with("ETCD_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoints}"))
+        .arg("--dial-timeout=10s")
+        .arg("--command-timeout=30s")
+        .args(args);
+    cmd
 }
 
 fn check_ok(args: &[&str], out: &Output) -> String {

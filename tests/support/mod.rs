@@ -6,12 +6,14 @@
 //! - [`watch_check`]: checks what a watch delivered against the committed history.
 //! - [`workload`]: the client tasks and watch recorders that produce those histories,
 //!   written against a list of endpoints so a three-node suite can reuse them.
-//! - [`nemesis`]: kills, restarts and pauses the servers on a seeded schedule.
+//! - [`nemesis`]: kills, restarts, pauses and partitions the servers on a seeded schedule.
+//! - [`verify`]: the checks after the load (watches, durability, answered operations).
 //! - [`rng`]: a tiny seeded generator (no dependency, reproducible from a seed).
 #![allow(dead_code)]
 
 pub mod linearizability;
 pub mod nemesis;
 pub mod rng;
+pub mod verify;
 pub mod watch_check;
 pub mod workload;

@@ -72,7 +72,7 @@ pub type ProposeResult<O> = Result<O, RequestError>;
 
 pub(crate) enum Command<O> {
     Propose(InternalRequest, oneshot::Sender<ProposeResult<O>>),
-    ConfChange(ConfChangeRequest, oneshot::Sender<Result<ConfState, RequestError>>),
+    ConfChange(ConfChangeRequest, Vec<u8>, oneshot::Sender<Result<ConfState, RequestError>>),
     Read(oneshot::Sender<Result<u64, RequestError>>),
     TransferLeader(u64),
     Campaign,
@@ -85,6 +85,20 @@ pub(crate) enum PeerInput {
     Message(Box<Message>),
     Unreachable(u64),
     Snapshot { to: u64, delivered: bool },
+}
+
+#[cfg(test)]
+impl PeerInput {
+    /// For tests outside `node` (the transport's), which cannot name this type: `Ok` a
+    /// message; `Err((peer, None))` peer reported unreachable; `Err((to, Some(delivered)))`
+    /// a snapshot's fate.
+    pub(crate) fn into_result(self) -> Result<Message, (u64, Option<bool>)> {
+        match self {
+            PeerInput::Message(msg) => Ok(*msg),
+            PeerInput::Unreachable(peer) => Err((peer, None)),
+            PeerInput::Snapshot { to, delivered } => Err((to, Some(delivered))),
+        }
+    }
 }
 
 /// Requests to a node. Cheap to clone; every method returns at once and the answer
@@ -122,7 +136,17 @@ impl<O> NodeHandle<O> {
 
     /// Proposes a membership change; answers the conf state once it is applied here.
     pub fn conf_change(&self, change: ConfChangeRequest) -> oneshot::Receiver<Result<ConfState, RequestError>> {
-        self.request(|tx| Command::ConfChange(change, tx))
+        self.conf_change_with(change, Vec::new())
+    }
+
+    /// Proposes a membership change carrying `context`, which every member's state machine
+    /// receives with the applied change (e.g. the new member's URLs).
+    pub fn conf_change_with(
+        &self,
+        change: ConfChangeRequest,
+        context: Vec<u8>,
+    ) -> oneshot::Receiver<Result<ConfState, RequestError>> {
+        self.request(|tx| Command::ConfChange(change, context, tx))
     }
 
     /// A linearizable read barrier: answers a read index once this node has applied it, so

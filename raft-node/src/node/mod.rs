@@ -36,7 +36,7 @@ pub use handle::{ConfChangeRequest, LeaderInfo, Mailbox, NodeHandle, NodeStatus,
 pub use pending::IdGen;
 pub use runner::{IntervalTicker, ManualTicker, Ticker};
 
-use crate::machine::{StateMachine, StateMachineError};
+use crate::machine::{AppliedConfChange, StateMachine, StateMachineError};
 use crate::storage::{StorageError, WalStorage};
 use crate::wal::WalOptions;
 use handle::{Command, PeerInput};
@@ -137,6 +137,33 @@ impl NodeConfig {
     }
 }
 
+/// The inbound channel of a node, made before the node so that a transport (which needs
+/// the node's [`Mailbox`] to report unreachable peers and snapshot outcomes) can be built
+/// first and handed to [`RaftNode::open_with_inbox`].
+pub struct PeerInbox {
+    tx: mpsc::UnboundedSender<PeerInput>,
+    rx: mpsc::UnboundedReceiver<PeerInput>,
+}
+
+impl PeerInbox {
+    /// A fresh inbox.
+    pub fn new() -> PeerInbox {
+        let (tx, rx) = mpsc::unbounded_channel();
+        PeerInbox { tx, rx }
+    }
+
+    /// The mailbox delivering into this inbox.
+    pub fn mailbox(&self) -> Mailbox {
+        Mailbox { tx: self.tx.clone() }
+    }
+}
+
+impl Default for PeerInbox {
+    fn default() -> Self {
+        PeerInbox::new()
+    }
+}
+
 /// A raft member: raft-rs's `RawNode` with its storage, state machine and transport.
 pub struct RaftNode<M: StateMachine, T: Transport> {
     cfg: NodeConfig,
@@ -165,7 +192,19 @@ impl<M: StateMachine, T: Transport> RaftNode<M, T> {
     /// without it an empty member waits to be sent the log by a leader (one being added).
     /// A state machine behind an installed snapshot is restored from it first; entries
     /// it has applied are not applied again.
-    pub fn open(cfg: NodeConfig, dir: &Path, mut sm: M, transport: T, bootstrap: Option<&[u64]>) -> Result<Self, NodeError> {
+    pub fn open(cfg: NodeConfig, dir: &Path, sm: M, transport: T, bootstrap: Option<&[u64]>) -> Result<Self, NodeError> {
+        Self::open_with_inbox(cfg, dir, sm, transport, bootstrap, PeerInbox::new())
+    }
+
+    /// [`RaftNode::open`] with an inbox made beforehand (see [`PeerInbox`]).
+    pub fn open_with_inbox(
+        cfg: NodeConfig,
+        dir: &Path,
+        mut sm: M,
+        transport: T,
+        bootstrap: Option<&[u64]>,
+        inbox: PeerInbox,
+    ) -> Result<Self, NodeError> {
         let mut storage = WalStorage::open(dir, cfg.wal.clone(), sm.snapshot_source())?;
         if let Some(voters) = bootstrap {
             if !storage.is_initialized() {
@@ -207,7 +246,7 @@ impl<M: StateMachine, T: Transport> RaftNode<M, T> {
         };
         let raw = RawNode::new(&rcfg, storage, &crate::logger::raft_logger(cfg.id))?;
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
-        let (peer_tx, peer_rx) = mpsc::unbounded_channel();
+        let PeerInbox { tx: peer_tx, rx: peer_rx } = inbox;
         let leader = LeaderInfo { id: raw.raft.leader_id, term: raw.raft.term };
         let (leader_tx, _) = watch::channel(leader);
         let applied = sm_applied.max(snap_index);
@@ -356,7 +395,7 @@ impl<M: StateMachine, T: Transport> RaftNode<M, T> {
                     }
                 }
             }
-            Command::ConfChange(change, tx) => {
+            Command::ConfChange(change, context, tx) => {
                 let (change_type, node_id) = match change {
                     ConfChangeRequest::AddVoter(id) | ConfChangeRequest::Promote(id) => (ConfChangeType::AddNode, id),
                     ConfChangeRequest::AddLearner(id) => (ConfChangeType::AddLearnerNode, id),
@@ -364,7 +403,10 @@ impl<M: StateMachine, T: Transport> RaftNode<M, T> {
                 };
                 let cc = ConfChange { change_type: change_type as i32, node_id, ..Default::default() };
                 let id = self.ids.next_id();
-                match self.raw.propose_conf_change(id.to_be_bytes().to_vec(), cc) {
+                // entry context: the request id (8 bytes, big-endian), then the caller's
+                let mut ctx = id.to_be_bytes().to_vec();
+                ctx.extend_from_slice(&context);
+                match self.raw.propose_conf_change(ctx, cc) {
                     Ok(()) => self.pending.add_conf_change(id, tx, deadline),
                     Err(_) => {
                         let _receiver_may_be_gone = tx.send(Err(self.refusal()));
@@ -414,6 +456,9 @@ impl<M: StateMachine, T: Transport> RaftNode<M, T> {
         if changed {
             // a round sent to the old leader will not be answered
             self.pending.retry_round();
+            // proposals forwarded to (or accepted by) the old leader may be lost: answer
+            // them within two election timeouts instead of the full request timeout
+            self.pending.hasten_proposals(self.now + 2 * self.cfg.election_tick as u64);
         }
     }
 
@@ -497,21 +542,37 @@ impl<M: StateMachine, T: Transport> RaftNode<M, T> {
                 }
                 Some(t @ (EntryType::EntryConfChange | EntryType::EntryConfChangeV2)) => {
                     let corrupt = |err: raft_prost::DecodeError| NodeError::CorruptEntry { index: e.index, detail: err.to_string() };
-                    let mut cs = if t == EntryType::EntryConfChange {
-                        self.raw.apply_conf_change(&ConfChange::decode(e.data.as_slice()).map_err(corrupt)?)?
+                    let (mut cs, change) = if t == EntryType::EntryConfChange {
+                        let cc = ConfChange::decode(e.data.as_slice()).map_err(corrupt)?;
+                        let change = match ConfChangeType::from_i32(cc.change_type) {
+                            Some(ConfChangeType::AddNode) => Some(ConfChangeRequest::AddVoter(cc.node_id)),
+                            Some(ConfChangeType::AddLearnerNode) => Some(ConfChangeRequest::AddLearner(cc.node_id)),
+                            Some(ConfChangeType::RemoveNode) => Some(ConfChangeRequest::Remove(cc.node_id)),
+                            None => None,
+                        };
+                        (self.raw.apply_conf_change(&cc)?, change)
                     } else {
-                        self.raw.apply_conf_change(&ConfChangeV2::decode(e.data.as_slice()).map_err(corrupt)?)?
+                        // never proposed by this driver; applied for raft, not reported
+                        (self.raw.apply_conf_change(&ConfChangeV2::decode(e.data.as_slice()).map_err(corrupt)?)?, None)
                     };
                     // raft-rs lists members in hash order; keep them sorted for readers
                     for ids in [&mut cs.voters, &mut cs.learners, &mut cs.voters_outgoing, &mut cs.learners_next] {
                         ids.sort_unstable();
                     }
                     self.raw.mut_store().record_conf_state(e.index, &cs)?;
+                    let (id, context) = if e.context.len() >= 8 {
+                        let (id, rest) = e.context.split_at(8);
+                        (<[u8; 8]>::try_from(id).ok().map(u64::from_be_bytes), rest.to_vec())
+                    } else {
+                        (None, Vec::new())
+                    };
                     if fresh {
-                        self.sm.apply_conf_change(e.index, &cs)?;
+                        if let Some(change) = change {
+                            self.sm.apply_conf_change(e.index, &cs, &AppliedConfChange { change, context })?;
+                        }
                     }
-                    if let Ok(ctx) = <[u8; 8]>::try_from(e.context.as_slice()) {
-                        self.pending.complete_conf_change(u64::from_be_bytes(ctx), cs);
+                    if let Some(id) = id {
+                        self.pending.complete_conf_change(id, cs);
                     }
                 }
                 None => {

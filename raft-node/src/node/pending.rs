@@ -96,6 +96,16 @@ impl<O> Pending<O> {
         }
     }
 
+    /// Brings every waiting proposal's deadline forward to `deadline` at the latest (the
+    /// leader changed: a proposal the new leader has is committed well before it; one that
+    /// was lost with the old leader is answered `Timeout` then, not after the full request
+    /// timeout).
+    pub fn hasten_proposals(&mut self, deadline: u64) {
+        for w in self.proposals.values_mut() {
+            w.deadline = w.deadline.min(deadline);
+        }
+    }
+
     /// Waits for the conf change with context `id`.
     pub fn add_conf_change(&mut self, id: u64, tx: oneshot::Sender<Result<ConfState, RequestError>>, deadline: u64) {
         self.conf_changes.insert(id, Waiter { tx, deadline });

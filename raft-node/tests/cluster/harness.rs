@@ -9,7 +9,7 @@ use cairn_proto::etcdserverpb::PutRequest;
 use cairn_raft_node::raft::eraftpb::ConfState;
 use cairn_raft_node::raft::StateRole;
 use cairn_raft_node::sim::{SimNet, SimTransport};
-use cairn_raft_node::{NodeConfig, NodeHandle, ProposeResult, RaftNode, SnapshotSource, StateMachine, StateMachineError};
+use cairn_raft_node::{AppliedConfChange, NodeConfig, NodeHandle, ProposeResult, RaftNode, SnapshotSource, StateMachine, StateMachineError};
 use tokio::sync::oneshot;
 
 /// The key-value state. `durable` is what survives a crash (set by `persist`).
@@ -110,7 +110,7 @@ impl StateMachine for Kv {
         Ok(index)
     }
 
-    fn apply_conf_change(&mut self, index: u64, conf: &ConfState) -> Result<(), StateMachineError> {
+    fn apply_conf_change(&mut self, index: u64, conf: &ConfState, _change: &AppliedConfChange) -> Result<(), StateMachineError> {
         let mut s = self.lock();
         assert!(index > s.applied, "conf change {index} applied twice");
         s.conf = conf.clone();

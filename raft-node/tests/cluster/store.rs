@@ -7,7 +7,7 @@ use cairn_proto::cairnpb::InternalRequest;
 use cairn_proto::etcdserverpb::RangeRequest;
 use cairn_raft_node::raft::eraftpb::ConfState;
 use cairn_raft_node::sim::{SimNet, SimTransport};
-use cairn_raft_node::{NodeConfig, RaftNode, SnapshotSource, StateMachine, StateMachineError};
+use cairn_raft_node::{AppliedConfChange, NodeConfig, RaftNode, SnapshotSource, StateMachine, StateMachineError};
 use cairn_storage::{ApplyResponse, Store, StoreConfig};
 
 use crate::harness::put_request;
@@ -42,7 +42,7 @@ impl StateMachine for StoreMachine {
         }
     }
 
-    fn apply_conf_change(&mut self, _index: u64, _conf: &ConfState) -> Result<(), StateMachineError> {
+    fn apply_conf_change(&mut self, _index: u64, _conf: &ConfState, _change: &AppliedConfChange) -> Result<(), StateMachineError> {
         // membership is not kept in the store yet; the next data entry moves its index
         Ok(())
     }

@@ -19,7 +19,8 @@
 //!   RequestProgress and its invariant; `catchup.rs`: the catch-up thread, whose history
 //!   scans are shared by every unsynced watch needing the same window;
 //! * `queue.rs`: each stream's bounded FIFO; `response.rs`: building responses on the
-//!   sending side; `stream.rs`: the per-stream handle.
+//!   sending side; `stream.rs`: the per-stream handle;
+//! * `restore.rs`: resynchronizing every watch after the store restored a snapshot.
 //!
 //! # Ordering guarantees (per stream)
 //! Everything a stream owes its client goes through one FIFO, and every enqueue happens
@@ -54,13 +55,14 @@ mod interval;
 mod progress;
 mod queue;
 mod response;
+mod restore;
 mod stream;
 mod watcher;
 
 #[cfg(test)]
 mod tests;
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 
 use parking_lot::Mutex;
@@ -128,6 +130,9 @@ pub(crate) struct Shared {
     pub state: Mutex<HubState>,
     /// `state.published`, readable without the lock.
     published: AtomicI64,
+    /// The store's restore count (`Store::restore_mark`) the hub has resynchronized for
+    /// (`restore.rs`). Written only under the hub lock.
+    restores_seen: AtomicU64,
     wake_tx: mpsc::Sender<()>,
     /// A wake-up is queued and not yet consumed: later ones are redundant.
     pub wake_pending: AtomicBool,
@@ -152,12 +157,15 @@ impl WatchHub {
     /// The thread ends when the last clone of the hub and every stream are dropped.
     pub fn new(store: Arc<Store>, cfg: HubConfig) -> Result<WatchHub> {
         let (wake_tx, wake_rx) = mpsc::channel();
+        // read the mark first: a restore after it is then seen by the first publish
+        let restores_seen = store.restore_mark().count;
         let published = store.revision();
         let shared = Arc::new(Shared {
             store,
             cfg,
             state: Mutex::new(HubState::new(published)),
             published: AtomicI64::new(published),
+            restores_seen: AtomicU64::new(restores_seen),
             wake_tx,
             wake_pending: AtomicBool::new(false),
         });
@@ -167,17 +175,26 @@ impl WatchHub {
     }
 
     /// Publishes what a [`Store::commit`] made durable, in its order. Called by the one
-    /// thread that commits, right after each commit; never waits for a client.
+    /// thread that commits, right after each commit; never waits for a client. If the
+    /// store restored a snapshot the hub has not resynchronized for, that is done first
+    /// (see [`WatchHub::resync_after_restore`]).
     pub fn publish(&self, committed: Vec<(i64, Vec<Change>)>) {
-        if committed.is_empty() {
+        // the store's lock is never taken under the hub lock
+        let mark = self.shared.store.restore_mark();
+        if committed.is_empty() && mark.count <= self.shared.restores_seen.load(Ordering::Acquire) {
             return;
         }
         let mut st = self.shared.state.lock();
+        let wake = self.shared.resync_if_restored_locked(&mut st, mark);
         for (rev, changes) in committed {
             st.publish_locked(rev, changes);
         }
         st.answer_waiting_locked();
         self.shared.published.store(st.published, Ordering::Release);
+        drop(st);
+        if wake {
+            self.shared.wake_catchup();
+        }
     }
 
     /// A new watch stream.

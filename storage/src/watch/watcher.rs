@@ -240,6 +240,11 @@ impl<T> Slab<T> {
     pub fn len(&self) -> usize {
         self.len
     }
+
+    /// Every occupied slot with its item, in slot order.
+    pub fn iter(&self) -> impl Iterator<Item = (u32, &T)> {
+        self.items.iter().enumerate().filter_map(|(i, item)| item.as_ref().map(|t| (i as u32, t)))
+    }
 }
 
 impl Slab<Watch> {

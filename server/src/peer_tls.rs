@@ -1,0 +1,57 @@
+//! Peer TLS (`--peer-cert-file --peer-key-file --peer-client-cert-auth
+//! --peer-trusted-ca-file --peer-auto-tls`): the acceptor for `https://` peer listeners and
+//! the client configuration for connections to other members.
+//!
+//! As in etcd, a member presents its peer certificate both as a server and as a client, and
+//! verifies other members against `--peer-trusted-ca-file`. Limitation: with
+//! `--peer-auto-tls` etcd's client skips verifying the other side's self-signed
+//! certificate; tonic's client always verifies, so auto-TLS peers need
+//! `--peer-trusted-ca-file` naming a CA that signed them (otherwise start-up refuses).
+
+use std::path::Path;
+
+use tokio_rustls::TlsAcceptor;
+use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+
+use crate::config::Config;
+use crate::error::ServerError;
+use crate::listen::ClientUrl;
+use crate::tls::{read, server_tls, TlsFlags};
+
+/// The acceptor for peer listeners and the client TLS for dialling peers; each `None`
+/// when not configured.
+pub fn peer_tls(
+    config: &Config,
+    data_dir: &Path,
+    listen: &[ClientUrl],
+) -> Result<(Option<TlsAcceptor>, Option<ClientTlsConfig>), ServerError> {
+    let flags = TlsFlags {
+        cert_file: config.peer_cert_file.clone(),
+        key_file: config.peer_key_file.clone(),
+        client_cert_auth: config.peer_client_cert_auth,
+        trusted_ca_file: config.peer_trusted_ca_file.clone(),
+        auto_tls: config.peer_auto_tls,
+        fixture_dir: data_dir.join("fixtures").join("peer"),
+    };
+    let hosts: Vec<String> = listen.iter().map(|u| u.host.clone()).collect();
+    let acceptor = server_tls(&flags, &hosts)?;
+    let dials_tls = config.initial_advertise_peer_urls.iter().any(|u| u.starts_with("https://"))
+        || config.initial_cluster().contains("https://");
+    if !dials_tls && flags.trusted_ca_file.is_none() && flags.cert_file.is_none() {
+        return Ok((acceptor, None));
+    }
+    let mut client = ClientTlsConfig::new();
+    if let Some(ca) = &flags.trusted_ca_file {
+        client = client.ca_certificate(Certificate::from_pem(read(ca)?));
+    } else if dials_tls {
+        return Err(ServerError::Identity(
+            "https:// peer URLs need --peer-trusted-ca-file (cairn verifies peer certificates, \\
+             also with --peer-auto-tls)"
+                .into(),
+        ));
+    }
+    if let (Some(cert), Some(key)) = (&flags.cert_file, &flags.key_file) {
+        client = client.identity(Identity::from_pem(read(cert)?, read(key)?));
+    }
+    Ok((acceptor, Some(client)))
+}

@@ -1,0 +1,146 @@
+//! Membership and leadership of a Raft member ([`ClusterControl`] over the `RaftNode`).
+//!
+//! MemberAdd/Remove/Promote are Raft conf changes whose context carries the member's
+//! record (IDs chosen like etcd's `NewMember`: SHA-1 of the peer URLs, the cluster token
+//! and the time); MemberUpdate is a `MemberAttrRequest` entry. Every member applies them to
+//! its replicated member table (`members.rs`) in log order; the call answers once this
+//! member applied the change.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use cairn_proto::cairnpb::internal_request::Request;
+use cairn_proto::cairnpb::{ConfChangeContext, InternalRequest, MemberAttrRequest, MemberRecord};
+use cairn_proto::etcdserverpb::Member;
+use cairn_raft_node::{ConfChangeRequest, NodeHandle};
+use prost::Message;
+
+use crate::cluster_control::{ClusterControl, RaftNumbers};
+use crate::error::RequestError;
+use crate::members::{to_member, Members};
+use crate::membership::compute_member_id;
+use crate::raft_machine::Output;
+use crate::raft_proposer::node_error;
+
+/// How long MoveLeader waits for the transferee to take over.
+const MOVE_LEADER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The Raft cluster as the Cluster and Maintenance services see it.
+pub struct RaftCluster {
+    me: u64,
+    token: String,
+    handle: NodeHandle<Output>,
+    members: Arc<Members>,
+}
+
+impl RaftCluster {
+    /// Control of the cluster member `me` belongs to.
+    pub fn new(me: u64, token: String, handle: NodeHandle<Output>, members: Arc<Members>) -> RaftCluster {
+        RaftCluster { me, token, handle, members }
+    }
+
+    async fn conf_change(&self, change: ConfChangeRequest, context: Vec<u8>) -> Result<(), RequestError> {
+        match self.handle.conf_change_with(change, context).await {
+            Err(_) => Err(RequestError::Stopped),
+            Ok(Err(e)) => Err(node_error(e)),
+            Ok(Ok(_conf)) => Ok(()),
+        }
+    }
+
+    fn new_member_id(&self, peer_urls: &[String]) -> u64 {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let mut salt = 0u64;
+        loop {
+            let id = compute_member_id(peer_urls, &format!("{}{}", self.token, now + salt));
+            if id != 0 && self.members.get(id).is_none() && !self.members.was_removed(id) {
+                return id;
+            }
+            salt += 1;
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl ClusterControl for RaftCluster {
+    fn members(&self) -> Vec<Member> {
+        self.members.list()
+    }
+
+    async fn raft_numbers(&self) -> RaftNumbers {
+        match self.handle.status().await {
+            Ok(s) => RaftNumbers {
+                leader: s.leader.id,
+                term: s.leader.term,
+                commit: s.commit,
+                applied: s.applied,
+                is_learner: s.conf.learners.contains(&self.me),
+            },
+            Err(_) => RaftNumbers::default(),
+        }
+    }
+
+    async fn add_member(&self, peer_urls: Vec<String>, learner: bool) -> Result<Member, RequestError> {
+        if self.members.with_peer_url(&peer_urls).is_some() {
+            return Err(RequestError::PeerUrlExists);
+        }
+        let id = self.new_member_id(&peer_urls);
+        let record = MemberRecord { id, peer_urls, is_learner: learner, ..Default::default() };
+        let context = ConfChangeContext { member: Some(record.clone()) }.encode_to_vec();
+        let change = if learner { ConfChangeRequest::AddLearner(id) } else { ConfChangeRequest::AddVoter(id) };
+        self.conf_change(change, context).await?;
+        Ok(self.members.get(id).map_or_else(|| to_member(&record), |m| to_member(&m)))
+    }
+
+    async fn remove_member(&self, id: u64) -> Result<(), RequestError> {
+        if self.members.get(id).is_none() {
+            return Err(if self.members.was_removed(id) { RequestError::MemberRemoved } else { RequestError::MemberNotFound });
+        }
+        self.conf_change(ConfChangeRequest::Remove(id), Vec::new()).await
+    }
+
+    async fn update_member(&self, id: u64, peer_urls: Vec<String>) -> Result<(), RequestError> {
+        if self.members.get(id).is_none() {
+            return Err(RequestError::MemberNotFound);
+        }
+        if self.members.with_peer_url(&peer_urls).is_some_and(|m| m.id != id) {
+            return Err(RequestError::PeerUrlExists);
+        }
+        let attr = MemberAttrRequest { id, peer_urls, ..Default::default() };
+        let req = InternalRequest { id: 0, request: Some(Request::MemberAttr(attr)) };
+        match self.handle.propose(req).await {
+            Err(_) => Err(RequestError::Stopped),
+            Ok(Err(e)) => Err(node_error(e)),
+            Ok(Ok(Ok(_))) => Ok(()),
+            Ok(Ok(Err(e))) => Err(RequestError::Storage(e)),
+        }
+    }
+
+    async fn promote_member(&self, id: u64) -> Result<(), RequestError> {
+        match self.members.get(id) {
+            None => Err(RequestError::MemberNotFound),
+            Some(m) if !m.is_learner => Err(RequestError::NotALearner),
+            Some(_) => self.conf_change(ConfChangeRequest::Promote(id), Vec::new()).await,
+        }
+    }
+
+    async fn move_leader(&self, target: u64) -> Result<(), RequestError> {
+        let status = self.handle.status().await.map_err(|_| RequestError::Stopped)?;
+        if status.leader.id != self.me {
+            return Err(RequestError::NotLeader("etcdserver: not leader"));
+        }
+        if !status.conf.voters.contains(&target) {
+            return Err(RequestError::NotLeader("etcdserver: bad leader transferee"));
+        }
+        if target == self.me {
+            return Ok(());
+        }
+        let mut leader = self.handle.leader_watch();
+        self.handle.transfer_leader(target);
+        let moved = tokio::time::timeout(MOVE_LEADER_TIMEOUT, leader.wait_for(|l| l.id == target)).await;
+        match moved {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(RequestError::Stopped),
+            Err(_) => Err(RequestError::Timeout),
+        }
+    }
+}

@@ -1,0 +1,466 @@
+//! A Raft member: the store, its watch hub and member table as the state machine of a
+//! `RaftNode`, the gRPC peer transport, the proposer, the lessor that expires leases while
+//! this member leads, and the tasks that keep them in step.
+//!
+//! ```text
+//!  <data-dir>/member/cairn     the store (sled): MVCC data, applied index, member table
+//!  <data-dir>/member/raft      the Raft log (WAL segments) and received snapshots
+//!  <data-dir>/member/identity  "member_id cluster_id\n" in hex, written once (fsynced)
+//! ```
+//!
+//! Start-up (like etcd's bootstrap):
+//! - a data dir with an identity file restarts that member; the log is replayed above
+//!   what the store holds;
+//! - `--initial-cluster-state new`: this member's ID is derived from its peer URLs and
+//!   the token, the cluster ID from every initial member's; the log starts with them as
+//!   voters;
+//! - `--initial-cluster-state existing`: the member was added with MemberAdd; the cluster
+//!   and this member's ID (the one MemberAdd chose) are read from a running member's
+//!   Cluster service on its peer URL, and the log comes from the leader.
+//!
+//! The node runs on its own thread (its WAL writes and fsyncs block); the transport's
+//! connections and the other tasks run on the server's runtime.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use cairn_proto::cairnpb::internal_request::Request;
+use cairn_proto::cairnpb::{InternalRequest, MemberAttrRequest, MemberTable};
+use cairn_proto::etcdserverpb::cluster_client::ClusterClient;
+use cairn_proto::etcdserverpb::cluster_server::ClusterServer;
+use cairn_proto::etcdserverpb::MemberListRequest;
+use cairn_raft_node::transport::{GrpcTransport, PeerService};
+use cairn_raft_node::node::IntervalTicker;
+use cairn_raft_node::{NodeConfig, NodeHandle, PeerInbox, RaftNode};
+use cairn_storage::watch::{HubConfig, WatchHub};
+use cairn_storage::{ApplyResponse, Store};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{error, info, warn};
+
+use crate::cluster::ClusterService;
+use crate::engine::{open_store, EngineOptions};
+use crate::error::ServerError;
+use crate::lessor::Lessor;
+use crate::members::Members;
+use crate::membership::{compute_cluster_id, InitialMember, Membership, RaftTerm};
+use crate::raft_cluster::RaftCluster;
+use crate::raft_machine::{stored_members, Output, RaftMachine};
+use crate::raft_proposer::RaftProposer;
+
+/// What a Raft member is started with (from the flags).
+pub struct RaftSetup {
+    /// `--data-dir`.
+    pub data_dir: PathBuf,
+    /// `--name`.
+    pub name: String,
+    /// `--advertise-client-urls`.
+    pub client_urls: Vec<String>,
+    /// `--initial-advertise-peer-urls`.
+    pub peer_urls: Vec<String>,
+    /// `--initial-cluster`, with derived IDs.
+    pub initial: Vec<InitialMember>,
+    /// `--initial-cluster-token`.
+    pub token: String,
+    /// `--initial-cluster-state existing`.
+    pub join_existing: bool,
+    /// `--heartbeat-interval` (ms): one Raft tick.
+    pub heartbeat_ms: u64,
+    /// `--election-timeout` (ms).
+    pub election_ms: u64,
+    /// `--snapshot-count`.
+    pub snapshot_count: u64,
+    /// Client TLS for connections to peers (`--peer-*` flags), if any.
+    pub peer_tls: Option<tonic::transport::ClientTlsConfig>,
+    /// Engine options shared with the single-member engine.
+    pub engine: EngineOptions,
+}
+
+/// A running Raft member (see the module docs).
+pub struct RaftEngine {
+    /// The MVCC store.
+    pub store: Arc<Store>,
+    /// The watch hub.
+    pub hub: WatchHub,
+    /// The write path.
+    pub proposer: Arc<RaftProposer>,
+    /// Lease expiry (active while this member leads).
+    pub lessor: Arc<Lessor<RaftProposer>>,
+    /// Membership and leadership.
+    pub control: Arc<RaftCluster>,
+    /// This member, as response headers show it.
+    pub membership: Arc<Membership>,
+    /// Services for the peer listeners.
+    pub peer_routes: tonic::service::Routes,
+    /// The member table.
+    pub members: Arc<Members>,
+    /// Turns true once this member was removed from the cluster (it then stops, as etcd's).
+    pub removed: watch::Receiver<bool>,
+    handle: NodeHandle<Output>,
+    node_thread: Option<std::thread::JoinHandle<()>>,
+    stop_tasks: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// The identity of a member, fixed when it first starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Identity {
+    member_id: u64,
+    cluster_id: u64,
+}
+
+fn identity_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("member").join("identity")
+}
+
+fn read_identity(data_dir: &Path) -> Result<Option<Identity>, ServerError> {
+    let path = identity_path(data_dir);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(ServerError::Identity(format!("{}: {e}", path.display()))),
+    };
+    let mut parts = text.split_whitespace().map(|p| u64::from_str_radix(p, 16));
+    match (parts.next(), parts.next()) {
+        (Some(Ok(member_id)), Some(Ok(cluster_id))) if member_id != 0 => Ok(Some(Identity { member_id, cluster_id })),
+        _ => Err(ServerError::Identity(format!("{} is malformed: {text:?}", path.display()))),
+    }
+}
+
+fn write_identity(data_dir: &Path, id: Identity) -> Result<(), ServerError> {
+    let path = identity_path(data_dir);
+    let tmp = path.with_extension("tmp");
+    let io = |e: std::io::Error| ServerError::Identity(format!("{}: {e}", path.display()));
+    let mut f = std::fs::File::create(&tmp).map_err(io)?;
+    writeln!(f, "{:016x} {:016x}", id.member_id, id.cluster_id).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, &path).map_err(io)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+    }
+    Ok(())
+}
+
+/// Asks the members of `--initial-cluster` (their peer URLs serve the Cluster service) for
+/// the cluster this member was added to; retries for a while (they may be starting).
+async fn fetch_cluster(setup: &RaftSetup) -> Result<(Identity, MemberTable), ServerError> {
+    let urls: Vec<String> = setup
+        .initial
+        .iter()
+        .filter(|m| m.name != setup.name)
+        .flat_map(|m| m.peer_urls.clone())
+        .collect();
+    let mut last_err = String::from("no other member in --initial-cluster");
+    for _attempt in 0..50 {
+        for url in &urls {
+            let mut endpoint = match tonic::transport::Endpoint::from_shared(url.clone()) {
+                Ok(e) => e.connect_timeout(Duration::from_secs(1)).timeout(Duration::from_secs(3)),
+                Err(e) => {
+                    last_err = format!("{url}: {e}");
+                    continue;
+                }
+            };
+            if let Some(tls) = &setup.peer_tls {
+                endpoint = match endpoint.tls_config(tls.clone()) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        last_err = format!("{url}: {e}");
+                        continue;
+                    }
+                };
+            }
+            let channel = match endpoint.connect().await {
+                Ok(c) => c,
+                Err(e) => {
+                    last_err = format!("{url}: {e}");
+                    continue;
+                }
+            };
+            match ClusterClient::new(channel).member_list(MemberListRequest { linearizable: true }).await {
+                Ok(resp) => {
+                    let resp = resp.into_inner();
+                    let cluster_id = resp.header.map_or(0, |h| h.cluster_id);
+                    let me = resp.members.iter().find(|m| m.peer_ur_ls.iter().any(|u| setup.peer_urls.contains(u)));
+                    let Some(me) = me else {
+                        return Err(ServerError::Identity(format!(
+                            "the cluster at {url} has no member with peer URLs {:?}: add it with MemberAdd first",
+                            setup.peer_urls
+                        )));
+                    };
+                    let table = MemberTable {
+                        cluster_id,
+                        members: resp
+                            .members
+                            .iter()
+                            .map(|m| cairn_proto::cairnpb::MemberRecord {
+                                id: m.id,
+                                name: m.name.clone(),
+                                peer_urls: m.peer_ur_ls.clone(),
+                                client_urls: m.client_ur_ls.clone(),
+                                is_learner: m.is_learner,
+                            })
+                            .collect(),
+                        removed: Vec::new(),
+                    };
+                    return Ok((Identity { member_id: me.id, cluster_id }, table));
+                }
+                Err(e) => last_err = format!("{url}: {}", e.message()),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(ServerError::Identity(format!("cannot reach the existing cluster: {last_err}")))
+}
+
+impl RaftEngine {
+    /// Opens (or bootstraps, or joins) the member described by `setup`; see the module docs.
+    pub async fn open(setup: RaftSetup) -> Result<RaftEngine, ServerError> {
+        let member_dir = setup.data_dir.join("member");
+        std::fs::create_dir_all(&member_dir).map_err(|source| ServerError::DataDir { path: member_dir.clone(), source })?;
+        let store = open_store(member_dir.join("cairn"), &setup.engine).await?;
+        let stored = stored_members(&store).map_err(|e| ServerError::Identity(format!("stored member table: {e}")))?;
+
+        let existing = read_identity(&setup.data_dir)?;
+        let (identity, table, bootstrap) = match existing {
+            Some(id) => {
+                let table = match stored {
+                    Some(t) => t,
+                    None => Members::initial(id.cluster_id, &setup.initial),
+                };
+                (id, table, None)
+            }
+            None if setup.join_existing => {
+                let (id, table) = fetch_cluster(&setup).await?;
+                (id, stored.unwrap_or(table), None)
+            }
+            None => {
+                let me = setup
+                    .initial
+                    .iter()
+                    .find(|m| m.name == setup.name)
+                    .ok_or_else(|| ServerError::Identity(format!("{:?} is not in --initial-cluster", setup.name)))?;
+                let ids: Vec<u64> = setup.initial.iter().map(|m| m.id).collect();
+                let id = Identity { member_id: me.id, cluster_id: compute_cluster_id(&ids) };
+                (id, stored.unwrap_or_else(|| Members::initial(id.cluster_id, &setup.initial)), Some(ids))
+            }
+        };
+        if existing.is_none() {
+            write_identity(&setup.data_dir, identity)?;
+        }
+        let me = identity.member_id;
+        info!(member_id = %format!("{me:016x}"), cluster_id = %format!("{:016x}", identity.cluster_id), "raft member");
+
+        let hub = WatchHub::new(
+            store.clone(),
+            HubConfig { max_request_bytes: setup.engine.max_watch_response_bytes, ..HubConfig::default() },
+        )
+        .map_err(ServerError::WatchHub)?;
+        let members = Arc::new(Members::new(table.clone()));
+
+        let inbox = PeerInbox::new();
+        let runtime = tokio::runtime::Handle::current();
+        let transport = GrpcTransport::new(me, identity.cluster_id, inbox.mailbox(), setup.peer_tls.clone(), runtime);
+        update_peers(&transport, me, &table);
+
+        let lessor_cell: Arc<OnceLock<Arc<Lessor<RaftProposer>>>> = Arc::new(OnceLock::new());
+        let (removed_tx, removed_rx) = watch::channel(false);
+        let hook_transport = transport.clone();
+        let on_members = Box::new(move |t: &MemberTable| {
+            update_peers(&hook_transport, me, t);
+            if t.removed.contains(&me) {
+                let _ = removed_tx.send(true);
+            }
+        });
+        let grant_cell = lessor_cell.clone();
+        let on_grant = Box::new(move |id: i64, ttl: i64| {
+            if let Some(l) = grant_cell.get() {
+                l.observe_grant(id, ttl);
+            }
+        });
+        let machine = RaftMachine::new(store.clone(), hub.clone(), members.clone(), on_members, on_grant);
+
+        let tick = setup.heartbeat_ms.max(1);
+        let mut cfg = NodeConfig::new(me);
+        cfg.heartbeat_tick = 1;
+        cfg.election_tick = usize::try_from((setup.election_ms / tick).max(2)).unwrap_or(10);
+        cfg.snapshot_count = setup.snapshot_count.max(1);
+        cfg.catchup_entries = cfg.snapshot_count.min(5_000);
+        // answer requests within etcd's request timeout (5 s + 2 election timeouts)
+        cfg.request_timeout_ticks = (5_000 + 2 * setup.election_ms) / tick;
+        cfg.request_id_epoch = setup.engine.first_request_id;
+        let raft_dir = member_dir.join("raft");
+        let peer_mailbox = inbox.mailbox();
+        let node = {
+            let raft_dir = raft_dir.clone();
+            let bootstrap = bootstrap.clone();
+            tokio::task::spawn_blocking(move || {
+                RaftNode::open_with_inbox(cfg, &raft_dir, machine, transport, bootstrap.as_deref(), inbox)
+            })
+            .await
+            .map_err(|e| ServerError::ProposerThread(std::io::Error::other(e)))?
+            .map_err(|e| ServerError::Raft(e.to_string()))?
+        };
+        let handle = node.handle();
+        let node_thread = std::thread::Builder::new()
+            .name("cairn-raft".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        error!(error = %e, "cannot start the raft thread's runtime");
+                        return;
+                    }
+                };
+                match rt.block_on(async move { node.run(IntervalTicker::new(Duration::from_millis(tick))).await }) {
+                    Ok(_) => info!("raft node stopped"),
+                    Err(e) => error!(error = %e, "raft node failed; this member stops applying"),
+                }
+            })
+            .map_err(ServerError::ProposerThread)?;
+        if bootstrap.is_some() && setup.initial.len() == 1 {
+            // a one-member cluster need not wait an election timeout
+            handle.campaign();
+        }
+
+        let proposer = Arc::new(RaftProposer::new(handle.clone(), setup.engine.max_request_bytes));
+        let lessor = Arc::new(Lessor::new(
+            store.clone(),
+            proposer.clone(),
+            setup.engine.clock.clone(),
+            setup.engine.lessor.clone(),
+            setup.engine.first_lease_id,
+        ));
+        let _ = lessor_cell.set(lessor.clone());
+        let membership = Arc::new(Membership {
+            cluster_id: identity.cluster_id,
+            member_id: me,
+            name: setup.name.clone(),
+            peer_urls: setup.peer_urls.clone(),
+            client_urls: setup.client_urls.clone(),
+            raft_term: RaftTerm::new(handle.leader().term),
+        });
+        let control = Arc::new(RaftCluster::new(me, setup.token.clone(), handle.clone(), members.clone()));
+        let peer_service = PeerService::new(me, identity.cluster_id, peer_mailbox, 8 << 30);
+        let peer_routes = tonic::service::Routes::new(peer_service.into_server())
+            .add_service(ClusterServer::new(ClusterService::new(membership.clone(), control.clone())));
+
+        let (stop_tasks, stopped) = watch::channel(false);
+        let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(follow_leadership(handle.clone(), me, lessor.clone(), membership.raft_term.clone(), stopped.clone())));
+        tasks.push(tokio::spawn(lessor.clone().run(stopped.clone())));
+        tasks.push(tokio::spawn(publish_attributes(
+            proposer.clone(),
+            members.clone(),
+            MemberAttrRequest { id: me, name: setup.name.clone(), client_urls: setup.client_urls.clone(), peer_urls: Vec::new() },
+            stopped,
+        )));
+        Ok(RaftEngine {
+            store,
+            hub,
+            proposer,
+            lessor,
+            control,
+            membership,
+            peer_routes,
+            members,
+            removed: removed_rx,
+            handle,
+            node_thread: Some(node_thread),
+            stop_tasks,
+            tasks,
+        })
+    }
+
+    /// Why this member is unhealthy, if it is (no leader known).
+    pub fn health(&self) -> Arc<dyn Fn() -> Option<Arc<str>> + Send + Sync> {
+        let handle = self.handle.clone();
+        Arc::new(move || if handle.leader().id == 0 { Some(Arc::from("no leader")) } else { None })
+    }
+
+    /// Stops the tasks, then the node (its log holds everything acknowledged).
+    pub async fn shutdown(mut self) {
+        let _ = self.stop_tasks.send(true);
+        for t in self.tasks.drain(..) {
+            if let Err(e) = t.await {
+                warn!(error = %e, "a raft member task failed");
+            }
+        }
+        self.handle.stop();
+        if let Some(t) = self.node_thread.take() {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+        if let Err(e) = self.store.sync_backend() {
+            warn!(error = %e, "syncing the store at shutdown failed (the log replays it)");
+        }
+    }
+}
+
+/// Tells the transport where every other member is.
+fn update_peers(transport: &GrpcTransport, me: u64, table: &MemberTable) {
+    for m in &table.members {
+        if m.id != me && !m.peer_urls.is_empty() {
+            if let Err(e) = transport.set_peer(m.id, m.peer_urls.clone()) {
+                warn!(member = %format!("{:016x}", m.id), error = %e, "cannot use the member's peer URLs");
+            }
+        }
+    }
+    for id in &table.removed {
+        transport.remove_peer(*id);
+    }
+}
+
+/// Keeps the lessor and the reported term in step with leadership.
+async fn follow_leadership(
+    handle: NodeHandle<Output>,
+    me: u64,
+    lessor: Arc<Lessor<RaftProposer>>,
+    term: RaftTerm,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut leader = handle.leader_watch();
+    loop {
+        let info = *leader.borrow_and_update();
+        term.set(info.term);
+        if info.id == me && !lessor.is_leader() {
+            // apply what earlier terms committed first, so every granted lease is queued
+            if let Ok(Ok(_)) = handle.read_index().await {
+                lessor.promote();
+                info!(term = info.term, "became leader: expiring leases");
+            }
+        } else if info.id != me && lessor.is_leader() {
+            lessor.demote();
+        }
+        tokio::select! {
+            changed = leader.changed() => if changed.is_err() { return },
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Publishes this member's name and client URLs once (etcd's publish), retrying until the
+/// member table shows them.
+async fn publish_attributes(
+    proposer: Arc<RaftProposer>,
+    members: Arc<Members>,
+    attr: MemberAttrRequest,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let done = members
+            .get(attr.id)
+            .is_some_and(|m| m.name == attr.name && m.client_urls == attr.client_urls);
+        if done {
+            return;
+        }
+        let req = InternalRequest { id: 0, request: Some(Request::MemberAttr(attr.clone())) };
+        let result = proposer.handle().propose(req).await;
+        if !matches!(result, Ok(Ok(Ok(ApplyResponse::Skipped)))) {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! The store as the state machine of a Raft member (`cairn_raft_node::StateMachine`).
+//!
+//! - KV and lease commands go to [`Store::apply`]; a request's own refusal (failed compare,
+//!   unknown lease) is its deterministic answer, a fatal storage error stops the node.
+//! - `MemberAttrRequest` entries and membership conf changes update the replicated member
+//!   table ([`Members`]), whose encoding the store keeps with the applied index
+//!   ([`Store::apply_members`]), so a snapshot carries it.
+//! - `publish` makes an applied batch visible and feeds the watch hub (in commit order,
+//!   before proposers are answered); `persist` syncs the backend (the log is compacted only
+//!   behind it); `restore` installs a leader's snapshot.
+//! - After every member table change, `on_members` runs on the apply thread (the transport
+//!   learns new peer addresses there; the server notices its own removal).
+
+use std::sync::Arc;
+
+use cairn_proto::cairnpb::internal_request::Request;
+use cairn_proto::cairnpb::{ConfChangeContext, InternalRequest, MemberTable};
+use cairn_raft_node::raft::eraftpb::ConfState;
+use cairn_raft_node::{AppliedConfChange, SnapshotSource, StateMachine, StateMachineError};
+use cairn_storage::watch::WatchHub;
+use cairn_storage::{ApplyResponse, Error as StorageError, Store};
+use prost::Message;
+
+use crate::group_commit::StateMachine as _;
+use crate::members::Members;
+use crate::watch::WatchedStore;
+
+/// What applying one entry answers its proposer.
+pub type Output = Result<ApplyResponse, StorageError>;
+
+/// Called with the member table after each change.
+pub type MembersHook = Box<dyn Fn(&MemberTable) + Send>;
+
+/// Called with (lease ID, TTL) after each applied grant (the leader's lessor queues it).
+pub type GrantHook = Box<dyn Fn(i64, i64) + Send>;
+
+/// The store as a Raft state machine (see the module docs).
+pub struct RaftMachine {
+    store: Arc<Store>,
+    watched: WatchedStore,
+    hub: WatchHub,
+    members: Arc<Members>,
+    on_members: MembersHook,
+    on_grant: GrantHook,
+}
+
+impl RaftMachine {
+    /// The machine over `store` and its `hub`, keeping `members`.
+    pub fn new(store: Arc<Store>, hub: WatchHub, members: Arc<Members>, on_members: MembersHook, on_grant: GrantHook) -> RaftMachine {
+        RaftMachine { watched: WatchedStore::new(store.clone(), hub.clone()), store, hub, members, on_members, on_grant }
+    }
+
+    fn save_members(&mut self, index: u64, table: &MemberTable) -> Result<(), StateMachineError> {
+        self.store.apply_members(index, &table.encode_to_vec()).map_err(StateMachineError::new)?;
+        (self.on_members)(table);
+        Ok(())
+    }
+}
+
+/// The member table a store holds, if it holds one that decodes.
+pub fn stored_members(store: &Store) -> Result<Option<MemberTable>, prost::DecodeError> {
+    store.members().map(|b| MemberTable::decode(b.as_slice())).transpose()
+}
+
+fn fatal(e: StorageError) -> StateMachineError {
+    StateMachineError::new(e)
+}
+
+impl StateMachine for RaftMachine {
+    type Output = Output;
+
+    fn applied_index(&self) -> u64 {
+        self.store.applied_index()
+    }
+
+    fn apply(&mut self, index: u64, req: &InternalRequest) -> Result<Output, StateMachineError> {
+        if let Some(Request::MemberAttr(attr)) = &req.request {
+            match self.members.apply_attr(attr) {
+                Some(table) => self.save_members(index, &table)?,
+                None => self.store.note_applied(index).map_err(fatal)?,
+            }
+            return Ok(Ok(ApplyResponse::Skipped));
+        }
+        match self.store.apply(index, req) {
+            Ok(ApplyResponse::LeaseGrant(g)) => {
+                (self.on_grant)(g.id, g.ttl);
+                Ok(Ok(ApplyResponse::LeaseGrant(g)))
+            }
+            Ok(r) => Ok(Ok(r)),
+            Err(e) if e.is_fatal() => Err(fatal(e)),
+            Err(e) => Ok(Err(e)),
+        }
+    }
+
+    fn apply_conf_change(&mut self, index: u64, _conf: &ConfState, change: &AppliedConfChange) -> Result<(), StateMachineError> {
+        // a context that does not decode (never written by cairn) adds a member without URLs
+        let added = ConfChangeContext::decode(change.context.as_slice()).ok().and_then(|c| c.member);
+        let table = self.members.apply_conf_change(change.change, added);
+        self.save_members(index, &table)
+    }
+
+    fn publish(&mut self) -> Result<(), StateMachineError> {
+        self.watched.publish().map_err(fatal)
+    }
+
+    fn persist(&mut self) -> Result<u64, StateMachineError> {
+        self.store.sync_backend().map_err(fatal)
+    }
+
+    fn restore(&mut self, index: u64, data: &[u8]) -> Result<(), StateMachineError> {
+        self.store.restore(index, data).map_err(fatal)?;
+        self.hub.resync_after_restore();
+        match stored_members(&self.store) {
+            Ok(Some(table)) => {
+                self.members.replace(table.clone());
+                (self.on_members)(&table);
+            }
+            Ok(None) => {}
+            Err(e) => return Err(StateMachineError::new(e)),
+        }
+        Ok(())
+    }
+
+    fn snapshot_source(&self) -> Box<dyn SnapshotSource> {
+        Box::new(StoreSnapshots(self.store.clone()))
+    }
+}
+
+/// Snapshots of the store for followers that fell behind the log.
+struct StoreSnapshots(Arc<Store>);
+
+impl SnapshotSource for StoreSnapshots {
+    fn snapshot(&self) -> Result<(u64, Vec<u8>), StateMachineError> {
+        self.0.snapshot_bytes().map_err(fatal)
+    }
+}
