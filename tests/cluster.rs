@@ -46,8 +46,13 @@ fn put_until(c: &ProcCluster, i: usize, key: &str, value: &str, timeout: Duratio
     let started = Instant::now();
     let mut last_err = String::new();
     while started.elapsed() < timeout {
-        let left = timeout.saturating_sub(started.elapsed()).max(Duration::from_millis(100));
-        let t = format!("--command-timeout={}ms", left.min(Duration::from_secs(2)).as_millis());
+        let left = timeout
+            .saturating_sub(started.elapsed())
+            .max(Duration::from_millis(100));
+        let t = format!(
+            "--command-timeout={}ms",
+            left.min(Duration::from_secs(2)).as_millis()
+        );
         let out = c.ctl(i, &["put", key, value, &t, "--dial-timeout=1s"]);
         if out.status.success() {
             return started.elapsed();
@@ -78,12 +83,22 @@ fn writes_replicate_and_every_member_reports_the_same_cluster() {
     let c = ProcCluster::start(target_kind(), 3);
     c.ctl_ok(0, &["put", "/a", "v1"]);
     for i in 1..3 {
-        assert_eq!(get(&c, i, "/a", false, T), Ok(Some("v1".into())), "linearizable read via m{i}");
+        assert_eq!(
+            get(&c, i, "/a", false, T),
+            Ok(Some("v1".into())),
+            "linearizable read via m{i}"
+        );
         // after a linearizable read the member has applied the write: its local read sees it
-        assert_eq!(get(&c, i, "/a", true, T), Ok(Some("v1".into())), "serializable read via m{i}");
+        assert_eq!(
+            get(&c, i, "/a", true, T),
+            Ok(Some("v1".into())),
+            "serializable read via m{i}"
+        );
     }
 
-    let ids: Vec<u64> = (0..3).map(|i| c.member_id(i).expect("id known after start")).collect();
+    let ids: Vec<u64> = (0..3)
+        .map(|i| c.member_id(i).expect("id known after start"))
+        .collect();
     for i in 0..3 {
         let mut list = c.member_list(i);
         list.sort_by_key(|m| m.name.clone());
@@ -91,8 +106,18 @@ fn writes_replicate_and_every_member_reports_the_same_cluster() {
         for (j, m) in list.iter().enumerate() {
             assert_eq!(m.name, c.name(j), "member list via m{i}: {list:?}");
             assert_eq!(m.id, ids[j], "member list via m{i}: {list:?}");
-            assert_eq!(m.peer_urls, vec![c.peer_url(j)], "peer URLs of {} via m{i}", m.name);
-            assert_eq!(m.client_urls, vec![c.endpoint(j)], "client URLs of {} via m{i}", m.name);
+            assert_eq!(
+                m.peer_urls,
+                vec![c.peer_url(j)],
+                "peer URLs of {} via m{i}",
+                m.name
+            );
+            assert_eq!(
+                m.client_urls,
+                vec![c.endpoint(j)],
+                "client URLs of {} via m{i}",
+                m.name
+            );
             assert!(!m.is_learner, "{} is a voter", m.name);
         }
     }
@@ -103,15 +128,32 @@ fn writes_replicate_and_every_member_reports_the_same_cluster() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     let rows = v.as_array().expect("a status per endpoint");
     assert_eq!(rows.len(), 3, "{v}");
-    let leaders: Vec<u64> = rows.iter().map(|r| r["Status"]["leader"].as_u64().unwrap()).collect();
-    assert!(leaders.iter().all(|&l| l == leaders[0]), "leaders differ: {v}");
-    assert!(ids.contains(&leaders[0]), "the leader {} is not a member: {v}", leaders[0]);
+    let leaders: Vec<u64> = rows
+        .iter()
+        .map(|r| r["Status"]["leader"].as_u64().unwrap())
+        .collect();
+    assert!(
+        leaders.iter().all(|&l| l == leaders[0]),
+        "leaders differ: {v}"
+    );
+    assert!(
+        ids.contains(&leaders[0]),
+        "the leader {} is not a member: {v}",
+        leaders[0]
+    );
     let revs: Vec<i64> = rows
         .iter()
         .map(|r| r["Status"]["header"]["revision"].as_i64().unwrap())
         .collect();
-    assert!(revs.iter().all(|&r| r >= 2), "every member applied the put: {v}");
-    assert_eq!(c.link_stats().unidentified, 0, "every peer connection came from a member");
+    assert!(
+        revs.iter().all(|&r| r >= 2),
+        "every member applied the put: {v}"
+    );
+    assert_eq!(
+        c.link_stats().unidentified,
+        0,
+        "every peer connection came from a member"
+    );
 }
 
 #[test]
@@ -122,10 +164,16 @@ fn a_killed_leader_is_replaced_within_seconds_and_catches_up_after_restart() {
     c.kill9(old);
     let other = (old + 1) % 3;
     let took = put_until(&c, other, "/b", "after", T);
-    eprintln!("write through {} took {took:?} after the leader was killed", c.name(other));
+    eprintln!(
+        "write through {} took {took:?} after the leader was killed",
+        c.name(other)
+    );
     let new = c.leader();
     assert_ne!(new, old, "a killed member cannot lead");
-    assert_eq!(get(&c, (old + 2) % 3, "/b", false, T), Ok(Some("after".into())));
+    assert_eq!(
+        get(&c, (old + 2) % 3, "/b", false, T),
+        Ok(Some("after".into()))
+    );
 
     c.restart(old);
     wait_value(&c, old, "/b", "after", Duration::from_secs(10));
@@ -142,7 +190,10 @@ fn a_learner_is_added_promoted_and_another_member_removed() {
     let lid = c.member_id(learner).expect("`member add` printed the id");
     let list = c.member_list(0);
     assert_eq!(list.len(), 4, "{list:?}");
-    let row = list.iter().find(|m| m.id == lid).expect("the learner is listed");
+    let row = list
+        .iter()
+        .find(|m| m.id == lid)
+        .expect("the learner is listed");
     assert!(row.is_learner, "{row:?}");
     assert_eq!(row.peer_urls, vec![c.peer_url(learner)]);
     // it replicates (a learner serves serializable reads only)
@@ -151,12 +202,22 @@ fn a_learner_is_added_promoted_and_another_member_removed() {
     // promotion is refused until the learner has caught up: retry
     let hex = format!("{lid:x}");
     wait_for("member promote", RECONFIG_TIMEOUT, || {
-        c.ctl(0, &["member", "promote", &hex]).status.success().then_some(())
+        c.ctl(0, &["member", "promote", &hex])
+            .status
+            .success()
+            .then_some(())
     });
     let list = c.member_list(learner);
     assert_eq!(list.len(), 4, "{list:?}");
-    assert!(list.iter().all(|m| !m.is_learner), "all voters after the promotion: {list:?}");
-    assert_eq!(get(&c, learner, "/c", false, T), Ok(Some("v1".into())), "a voter serves linearizable reads");
+    assert!(
+        list.iter().all(|m| !m.is_learner),
+        "all voters after the promotion: {list:?}"
+    );
+    assert_eq!(
+        get(&c, learner, "/c", false, T),
+        Ok(Some("v1".into())),
+        "a voter serves linearizable reads"
+    );
 
     // remove a follower that is not the new member, through the new member
     let leader = c.leader();
@@ -164,7 +225,10 @@ fn a_learner_is_added_promoted_and_another_member_removed() {
     let gid = format!("{:x}", c.member_id(gone).unwrap());
     // (refused while the newest voter has been connected for less than 5 s: retry)
     wait_for("member remove", RECONFIG_TIMEOUT, || {
-        c.ctl(learner, &["member", "remove", &gid]).status.success().then_some(())
+        c.ctl(learner, &["member", "remove", &gid])
+            .status
+            .success()
+            .then_some(())
     });
     let list = c.member_list(learner);
     let mut names: Vec<&str> = list.iter().map(|m| m.name.as_str()).collect();
@@ -181,7 +245,12 @@ fn a_learner_is_added_promoted_and_another_member_removed() {
     put_until(&c, learner, "/c", "v2", T);
     let live = c.live();
     for &i in &live {
-        assert_eq!(get(&c, i, "/c", false, T), Ok(Some("v2".into())), "via {}", c.name(i));
+        assert_eq!(
+            get(&c, i, "/c", false, T),
+            Ok(Some("v2".into())),
+            "via {}",
+            c.name(i)
+        );
     }
     c.wait_leader_agreed(Duration::from_secs(10));
 }
@@ -199,22 +268,42 @@ fn an_isolated_leader_serves_no_stale_reads_and_converges_after_the_heal() {
     c.isolate(old, CutMode::Blackhole);
     let took = put_until(&c, majority[0], "/d", "new", Duration::from_secs(8));
     eprintln!("majority write took {took:?} after the leader was isolated");
-    assert!(c.link_stats().cut > cut_before, "the cut closed the leader's connections");
+    assert!(
+        c.link_stats().cut > cut_before,
+        "the cut closed the leader's connections"
+    );
     assert_eq!(get(&c, majority[1], "/d", false, T), Ok(Some("new".into())));
 
     // the isolated member must not answer a linearizable read (it cannot know "new")
     match get(&c, old, "/d", false, Duration::from_secs(3)) {
         Err(e) => eprintln!("isolated linearizable read failed as it must: {e}"),
-        Ok(v) if v.as_deref() == Some("old") => panic!("STALE linearizable read from the isolated {}", c.name(old)),
-        Ok(v) => panic!("the isolated {} answered a linearizable read with {v:?}: the partition leaks", c.name(old)),
+        Ok(v) if v.as_deref() == Some("old") => {
+            panic!("STALE linearizable read from the isolated {}", c.name(old))
+        }
+        Ok(v) => panic!(
+            "the isolated {} answered a linearizable read with {v:?}: the partition leaks",
+            c.name(old)
+        ),
     }
     // ...while its local state shows the partition held
-    assert_eq!(get(&c, old, "/d", true, T), Ok(Some("old".into())), "serializable read on the isolated member");
-    assert_eq!(c.link_stats().unidentified, 0, "every peer connection was attributed to a member");
+    assert_eq!(
+        get(&c, old, "/d", true, T),
+        Ok(Some("old".into())),
+        "serializable read on the isolated member"
+    );
+    assert_eq!(
+        c.link_stats().unidentified,
+        0,
+        "every peer connection was attributed to a member"
+    );
 
     c.heal();
     wait_value(&c, old, "/d", "new", Duration::from_secs(15));
     let leader = c.wait_leader_agreed(Duration::from_secs(15));
     assert_eq!(get(&c, old, "/d", false, T), Ok(Some("new".into())));
-    eprintln!("after the heal {} leads (the isolated one was {})", c.name(leader), c.name(old));
+    eprintln!(
+        "after the heal {} leads (the isolated one was {})",
+        c.name(leader),
+        c.name(old)
+    );
 }

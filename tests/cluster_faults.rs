@@ -135,8 +135,17 @@ impl Cluster for Members {
         self.0.endpoints()
     }
     fn partition(&mut self, minority: &[usize], blackhole: bool) {
-        let rest: Vec<usize> = self.0.live().into_iter().filter(|i| !minority.contains(i)).collect();
-        let mode = if blackhole { CutMode::Blackhole } else { CutMode::Refuse };
+        let rest: Vec<usize> = self
+            .0
+            .live()
+            .into_iter()
+            .filter(|i| !minority.contains(i))
+            .collect();
+        let mode = if blackhole {
+            CutMode::Blackhole
+        } else {
+            CutMode::Refuse
+        };
         self.0.partition(minority, &rest, mode);
     }
     fn heal(&mut self) {
@@ -209,7 +218,14 @@ async fn run(seed: u64, load: Duration) -> Result<(String, Vec<Fault>), String> 
     let first = connect(&ep_rx.borrow().clone(), &mut rng, cfg.connect_timeout)
         .await
         .ok_or("cannot connect")?;
-    let get = must(&clock, &mut KvClient::new(first), CLIENTS, &cfg.hot_keys[0], Input::Get).await?;
+    let get = must(
+        &clock,
+        &mut KvClient::new(first),
+        CLIENTS,
+        &cfg.hot_keys[0],
+        Input::Get,
+    )
+    .await?;
     let start_rev = get.header_revision().unwrap() + 1;
     let mut watches: Vec<WatchRun> = cfg
         .hot_keys
@@ -262,14 +278,32 @@ async fn run(seed: u64, load: Duration) -> Result<(String, Vec<Fault>), String> 
     let links = cluster.0.link_stats();
     if links.unidentified != 0 {
         let who = cluster.0.unidentified_links();
-        problems.push(format!("peer connections from outside the cluster: {links:?}: {who:?}"));
+        problems.push(format!(
+            "peer connections from outside the cluster: {links:?}: {who:?}"
+        ));
     }
     drop(cluster);
 
     let count = |f: &dyn Fn(&Output) -> bool| ops.iter().filter(|o| f(&o.output)).count();
     let unknown = count(&|o| *o == Output::Unknown);
-    let won = count(&|o| matches!(o, Output::Txn { succeeded: true, .. }));
-    let lost = count(&|o| matches!(o, Output::Txn { succeeded: false, .. }));
+    let won = count(&|o| {
+        matches!(
+            o,
+            Output::Txn {
+                succeeded: true,
+                ..
+            }
+        )
+    });
+    let lost = count(&|o| {
+        matches!(
+            o,
+            Output::Txn {
+                succeeded: false,
+                ..
+            }
+        )
+    });
     let reads = count(&|o| matches!(o, Output::Get { .. }));
     if won == 0 || lost == 0 || reads == 0 || load_ops < 100 || load.faults.is_empty() {
         problems.push(format!(
@@ -279,15 +313,28 @@ async fn run(seed: u64, load: Duration) -> Result<(String, Vec<Fault>), String> 
     }
     if !load.refused.is_empty() {
         let refused = &load.refused;
-        problems.push(format!("requests refused (the workload sends none that should be): {refused:?}"));
+        problems.push(format!(
+            "requests refused (the workload sends none that should be): {refused:?}"
+        ));
     }
 
     let mut s = String::new();
     let _ = write!(s, "seed {seed}: faults (clock seconds):");
     for f in &load.faults {
-        let _ = write!(s, " {:.3}s m{} {:?} ({:.2?});", f.at as f64 / 1e9, f.member, f.kind, f.took);
+        let _ = write!(
+            s,
+            " {:.3}s m{} {:?} ({:.2?});",
+            f.at as f64 / 1e9,
+            f.member,
+            f.kind,
+            f.took
+        );
     }
-    let _ = writeln!(s, " {:.3}s final kill -9 of every member", last.kill_at as f64 / 1e9);
+    let _ = writeln!(
+        s,
+        " {:.3}s final kill -9 of every member",
+        last.kill_at as f64 / 1e9
+    );
     let _ = writeln!(
         s,
         "  {} ops ({unknown} with unknown outcome; {reads} reads, {won}/{} txns won) on {} keys",
@@ -302,7 +349,10 @@ async fn run(seed: u64, load: Duration) -> Result<(String, Vec<Fault>), String> 
         report.verdict()
     );
     let durable = history.committed.len();
-    let _ = writeln!(s, "  durability: {durable} committed writes read back at their revisions");
+    let _ = writeln!(
+        s,
+        "  durability: {durable} committed writes read back at their revisions"
+    );
     let asked = match progress {
         Some(p) => format!("progress asked every {p:?}"),
         None => format!("progress never asked: etcd {version} has #15220"),
@@ -347,7 +397,15 @@ async fn drive_load(
     let (cluster, faults) = tokio::task::spawn_blocking(move || {
         let mut c = cluster;
         let multi = cluster_faults();
-        let faults = run_nemesis_with(&mut c, seed, &nemesis(), Some(&multi), clock, deadline, &ep_tx);
+        let faults = run_nemesis_with(
+            &mut c,
+            seed,
+            &nemesis(),
+            Some(&multi),
+            clock,
+            deadline,
+            &ep_tx,
+        );
         (c, faults)
     })
     .await
@@ -410,14 +468,16 @@ async fn final_restart(
     };
     let keys: Vec<&String> = cfg.hot_keys.iter().chain(&cfg.kube_keys).collect();
     for key in &keys {
-        last.ops.push(must(&clock, &mut kv, CLIENTS, key, Input::Get).await?);
+        last.ops
+            .push(must(&clock, &mut kv, CLIENTS, key, Input::Get).await?);
     }
     for key in keys {
         let put = Input::Put {
             value: format!("final-{key}"),
         };
         let op = must(&clock, &mut kv, CLIENTS, key, put).await?;
-        last.sentinel.insert(key.clone(), op.header_revision().unwrap());
+        last.sentinel
+            .insert(key.clone(), op.header_revision().unwrap());
         last.ops.push(op);
     }
     Ok((cluster, last))

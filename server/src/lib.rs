@@ -28,6 +28,7 @@ pub mod lease;
 pub mod lessor;
 pub mod limits;
 pub mod listen;
+pub mod local_cluster;
 pub mod maintenance;
 pub mod members;
 pub mod membership;
@@ -75,6 +76,10 @@ use crate::watch::WatchService;
 /// Exit codes: 0 after a clean shutdown (or `--help`, `--version`), 2 for a usage error,
 /// 1 when the server fails.
 pub fn main_entry() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("cluster") {
+        return local_cluster::main(&args[2..]);
+    }
     let config = match Config::try_parse_args(std::env::args_os()) {
         Ok(config) => config,
         Err(e) => {

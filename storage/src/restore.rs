@@ -215,7 +215,14 @@ impl Store {
             compactor.schedule(scheduled);
         }
         *self.compactor.lock() = Some(compactor);
-        tracing::info!(index, revision = rev, compact_rev = scheduled, changes, keys = self.index.len(), "snapshot restored");
+        tracing::info!(
+            index,
+            revision = rev,
+            compact_rev = scheduled,
+            changes,
+            keys = self.index.len(),
+            "snapshot restored"
+        );
         Ok(())
     }
 

@@ -209,6 +209,7 @@ impl Store {
     /// A Range at the committed revision (or the older one it asks for). Sets only the
     /// header's revision.
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse> {
+        let _gate = self.gate.read();
         // load the floor before the revision: a commit in between only raises both
         let floor = self.compact_rev.load(Ordering::Acquire);
         let cur = self.committed_rev.load(Ordering::Acquire);
@@ -341,18 +342,25 @@ impl Store {
     }
 
     /// Resolves once a physical compaction at `rev` or later is on disk. A restore
-    /// meanwhile replaces the compactor; the wait goes on with the new one.
+    /// meanwhile replaces the compactor; the wait goes on with the new one (polling every
+    /// few milliseconds while the restore has none in place). Fails with
+    /// [`Error::Stopped`] once the store failed or its compactor died on an error.
     pub async fn wait_compacted(&self, rev: i64) -> Result<()> {
         loop {
-            let mark = self.restored.lock().count;
-            let Some(mut rx) = self.compactor.lock().as_ref().map(Compactor::finished) else {
-                return Err(Error::Stopped);
+            let current = self.compactor.lock().as_ref().map(Compactor::finished);
+            let Some(mut rx) = current else {
+                if self.failed.load(Ordering::Acquire) {
+                    return Err(Error::Stopped);
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                continue;
             };
             if rx.wait_for(|f| *f >= rev).await.is_ok() {
                 return Ok(());
             }
-            // the compactor ended: for good unless a restore replaced it since `mark`
-            if self.restored.lock().count == mark || self.failed.load(Ordering::Acquire) {
+            // the compactor's thread ended: a compaction failed, or a restore stopped it
+            let replaced = self.compactor.lock().as_ref().is_none_or(|c| !c.finished().same_channel(&rx));
+            if !replaced || self.failed.load(Ordering::Acquire) {
                 return Err(Error::Stopped);
             }
         }
@@ -377,5 +385,4 @@ impl Store {
     pub fn config(&self) -> &StoreConfig {
         &self.cfg
     }
-
 }

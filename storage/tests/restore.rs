@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use cairn_proto::cairnpb::{internal_request::Request, InternalRequest};
 use cairn_proto::etcdserverpb::{
-    CompactionRequest, DeleteRangeRequest, LeaseCheckpoint, LeaseCheckpointRequest, LeaseGrantRequest, LeaseRevokeRequest, PutRequest,
-    RangeRequest,
+    CompactionRequest, DeleteRangeRequest, LeaseCheckpoint, LeaseCheckpointRequest, LeaseGrantRequest,
+    LeaseRevokeRequest, PutRequest, RangeRequest,
 };
 use cairn_storage::backend::Bucket;
 use cairn_storage::snapshot::{read_snapshot, SnapshotWriter};
@@ -81,8 +81,16 @@ impl Member {
     }
 
     fn all(&self, rev: i64) -> Result<Vec<(Vec<u8>, Vec<u8>, i64, i64, i64, i64)>, Error> {
-        let r = self.store.range(&RangeRequest { key: vec![0], range_end: vec![0], revision: rev, ..Default::default() })?;
-        Ok(r.kvs.into_iter().map(|kv| (kv.key, kv.value, kv.create_revision, kv.mod_revision, kv.version, kv.lease)).collect())
+        let r = self.store.range(&RangeRequest {
+            key: vec![0],
+            range_end: vec![0],
+            revision: rev,
+            ..Default::default()
+        })?;
+        Ok(r.kvs
+            .into_iter()
+            .map(|kv| (kv.key, kv.value, kv.create_revision, kv.mod_revision, kv.version, kv.lease))
+            .collect())
     }
 }
 
@@ -371,7 +379,8 @@ fn readers_see_the_old_state_or_the_new_one_never_a_mix() {
             std::thread::spawn(move || {
                 let mut seen = 0;
                 while !stop.load(Ordering::Relaxed) {
-                    let r = store.range(&RangeRequest { key: vec![0], range_end: vec![0], ..Default::default() }).unwrap();
+                    let r =
+                        store.range(&RangeRequest { key: vec![0], range_end: vec![0], ..Default::default() }).unwrap();
                     assert_eq!(r.kvs.len(), 60);
                     let first = r.kvs[0].value.clone();
                     assert!(r.kvs.iter().all(|kv| kv.value == first), "a read mixed two states");
@@ -395,9 +404,27 @@ fn readers_see_the_old_state_or_the_new_one_never_a_mix() {
 fn checkpointed_lease_is_restored_with_its_remaining_ttl() {
     let mut src = Member::new();
     src.grant(3, 60);
-    src.apply(Request::LeaseCheckpoint(LeaseCheckpointRequest { checkpoints: vec![LeaseCheckpoint { id: 3, remaining_ttl: 17 }] }))
-        .unwrap();
+    src.apply(Request::LeaseCheckpoint(LeaseCheckpointRequest {
+        checkpoints: vec![LeaseCheckpoint { id: 3, remaining_ttl: 17 }],
+    }))
+    .unwrap();
     let mut dst = Member::new();
     dst.restore_from(&src);
     assert_eq!(dst.store.lease(3).map(|l| (l.ttl, l.remaining_ttl)), Some((60, 17)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compaction_wait_goes_on_across_a_restore() {
+    fn assert_send<T: Send>(t: T) -> T {
+        t
+    }
+    let src = busy_source();
+    let target = src.store.compact_revision();
+    let dst = Member::new();
+    let store = dst.store.clone();
+    let waiter = tokio::spawn(assert_send(async move { store.wait_compacted(target).await }));
+    let (index, data) = src.store.snapshot_bytes().unwrap();
+    tokio::task::block_in_place(|| dst.store.restore(index, &data)).unwrap();
+    let done = tokio::time::timeout(std::time::Duration::from_secs(10), waiter).await;
+    assert!(matches!(done, Ok(Ok(Ok(())))), "{done:?}");
 }

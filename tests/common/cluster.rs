@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 use super::proxy::{CutMode, Links, Stats};
-use super::{check_ok, etcdctl_command, free_addr, spawn_reader, wait_for, Event, Kind};
 use super::READY_TIMEOUT;
+use super::{check_ok, etcdctl_command, free_addr, spawn_reader, wait_for, Event, Kind};
 
 /// How long a started cluster may take to agree on a leader.
 pub const LEADER_TIMEOUT: Duration = Duration::from_secs(15);
@@ -65,7 +65,10 @@ impl Member {
             format!("--listen-client-urls={client}"),
             format!("--advertise-client-urls={client}"),
             format!("--listen-peer-urls=http://{}", self.peer_listen),
-            format!("--initial-advertise-peer-urls=http://{}", self.peer_advertised),
+            format!(
+                "--initial-advertise-peer-urls=http://{}",
+                self.peer_advertised
+            ),
             format!("--initial-cluster={}", self.initial_cluster),
             format!("--initial-cluster-state={}", self.state),
             format!("--initial-cluster-token={TOKEN}"),
@@ -224,7 +227,12 @@ impl ProcCluster {
 
     fn initial_cluster(&self, members: impl Iterator<Item = usize>) -> String {
         let parts: Vec<String> = members
-            .map(|i| format!("{}=http://{}", self.members[i].name, self.members[i].peer_advertised))
+            .map(|i| {
+                format!(
+                    "{}=http://{}",
+                    self.members[i].name, self.members[i].peer_advertised
+                )
+            })
             .collect();
         parts.join(",")
     }
@@ -241,7 +249,11 @@ impl ProcCluster {
         for i in members {
             if let Err(e) = self.members[i].wait_ready(deadline) {
                 self.members[i].kill9();
-                panic!("{:?} cluster did not start: {e}\n{}", self.kind, self.logs());
+                panic!(
+                    "{:?} cluster did not start: {e}\n{}",
+                    self.kind,
+                    self.logs()
+                );
             }
         }
     }
@@ -257,7 +269,9 @@ impl ProcCluster {
 
     /// Indexes of the members not removed.
     pub fn live(&self) -> Vec<usize> {
-        (0..self.len()).filter(|&i| !self.members[i].removed).collect()
+        (0..self.len())
+            .filter(|&i| !self.members[i].removed)
+            .collect()
     }
 
     /// Client URL of member `i`.
@@ -398,7 +412,8 @@ impl ProcCluster {
         let mut a = args.to_vec();
         a.extend(["-w", "json"]);
         let out = self.ctl_ok(i, &a);
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("etcdctl {a:?}: bad JSON ({e}): {out}"))
+        serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("etcdctl {a:?}: bad JSON ({e}): {out}"))
     }
 
     /// Member `i`'s status, or `None` if it does not answer within `timeout`.
@@ -461,7 +476,9 @@ impl ProcCluster {
                 .count();
             if up.len() == expected && !up.is_empty() {
                 let l = up[0].leader;
-                if l != 0 && up.iter().all(|st| st.leader == l) && up.iter().any(|st| st.member_id == l)
+                if l != 0
+                    && up.iter().all(|st| st.leader == l)
+                    && up.iter().any(|st| st.member_id == l)
                 {
                     if let Some(i) = self.index_of(l) {
                         return i;
@@ -550,7 +567,12 @@ impl ProcCluster {
     }
 
     /// Runs `f` until it returns `Some`, for up to `timeout`.
-    pub fn wait<T>(&mut self, what: &str, timeout: Duration, mut f: impl FnMut(&mut Self) -> Option<T>) -> T {
+    pub fn wait<T>(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        mut f: impl FnMut(&mut Self) -> Option<T>,
+    ) -> T {
         wait_for(what, timeout, || f(self))
     }
 }
@@ -578,11 +600,17 @@ fn parse_status(v: &serde_json::Value) -> Option<Status> {
 fn parse_member(v: &serde_json::Value) -> MemberInfo {
     let strings = |f: &str| -> Vec<String> {
         v[f].as_array()
-            .map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(String::from))
+                    .collect()
+            })
             .unwrap_or_default()
     };
     MemberInfo {
-        id: v["ID"].as_u64().unwrap_or_else(|| panic!("member without ID: {v}")),
+        id: v["ID"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("member without ID: {v}")),
         name: v["name"].as_str().unwrap_or("").to_string(),
         peer_urls: strings("peerURLs"),
         client_urls: strings("clientURLs"),

@@ -265,18 +265,9 @@ fn accept_loop(inner: Arc<Inner>, listener: TcpListener, to: usize) {
 }
 
 fn handle(inner: Arc<Inner>, client: TcpStream, to: usize) {
-    let (pids, target) = {
-        let st = inner.state.lock().unwrap();
-        let pids: Vec<(usize, u32)> = st
-            .members
-            .iter()
-            .enumerate()
-            .filter_map(|(i, m)| m.pid.map(|p| (i, p)))
-            .collect();
-        (pids, st.members[to].target)
-    };
+    let target = inner.state.lock().unwrap().members[to].target;
     let from = match (client.peer_addr(), client.local_addr()) {
-        (Ok(peer), Ok(local)) => sender(peer, local, &pids),
+        (Ok(peer), Ok(local)) => sender(&inner, peer, local),
         _ => Sender::Gone,
     };
     let from = match from {
@@ -373,17 +364,26 @@ enum Sender {
 
 /// Which member opened the connection that reached `local` from `peer`: finds the
 /// socket whose local end is `peer` in /proc/net/tcp{,6} and the member process that has
-/// it open. Retried briefly: the table can lag a just-established connection.
-fn sender(peer: SocketAddr, local: SocketAddr, pids: &[(usize, u32)]) -> Sender {
-    for attempt in 0..3 {
+/// it open. Retried a few times over ~60 ms with fresh pids: the table can lag a
+/// just-established connection, and a member being killed loses its fd table a moment
+/// before its sockets close (then the socket is gone on the next try).
+fn sender(inner: &Inner, peer: SocketAddr, local: SocketAddr) -> Sender {
+    let mut foreign = None;
+    for attempt in 0..4u64 {
         if attempt > 0 {
-            std::thread::sleep(Duration::from_millis(5));
+            std::thread::sleep(Duration::from_millis(10 * attempt));
         }
+        let pids: Vec<(usize, u32)> = {
+            let st = inner.state.lock().unwrap();
+            let live = st.members.iter().enumerate();
+            live.filter_map(|(i, m)| m.pid.map(|p| (i, p))).collect()
+        };
         let Some(inode) = socket_inode(peer, local) else {
+            foreign = None;
             continue;
         };
         let needle = format!("socket:[{inode}]");
-        for &(member, pid) in pids {
+        for &(member, pid) in &pids {
             let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
                 continue;
             };
@@ -393,13 +393,12 @@ fn sender(peer: SocketAddr, local: SocketAddr, pids: &[(usize, u32)]) -> Sender 
                 }
             }
         }
-        // the sender may have exited while we looked: then its socket is gone too
-        if socket_inode(peer, local) != Some(inode) {
-            return Sender::Gone;
-        }
-        return Sender::Foreign(format!("{peer} (socket inode {inode}; members {pids:?})"));
+        foreign = Some(format!("{peer} (socket inode {inode}; members {pids:?})"));
     }
-    Sender::Gone
+    match foreign {
+        Some(what) => Sender::Foreign(what),
+        None => Sender::Gone,
+    }
 }
 
 fn socket_inode(local_end: SocketAddr, remote_end: SocketAddr) -> Option<u64> {

@@ -77,7 +77,9 @@ pub async fn must(
             input,
             output,
         }),
-        other => Err(format!("{input:?} of {key:?} on a healthy cluster: {other:?}")),
+        other => Err(format!(
+            "{input:?} of {key:?} on a healthy cluster: {other:?}"
+        )),
     }
 }
 
@@ -122,9 +124,9 @@ pub async fn check_watches(
         }
     }
     match skipped {
-        Some(msg) => format!(
-            "watch checks SKIPPED: the server answered UNIMPLEMENTED to Watch ({msg:?})"
-        ),
+        Some(msg) => {
+            format!("watch checks SKIPPED: the server answered UNIMPLEMENTED to Watch ({msg:?})")
+        }
         None => format!("watches: {events} events in {segments} segments checked"),
     }
 }

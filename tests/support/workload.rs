@@ -566,7 +566,8 @@ pub async fn record_watch_with(
         };
         // without progress requests the ticker still checks whether `until` was reached
         let asks = progress_every.is_some();
-        let mut ticker = tokio::time::interval(progress_every.unwrap_or(Duration::from_millis(200)));
+        let mut ticker =
+            tokio::time::interval(progress_every.unwrap_or(Duration::from_millis(200)));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut created = false;
         seg.ended_by = loop {

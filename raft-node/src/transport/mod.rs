@@ -56,7 +56,12 @@
 //!   at least `backoff_max` resets the backoff to its minimum, and so does a new address.
 //!   Then the next message triggers a new attempt.
 //! * the snapshot task sends the queued snapshot messages one at a time, each on a fresh
-//!   connection, and reports each outcome.
+//!   connection, and reports each outcome. There is no overall deadline: a dead peer is
+//!   caught by the HTTP/2 keepalive, but a live one that stops reading holds the call (and
+//!   that peer's later snapshots; Raft sends it none until it hears the outcome anyway).
+//!
+//! Warnings are logged when a peer becomes unreachable, debug lines while it stays so, and
+//! an info line when a batch goes out again.
 //!
 //! [`GrpcTransport::set_peer`] on a known peer changes its address in place: the queue is
 //! kept and the stream task reconnects to the new URLs. [`GrpcTransport::remove_peer`] drops

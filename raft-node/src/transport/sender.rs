@@ -56,8 +56,11 @@ pub(super) enum LinkError {
 
 /// Checks that `url` is one a link can connect to.
 pub(super) fn check_url(peer: u64, url: &str, have_tls: bool) -> Result<(), TransportError> {
-    let endpoint = Endpoint::from_shared(url.to_owned())
-        .map_err(|source| TransportError::BadUrl { peer, url: url.to_owned(), source })?;
+    let endpoint = Endpoint::from_shared(url.to_owned()).map_err(|source| TransportError::BadUrl {
+        peer,
+        url: url.to_owned(),
+        source,
+    })?;
     match endpoint.uri().scheme_str() {
         Some("http") => Ok(()),
         Some("https") if have_tls => Ok(()),
@@ -190,8 +193,15 @@ impl TaskCtx {
         PeerBatch { cluster_id: self.cluster_id, from: self.local_id, to: self.peer, messages }
     }
 
-    fn failed(&self, error: &LinkError, lost: usize) {
-        tracing::warn!(peer = self.peer, lost, %error, "peer unreachable");
+    /// Reports a failure to the local node; logs a warning when the peer was reachable until
+    /// now (`down` is false), at debug level while it stays down.
+    fn failed(&self, error: &LinkError, lost: usize, down: &mut bool) {
+        if *down {
+            tracing::debug!(peer = self.peer, lost, %error, "peer still unreachable");
+        } else {
+            tracing::warn!(peer = self.peer, lost, %error, "peer unreachable");
+            *down = true;
+        }
         self.mailbox.report_unreachable(self.peer);
     }
 }
@@ -289,6 +299,8 @@ async fn cool_down(
 async fn run_stream(task: Arc<TaskCtx>, mut urls: watch::Receiver<Vec<String>>, mut queue: mpsc::Receiver<Message>) {
     let mut backoff = Backoff::new(&task.options);
     let mut stream: Option<OpenStream> = None;
+    // failed since the last batch that went out (for logging only)
+    let mut down = false;
     loop {
         let first = tokio::select! {
             changed = urls.changed() => {
@@ -302,7 +314,7 @@ async fn run_stream(task: Arc<TaskCtx>, mut urls: watch::Receiver<Vec<String>>, 
             }
             error = stream_ended(&mut stream) => {
                 let lived = stream.take().map(|s| s.opened.elapsed());
-                task.failed(&error, 0);
+                task.failed(&error, 0, &mut down);
                 if !cool_down(&task, &mut backoff, lived, &mut urls, &mut queue).await {
                     return;
                 }
@@ -320,7 +332,7 @@ async fn run_stream(task: Arc<TaskCtx>, mut urls: watch::Receiver<Vec<String>>, 
             match task.connect(&current).await {
                 Ok(client) => stream = Some(OpenStream::open(client)),
                 Err(error) => {
-                    task.failed(&error, count);
+                    task.failed(&error, count, &mut down);
                     if !cool_down(&task, &mut backoff, None, &mut urls, &mut queue).await {
                         return;
                     }
@@ -336,11 +348,18 @@ async fn run_stream(task: Arc<TaskCtx>, mut urls: watch::Receiver<Vec<String>>, 
                 Err(status) => LinkError::Refused(status),
             }),
         };
-        if let Err(error) = sent {
-            let lived = stream.take().map(|s| s.opened.elapsed());
-            task.failed(&error, count);
-            if !cool_down(&task, &mut backoff, lived, &mut urls, &mut queue).await {
-                return;
+        match sent {
+            Ok(()) if down => {
+                tracing::info!(peer = task.peer, "peer reachable again");
+                down = false;
+            }
+            Ok(()) => {}
+            Err(error) => {
+                let lived = stream.take().map(|s| s.opened.elapsed());
+                task.failed(&error, count, &mut down);
+                if !cool_down(&task, &mut backoff, lived, &mut urls, &mut queue).await {
+                    return;
+                }
             }
         }
     }

@@ -24,14 +24,15 @@ const WAIT: Duration = Duration::from_secs(10);
 /// What a mailbox was given.
 #[derive(Debug)]
 enum Got {
-    Message(Message),
+    // boxed: a raft message is large, the reports are a few bytes
+    Message(Box<Message>),
     Unreachable(u64),
     Snapshot { to: u64, delivered: bool },
 }
 
 fn got(input: Result<Message, (u64, Option<bool>)>) -> Got {
     match input {
-        Ok(msg) => Got::Message(msg),
+        Ok(msg) => Got::Message(Box::new(msg)),
         Err((peer, None)) => Got::Unreachable(peer),
         Err((to, Some(delivered))) => Got::Snapshot { to, delivered },
     }
@@ -59,7 +60,7 @@ impl<I> Inbox<I> {
 
     async fn message(&mut self) -> Message {
         match self.next().await {
-            Got::Message(msg) => msg,
+            Got::Message(msg) => *msg,
             other => panic!("expected a message, got {other:?}"),
         }
     }
@@ -126,8 +127,10 @@ async fn free_addr() -> SocketAddr {
 /// Serves `svc` on `listener` until the test ends.
 fn serve(listener: TcpListener, svc: PeerService) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let served =
-            Server::builder().add_service(svc.into_server()).serve_with_incoming(TcpListenerStream::new(listener)).await;
+        let served = Server::builder()
+            .add_service(svc.into_server())
+            .serve_with_incoming(TcpListenerStream::new(listener))
+            .await;
         if let Err(e) = served {
             eprintln!("peer server failed: {e}");
         }
@@ -252,8 +255,8 @@ async fn bad_entries_are_dropped_and_the_rest_delivered() {
     let mut client = PeerClient::connect(b.url.clone()).await.expect("connect");
     let messages = vec![
         heartbeat(1, 2, 1).encode_to_vec(),
-        vec![0xff, 0xff, 0xff, 0xff],           // does not decode
-        heartbeat(3, 2, 9).encode_to_vec(),     // claims another sender
+        vec![0xff, 0xff, 0xff, 0xff],            // does not decode
+        heartbeat(3, 2, 9).encode_to_vec(),      // claims another sender
         snapshot(1, 2, vec![1]).encode_to_vec(), // snapshots have their own call
         heartbeat(1, 2, 2).encode_to_vec(),
     ];
@@ -460,10 +463,7 @@ fn reassembly_checks_the_header_and_the_length() {
 
     let mut r = Reassembly::start(&svc, header(10, &snap)).expect("start");
     r.push(&[1; 8]).expect("piece");
-    assert!(matches!(
-        r.push(&[1; 3]),
-        Err(ReceiveError::SnapshotSizeMismatch { announced: 10, received: 11 })
-    ));
+    assert!(matches!(r.push(&[1; 3]), Err(ReceiveError::SnapshotSizeMismatch { announced: 10, received: 11 })));
     let r = Reassembly::start(&svc, header(10, &snap)).expect("start");
     assert!(matches!(r.finish(), Err(ReceiveError::SnapshotSizeMismatch { announced: 10, received: 0 })));
 
@@ -475,10 +475,7 @@ fn reassembly_checks_the_header_and_the_length() {
         Reassembly::start(&svc, SnapshotChunk { cluster_id: 8, ..header(1, &snap) }),
         Err(ReceiveError::ClusterMismatch { ours: 7, theirs: 8 })
     ));
-    assert!(matches!(
-        Reassembly::start(&svc, header(1, &heartbeat(1, 2, 1))),
-        Err(ReceiveError::NotASnapshot(_))
-    ));
+    assert!(matches!(Reassembly::start(&svc, header(1, &heartbeat(1, 2, 1))), Err(ReceiveError::NotASnapshot(_))));
     assert!(matches!(
         Reassembly::start(&svc, header(1, &snapshot(3, 2, Vec::new()))),
         Err(ReceiveError::SnapshotAddressMismatch { from: 3, .. })
