@@ -15,6 +15,7 @@ use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::RequestError;
+use crate::lease_forward::{is_forwarded, LeaseForwarder};
 use crate::lessor::Lessor;
 use crate::membership::Membership;
 use crate::proposer::Proposer;
@@ -25,12 +26,21 @@ pub struct LeaseService<P> {
     store: Arc<Store>,
     lessor: Arc<Lessor<P>>,
     membership: Arc<Membership>,
+    /// A Raft member's way to the leader for what only the leader answers.
+    forward: Option<Arc<LeaseForwarder>>,
 }
 
 impl<P: Proposer> LeaseService<P> {
     /// A Lease service.
     pub fn new(store: Arc<Store>, lessor: Arc<Lessor<P>>, membership: Arc<Membership>) -> Self {
-        LeaseService { store, lessor, membership }
+        LeaseService { store, lessor, membership, forward: None }
+    }
+
+    /// Forwards keep-alives and time-to-live requests to the leader when this member is
+    /// not it (a Raft member).
+    pub fn with_forwarder(mut self, forward: Option<Arc<LeaseForwarder>>) -> Self {
+        self.forward = forward;
+        self
     }
 }
 
@@ -59,12 +69,20 @@ impl<P: Proposer> Lease for LeaseService<P> {
         let lessor = self.lessor.clone();
         let membership = self.membership.clone();
         let store = self.store.clone();
+        let forward = self.forward.clone();
+        let forwarded = is_forwarded(&request);
         let incoming = request.into_inner();
         // one response per request, in order; a lease that does not exist answers TTL 0
         let out = incoming.then(move |req| {
-            let (lessor, membership, store) = (lessor.clone(), membership.clone(), store.clone());
+            let (lessor, membership, store, forward) = (lessor.clone(), membership.clone(), store.clone(), forward.clone());
             async move {
                 let req = req?;
+                if let Some(f) = &forward {
+                    if f.must_forward(forwarded)? {
+                        let ttl = f.renew(req.id).await?;
+                        return Ok(LeaseKeepAliveResponse { header: Some(membership.header(store.revision())), id: req.id, ttl });
+                    }
+                }
                 let ttl = match lessor.renew(req.id).await {
                     Ok(ttl) => ttl,
                     Err(RequestError::Storage(StorageError::LeaseNotFound)) => 0,
@@ -80,6 +98,13 @@ impl<P: Proposer> Lease for LeaseService<P> {
         &self,
         request: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        if let Some(f) = &self.forward {
+            if f.must_forward(is_forwarded(&request))? {
+                let mut resp = f.time_to_live(request.into_inner()).await?;
+                self.membership.fill(&mut resp.header);
+                return Ok(Response::new(resp));
+            }
+        }
         let req = request.into_inner();
         let header = Some(self.membership.header(self.store.revision()));
         let resp = match self.lessor.time_to_live(req.id, req.keys) {

@@ -25,6 +25,7 @@ mod http_status;
 mod incoming;
 pub mod kv;
 pub mod lease;
+pub mod lease_forward;
 pub mod lessor;
 pub mod limits;
 pub mod listen;
@@ -64,6 +65,7 @@ use crate::engine::{Engine, EngineOptions};
 use crate::lessor::LessorConfig;
 use crate::listen::ClientUrl;
 use crate::cluster_control::{ClusterControl, SingleNode};
+use crate::lease_forward::LeaseForwarder;
 use crate::lessor::Lessor;
 use crate::membership::{initial_members, Membership};
 use crate::proposer::Proposer;
@@ -242,6 +244,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
             membership,
             control: engine.control.clone(),
             health: engine.health(),
+            lease_forward: Some(engine.lease_forward.clone()),
         },
         Some(peers),
     )
@@ -261,6 +264,7 @@ struct Served<P> {
     membership: Arc<Membership>,
     control: Arc<dyn ClusterControl>,
     health: Arc<dyn Fn() -> Option<Arc<str>> + Send + Sync>,
+    lease_forward: Option<Arc<LeaseForwarder>>,
 }
 
 /// Runs the single-member engine (no Raft: one member, group commit on its own log).
@@ -305,6 +309,7 @@ async fn run_single(
             membership: membership.clone(),
             control: Arc::new(SingleNode { membership, store }),
             health: Arc::new(move || proposer.halted()),
+            lease_forward: None,
         },
         None,
     )
@@ -340,6 +345,7 @@ async fn serve_services<P: Proposer>(
         WatchService::new(s.hub, s.membership.clone(), config.watch_progress_notify_interval()),
         s.membership,
         s.control,
+        s.lease_forward,
         config.max_txn_ops as usize,
         config.max_request_bytes as usize,
     );

@@ -30,6 +30,7 @@ use cairn_proto::cairnpb::internal_request::Request;
 use cairn_proto::cairnpb::{InternalRequest, MemberAttrRequest, MemberTable};
 use cairn_proto::etcdserverpb::cluster_client::ClusterClient;
 use cairn_proto::etcdserverpb::cluster_server::ClusterServer;
+use cairn_proto::etcdserverpb::lease_server::LeaseServer;
 use cairn_proto::etcdserverpb::MemberListRequest;
 use cairn_raft_node::transport::{GrpcTransport, PeerService};
 use cairn_raft_node::node::IntervalTicker;
@@ -43,6 +44,8 @@ use tracing::{error, info, warn};
 use crate::cluster::ClusterService;
 use crate::engine::{open_store, EngineOptions};
 use crate::error::ServerError;
+use crate::lease::LeaseService;
+use crate::lease_forward::LeaseForwarder;
 use crate::lessor::Lessor;
 use crate::members::Members;
 use crate::membership::{compute_cluster_id, InitialMember, Membership, RaftTerm};
@@ -94,6 +97,8 @@ pub struct RaftEngine {
     pub membership: Arc<Membership>,
     /// Services for the peer listeners.
     pub peer_routes: tonic::service::Routes,
+    /// Forwards lease requests to the leader.
+    pub lease_forward: Arc<LeaseForwarder>,
     /// The member table.
     pub members: Arc<Members>,
     /// Turns true once this member was removed from the cluster (it then stops, as etcd's).
@@ -343,8 +348,13 @@ impl RaftEngine {
         });
         let control = Arc::new(RaftCluster::new(me, setup.token.clone(), handle.clone(), members.clone()));
         let peer_service = PeerService::new(me, identity.cluster_id, peer_mailbox, 8 << 30);
+        let lease_forward =
+            Arc::new(LeaseForwarder::new(me, handle.clone(), members.clone(), setup.peer_tls.clone()));
+        let peer_lease = LeaseService::new(store.clone(), lessor.clone(), membership.clone())
+            .with_forwarder(Some(lease_forward.clone()));
         let peer_routes = tonic::service::Routes::new(peer_service.into_server())
-            .add_service(ClusterServer::new(ClusterService::new(membership.clone(), control.clone())));
+            .add_service(ClusterServer::new(ClusterService::new(membership.clone(), control.clone())))
+            .add_service(LeaseServer::new(peer_lease));
 
         let (stop_tasks, stopped) = watch::channel(false);
         let mut tasks = Vec::new();
@@ -364,6 +374,7 @@ impl RaftEngine {
             control,
             membership,
             peer_routes,
+            lease_forward,
             members,
             removed: removed_rx,
             handle,

@@ -23,6 +23,7 @@ use crate::error::ServerError;
 use crate::cluster_control::ClusterControl;
 use crate::proposer::Proposer;
 use crate::lease::LeaseService;
+use crate::lease_forward::LeaseForwarder;
 use crate::lessor::Lessor;
 use crate::incoming;
 use crate::kv::KvService;
@@ -75,12 +76,13 @@ impl<P: Proposer> Services<P> {
         watch: WatchService,
         membership: Arc<Membership>,
         control: Arc<dyn ClusterControl>,
+        lease_forward: Option<Arc<LeaseForwarder>>,
         max_txn_ops: usize,
         max_request_bytes: usize,
     ) -> Services<P> {
         let decode = max_request_bytes.saturating_add(GRPC_OVERHEAD_BYTES);
         let kv = KvService::new(store.clone(), proposer, membership.clone(), max_txn_ops);
-        let lease = LeaseService::new(store.clone(), lessor, membership.clone());
+        let lease = LeaseService::new(store.clone(), lessor, membership.clone()).with_forwarder(lease_forward);
         Services {
             kv: KvServer::new(kv)
                 .max_decoding_message_size(decode)

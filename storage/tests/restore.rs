@@ -348,7 +348,9 @@ fn snapshot_index_matches_its_data_while_applies_run() {
         let (meta, max_rev) = meta_of(&data);
         let get = |k: &[u8]| meta.get(k).map(|v| u64::from_be_bytes(v[..].try_into().unwrap())).unwrap_or(0);
         assert_eq!(get(b"applied_index"), index, "the returned index is the stream's");
-        assert_eq!(get(b"current_rev") as i64, max_rev.max(1), "no half-written apply in the stream");
+        // an empty store has no current_rev yet (revision 1) and no keys
+        let current = (get(b"current_rev") as i64).max(1);
+        assert_eq!(current, max_rev.max(1), "no half-written apply in the stream");
         assert!(index >= last);
         last = index;
     }
@@ -413,8 +415,8 @@ fn checkpointed_lease_is_restored_with_its_remaining_ttl() {
     assert_eq!(dst.store.lease(3).map(|l| (l.ttl, l.remaining_ttl)), Some((60, 17)));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_compaction_wait_goes_on_across_a_restore() {
+#[test]
+fn a_compaction_wait_goes_on_across_a_restore() {
     fn assert_send<T: Send>(t: T) -> T {
         t
     }
@@ -422,9 +424,10 @@ async fn a_compaction_wait_goes_on_across_a_restore() {
     let target = src.store.compact_revision();
     let dst = Member::new();
     let store = dst.store.clone();
-    let waiter = tokio::spawn(assert_send(async move { store.wait_compacted(target).await }));
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let waiter = rt.spawn(assert_send(async move { store.wait_compacted(target).await }));
     let (index, data) = src.store.snapshot_bytes().unwrap();
-    tokio::task::block_in_place(|| dst.store.restore(index, &data)).unwrap();
-    let done = tokio::time::timeout(std::time::Duration::from_secs(10), waiter).await;
+    dst.store.restore(index, &data).unwrap();
+    let done = rt.block_on(async { tokio::time::timeout(std::time::Duration::from_secs(10), waiter).await });
     assert!(matches!(done, Ok(Ok(Ok(())))), "{done:?}");
 }

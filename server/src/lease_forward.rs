@@ -1,0 +1,113 @@
+//! Lease requests that only the leader can answer, forwarded from a follower.
+//!
+//! Lease deadlines live only in the leader's lessor, so a follower cannot renew a lease or
+//! tell its remaining TTL. As etcd does, a follower forwards LeaseKeepAlive and
+//! LeaseTimeToLive to the leader, over the leader's peer URL (where the Lease service is
+//! mounted too) with the peer TLS configuration. A forwarded request carries the
+//! `cairn-forwarded` metadata key; a member that receives one and is not (or no longer)
+//! the leader answers `etcdserver: leader changed` instead of forwarding again, so a
+//! request never travels in a loop.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_proto::etcdserverpb::lease_client::LeaseClient;
+use cairn_proto::etcdserverpb::{LeaseKeepAliveRequest, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse};
+use cairn_raft_node::NodeHandle;
+use parking_lot::Mutex;
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::{Request, Status};
+
+use crate::error::RequestError;
+use crate::members::Members;
+use crate::raft_machine::Output;
+use crate::status::rpc_error;
+
+/// The metadata key marking a forwarded request.
+pub const FORWARDED: &str = "cairn-forwarded";
+/// How long a forwarded request may take.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Forwards lease requests to the leader (see the module docs).
+pub struct LeaseForwarder {
+    me: u64,
+    handle: NodeHandle<Output>,
+    members: Arc<Members>,
+    tls: Option<ClientTlsConfig>,
+    /// Channels to peers by URL. Lock: guards the map only; never held across an await.
+    channels: Mutex<HashMap<String, Channel>>,
+}
+
+impl LeaseForwarder {
+    /// A forwarder for member `me`.
+    pub fn new(me: u64, handle: NodeHandle<Output>, members: Arc<Members>, tls: Option<ClientTlsConfig>) -> Self {
+        LeaseForwarder { me, handle, members, tls, channels: Mutex::new(HashMap::new()) }
+    }
+
+    /// Whether a request must be forwarded: this member is not the leader. `forwarded`
+    /// requests are never forwarded again.
+    pub fn must_forward(&self, forwarded: bool) -> Result<bool, Status> {
+        let leader = self.handle.leader().id;
+        if leader == self.me {
+            return Ok(false);
+        }
+        if forwarded {
+            return Err(rpc_error(RequestError::LeaderChanged));
+        }
+        if leader == 0 {
+            return Err(rpc_error(RequestError::NoLeader));
+        }
+        Ok(true)
+    }
+
+    fn leader_client(&self) -> Result<LeaseClient<Channel>, Status> {
+        let leader = self.handle.leader().id;
+        let member = self.members.get(leader).ok_or_else(|| rpc_error(RequestError::NoLeader))?;
+        let url = member.peer_urls.first().cloned().ok_or_else(|| rpc_error(RequestError::NoLeader))?;
+        let mut channels = self.channels.lock();
+        if let Some(c) = channels.get(&url) {
+            return Ok(LeaseClient::new(c.clone()));
+        }
+        let mut endpoint = Endpoint::from_shared(url.clone())
+            .map_err(|e| Status::unavailable(format!("cairn: leader peer URL {url}: {e}")))?
+            .connect_timeout(Duration::from_secs(1))
+            .timeout(FORWARD_TIMEOUT);
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint.tls_config(tls.clone()).map_err(|e| Status::unavailable(format!("cairn: peer TLS: {e}")))?;
+        }
+        let channel = endpoint.connect_lazy();
+        channels.insert(url, channel.clone());
+        Ok(LeaseClient::new(channel))
+    }
+
+    fn mark<T>(msg: T) -> Request<T> {
+        let mut req = Request::new(msg);
+        req.metadata_mut().insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+        req
+    }
+
+    /// Renews lease `id` on the leader; answers its TTL (0: no such lease).
+    pub async fn renew(&self, id: i64) -> Result<i64, Status> {
+        let mut client = self.leader_client()?;
+        let once = futures::stream::iter([LeaseKeepAliveRequest { id }]);
+        let mut responses = client.lease_keep_alive(Self::mark(once)).await?.into_inner();
+        match tokio::time::timeout(FORWARD_TIMEOUT, responses.message()).await {
+            Ok(Ok(Some(r))) => Ok(r.ttl),
+            Ok(Ok(None)) => Err(rpc_error(RequestError::LeaderChanged)),
+            Ok(Err(status)) => Err(status),
+            Err(_) => Err(rpc_error(RequestError::Timeout)),
+        }
+    }
+
+    /// LeaseTimeToLive on the leader.
+    pub async fn time_to_live(&self, req: LeaseTimeToLiveRequest) -> Result<LeaseTimeToLiveResponse, Status> {
+        let mut client = self.leader_client()?;
+        Ok(client.lease_time_to_live(Self::mark(req)).await?.into_inner())
+    }
+}
+
+/// Whether `request` was forwarded by another member.
+pub fn is_forwarded<T>(request: &Request<T>) -> bool {
+    request.metadata().contains_key(FORWARDED)
+}
