@@ -21,6 +21,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod group_commit;
+pub mod hash_kv;
 mod http_status;
 mod incoming;
 pub mod kv;

@@ -87,8 +87,20 @@ impl Maintenance for MaintenanceService {
         Err(not_yet("Hash"))
     }
 
-    async fn hash_kv(&self, _: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
-        Err(not_yet("HashKV"))
+    async fn hash_kv(&self, request: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
+        let store = self.store.clone();
+        let revision = request.get_ref().revision;
+        let (hash, compact_revision, hash_revision) =
+            tokio::task::spawn_blocking(move || crate::hash_kv::hash_kv(&store, revision))
+                .await
+                .map_err(|e| Status::internal(format!("cairn: HashKV task failed: {e}")))?
+                .map_err(rpc_error)?;
+        Ok(Response::new(HashKvResponse {
+            header: Some(self.membership.header(self.store.revision())),
+            hash,
+            compact_revision,
+            hash_revision,
+        }))
     }
 
     type SnapshotStream = SnapshotStream;

@@ -33,13 +33,26 @@ impl SledBackend {
     pub fn open(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir)?;
         // large IO buffers, no background flusher: cairn decides when to sync (see `sync`)
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(dir)
             .cache_capacity(256 << 20)
             .mode(sled::Mode::HighThroughput)
             .segment_size(8 << 20)
-            .flush_every_ms(None)
-            .open()?;
+            .flush_every_ms(None);
+        // sled's file lock outlives a dropped `Db` by a moment (its background threads let
+        // go of the file last): a reopen in the same process (restart tests, a restore) may
+        // find it still held. Wait up to 2 s before calling the directory busy.
+        let mut attempts = 0;
+        let db = loop {
+            match config.open() {
+                Ok(db) => break db,
+                Err(sled::Error::Io(e)) if attempts < 100 && e.to_string().contains("could not acquire lock") => {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         // make the directory entries of the files sled created durable
         File::open(dir)?.sync_all()?;
         Ok(SledBackend { db, dir: dir.to_path_buf(), log_file: Mutex::new(None), failed: AtomicBool::new(false) })

@@ -15,6 +15,9 @@ use cairn_storage::backend::Bucket;
 use cairn_storage::snapshot::{read_snapshot, SnapshotWriter};
 use cairn_storage::{ApplyResponse, Error, Store, StoreConfig};
 
+/// What a range shows of one key: key, value, create and mod revisions, version, lease.
+type Seen = (Vec<u8>, Vec<u8>, i64, i64, i64, i64);
+
 struct Member {
     dir: tempfile::TempDir,
     store: Arc<Store>,
@@ -80,7 +83,7 @@ impl Member {
         (index, data)
     }
 
-    fn all(&self, rev: i64) -> Result<Vec<(Vec<u8>, Vec<u8>, i64, i64, i64, i64)>, Error> {
+    fn all(&self, rev: i64) -> Result<Vec<Seen>, Error> {
         let r = self.store.range(&RangeRequest {
             key: vec![0],
             range_end: vec![0],

@@ -537,6 +537,14 @@ impl ProcCluster {
             initial.contains(&format!("{name}={peer}")),
             "`member add` printed an initial cluster without {name}={peer}: {initial}"
         );
+        let unnamed = initial
+            .split(',')
+            .any(|e| e.split_once('=').is_none_or(|(n, _)| n.is_empty()));
+        assert!(
+            !unnamed,
+            "`member add` printed an initial cluster with an unnamed member (the new member \
+             could not start from it): {initial}"
+        );
         let m = &mut self.members[i];
         m.id = id;
         m.initial_cluster = initial;
@@ -564,16 +572,6 @@ impl ProcCluster {
         };
         self.kill9(i);
         exited
-    }
-
-    /// Runs `f` until it returns `Some`, for up to `timeout`.
-    pub fn wait<T>(
-        &mut self,
-        what: &str,
-        timeout: Duration,
-        mut f: impl FnMut(&mut Self) -> Option<T>,
-    ) -> T {
-        wait_for(what, timeout, || f(self))
     }
 }
 

@@ -183,7 +183,8 @@ mod tests {
         tgt.restore_from(&src);
         tgt.hub.resync_after_restore();
         assert_eq!(tgt.hub.revision(), r_del);
-        let got = collect_until(&s, |r| count(r) >= 2 + 4 + 1).await;
+        // watch 0: 2 events, watch 1: 4, watch 2: 1
+        let got = collect_until(&s, |r| count(r) >= 7).await;
         assert_eq!(events_of(&got, 0), vec![("a".into(), r_a2, 0), ("a".into(), r_del, 1)]);
         assert_eq!(
             events_of(&got, 1),
