@@ -52,6 +52,9 @@ pub enum RequestError {
     /// MoveLeader to a member that is not a voter, or sent to a non-leader.
     #[error("{0}")]
     NotLeader(&'static str),
+    /// A learner refuses everything but serializable reads and Status.
+    #[error("rpc not supported for learner")]
+    NotSupportedForLearner,
     /// A membership request the single-member (non-Raft) engine cannot serve.
     #[error("{0}")]
     Unsupported(String),

@@ -231,6 +231,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         tls: peer_server_tls,
         routes: engine.peer_routes.clone(),
         removed: engine.removed.clone(),
+        ready: Some(Box::pin(engine.joined())),
     };
     let served = serve_services(
         &config,

@@ -329,7 +329,7 @@ impl RaftEngine {
             handle.campaign();
         }
 
-        let proposer = Arc::new(RaftProposer::new(handle.clone(), setup.engine.max_request_bytes));
+        let proposer = Arc::new(RaftProposer::new(handle.clone(), setup.engine.max_request_bytes, me, members.clone()));
         let lessor = Arc::new(Lessor::new(
             store.clone(),
             proposer.clone(),
@@ -382,6 +382,23 @@ impl RaftEngine {
             stop_tasks,
             tasks,
         })
+    }
+
+    /// Resolves once a leader exists and this member's name and client URLs are in the
+    /// replicated member table (etcd's "published": MemberList then shows them).
+    pub fn joined(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let members = self.members.clone();
+        let (me, name, urls) = (self.membership.member_id, self.membership.name.clone(), self.membership.client_urls.clone());
+        let handle = self.handle.clone();
+        async move {
+            loop {
+                let published = members.get(me).is_some_and(|m| m.name == name && m.client_urls == urls);
+                if published && handle.leader().id != 0 {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
     }
 
     /// Why this member is unhealthy, if it is (no leader known).

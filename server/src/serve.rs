@@ -116,6 +116,8 @@ pub(crate) struct PeerListeners {
     pub(crate) routes: tonic::service::Routes,
     /// Turns true when this member was removed from the cluster: then it stops.
     pub(crate) removed: watch::Receiver<bool>,
+    /// Resolves once the member joined the cluster; client listeners open after it.
+    pub(crate) ready: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
 }
 
 /// Binds every URL, logs readiness, serves until a signal or a server failure, then drains.
@@ -123,7 +125,7 @@ pub(crate) async fn serve<P: Proposer>(
     urls: &[ClientUrl],
     tls: Option<TlsAcceptor>,
     services: Services<P>,
-    peers: Option<PeerListeners>,
+    mut peers: Option<PeerListeners>,
 ) -> Result<(), ServerError> {
     // Handlers first, so a signal that arrives right after "ready" is not lost.
     let mut sigterm = signal(SignalKind::terminate()).map_err(ServerError::Signals)?;
@@ -139,23 +141,21 @@ pub(crate) async fn serve<P: Proposer>(
             .add_service(services.lease.clone())
             .add_service(services.auth.clone())
     };
-    let mut listeners = Vec::with_capacity(urls.len());
-    if let Some(p) = &peers {
+    let mut peer_listeners = Vec::new();
+    let mut ready_gate = None;
+    if let Some(p) = peers.as_mut() {
         for url in &p.urls {
             let (bound, listener) = url.bind_reporting().await?;
             let router = Server::builder().layer(LimitStatusLayer).add_routes(p.routes.clone());
-            listeners.push((url.clone(), bound, listener, router, p.tls.clone(), "peer"));
+            peer_listeners.push((url.clone(), bound, listener, router, p.tls.clone(), "peer"));
         }
-    }
-    for url in urls {
-        let (bound, listener) = url.bind_reporting().await?;
-        listeners.push((url.clone(), bound, listener, client_router(), tls.clone(), "client"));
+        ready_gate = p.ready.take();
     }
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut servers = JoinSet::new();
-    let mut bound_urls = Vec::with_capacity(listeners.len());
-    for (url, bound, listener, router, tls, kind) in listeners {
+    let mut bound_urls = Vec::with_capacity(urls.len());
+    let mut spawn = |(url, bound, listener, router, tls, kind): (ClientUrl, String, _, tonic::transport::server::Router<_>, Option<TlsAcceptor>, &str)| -> Result<(), ServerError> {
         let mut stop = stop_rx.clone();
         let shutdown = async move {
             // An error means the sender is gone: stop as well.
@@ -191,7 +191,32 @@ pub(crate) async fn serve<P: Proposer>(
         } else {
             info!(url = %bound, "serving peer traffic");
         }
+        Ok(())
+    };
+    for l in peer_listeners {
+        spawn(l)?;
     }
+    // A Raft member serves clients once it joined the cluster (as etcd: after a leader
+    // exists and this member's name and client URLs are published).
+    if let Some(gate) = ready_gate {
+        info!("waiting to join the cluster before serving clients");
+        let stopped_early = tokio::select! {
+            () = gate => false,
+            _ = sigterm.recv() => true,
+            _ = sigint.recv() => true,
+        };
+        if stopped_early {
+            info!("stopped before joining the cluster");
+            let _ = stop_tx.send(true);
+            servers.shutdown().await;
+            return Ok(());
+        }
+    }
+    for url in urls {
+        let (bound, listener) = url.bind_reporting().await?;
+        spawn((url.clone(), bound, listener, client_router(), tls.clone(), "client"))?;
+    }
+    drop(spawn);
     info!(urls = %bound_urls.join(","), "ready to serve client requests");
 
     let mut failure = None;

@@ -28,6 +28,7 @@ pub fn to_status(err: &RequestError) -> Status {
             Code::FailedPrecondition,
             "etcdserver: can only promote a learner member which is in sync with leader",
         ),
+        RequestError::NotSupportedForLearner => (Code::Unavailable, "etcdserver: rpc not supported for learner"),
         RequestError::UnhealthyCluster => (Code::Unavailable, "etcdserver: unhealthy cluster"),
         RequestError::NotLeader(message) => (Code::FailedPrecondition, *message),
         RequestError::Unsupported(message) => return Status::unimplemented(message.clone()),
