@@ -55,9 +55,6 @@ pub enum RequestError {
     /// A learner refuses everything but serializable reads and Status.
     #[error("rpc not supported for learner")]
     NotSupportedForLearner,
-    /// A membership request the single-member (non-Raft) engine cannot serve.
-    #[error("{0}")]
-    Unsupported(String),
     /// Storage answered a request with a response of another kind (a bug).
     #[error("internal error: {request} got a {got} response")]
     ResponseMismatch {

@@ -1,16 +1,20 @@
-//! cairn's server: etcd's v3 gRPC services over the storage engine, one member.
+//! cairn's server: etcd's v3 gRPC services over the storage engine, one Raft member.
 //!
-//! Startup ([`run`]): check the flags, derive the member and cluster IDs, open the store at
-//! `<data-dir>/member/cairn`, start the write pipeline, bind one listener per
-//! `--listen-client-urls` entry (and one per `--listen-metrics-urls` entry for `/health`
-//! and `/metrics`, see `http_status`), log `ready to serve client requests`, and serve until
-//! SIGTERM or SIGINT. Shutdown stops accepting, lets in-flight requests finish, applies and
-//! commits whatever was queued, and returns.
+//! Startup ([`run`]): check the flags, open (bootstrap, restart or join) the Raft member
+//! (`raft_engine`: the store at `<data-dir>/member/cairn`, the Raft log at
+//! `<data-dir>/member/raft`), serve the peer listeners, wait until the member joined the
+//! cluster, bind one listener per `--listen-client-urls` entry (and one per
+//! `--listen-metrics-urls` entry for `/health` and `/metrics`, see `http_status`), log
+//! `ready to serve client requests`, and serve until SIGTERM or SIGINT (or this member's
+//! removal). Shutdown stops accepting, lets in-flight requests finish, stops the node.
+//! Every member runs Raft, a single one too (so it can be grown with MemberAdd).
 //!
 //! Map: `config` (flags) → `membership` (IDs, headers) → `serve` (listeners: `listen`,
-//! `incoming`, `tls`, with `authority` and `limits` smoothing over hyper/tonic vs grpc-go
-//! differences) → services `kv`, `maintenance`, `cluster`, `unimplemented` → writes through
-//! the `proposer` trait, implemented by `group_commit`; `status` maps every error to etcd's.
+//! `incoming`, `tls`, `peer_tls`, with `authority` and `limits` smoothing over hyper/tonic
+//! vs grpc-go differences) → services `kv`, `maintenance`, `cluster`, `lease`, `watch`,
+//! `unimplemented` → writes through the `proposer` trait, implemented by `raft_proposer`
+//! (and by `group_commit` for the embeddable single-process `engine`); `status` maps every
+//! error to etcd's.
 #![deny(missing_docs)]
 
 pub mod authority;
@@ -62,10 +66,10 @@ pub use error::ServerError;
 use crate::error::ConfigError;
 use crate::clock::SystemClock;
 use crate::group_commit::request_id_base;
-use crate::engine::{Engine, EngineOptions};
+use crate::engine::EngineOptions;
 use crate::lessor::LessorConfig;
 use crate::listen::ClientUrl;
-use crate::cluster_control::{ClusterControl, SingleNode};
+use crate::cluster_control::ClusterControl;
 use crate::lease_forward::LeaseForwarder;
 use crate::lessor::Lessor;
 use crate::membership::{initial_members, Membership};
@@ -188,12 +192,6 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         clock: Arc::new(SystemClock::default()),
         lessor: LessorConfig::default(),
     };
-    let raft_mode = initial.len() > 1
-        || config.initial_cluster_state == "existing"
-        || data_dir.join("member").join("identity").exists();
-    if !raft_mode {
-        return run_single(config, data_dir, options, membership, urls, metrics_urls, tls).await;
-    }
     let peer_urls = config
         .listen_peer_urls
         .iter()
@@ -267,60 +265,6 @@ struct Served<P> {
     control: Arc<dyn ClusterControl>,
     health: Arc<dyn Fn() -> Option<Arc<str>> + Send + Sync>,
     lease_forward: Option<Arc<LeaseForwarder>>,
-}
-
-/// Runs the single-member engine (no Raft: one member, group commit on its own log).
-#[allow(clippy::too_many_arguments)]
-async fn run_single(
-    config: Config,
-    data_dir: std::path::PathBuf,
-    options: EngineOptions,
-    membership: Arc<Membership>,
-    urls: Vec<ClientUrl>,
-    metrics_urls: Vec<ClientUrl>,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-) -> Result<(), ServerError> {
-    // opening replays the WAL (blocking): run it off the async workers
-    let dir = data_dir.clone();
-    let engine = tokio::task::spawn_blocking(move || {
-        tokio::runtime::Handle::current().block_on(Engine::open(&dir, options))
-    })
-    .await
-    .map_err(|e| ServerError::ProposerThread(std::io::Error::other(e)))??;
-    let store = engine.store.clone();
-    info!(
-        name = %membership.name,
-        member_id = %format!("{:016x}", membership.member_id),
-        cluster_id = %format!("{:016x}", membership.cluster_id),
-        data_dir = %data_dir.display(),
-        revision = store.revision(),
-        applied_index = store.applied_index(),
-        "store opened"
-    );
-    let proposer = engine.proposer.clone();
-    let served = serve_services(
-        &config,
-        &urls,
-        &metrics_urls,
-        tls,
-        Served {
-            store: store.clone(),
-            hub: engine.hub.clone(),
-            proposer: engine.proposer.clone(),
-            lessor: engine.lessor.clone(),
-            membership: membership.clone(),
-            control: Arc::new(SingleNode { membership, store }),
-            health: Arc::new(move || proposer.halted()),
-            lease_forward: None,
-        },
-        None,
-    )
-    .await;
-    // Whatever happened, stop expiry, then apply and commit what was queued.
-    engine.shutdown().await;
-    served?;
-    info!("cairn stopped");
-    Ok(())
 }
 
 /// Serves the client (and peer) listeners and the metrics listeners until a signal.

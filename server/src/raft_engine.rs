@@ -104,6 +104,8 @@ pub struct RaftEngine {
     /// Turns true once this member was removed from the cluster (it then stops, as etcd's).
     pub removed: watch::Receiver<bool>,
     handle: NodeHandle<Output>,
+    /// Why the node stopped applying, once it failed (a sticky WAL or store error).
+    failed: Arc<OnceLock<Arc<str>>>,
     node_thread: Option<std::thread::JoinHandle<()>>,
     stop_tasks: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -308,6 +310,8 @@ impl RaftEngine {
             .map_err(|e| ServerError::Raft(e.to_string()))?
         };
         let handle = node.handle();
+        let failed: Arc<OnceLock<Arc<str>>> = Arc::new(OnceLock::new());
+        let failed_in_thread = failed.clone();
         let node_thread = std::thread::Builder::new()
             .name("cairn-raft".into())
             .spawn(move || {
@@ -320,7 +324,10 @@ impl RaftEngine {
                 };
                 match rt.block_on(async move { node.run(IntervalTicker::new(Duration::from_millis(tick))).await }) {
                     Ok(_) => info!("raft node stopped"),
-                    Err(e) => error!(error = %e, "raft node failed; this member stops applying"),
+                    Err(e) => {
+                        error!(error = %e, "raft node failed; this member stops applying");
+                        let _ = failed_in_thread.set(Arc::from(format!("raft node failed: {e}")));
+                    }
                 }
             })
             .map_err(ServerError::ProposerThread)?;
@@ -378,6 +385,7 @@ impl RaftEngine {
             members,
             removed: removed_rx,
             handle,
+            failed,
             node_thread: Some(node_thread),
             stop_tasks,
             tasks,
@@ -404,7 +412,16 @@ impl RaftEngine {
     /// Why this member is unhealthy, if it is (no leader known).
     pub fn health(&self) -> Arc<dyn Fn() -> Option<Arc<str>> + Send + Sync> {
         let handle = self.handle.clone();
-        Arc::new(move || if handle.leader().id == 0 { Some(Arc::from("no leader")) } else { None })
+        let failed = self.failed.clone();
+        Arc::new(move || {
+            if let Some(reason) = failed.get() {
+                return Some(reason.clone());
+            }
+            if handle.leader().id == 0 {
+                return Some(Arc::from("no leader"));
+            }
+            None
+        })
     }
 
     /// Stops the tasks, then the node (its log holds everything acknowledged).

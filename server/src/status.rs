@@ -31,7 +31,6 @@ pub fn to_status(err: &RequestError) -> Status {
         RequestError::NotSupportedForLearner => (Code::Unavailable, "etcdserver: rpc not supported for learner"),
         RequestError::UnhealthyCluster => (Code::Unavailable, "etcdserver: unhealthy cluster"),
         RequestError::NotLeader(message) => (Code::FailedPrecondition, *message),
-        RequestError::Unsupported(message) => return Status::unimplemented(message.clone()),
         RequestError::ResponseMismatch { .. } => {
             return Status::internal(format!("cairn: {err}"));
         }

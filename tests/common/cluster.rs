@@ -40,6 +40,8 @@ struct Member {
     /// Its forwarder: the peer URL everyone else uses.
     peer_advertised: SocketAddr,
     data_dir: PathBuf,
+    /// Where it serves `/health` and `/metrics`, if it does.
+    metrics: Option<SocketAddr>,
     initial_cluster: String,
     /// `new` for the founding members, `existing` for added ones.
     state: &'static str,
@@ -59,7 +61,7 @@ impl Member {
 
     fn args(&self) -> Vec<String> {
         let client = self.endpoint();
-        vec![
+        let mut args = vec![
             format!("--name={}", self.name),
             format!("--data-dir={}", self.data_dir.display()),
             format!("--listen-client-urls={client}"),
@@ -72,7 +74,11 @@ impl Member {
             format!("--initial-cluster={}", self.initial_cluster),
             format!("--initial-cluster-state={}", self.state),
             format!("--initial-cluster-token={TOKEN}"),
-        ]
+        ];
+        if let Some(m) = self.metrics {
+            args.push(format!("--listen-metrics-urls=http://{m}"));
+        }
+        args
     }
 
     /// Starts the process; [`Member::wait_ready`] waits for it to serve.
@@ -138,6 +144,18 @@ impl Member {
     }
 }
 
+/// How to set up one member, for [`ProcCluster::start_with`]; the default is what
+/// [`ProcCluster::start`] does.
+#[derive(Clone, Debug, Default)]
+pub struct MemberOptions {
+    /// Its data dir (e.g. on a small file system the test mounted) instead of one in the
+    /// cluster's temporary directory.
+    pub data_dir: Option<PathBuf>,
+    /// Also serve `/health` and `/metrics` (`--listen-metrics-urls`) at
+    /// [`ProcCluster::metrics_addr`].
+    pub metrics: bool,
+}
+
 /// What `etcdctl endpoint status` says about one member.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Status {
@@ -146,6 +164,7 @@ pub struct Status {
     pub leader: u64,
     pub raft_term: u64,
     pub raft_index: u64,
+    pub raft_applied_index: u64,
     pub revision: i64,
     pub is_learner: bool,
     /// The server version it reports, e.g. `3.4.23`.
@@ -174,6 +193,12 @@ pub struct ProcCluster {
 impl ProcCluster {
     /// Starts `n` members and waits until each serves and all agree on a leader.
     pub fn start(kind: Kind, n: usize) -> ProcCluster {
+        ProcCluster::start_with(kind, n, &[])
+    }
+
+    /// Like [`ProcCluster::start`], with member `i` set up as `opts` says for each
+    /// `(i, opts)` in `options`; the other members as by [`ProcCluster::start`].
+    pub fn start_with(kind: Kind, n: usize, options: &[(usize, MemberOptions)]) -> ProcCluster {
         let tmp = tempfile::Builder::new()
             .prefix("cairn-cluster-")
             .tempdir()
@@ -186,6 +211,13 @@ impl ProcCluster {
         };
         for _ in 0..n {
             c.new_member("new");
+        }
+        for (i, opts) in options {
+            let m = &mut c.members[*i];
+            if let Some(dir) = &opts.data_dir {
+                m.data_dir = dir.clone();
+            }
+            m.metrics = opts.metrics.then(free_addr);
         }
         let initial = c.initial_cluster(0..n);
         for i in 0..n {
@@ -213,6 +245,7 @@ impl ProcCluster {
             peer_listen,
             peer_advertised: self.links.proxy_addr(i),
             data_dir: self.tmp.path().join(format!("m{i}")),
+            metrics: None,
             initial_cluster: String::new(),
             state,
             child: None,
@@ -284,6 +317,12 @@ impl ProcCluster {
         self.live().into_iter().map(|i| self.endpoint(i)).collect()
     }
 
+    /// Where member `i` serves `/health` and `/metrics`, if it was started with
+    /// [`MemberOptions::metrics`].
+    pub fn metrics_addr(&self, i: usize) -> Option<SocketAddr> {
+        self.members[i].metrics
+    }
+
     /// The peer URL member `i` advertises (its forwarder).
     pub fn peer_url(&self, i: usize) -> String {
         format!("http://{}", self.members[i].peer_advertised)
@@ -305,6 +344,12 @@ impl ProcCluster {
 
     pub fn is_running(&self, i: usize) -> bool {
         self.members[i].child.is_some()
+    }
+
+    /// Member `i`'s exit status if its process exited on its own (it still counts as
+    /// running for [`ProcCluster::is_running`] until killed or restarted).
+    pub fn exit_status(&mut self, i: usize) -> Option<std::process::ExitStatus> {
+        self.members[i].child.as_mut()?.try_wait().ok()?
     }
 
     /// Everything member `i` logged since it last started.
@@ -343,6 +388,18 @@ impl ProcCluster {
     pub fn restart(&mut self, i: usize) {
         self.launch(i);
         self.wait_all_ready(i..i + 1);
+    }
+
+    /// Like [`ProcCluster::restart`], but gives up after `timeout` and says why instead of
+    /// panicking (the member is killed if it still runs): for a member that may rightly
+    /// refuse to start.
+    pub fn try_restart(&mut self, i: usize, timeout: Duration) -> Result<(), String> {
+        self.launch(i);
+        let r = self.members[i].wait_ready(Instant::now() + timeout);
+        if r.is_err() {
+            self.kill9(i);
+        }
+        r
     }
 
     pub fn kill9_and_restart(&mut self, i: usize) {
@@ -589,6 +646,7 @@ fn parse_status(v: &serde_json::Value) -> Option<Status> {
         leader: v["leader"].as_u64().unwrap_or(0),
         raft_term: v["raftTerm"].as_u64().unwrap_or(0),
         raft_index: v["raftIndex"].as_u64().unwrap_or(0),
+        raft_applied_index: v["raftAppliedIndex"].as_u64().unwrap_or(0),
         revision: v["header"]["revision"].as_i64().unwrap_or(0),
         is_learner: v["isLearner"].as_bool().unwrap_or(false),
         version: v["version"].as_str().unwrap_or("").to_string(),

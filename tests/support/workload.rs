@@ -117,6 +117,18 @@ pub fn refused(code: Code) -> bool {
     )
 }
 
+/// Unavailable answers that mean the request was refused before it entered the log (so it
+/// certainly has no effect): no leader to propose to, a proposal raft dropped during a
+/// leadership change, a learner that takes no writes. Both etcd and cairn answer these only
+/// before proposing (a proposal that may be in the log times out instead).
+pub fn not_proposed(status: &tonic::Status) -> bool {
+    status.code() == Code::Unavailable
+        && matches!(
+            status.message(),
+            "etcdserver: no leader" | "etcdserver: leader changed" | "etcdserver: rpc not supported for learner"
+        )
+}
+
 /// Runs one client until `stop` turns true; returns its history.
 pub async fn run_client(
     id: usize,
@@ -157,15 +169,23 @@ pub async fn run_client(
                     .push(format!("client {id}: {key:?} {input:?}: {anomaly}"));
                 None
             }
-            Ok(Err(status)) if refused(status.code()) => {
+            Ok(Err(status)) if refused(status.code()) || not_proposed(&status) => {
                 *log.refused
                     .entry(format!("{:?}: {}", status.code(), status.message()))
                     .or_default() += 1;
+                if not_proposed(&status) {
+                    // an election is under way: back off as real clients do, elsewhere
+                    if endpoints.borrow().urls.len() > 1 {
+                        kv = None;
+                    }
+                    tokio::time::sleep(Duration::from_millis(rng.range(20, 60))).await;
+                }
                 continue;
             }
             Ok(Err(_)) => {
                 // the connection is likely gone (killed server): reconnect before the next one
                 kv = None;
+                tokio::time::sleep(Duration::from_millis(rng.range(5, 20))).await;
                 None
             }
             Err(_elapsed) => {
