@@ -228,7 +228,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         urls: peer_urls,
         tls: peer_server_tls,
         routes: engine.peer_routes.clone(),
-        removed: engine.removed.clone(),
+        stop: engine.stop.clone(),
         ready: Some(Box::pin(engine.joined())),
     };
     let served = serve_services(

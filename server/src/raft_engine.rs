@@ -101,14 +101,24 @@ pub struct RaftEngine {
     pub lease_forward: Arc<LeaseForwarder>,
     /// The member table.
     pub members: Arc<Members>,
-    /// Turns true once this member was removed from the cluster (it then stops, as etcd's).
-    pub removed: watch::Receiver<bool>,
+    /// Says why this member must stop, once it must: it was removed from the cluster, or
+    /// its node failed (a sticky WAL or store error); both stop the server, as in etcd.
+    pub stop: watch::Receiver<Option<MemberStop>>,
     handle: NodeHandle<Output>,
     /// Why the node stopped applying, once it failed (a sticky WAL or store error).
     failed: Arc<OnceLock<Arc<str>>>,
     node_thread: Option<std::thread::JoinHandle<()>>,
     stop_tasks: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+}
+
+/// Why a member stops on its own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MemberStop {
+    /// MemberRemove removed it.
+    Removed,
+    /// Its node failed and applies nothing more.
+    Failed(Arc<str>),
 }
 
 /// The identity of a member, fixed when it first starts.
@@ -272,12 +282,14 @@ impl RaftEngine {
         update_peers(&transport, me, &table);
 
         let lessor_cell: Arc<OnceLock<Arc<Lessor<RaftProposer>>>> = Arc::new(OnceLock::new());
-        let (removed_tx, removed_rx) = watch::channel(false);
+        let (stop_tx, stop_rx) = watch::channel(None);
+        let stop_tx = Arc::new(stop_tx);
+        let removed_tx = stop_tx.clone();
         let hook_transport = transport.clone();
         let on_members = Box::new(move |t: &MemberTable| {
             update_peers(&hook_transport, me, t);
             if t.removed.contains(&me) {
-                let _ = removed_tx.send(true);
+                removed_tx.send_if_modified(|s| s.is_none() && s.replace(MemberStop::Removed).is_none());
             }
         });
         let grant_cell = lessor_cell.clone();
@@ -326,7 +338,9 @@ impl RaftEngine {
                     Ok(_) => info!("raft node stopped"),
                     Err(e) => {
                         error!(error = %e, "raft node failed; this member stops applying");
-                        let _ = failed_in_thread.set(Arc::from(format!("raft node failed: {e}")));
+                        let reason: Arc<str> = Arc::from(format!("raft node failed: {e}"));
+                        let _ = failed_in_thread.set(reason.clone());
+                        stop_tx.send_if_modified(|s| s.is_none() && s.replace(MemberStop::Failed(reason)).is_none());
                     }
                 }
             })
@@ -383,7 +397,7 @@ impl RaftEngine {
             peer_routes,
             lease_forward,
             members,
-            removed: removed_rx,
+            stop: stop_rx,
             handle,
             failed,
             node_thread: Some(node_thread),

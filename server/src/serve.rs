@@ -21,6 +21,7 @@ use tracing::{error, info, warn};
 use crate::cluster::ClusterService;
 use crate::error::ServerError;
 use crate::cluster_control::ClusterControl;
+use crate::raft_engine::MemberStop;
 use crate::proposer::Proposer;
 use crate::lease::LeaseService;
 use crate::lease_forward::LeaseForwarder;
@@ -114,8 +115,8 @@ pub(crate) struct PeerListeners {
     pub(crate) tls: Option<TlsAcceptor>,
     /// The services.
     pub(crate) routes: tonic::service::Routes,
-    /// Turns true when this member was removed from the cluster: then it stops.
-    pub(crate) removed: watch::Receiver<bool>,
+    /// Says why this member must stop (removed from the cluster, or its node failed).
+    pub(crate) stop: watch::Receiver<Option<MemberStop>>,
     /// Resolves once the member joined the cluster; client listeners open after it.
     pub(crate) ready: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
 }
@@ -220,19 +221,27 @@ pub(crate) async fn serve<P: Proposer>(
     info!(urls = %bound_urls.join(","), "ready to serve client requests");
 
     let mut failure = None;
-    let mut removed = peers.as_ref().map(|p| p.removed.clone());
-    let removed_from_cluster = async {
-        match removed.as_mut() {
-            Some(r) => {
-                if r.wait_for(|r| *r).await.is_err() {
-                    std::future::pending::<()>().await;
+    let mut member_stop = peers.as_ref().map(|p| p.stop.clone());
+    let must_stop = async {
+        if let Some(r) = member_stop.as_mut() {
+            if let Ok(reason) = r.wait_for(|r| r.is_some()).await {
+                if let Some(reason) = reason.clone() {
+                    return reason;
                 }
             }
-            None => std::future::pending::<()>().await,
         }
+        std::future::pending::<MemberStop>().await
     };
     tokio::select! {
-        _ = removed_from_cluster => warn!("the member has been permanently removed from the cluster; shutting down"),
+        reason = must_stop => match reason {
+            MemberStop::Removed => warn!("the member has been permanently removed from the cluster; shutting down"),
+            MemberStop::Failed(why) => {
+                // as etcd exits on a failed disk: clients (and their watches) move to a
+                // healthy member instead of waiting on one that no longer applies
+                error!(reason = %why, "this member can no longer apply; shutting down");
+                failure = Some(Err(ServerError::Raft(why.to_string())));
+            }
+        },
         _ = sigterm.recv() => info!(signal = "SIGTERM", "shutting down"),
         _ = sigint.recv() => info!(signal = "SIGINT", "shutting down"),
         Some(joined) = servers.join_next() => {

@@ -79,6 +79,9 @@ pub struct ClientLog {
     pub ops: Vec<Operation>,
     /// Errors that say the request was refused (not applied), by gRPC code.
     pub refused: HashMap<String, usize>,
+    /// Unavailable answers given before proposing (elections, learners): not applied,
+    /// expected under faults (see [`not_proposed`]).
+    pub unavailable: HashMap<String, usize>,
     /// Answers that break the protocol (missing header, undecodable value...).
     pub anomalies: Vec<String>,
 }
@@ -169,17 +172,19 @@ pub async fn run_client(
                     .push(format!("client {id}: {key:?} {input:?}: {anomaly}"));
                 None
             }
-            Ok(Err(status)) if refused(status.code()) || not_proposed(&status) => {
+            Ok(Err(status)) if refused(status.code()) => {
                 *log.refused
                     .entry(format!("{:?}: {}", status.code(), status.message()))
                     .or_default() += 1;
-                if not_proposed(&status) {
-                    // an election is under way: back off as real clients do, elsewhere
-                    if endpoints.borrow().urls.len() > 1 {
-                        kv = None;
-                    }
-                    tokio::time::sleep(Duration::from_millis(rng.range(20, 60))).await;
+                continue;
+            }
+            Ok(Err(status)) if not_proposed(&status) => {
+                *log.unavailable.entry(status.message().to_owned()).or_default() += 1;
+                // an election is under way: back off as real clients do, elsewhere
+                if endpoints.borrow().urls.len() > 1 {
+                    kv = None;
                 }
+                tokio::time::sleep(Duration::from_millis(rng.range(20, 60))).await;
                 continue;
             }
             Ok(Err(_)) => {

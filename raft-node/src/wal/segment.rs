@@ -63,7 +63,12 @@ pub fn create(dir: &Path, seq: u64, first_index: u64, size: u64) -> std::io::Res
     let path = dir.join(segment_name(seq, first_index));
     let tmp = dir.join(format!("{}.tmp", segment_name(seq, first_index)));
     let mut f = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&tmp)?;
-    preallocate(&f, size)?;
+    if let Err(e) = preallocate(&f, size) {
+        // do not leave a half-allocated file taking the space of a full disk
+        drop(f);
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
     let mut header = Vec::with_capacity(SEGMENT_HEADER_LEN as usize);
     header.extend_from_slice(MAGIC);
     header.extend_from_slice(&VERSION.to_le_bytes());
@@ -89,8 +94,14 @@ fn preallocate(f: &File, size: u64) -> std::io::Result<()> {
     if r == 0 {
         return Ok(());
     }
-    // file systems without fallocate: a sparse file still works, fdatasync just does more
-    f.set_len(size)
+    let err = std::io::Error::last_os_error();
+    match err.raw_os_error() {
+        // file systems without fallocate: a sparse file still works, fdatasync does more
+        Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => f.set_len(size),
+        // a full disk (or any other failure) is an error now, not at the next write into
+        // a sparse segment
+        _ => Err(err),
+    }
 }
 
 /// fsyncs a directory so that created, renamed or removed entries are durable.
