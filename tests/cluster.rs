@@ -11,7 +11,7 @@ mod common;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use common::cluster::{ProcCluster, RECONFIG_TIMEOUT};
+use common::cluster::{MemberOptions, ProcCluster, RECONFIG_TIMEOUT};
 use common::proxy::CutMode;
 use common::{target_kind, wait_for};
 
@@ -327,4 +327,43 @@ fn an_isolated_leader_serves_no_stale_reads_and_converges_after_the_heal() {
         c.name(leader),
         c.name(old)
     );
+}
+
+#[test]
+fn a_member_that_missed_compacted_log_catches_up_by_snapshot() {
+    let _serial = one_at_a_time();
+    let opts = MemberOptions { extra_args: vec!["--snapshot-count=100".into()], ..Default::default() };
+    let options: Vec<(usize, MemberOptions)> = (0..3).map(|i| (i, opts.clone())).collect();
+    let mut c = ProcCluster::start_with(target_kind(), 3, &options);
+    let leader = c.leader();
+    let down = (leader + 1) % 3;
+    let up = (leader + 2) % 3;
+    c.kill9(down);
+    // 400 writes: the log is compacted behind the store every 100 applied entries (cairn
+    // keeps min(--snapshot-count, 5000) entries behind for followers; etcd keeps 5000, so
+    // it catches up from the log here)
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let endpoints = vec![c.endpoint(leader), c.endpoint(up)];
+    rt.block_on(async {
+        let mut client = etcd_client::Client::connect(endpoints, None).await.expect("connect");
+        for n in 0..400 {
+            client.put(format!("/snap/{n:03}"), format!("v{n}"), None).await.expect("put");
+        }
+    });
+    c.restart(down);
+    wait_value(&c, down, "/snap/399", "v399", Duration::from_secs(20));
+    for n in [0, 123, 250, 398] {
+        assert_eq!(get(&c, down, &format!("/snap/{n:03}"), true, T), Ok(Some(format!("v{n}"))), "key {n}");
+    }
+    if c.kind() == common::Kind::Cairn {
+        assert!(
+            c.log(down).contains("installing a snapshot"),
+            "{} caught up without a snapshot although the log was compacted:\n{}",
+            c.name(down),
+            c.log(down)
+        );
+    }
+    // it takes writes and linearizable reads again
+    put_until(&c, down, "/snap/after", "yes", T);
+    assert_eq!(get(&c, up, "/snap/after", false, T), Ok(Some("yes".into())));
 }

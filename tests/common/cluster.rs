@@ -42,6 +42,7 @@ struct Member {
     data_dir: PathBuf,
     /// Where it serves `/health` and `/metrics`, if it does.
     metrics: Option<SocketAddr>,
+    extra_args: Vec<String>,
     initial_cluster: String,
     /// `new` for the founding members, `existing` for added ones.
     state: &'static str,
@@ -78,6 +79,7 @@ impl Member {
         if let Some(m) = self.metrics {
             args.push(format!("--listen-metrics-urls=http://{m}"));
         }
+        args.extend(self.extra_args.iter().cloned());
         args
     }
 
@@ -154,6 +156,8 @@ pub struct MemberOptions {
     /// Also serve `/health` and `/metrics` (`--listen-metrics-urls`) at
     /// [`ProcCluster::metrics_addr`].
     pub metrics: bool,
+    /// More flags (e.g. `--snapshot-count=100`), for every start of this member.
+    pub extra_args: Vec<String>,
 }
 
 /// What `etcdctl endpoint status` says about one member.
@@ -218,6 +222,7 @@ impl ProcCluster {
                 m.data_dir = dir.clone();
             }
             m.metrics = opts.metrics.then(free_addr);
+            m.extra_args = opts.extra_args.clone();
         }
         let initial = c.initial_cluster(0..n);
         for i in 0..n {
@@ -246,6 +251,7 @@ impl ProcCluster {
             peer_advertised: self.links.proxy_addr(i),
             data_dir: self.tmp.path().join(format!("m{i}")),
             metrics: None,
+            extra_args: Vec::new(),
             initial_cluster: String::new(),
             state,
             child: None,

@@ -133,7 +133,16 @@ impl Wal {
                         }
                         tracing::warn!(path = %seg.path.display(), offset = off, "wal: truncating a torn tail");
                         let f = std::fs::OpenOptions::new().write(true).open(&seg.path)?;
-                        f.write_all_at(&vec![0u8; buf.len() - off], off as u64)?;
+                        // zero the torn bytes, up to the last non-zero one (the preallocated
+                        // rest is zero already), in bounded pieces
+                        let end = buf.iter().rposition(|&b| b != 0).map_or(off, |p| (p + 1).max(off));
+                        let zeros = vec![0u8; (end - off).min(1 << 20)];
+                        let mut at = off;
+                        while at < end {
+                            let n = (end - at).min(zeros.len());
+                            f.write_all_at(&zeros[..n], at as u64)?;
+                            at += n;
+                        }
                         f.sync_data()?;
                         break;
                     }
