@@ -404,6 +404,7 @@ fn disk_fills_up(disk: SmallDisk, faulty_leads: bool) {
     let opts = MemberOptions {
         data_dir: Some(data_dir),
         metrics: true,
+        ..Default::default()
     };
     let mut c = ProcCluster::start_with(kind, 3, &[(FAULTY, opts)]);
     make_leader(&mut c, if faulty_leads { FAULTY } else { HEALTHY[0] });
