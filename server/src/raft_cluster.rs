@@ -25,6 +25,12 @@ use crate::raft_proposer::node_error;
 /// How long MoveLeader waits for the transferee to take over.
 const MOVE_LEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Whether a learner that matched `matched` of a leader log ending at `last` is in sync
+/// enough to vote (etcd: 90%).
+fn learner_ready(matched: u64, last: u64) -> bool {
+    matched.saturating_mul(10) >= last.saturating_mul(9)
+}
+
 /// The Raft cluster as the Cluster and Maintenance services see it.
 pub struct RaftCluster {
     me: u64,
@@ -119,7 +125,20 @@ impl ClusterControl for RaftCluster {
         match self.members.get(id) {
             None => Err(RequestError::MemberNotFound),
             Some(m) if !m.is_learner => Err(RequestError::NotALearner),
-            Some(_) => self.conf_change(ConfChangeRequest::Promote(id), Vec::new()).await,
+            Some(_) => {
+                // as etcd: only a learner that holds at least 90% of the leader's log may
+                // vote (a lagging new voter could cost the cluster its quorum). Checked
+                // where the progress is known, on the leader; elsewhere the change is
+                // forwarded unchecked.
+                let status = self.handle.status().await.map_err(|_| RequestError::Stopped)?;
+                if status.leader.id == self.me {
+                    let matched = status.progress.iter().find(|(m, _)| *m == id).map_or(0, |(_, i)| *i);
+                    if !learner_ready(matched, status.log.1) {
+                        return Err(RequestError::LearnerNotReady);
+                    }
+                }
+                self.conf_change(ConfChangeRequest::Promote(id), Vec::new()).await
+            }
         }
     }
 
@@ -142,5 +161,19 @@ impl ClusterControl for RaftCluster {
             Ok(Err(_)) => Err(RequestError::Stopped),
             Err(_) => Err(RequestError::Timeout),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::learner_ready;
+
+    #[test]
+    fn a_learner_votes_once_it_holds_ninety_percent_of_the_log() {
+        assert!(learner_ready(90, 100));
+        assert!(learner_ready(100, 100));
+        assert!(!learner_ready(89, 100));
+        assert!(!learner_ready(0, 5));
+        assert!(learner_ready(0, 0));
     }
 }

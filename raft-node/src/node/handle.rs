@@ -65,6 +65,8 @@ pub struct NodeStatus {
     pub log: (u64, u64),
     /// The conf state in force.
     pub conf: ConfState,
+    /// On the leader: every member's matched log index, by member id (empty elsewhere).
+    pub progress: Vec<(u64, u64)>,
 }
 
 /// The answer to a proposal.

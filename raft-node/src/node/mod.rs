@@ -311,6 +311,13 @@ impl<M: StateMachine, T: Transport> RaftNode<M, T> {
             applied: self.applied,
             log: (store.snapshot_point().0 + 1, self.raw.raft.raft_log.last_index()),
             conf: store.conf_state(),
+            progress: if self.raw.raft.state == raft::StateRole::Leader {
+                let mut p: Vec<(u64, u64)> = self.raw.raft.prs().iter().map(|(id, pr)| (*id, pr.matched)).collect();
+                p.sort_unstable();
+                p
+            } else {
+                Vec::new()
+            },
         }
     }
 
