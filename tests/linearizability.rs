@@ -28,16 +28,13 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use cairn_proto::etcdserverpb::kv_client::KvClient;
-use cairn_proto::etcdserverpb::RangeRequest;
 use common::{Kind, Server};
 use support::linearizability::{self as lin, CheckOptions, Input, Operation, Output, Rev, Verdict};
 use support::nemesis::{run_nemesis, Cluster, Fault, FaultKind, NemesisConfig};
 use support::rng::Rng;
-use support::watch_check::{self as wc, EventKind, Watched};
-use support::workload::{
-    connect, execute, record_watch, run_client, Clock, Endpoints, WatchOutcome, WatchSpec,
-    WorkloadConfig,
-};
+use support::verify::{check_durable, check_watches, must, start_watch, WatchRun};
+use support::watch_check::{self as wc, Watched};
+use support::workload::{connect, run_client, Clock, Endpoints, WatchSpec, WorkloadConfig};
 use tokio::sync::watch;
 
 const CLIENTS: usize = 8;
@@ -45,6 +42,8 @@ const CI_SEEDS: [u64; 3] = [1, 2, 3];
 const CI_LOAD: Duration = Duration::from_secs(6);
 /// How long the watches may take to catch up after the load.
 const WATCH_CATCH_UP: Duration = Duration::from_secs(20);
+/// How often the watches ask for progress.
+const PROGRESS: Option<Duration> = Some(Duration::from_millis(200));
 
 fn seeds() -> Vec<u64> {
     let Ok(s) = std::env::var("CAIRN_SEEDS") else {
@@ -132,64 +131,6 @@ async fn linearizable_under_kill9_and_pause() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-/// One recorded watch and where it must get to.
-struct WatchRun {
-    spec: WatchSpec,
-    watched: Watched,
-    until: watch::Sender<Option<Rev>>,
-    task: tokio::task::JoinHandle<WatchOutcome>,
-}
-
-fn start_watch(
-    spec: WatchSpec,
-    watched: Watched,
-    start: Rev,
-    seed: u64,
-    eps: &watch::Receiver<Endpoints>,
-) -> WatchRun {
-    let (until, until_rx) = watch::channel(None);
-    let task = tokio::spawn(record_watch(
-        spec.clone(),
-        start,
-        seed,
-        workload(),
-        eps.clone(),
-        until_rx,
-        Duration::from_millis(200),
-    ));
-    WatchRun {
-        spec,
-        watched,
-        until,
-        task,
-    }
-}
-
-/// Runs one operation that must be answered (after the load, on a healthy server).
-async fn must(
-    clock: &Clock,
-    kv: &mut KvClient<tonic::transport::Channel>,
-    key: &str,
-    input: Input,
-) -> Result<Operation, String> {
-    let call = clock.now();
-    let out = tokio::time::timeout(Duration::from_secs(10), execute(kv, key, &input)).await;
-    let ret = clock.now();
-    match out {
-        Ok(Ok(Ok(output))) => Ok(Operation {
-            client: CLIENTS,
-            key: key.into(),
-            call,
-            ret: Some(ret),
-            input,
-            output,
-        }),
-        other => Err(format!(
-            "{input:?} of {key:?} after the final restart: {other:?}"
-        )),
-    }
-}
-
 async fn run(seed: u64, load: Duration) -> Result<String, String> {
     let started = Instant::now();
     let cfg = workload();
@@ -207,13 +148,7 @@ async fn run(seed: u64, load: Duration) -> Result<String, String> {
     let first = connect(&ep_rx.borrow().clone(), &mut rng, cfg.connect_timeout)
         .await
         .ok_or("cannot connect")?;
-    let get = must(
-        &clock,
-        &mut KvClient::new(first),
-        &cfg.hot_keys[0],
-        Input::Get,
-    )
-    .await?;
+    let get = must(&clock, &mut KvClient::new(first), CLIENTS, &cfg.hot_keys[0], Input::Get).await?;
     let start_rev = get.header_revision().unwrap() + 1;
     let mut watches: Vec<WatchRun> = cfg
         .hot_keys
@@ -223,7 +158,7 @@ async fn run(seed: u64, load: Duration) -> Result<String, String> {
             WatchSpec::prefix("/registry/pods/"),
             Watched::Prefix("/registry/pods/".into()),
         )])
-        .map(|(spec, watched)| start_watch(spec, watched, start_rev, seed, &ep_rx))
+        .map(|(spec, watched)| start_watch(spec, watched, start_rev, seed, &cfg, &ep_rx, PROGRESS))
         .collect();
 
     let mut load = drive_load(seed, load, &cfg, clock, node, ep_tx, &ep_rx).await;
@@ -242,7 +177,9 @@ async fn run(seed: u64, load: Duration) -> Result<String, String> {
         Watched::Prefix("/".into()),
         start_rev,
         seed,
+        &cfg,
         &ep_rx,
+        PROGRESS,
     ));
     let final_rev = *last.sentinel.values().max().unwrap();
     for w in &watches {
@@ -262,7 +199,7 @@ async fn run(seed: u64, load: Duration) -> Result<String, String> {
     }
     problems.extend(lin::check_revision_order(&ops, 5));
     problems.extend(check_durable(&ep_rx.borrow().clone(), &history).await);
-    let watch_note = check_watches(watches, &history, &mut problems).await;
+    let watch_note = check_watches(watches, &history, WATCH_CATCH_UP, &mut problems).await;
     drop(node);
 
     // The run must have exercised what it claims to.
@@ -451,125 +388,16 @@ async fn final_restart(
     };
     let keys: Vec<&String> = cfg.hot_keys.iter().chain(&cfg.kube_keys).collect();
     for key in &keys {
-        last.ops.push(must(&clock, &mut kv, key, Input::Get).await?);
+        last.ops.push(must(&clock, &mut kv, CLIENTS, key, Input::Get).await?);
     }
     for key in keys {
         let put = Input::Put {
             value: format!("final-{key}"),
         };
-        let op = must(&clock, &mut kv, key, put).await?;
+        let op = must(&clock, &mut kv, CLIENTS, key, put).await?;
         last.sentinel
             .insert(key.clone(), op.header_revision().unwrap());
         last.ops.push(op);
     }
     Ok((node, last))
-}
-
-/// Waits for every watch to catch up and checks its segments; returns a line for the
-/// report (or the reason the checks were skipped).
-async fn check_watches(
-    watches: Vec<WatchRun>,
-    history: &wc::History,
-    problems: &mut Vec<String>,
-) -> String {
-    let (mut events, mut segments) = (0, 0);
-    let mut skipped = None;
-    for w in watches {
-        let outcome = match tokio::time::timeout(WATCH_CATCH_UP, w.task).await {
-            Ok(o) => o.expect("watch task"),
-            Err(_) => {
-                let (name, until) = (&w.spec.name, *w.until.borrow());
-                problems.push(format!(
-                    "watch {name} did not reach revision {until:?} within {WATCH_CATCH_UP:?}"
-                ));
-                continue;
-            }
-        };
-        match outcome {
-            WatchOutcome::Unimplemented(msg) => skipped = Some(msg),
-            WatchOutcome::Recorded {
-                segments: segs,
-                anomalies,
-            } => {
-                problems.extend(anomalies);
-                match wc::check_watch(&w.watched, history, &segs, *w.until.borrow()) {
-                    Ok(s) => {
-                        events += s.events;
-                        segments += s.segments;
-                    }
-                    Err(v) => {
-                        problems.push(format!("watch {}:\n  {}", w.spec.name, v.join("\n  ")))
-                    }
-                }
-            }
-        }
-    }
-    match skipped {
-        Some(msg) => format!(
-            "watch checks SKIPPED: cairn answered UNIMPLEMENTED to Watch ({msg:?}); \
-             they run once the Watch service lands"
-        ),
-        None => format!("watches: {events} events in {segments} segments checked"),
-    }
-}
-
-/// Reads every committed write back at its revision (8 connections in parallel).
-async fn check_durable(eps: &Endpoints, history: &wc::History) -> Vec<String> {
-    let writes: Vec<wc::CommittedWrite> = history.committed.clone();
-    let chunk = writes.len().div_ceil(8).max(1);
-    let mut tasks = Vec::new();
-    for (i, part) in writes.chunks(chunk).enumerate() {
-        let (part, eps) = (part.to_vec(), eps.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut rng = Rng::derive(0, 4000 + i as u64);
-            let Some(ch) = connect(&eps, &mut rng, Duration::from_secs(2)).await else {
-                return vec!["durability check: cannot connect".to_string()];
-            };
-            let mut kv = KvClient::new(ch);
-            let mut bad = Vec::new();
-            for w in part {
-                let req = RangeRequest {
-                    key: w.key.clone().into_bytes(),
-                    revision: w.revision,
-                    ..Default::default()
-                };
-                let r = match kv.range(req).await {
-                    Ok(r) => r.into_inner(),
-                    Err(e) => {
-                        bad.push(format!("reading back {w:?}: {e}"));
-                        continue;
-                    }
-                };
-                let ok = match (w.kind, r.kvs.as_slice()) {
-                    (EventKind::Delete, []) => true,
-                    (EventKind::Put, [kv]) => {
-                        kv.value == w.value.as_bytes() && kv.mod_revision == w.revision
-                    }
-                    _ => false,
-                };
-                if !ok {
-                    let got: Vec<_> = r
-                        .kvs
-                        .iter()
-                        .map(|kv| {
-                            (
-                                String::from_utf8_lossy(&kv.value).into_owned(),
-                                kv.mod_revision,
-                            )
-                        })
-                        .collect();
-                    bad.push(format!(
-                        "lost after kill -9: {w:?} reads back at its revision as {got:?}"
-                    ));
-                }
-            }
-            bad
-        }));
-    }
-    let mut bad = Vec::new();
-    for t in tasks {
-        bad.extend(t.await.expect("durability task"));
-    }
-    bad.truncate(20);
-    bad
 }

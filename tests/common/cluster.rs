@@ -21,7 +21,7 @@ use tempfile::TempDir;
 
 use super::proxy::{CutMode, Links, Stats};
 use super::READY_TIMEOUT;
-use super::{check_ok, etcdctl_command, free_addr, spawn_reader, wait_for, Event, Kind};
+use super::{check_ok, etcdctl_command, free_addr, spawn_server, wait_for, Event, Kind};
 
 /// How long a started cluster may take to agree on a leader.
 pub const LEADER_TIMEOUT: Duration = Duration::from_secs(15);
@@ -87,23 +87,7 @@ impl Member {
     fn spawn(&mut self, kind: Kind) {
         assert!(self.child.is_none(), "{} is already running", self.name);
         self.log.lock().unwrap().clear();
-        let mut cmd = Command::new(kind.binary());
-        cmd.args(self.args())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (k, _) in std::env::vars_os() {
-            let k = k.to_string_lossy().into_owned();
-            if k.starts_with("ETCD_") || k.starts_with("ETCDCTL_") {
-                cmd.env_remove(k);
-            }
-        }
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", kind.binary().display()));
-        let (tx, rx) = mpsc::channel();
-        spawn_reader(child.stderr.take().unwrap(), self.log.clone(), Some(tx));
-        spawn_reader(child.stdout.take().unwrap(), self.log.clone(), None);
+        let (child, rx) = spawn_server(kind, &self.args(), &self.log).unwrap_or_else(|e| panic!("{e}"));
         self.child = Some(child);
         self.ready = Some(rx);
         self.paused = false;

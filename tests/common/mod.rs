@@ -60,6 +60,37 @@ fn tool_path(override_var: &str, default: &str) -> PathBuf {
     p
 }
 
+/// Starts a server process of `kind` with `args` (and no `ETCD_*`/`ETCDCTL_*` variables:
+/// configuration comes from the flags only); its output goes to `log`, and the receiver
+/// hears when it logs that it is ready (or its stderr closed).
+fn spawn_server(
+    kind: Kind,
+    args: &[String],
+    log: &Arc<Mutex<String>>,
+) -> Result<(Child, mpsc::Receiver<Event>), String> {
+    let mut cmd = Command::new(kind.binary());
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy().into_owned();
+        if k.starts_with("ETCD_") || k.starts_with("ETCDCTL_") {
+            cmd.env_remove(k);
+        }
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("spawn {}: {e}", kind.binary().display()))?;
+    let (tx, rx) = mpsc::channel();
+    let (Some(stderr), Some(stdout)) = (child.stderr.take(), child.stdout.take()) else {
+        return Err("the child's output pipes are missing".into());
+    };
+    spawn_reader(stderr, log.clone(), Some(tx));
+    spawn_reader(stdout, log.clone(), None);
+    Ok((child, rx))
+}
+
 /// Path of the real etcd server binary.
 pub fn etcd_bin() -> PathBuf {
     tool_path("CAIRN_TEST_ETCD_BIN", "/usr/bin/etcd")
@@ -219,24 +250,7 @@ impl Server {
 
     fn try_launch(&mut self) -> Result<(), String> {
         self.log.lock().unwrap().clear();
-        let mut cmd = Command::new(self.kind.binary());
-        cmd.args(self.args())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        // Configuration must come from our flags only.
-        for (k, _) in std::env::vars_os() {
-            let k = k.to_string_lossy().into_owned();
-            if k.starts_with("ETCD_") || k.starts_with("ETCDCTL_") {
-                cmd.env_remove(k);
-            }
-        }
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| format!("spawn {}: {e}", self.kind.binary().display()))?;
-        let (tx, rx) = mpsc::channel();
-        spawn_reader(child.stderr.take().unwrap(), self.log.clone(), Some(tx));
-        spawn_reader(child.stdout.take().unwrap(), self.log.clone(), None);
+        let (child, rx) = spawn_server(self.kind, &self.args(), &self.log)?;
         self.child = Some(child);
 
         match rx.recv_timeout(READY_TIMEOUT) {

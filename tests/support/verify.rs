@@ -1,9 +1,7 @@
 //! The after-the-load checks of a fault-injection run, for any number of members: watches
 //! recorded and checked against the committed history, every committed write read back at
 //! its revision, and operations that must be answered once the cluster is healthy again.
-//!
-//! (tests/linearizability.rs has its own copies of these from before this module; they do
-//! the same thing and can be replaced by it.)
+//! Used by `tests/linearizability.rs` (one node) and `tests/cluster_faults.rs` (three).
 
 use std::time::Duration;
 

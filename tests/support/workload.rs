@@ -508,24 +508,11 @@ pub enum WatchOutcome {
 
 /// Records a watch from `start_revision` until it has covered the revision `until` is set
 /// to. A broken stream ends a segment; the watch is created again from the revision after
-/// the last one the segment covered. Asks for progress every `progress_every`.
-pub async fn record_watch(
-    spec: WatchSpec,
-    start_revision: Rev,
-    seed: u64,
-    cfg: WorkloadConfig,
-    endpoints: watch::Receiver<Endpoints>,
-    until: watch::Receiver<Option<Rev>>,
-    progress_every: Duration,
-) -> WatchOutcome {
-    let progress = Some(progress_every);
-    record_watch_with(spec, start_revision, seed, cfg, endpoints, until, progress).await
-}
-
-/// [`record_watch`], asking for progress every `progress_every` (from the watch's creation
-/// on) or, with `None`, never: for servers whose requested progress notifications are
-/// known to overtake events (etcd before 3.4.31 / 3.5.13, #15220), where the segment would
-/// claim revisions it never delivered. The watch then ends on the events it waits for.
+/// the last one the segment covered. Asks for progress every `progress_every` (from the
+/// watch's creation on) or, with `None`, never: for servers whose requested progress
+/// notifications are known to overtake events (etcd before 3.4.31 / 3.5.13, #15220), where
+/// the segment would claim revisions it never delivered. The watch then ends on the events
+/// it waits for.
 pub async fn record_watch_with(
     spec: WatchSpec,
     start_revision: Rev,
