@@ -2,8 +2,8 @@
 # Installs what the tests need, if missing, then runs the whole test suite:
 #   - etcd and etcdctl (Debian packages etcd-server, etcd-client): the
 #     integration tests compare cairn with real etcd and drive it with etcdctl;
-#   - protoc (protobuf-compiler): the build script of the etcd-client crate
-#     (a dev-dependency) needs it.
+#   - protoc (protobuf-compiler) and the well-known protobuf types (libprotobuf-dev):
+#     the build scripts of raft-rs and of the etcd-client crate (a dev-dependency) need them.
 # Extra arguments are passed on to `cargo test`, e.g.
 #   scripts/test.sh --test differential -- --nocapture
 set -euo pipefail
@@ -13,6 +13,8 @@ missing=()
 [ -x /usr/bin/etcd ] || missing+=(etcd-server)
 [ -x /usr/bin/etcdctl ] || missing+=(etcd-client)
 command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
+# the well-known types (google/protobuf/*.proto) that etcd-client's protos import
+[ -f /usr/include/google/protobuf/descriptor.proto ] || missing+=(libprotobuf-dev)
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "installing ${missing[*]}" >&2
     sudo=()

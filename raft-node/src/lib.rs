@@ -34,7 +34,7 @@ pub mod wal;
 #[cfg(feature = "raft")]
 pub use machine::{AppliedConfChange, SnapshotSource, StateMachine, StateMachineError};
 #[cfg(feature = "raft")]
-pub use node::{PeerInbox, 
+pub use node::{IdGen, PeerInbox,
     ConfChangeRequest, LeaderInfo, Mailbox, NodeConfig, NodeError, NodeHandle, NodeStatus, ProposeResult, RaftNode,
     RequestError, Transport,
 };

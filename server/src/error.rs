@@ -123,7 +123,7 @@ pub enum ServerError {
     Config(#[from] ConfigError),
     /// TLS material could not be loaded or generated.
     #[error(transparent)]
-    Tls(#[from] crate::tls::TlsError),
+    Tls(#[from] crate::net::tls::TlsError),
     /// The data directory could not be created.
     #[error("cannot create data directory {path}: {source}")]
     DataDir {

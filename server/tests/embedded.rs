@@ -2,14 +2,15 @@
 //! WAL-backed pipeline, lessor): the same conformance suite that runs against real etcd
 //! and the cairn binary, leases (TTL expiry) included, plus a restart.
 
-use cairn_server::engine::{Engine, EngineOptions};
+use cairn_server::engine::Engine;
+use cairn_server::MemberOptions;
 use cairn_storage::kube::conformance::{self, Features};
 use cairn_storage::kube::{GetOptions, KubeStorage, LocalConfig, Tenant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_against_the_embedded_engine() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let engine = Engine::open(dir.path(), EngineOptions::default()).await.expect("open engine");
+    let engine = Engine::open(dir.path(), MemberOptions::default()).await.expect("open engine");
     let storage = engine.local_storage(LocalConfig::default());
     conformance::run_all(&storage, b"/conformance/engine/", Features { leases: true }).await;
     let tenant = Tenant::new(storage.clone(), b"/conformance/tenant/".to_vec()).expect("tenant");
@@ -24,7 +25,7 @@ async fn conformance_against_the_embedded_engine() {
     // let go of the store asynchronously after shutdown: retry while sled's lock is held
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let engine = loop {
-        match Engine::open(dir.path(), EngineOptions::default()).await {
+        match Engine::open(dir.path(), MemberOptions::default()).await {
             Ok(e) => break e,
             Err(e) if std::time::Instant::now() < deadline && e.to_string().contains("lock") => {
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await

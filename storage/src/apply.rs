@@ -19,7 +19,7 @@ use prost::Message;
 
 use crate::backend::{Bucket, WriteBatch};
 use crate::error::{Error, Result};
-use crate::lease::Lessor;
+use crate::lease::LeaseTable;
 use crate::store::{Store, META_COMPACT_SCHEDULED, META_MEMBERS};
 use crate::txn;
 use crate::write_txn::WriteTxn;
@@ -178,7 +178,7 @@ fn persist_lease(batch: &mut WriteBatch, id: i64, ttl: i64, remaining_ttl: i64) 
     batch.put(Bucket::Lease, lease_key(id), rec.encode_to_vec());
 }
 
-fn lease_grant(lessor: &mut Lessor, g: &LeaseGrantRequest, rev: i64, batch: &mut WriteBatch) -> Result<ApplyResponse> {
+fn lease_grant(lessor: &mut LeaseTable, g: &LeaseGrantRequest, rev: i64, batch: &mut WriteBatch) -> Result<ApplyResponse> {
     let l = lessor.grant(g.id, g.ttl)?;
     persist_lease(batch, l.id, l.ttl, 0);
     Ok(ApplyResponse::LeaseGrant(LeaseGrantResponse { header: header(rev), id: l.id, ttl: l.ttl, error: String::new() }))
@@ -199,7 +199,7 @@ fn lease_revoke(tx: &mut WriteTxn<'_>, r: &LeaseRevokeRequest, batch: &mut Write
 }
 
 fn lease_checkpoint(
-    lessor: &mut Lessor,
+    lessor: &mut LeaseTable,
     c: &LeaseCheckpointRequest,
     rev: i64,
     batch: &mut WriteBatch,

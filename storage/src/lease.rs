@@ -24,17 +24,17 @@ pub struct LeaseInfo {
 
 /// Leases and the key → lease attachment map.
 #[derive(Debug, Default)]
-pub struct Lessor {
+pub struct LeaseTable {
     leases: HashMap<i64, LeaseInfo>,
     /// Which lease each leased key is attached to (keys without a lease are absent).
     key_lease: HashMap<Vec<u8>, i64>,
     min_ttl: i64,
 }
 
-impl Lessor {
-    /// An empty lessor granting at least `min_ttl` seconds.
+impl LeaseTable {
+    /// An empty table granting at least `min_ttl` seconds.
     pub fn new(min_ttl: i64) -> Self {
-        Lessor { min_ttl, ..Default::default() }
+        LeaseTable { min_ttl, ..Default::default() }
     }
 
     /// Grants lease `id`; applies the minimum TTL.
@@ -138,7 +138,7 @@ mod tests {
 
     #[test]
     fn grant_rules() {
-        let mut l = Lessor::new(2);
+        let mut l = LeaseTable::new(2);
         assert_eq!(l.grant(7, 1).unwrap().ttl, 2, "minimum TTL applies");
         assert!(matches!(l.grant(7, 10), Err(Error::LeaseExists)));
         assert!(matches!(l.grant(8, MAX_LEASE_TTL + 1), Err(Error::LeaseTtlTooLarge)));
@@ -147,7 +147,7 @@ mod tests {
 
     #[test]
     fn attach_move_and_revoke() {
-        let mut l = Lessor::new(1);
+        let mut l = LeaseTable::new(1);
         l.grant(1, 10).unwrap();
         l.grant(2, 10).unwrap();
         l.set_key_lease(b"b", 1);

@@ -19,7 +19,7 @@ use prost::Message;
 use crate::backend::{Backend, Bucket, ScanFn};
 use crate::error::{Error, Result};
 use crate::index::TreeIndex;
-use crate::lease::Lessor;
+use crate::lease::LeaseTable;
 use crate::revision::Revision;
 use crate::store::{META_APPLIED_INDEX, META_COMPACT_FINISHED, META_COMPACT_SCHEDULED, META_CURRENT_REV, META_MEMBERS};
 
@@ -47,7 +47,7 @@ impl Contents for BackendContents<'_> {
 /// Everything the store derives from its backend.
 pub(crate) struct Rebuilt {
     pub index: TreeIndex,
-    pub lessor: Lessor,
+    pub lessor: LeaseTable,
     /// `applied_index` (0 when absent).
     pub applied_index: u64,
     /// The store revision (1 for an empty store, as in etcd).
@@ -113,7 +113,7 @@ pub(crate) fn rebuild(c: &dyn Contents, min_lease_ttl: i64) -> Result<Rebuilt> {
         Ok(true)
     })?;
 
-    let mut lessor = Lessor::new(min_lease_ttl);
+    let mut lessor = LeaseTable::new(min_lease_ttl);
     c.scan_all(Bucket::Lease, &mut |_, v| {
         let r = LeaseRecord::decode(v).map_err(|e| Error::corrupt("lease bucket value", e))?;
         lessor.restore(r.id, r.ttl, r.remaining_ttl);

@@ -50,7 +50,7 @@ use crate::backend::{Backend, Bucket, WriteBatch};
 use crate::compactor::Compactor;
 use crate::error::{Error, Result};
 use crate::index::TreeIndex;
-use crate::lease::{LeaseInfo, Lessor};
+use crate::lease::{LeaseInfo, LeaseTable};
 use crate::range::ReadCtx;
 use crate::rebuild::{rebuild, BackendContents};
 use crate::revision::Revision;
@@ -134,7 +134,7 @@ pub struct Store {
     pub(crate) apply: Mutex<ApplyState>,
     /// Readers against a restore (module docs, lock 2).
     pub(crate) gate: RwLock<()>,
-    pub(crate) lessor: RwLock<Lessor>,
+    pub(crate) lessor: RwLock<LeaseTable>,
     /// The newest durable revision: what readers see.
     pub(crate) committed_rev: AtomicI64,
     /// Reads below this revision are refused (published at commit).

@@ -16,7 +16,7 @@ use prost::Message;
 use crate::backend::{Bucket, WriteBatch};
 use crate::error::Result;
 use crate::index::KeySpan;
-use crate::lease::Lessor;
+use crate::lease::LeaseTable;
 use crate::range::ReadCtx;
 use crate::revision::Revision;
 use crate::store::Store;
@@ -32,7 +32,7 @@ pub struct Change {
 
 pub(crate) struct WriteTxn<'s> {
     store: &'s Store,
-    pub(crate) lessor: &'s mut Lessor,
+    pub(crate) lessor: &'s mut LeaseTable,
     begin_rev: i64,
     /// The compaction floor of the apply state (deterministic across members).
     compact_floor: i64,
@@ -46,7 +46,7 @@ pub(crate) struct WriteTxn<'s> {
 impl<'s> WriteTxn<'s> {
     pub(crate) fn new(
         store: &'s Store,
-        lessor: &'s mut Lessor,
+        lessor: &'s mut LeaseTable,
         pending: &'s mut HashMap<Revision, KeyValue>,
         begin_rev: i64,
         compact_floor: i64,

@@ -110,8 +110,9 @@ pub struct NodeConfig {
     pub snapshot_count: u64,
     /// Entries kept behind a compaction so slow followers catch up by log (etcd: 5000).
     pub catchup_entries: u64,
-    /// Starting point of request ids; must grow across restarts (see [`IdGen`]).
-    pub request_id_epoch: u64,
+    /// Wall clock at start, in ms since the Unix epoch: where request ids start (see
+    /// [`IdGen`]).
+    pub request_id_clock_ms: u64,
     /// The WAL's settings.
     pub wal: WalOptions,
 }
@@ -131,7 +132,7 @@ impl NodeConfig {
             read_retry_ticks: 5,
             snapshot_count: 10_000,
             catchup_entries: 5_000,
-            request_id_epoch: 0,
+            request_id_clock_ms: 0,
             wal: WalOptions::default(),
         }
     }
@@ -250,8 +251,10 @@ impl<M: StateMachine, T: Transport> RaftNode<M, T> {
         let leader = LeaderInfo { id: raw.raft.leader_id, term: raw.raft.term };
         let (leader_tx, _) = watch::channel(leader);
         let applied = sm_applied.max(snap_index);
+        let mut ids = IdGen::new(cfg.id, cfg.request_id_clock_ms);
+        observe_log_ids(&raw, sm_applied.max(snap_index), &mut ids)?;
         Ok(RaftNode {
-            ids: IdGen::new(cfg.id, cfg.request_id_epoch),
+            ids,
             pending: Pending::new(cfg.id),
             cfg,
             raw,
@@ -611,4 +614,36 @@ impl<M: StateMachine, T: Transport> RaftNode<M, T> {
         }
         Ok(())
     }
+}
+
+/// Entries read per step by [`observe_log_ids`].
+const ID_SCAN_CHUNK: u64 = 1024;
+
+/// Passes `ids` the request id of every entry above `applied` (the log tail a previous run
+/// may have proposed and that is still to be applied), so new ids start above them.
+fn observe_log_ids(raw: &RawNode<WalStorage>, applied: u64, ids: &mut IdGen) -> Result<(), NodeError> {
+    let store = raw.store();
+    let last = raft::Storage::last_index(store)?;
+    let mut low = applied + 1;
+    while low <= last {
+        let high = (low + ID_SCAN_CHUNK).min(last + 1);
+        let entries = raft::Storage::entries(store, low, high, None, raft::GetEntriesContext::empty(false))?;
+        for e in &entries {
+            match EntryType::from_i32(e.entry_type) {
+                Some(EntryType::EntryNormal) if !e.data.is_empty() => {
+                    let req = InternalRequest::decode(e.data.as_slice())
+                        .map_err(|err| NodeError::CorruptEntry { index: e.index, detail: err.to_string() })?;
+                    ids.observe(req.id);
+                }
+                Some(EntryType::EntryConfChange | EntryType::EntryConfChangeV2) => {
+                    if let Some(id) = e.context.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()) {
+                        ids.observe(u64::from_be_bytes(id));
+                    }
+                }
+                _ => {}
+            }
+        }
+        low = high;
+    }
+    Ok(())
 }

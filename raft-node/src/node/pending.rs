@@ -11,21 +11,38 @@ use tokio::sync::oneshot;
 
 use super::handle::{ProposeResult, RequestError};
 
-/// Request ids unique to this node, as etcd makes them: the low 16 bits of the node id,
-/// then 48 bits of a counter that starts at `epoch << 8` (an epoch that grows across
-/// restarts, e.g. wall-clock milliseconds, keeps ids of the previous run — possibly still
-/// in the log — from being handed out again).
+/// Request ids unique to this node, in etcd's layout: the low 16 bits of the node id, then
+/// 48 bits of a counter that starts at the wall clock in milliseconds (its low 40 bits,
+/// ~35 years) shifted left by 8, so each millisecond since the start leaves room for 256
+/// ids before a later start could hand out an id again.
+///
+/// Across restarts the clock keeps ids apart; [`IdGen::observe`] closes the remaining gap:
+/// at open the node passes every id of its log tail (entries the previous run proposed
+/// that may still be applied), and the counter starts above those of its own prefix, so a
+/// new proposal never shares an id with an entry still to be applied. The 48-bit counter
+/// does not wrap in practice (2^48 ids).
+#[derive(Debug)]
 pub struct IdGen {
     prefix: u64,
     next: u64,
 }
 
 const LOW48: u64 = (1 << 48) - 1;
+const LOW40: u64 = (1 << 40) - 1;
 
 impl IdGen {
-    /// A generator for node `id`.
-    pub fn new(id: u64, epoch: u64) -> Self {
-        IdGen { prefix: (id & 0xffff) << 48, next: epoch << 8 }
+    /// A generator for node `id`, started at `clock_ms` (milliseconds since the Unix
+    /// epoch; any value that grows across restarts works).
+    pub fn new(id: u64, clock_ms: u64) -> Self {
+        IdGen { prefix: (id & 0xffff) << 48, next: (clock_ms & LOW40) << 8 }
+    }
+
+    /// Takes note of an id already in use: if it carries this node's prefix, later ids
+    /// are above it.
+    pub fn observe(&mut self, used: u64) {
+        if used & !LOW48 == self.prefix {
+            self.next = self.next.max((used & LOW48) + 1);
+        }
     }
 
     /// The next id (never 0).
@@ -224,5 +241,54 @@ impl<O> Pending<O> {
             + self.round.as_ref().map_or(0, |r| r.waiters.len())
             + self.ready.iter().map(|(_, w)| w.len()).sum::<usize>();
         (self.proposals.len(), self.conf_changes.len(), reads)
+    }
+}
+
+#[cfg(test)]
+mod id_tests {
+    use super::IdGen;
+
+    #[test]
+    fn ids_carry_the_node_prefix_and_the_clock() {
+        let mut g = IdGen::new(0x1234_5678_9abc_def0, 1_700_000_000_000);
+        let a = g.next_id();
+        assert_eq!(a >> 48, 0xdef0);
+        assert_eq!(a & ((1 << 48) - 1), (1_700_000_000_000u64 & ((1 << 40) - 1)) << 8);
+        assert_eq!(g.next_id(), a + 1);
+    }
+
+    #[test]
+    fn a_later_start_never_repeats_an_earlier_run() {
+        // a run that proposed fewer than 256 ids per millisecond since it started
+        let mut first = IdGen::new(7, 1_000);
+        let used: Vec<u64> = (0..255).map(|_| first.next_id()).collect();
+        let mut second = IdGen::new(7, 1_001);
+        let next = second.next_id();
+        assert!(used.iter().all(|&u| u < next));
+    }
+
+    #[test]
+    fn observed_ids_of_this_node_push_the_counter_past_them() {
+        let mut old = IdGen::new(7, 1_000);
+        // a burst: more ids than the clock accounts for
+        let burst: Vec<u64> = (0..10_000).map(|_| old.next_id()).collect();
+        let mut other = IdGen::new(8, 5_000);
+        let foreign = other.next_id();
+        let mut g = IdGen::new(7, 1_001);
+        for &id in burst.iter().chain([&foreign]) {
+            g.observe(id);
+        }
+        let next = g.next_id();
+        assert!(burst.iter().all(|&u| u < next), "new ids start above the burst");
+        // another node's id does not move this counter beyond what its own ids need
+        assert_eq!(next, burst.last().unwrap() + 1);
+    }
+
+    #[test]
+    fn ids_no_longer_repeat_after_fifty_days() {
+        // the old scheme kept ms mod 2^32 (~49.7 days); two starts 2^32 ms apart differ now
+        let a = IdGen::new(7, 1_000).next_id();
+        let b = IdGen::new(7, 1_000 + (1u64 << 32)).next_id();
+        assert_ne!(a, b);
     }
 }

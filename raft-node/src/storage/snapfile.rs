@@ -17,7 +17,7 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use cairn_storage::crc32::Crc32;
+
 
 use super::StorageError;
 
@@ -58,7 +58,7 @@ pub fn write(dir: &Path, index: u64, data: &[u8]) -> Result<(), StorageError> {
     header.extend_from_slice(MAGIC);
     header.extend_from_slice(&index.to_le_bytes());
     header.extend_from_slice(&(data.len() as u64).to_le_bytes());
-    header.extend_from_slice(&Crc32::of(data).to_le_bytes());
+    header.extend_from_slice(&crc32fast::hash(data).to_le_bytes());
     f.write_all(&header)?;
     f.write_all(data)?;
     f.sync_all()?;
@@ -85,7 +85,7 @@ pub fn read(dir: &Path, index: u64) -> Result<Vec<u8>, StorageError> {
         return Err(bad("length does not match"));
     }
     let data = buf[HEADER_LEN..].to_vec();
-    if Crc32::of(&data) != crc {
+    if crc32fast::hash(&data) != crc {
         return Err(bad("checksum mismatch"));
     }
     Ok(data)

@@ -11,7 +11,7 @@
 //! A zero `len` marks the end of the written part of a segment (segments are preallocated
 //! with zeros). A record is valid only if its length fits and its CRC matches.
 
-use cairn_storage::crc32::Crc32;
+
 
 /// Bytes before the checksummed body.
 pub const HEADER_LEN: usize = 8;
@@ -40,7 +40,7 @@ pub fn encode(kind: u8, index: u64, data: &[u8], out: &mut Vec<u8>) {
     out.push(kind);
     out.extend_from_slice(&index.to_le_bytes());
     out.extend_from_slice(data);
-    let crc = Crc32::of(&out[start + HEADER_LEN..]);
+    let crc = crc32fast::hash(&out[start + HEADER_LEN..]);
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
@@ -69,7 +69,7 @@ pub fn decode(buf: &[u8]) -> Decoded {
         return Decoded::Invalid;
     }
     let body = &buf[HEADER_LEN..HEADER_LEN + len];
-    if Crc32::of(body) != crc || body[0] == 0 {
+    if crc32fast::hash(body) != crc || body[0] == 0 {
         return Decoded::Invalid;
     }
     let index = u64::from_le_bytes(body[1..9].try_into().expect("8 bytes"));

@@ -190,7 +190,7 @@ impl Cluster {
         cfg.snapshot_count = self.snapshot_count;
         cfg.catchup_entries = 0;
         cfg.wal.segment_size = 64 << 10;
-        cfg.request_id_epoch = self.dirs.len() as u64 * 1000 + id;
+        cfg.request_id_clock_ms = self.dirs.len() as u64 * 1000 + id;
         cfg
     }
 

@@ -11,9 +11,11 @@
 //!   through the server's [`WritePath`] and watching through the `WatchHub`;
 //!   [`LocalStorage`] is `KubeStore<LocalKv<_>>`;
 //! * [`Tenant`] (`tenant.rs`): a view confined to one key prefix;
-//! * [`conformance`]: the test suite every implementation must pass, and the tenant
-//!   scenario of issue 3 (`tenant_scenario`).
+//! * `conformance` (with the dev-only feature `conformance`): the test suite every
+//!   implementation must pass, and the many-tenant scenario (`tenant_scenario`); test code,
+//!   kept out of the library's API unless a test crate asks for it.
 
+#[cfg(feature = "conformance")]
 pub mod conformance;
 mod error;
 mod etcd;

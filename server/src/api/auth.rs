@@ -1,13 +1,11 @@
-//! Services registered so that clients get a clear UNIMPLEMENTED answer, naming the method,
-//! instead of a bare "unknown service": Lease and Auth are not implemented yet.
-
-use std::pin::Pin;
+//! The Auth service, registered so that clients get a clear UNIMPLEMENTED answer naming the
+//! method instead of a bare "unknown service": authentication is not implemented yet.
+//! Also [`not_yet`], the answer of single methods of served services that are missing
+//! (Maintenance's Snapshot, Defragment, ...).
 
 use cairn_proto::etcdserverpb::auth_server::Auth;
-use cairn_proto::etcdserverpb::lease_server::Lease;
 use cairn_proto::etcdserverpb::*;
-use futures::Stream;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Request, Response, Status};
 
 /// UNIMPLEMENTED for one method of an otherwise served service.
 pub fn not_yet(method: &str) -> Status {
@@ -21,11 +19,9 @@ pub fn service_not_yet(service: &str, method: &str) -> Status {
     ))
 }
 
-/// Lease and Auth, all answering UNIMPLEMENTED.
+/// Auth, every method answering UNIMPLEMENTED.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Unimplemented;
-
-type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 /// Implements a service's trait with every listed unary method answering UNIMPLEMENTED;
 /// `extra` items (streaming methods and their stream types) are written out by the caller.
@@ -42,21 +38,6 @@ macro_rules! not_yet_service {
         }
     };
 }
-
-not_yet_service!(Lease, "Lease", {
-    type LeaseKeepAliveStream = BoxStream<LeaseKeepAliveResponse>;
-    async fn lease_keep_alive(
-        &self,
-        _: Request<Streaming<LeaseKeepAliveRequest>>,
-    ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
-        Err(service_not_yet("Lease", "LeaseKeepAlive"))
-    }
-},
-    lease_grant(LeaseGrantRequest) -> LeaseGrantResponse = "LeaseGrant";
-    lease_revoke(LeaseRevokeRequest) -> LeaseRevokeResponse = "LeaseRevoke";
-    lease_time_to_live(LeaseTimeToLiveRequest) -> LeaseTimeToLiveResponse = "LeaseTimeToLive";
-    lease_leases(LeaseLeasesRequest) -> LeaseLeasesResponse = "LeaseLeases";
-);
 
 not_yet_service!(Auth, "Auth", {},
     auth_enable(AuthEnableRequest) -> AuthEnableResponse = "AuthEnable";
@@ -84,17 +65,10 @@ mod tests {
 
     #[tokio::test]
     async fn methods_answer_unimplemented_with_their_name() {
-        let err = Lease::lease_grant(&Unimplemented, Request::new(LeaseGrantRequest::default()))
-            .await
-            .unwrap_err();
-        assert_eq!(err.code(), tonic::Code::Unimplemented);
-        assert_eq!(
-            err.message(),
-            "cairn: the Lease service is not implemented yet (LeaseGrant)"
-        );
         let err = Auth::auth_status(&Unimplemented, Request::new(AuthStatusRequest::default()))
             .await
             .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unimplemented);
         assert_eq!(
             err.message(),
             "cairn: the Auth service is not implemented yet (AuthStatus)"

@@ -21,9 +21,7 @@ use cairn_storage::watch::WatchHub;
 use cairn_storage::{ApplyResponse, Error as StorageError, Store};
 use prost::Message;
 
-use crate::group_commit::StateMachine as _;
-use crate::members::Members;
-use crate::watch::WatchedStore;
+use crate::member::table::Members;
 
 /// What applying one entry answers its proposer.
 pub type Output = Result<ApplyResponse, StorageError>;
@@ -37,7 +35,6 @@ pub type GrantHook = Box<dyn Fn(i64, i64) + Send>;
 /// The store as a Raft state machine (see the module docs).
 pub struct RaftMachine {
     store: Arc<Store>,
-    watched: WatchedStore,
     hub: WatchHub,
     members: Arc<Members>,
     on_members: MembersHook,
@@ -47,7 +44,7 @@ pub struct RaftMachine {
 impl RaftMachine {
     /// The machine over `store` and its `hub`, keeping `members`.
     pub fn new(store: Arc<Store>, hub: WatchHub, members: Arc<Members>, on_members: MembersHook, on_grant: GrantHook) -> RaftMachine {
-        RaftMachine { watched: WatchedStore::new(store.clone(), hub.clone()), store, hub, members, on_members, on_grant }
+        RaftMachine { store, hub, members, on_members, on_grant }
     }
 
     fn save_members(&mut self, index: u64, table: &MemberTable) -> Result<(), StateMachineError> {
@@ -99,8 +96,12 @@ impl StateMachine for RaftMachine {
         self.save_members(index, &table)
     }
 
+    /// Makes the applied batch visible and hands its revisions to the watch hub, on the
+    /// apply thread, in commit order, before the writes it contains are acknowledged.
     fn publish(&mut self) -> Result<(), StateMachineError> {
-        self.watched.publish().map_err(fatal)
+        let visible = self.store.publish().map_err(fatal)?;
+        self.hub.publish(visible);
+        Ok(())
     }
 
     fn persist(&mut self) -> Result<u64, StateMachineError> {

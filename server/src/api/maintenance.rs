@@ -15,11 +15,11 @@ use cairn_storage::Store;
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::cluster_control::ClusterControl;
-use crate::config::ETCD_VERSION;
-use crate::status::rpc_error;
-use crate::membership::Membership;
-use crate::unimplemented::not_yet;
+use crate::member::control::ClusterControl;
+use crate::startup::config::ETCD_VERSION;
+use crate::api::status::rpc_error;
+use crate::member::identity::Membership;
+use crate::api::auth::not_yet;
 
 /// The Maintenance service.
 pub struct MaintenanceService {
@@ -91,7 +91,7 @@ impl Maintenance for MaintenanceService {
         let store = self.store.clone();
         let revision = request.get_ref().revision;
         let (hash, compact_revision, hash_revision) =
-            tokio::task::spawn_blocking(move || crate::hash_kv::hash_kv(&store, revision))
+            tokio::task::spawn_blocking(move || crate::api::hash_kv::hash_kv(&store, revision))
                 .await
                 .map_err(|e| Status::internal(format!("cairn: HashKV task failed: {e}")))?
                 .map_err(rpc_error)?;

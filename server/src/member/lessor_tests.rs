@@ -1,46 +1,55 @@
-//! Tests of the lessor runtime against a real [`Store`] (in a temp dir) behind a real
-//! [`GroupCommitProposer`], with time moved by hand on a [`ManualClock`]: no test sleeps.
+//! Tests of the lessor runtime against a real single-member engine (store, Raft log,
+//! proposer, in a temp dir), with time moved by hand on a [`ManualClock`]: no test sleeps.
+//!
+//! The lessor under test is the fixture's own (promoted by hand, its expiry loop not
+//! running): the member's own lessor runs on a clock that never moves and checkpoints
+//! never, so it expires nothing behind the test's back.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use cairn_proto::cairnpb::internal_request::Request;
 use cairn_proto::etcdserverpb::{LeaseGrantRequest, PutRequest, RangeRequest};
-use cairn_storage::{ApplyResponse, Error as StorageError, Store, StoreConfig};
+use cairn_storage::{ApplyResponse, Error as StorageError, Store};
 use futures::future::join_all;
 use tempfile::TempDir;
 
 use super::{Lessor, LessorConfig};
 use crate::clock::ManualClock;
+use crate::engine::Engine;
 use crate::error::RequestError;
-use crate::group_commit::{GroupCommitProposer, Options};
-use crate::proposer::Proposer;
+use crate::member::proposer::Proposer;
+use crate::member::raft_proposer::RaftProposer;
+use crate::member::MemberOptions;
 
-/// A store, its write pipeline, and a leader's lessor on a manual clock at 0.
+/// A single-member engine, its proposer, and a leader's lessor on a manual clock at 0.
 struct Fixture {
     store: Arc<Store>,
-    proposer: Arc<GroupCommitProposer>,
+    proposer: Arc<RaftProposer>,
     clock: Arc<ManualClock>,
-    lessor: Lessor<GroupCommitProposer>,
+    lessor: Lessor<RaftProposer>,
+    engine: Engine,
     _dir: TempDir,
 }
 
 impl Fixture {
-    fn new(cfg: LessorConfig) -> Fixture {
+    async fn new(cfg: LessorConfig) -> Fixture {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = Store::open(StoreConfig::new(dir.path().join("store"))).expect("open store");
-        let options = Options { first_request_id: 1, max_request_bytes: 16 << 20 };
-        let proposer = Arc::new(GroupCommitProposer::start(store.clone(), options).expect("start pipeline"));
+        let frozen = LessorConfig { checkpoint_interval: std::time::Duration::ZERO, ..LessorConfig::default() };
+        let options = MemberOptions { clock: Arc::new(ManualClock::default()), lessor: frozen, ..MemberOptions::default() };
+        let engine = Engine::open(dir.path(), options).await.expect("open engine");
+        let store = engine.store().clone();
+        let proposer = engine.member.proposer.clone();
         let clock = Arc::new(ManualClock::default());
         let lessor = Lessor::new(store.clone(), proposer.clone(), clock.clone(), cfg, 1 << 40);
         // the single member is the leader (an empty store: nothing to queue yet)
         lessor.promote();
-        Fixture { store, proposer, clock, lessor, _dir: dir }
+        Fixture { store, proposer, clock, lessor, engine, _dir: dir }
     }
 
     /// Another member becoming leader over the same replicated state: a fresh lessor with
     /// its own clock (its own origin), not yet promoted.
-    fn new_leader(&self, cfg: LessorConfig, clock_origin_ms: u64) -> (Lessor<GroupCommitProposer>, Arc<ManualClock>) {
+    fn new_leader(&self, cfg: LessorConfig, clock_origin_ms: u64) -> (Lessor<RaftProposer>, Arc<ManualClock>) {
         let clock = Arc::new(ManualClock::default());
         clock.advance(clock_origin_ms);
         let lessor = Lessor::new(self.store.clone(), self.proposer.clone(), clock.clone(), cfg, 2 << 40);
@@ -84,8 +93,8 @@ impl Fixture {
         self.store.range(&req).expect("count range").count
     }
 
-    async fn shutdown(&self) {
-        self.proposer.shutdown().await;
+    async fn shutdown(self) {
+        self.engine.shutdown().await;
     }
 }
 
@@ -101,7 +110,7 @@ fn cfg() -> LessorConfig {
 
 #[tokio::test]
 async fn expiry_revokes_the_lease_and_deletes_its_keys_in_one_revision() {
-    let f = Fixture::new(cfg());
+    let f = Fixture::new(cfg()).await;
     let id = f.grant(0, 10).await;
     for k in ["k/a", "k/b", "k/c"] {
         f.put(k, id).await;
@@ -130,7 +139,7 @@ async fn expiry_revokes_the_lease_and_deletes_its_keys_in_one_revision() {
 
 #[tokio::test]
 async fn renew_pushes_the_deadline() {
-    let f = Fixture::new(cfg());
+    let f = Fixture::new(cfg()).await;
     let id = f.grant(0, 10).await;
     let other = f.grant(0, 10).await;
     f.clock.advance(6_000);
@@ -163,7 +172,7 @@ async fn renew_pushes_the_deadline() {
 
 #[tokio::test]
 async fn renew_clears_a_checkpointed_remaining_ttl() {
-    let f = Fixture::new(cfg());
+    let f = Fixture::new(cfg()).await;
     let id = f.grant(0, 100).await;
     f.clock.advance(40_000);
     assert_eq!(f.lessor.checkpoint().await.unwrap(), 1);
@@ -179,7 +188,7 @@ async fn renew_clears_a_checkpointed_remaining_ttl() {
 
 #[tokio::test]
 async fn revoke_deletes_keys_and_leaves_the_queue() {
-    let f = Fixture::new(cfg());
+    let f = Fixture::new(cfg()).await;
     let a = f.grant(0, 10).await;
     let b = f.grant(0, 10).await;
     f.put("k/a1", a).await;
@@ -207,7 +216,7 @@ async fn revoke_deletes_keys_and_leaves_the_queue() {
 
 #[tokio::test]
 async fn grant_applies_the_minimum_ttl_and_etcds_rules() {
-    let f = Fixture::new(cfg());
+    let f = Fixture::new(cfg()).await;
     for asked in [0, 1] {
         let resp = f.lessor.grant(LeaseGrantRequest { id: 0, ttl: asked }).await.unwrap();
         assert_eq!(resp.ttl, 2, "TTL {asked} is raised to the minimum");
@@ -237,7 +246,7 @@ async fn grant_applies_the_minimum_ttl_and_etcds_rules() {
 async fn ten_thousand_due_leases_go_in_one_pass_in_bounded_batches() {
     const N: usize = 10_000;
     const BATCH: usize = 256;
-    let f = Fixture::new(LessorConfig { expire_batch: BATCH, expire_inflight: 4, ..cfg() });
+    let f = Fixture::new(LessorConfig { expire_batch: BATCH, expire_inflight: 4, ..cfg() }).await;
     let ids: Vec<i64> = join_all((0..N).map(|_| f.grant(0, 5))).await;
     join_all(ids.iter().enumerate().map(|(i, &id)| f.put_owned(format!("k/{i:05}"), id))).await;
     f.put("k/unleased", 0).await;
@@ -273,7 +282,7 @@ async fn ten_thousand_due_leases_go_in_one_pass_in_bounded_batches() {
 
 #[tokio::test]
 async fn a_new_leader_resumes_from_the_checkpointed_remaining_ttl() {
-    let f = Fixture::new(cfg());
+    let f = Fixture::new(cfg()).await;
     let checkpointed = f.grant(0, 100).await;
     f.put("k/cp", checkpointed).await;
     f.clock.advance(30_000);
@@ -310,7 +319,7 @@ async fn a_new_leader_resumes_from_the_checkpointed_remaining_ttl() {
 async fn promote_spreads_deadlines_over_seconds() {
     const N: usize = 1_000;
     const PER_SEC: usize = 100;
-    let f = Fixture::new(cfg());
+    let f = Fixture::new(cfg()).await;
     join_all((0..N).map(|_| f.grant(0, 10))).await;
     let new_cfg = LessorConfig { max_expiries_per_sec: PER_SEC, ..cfg() }; // promote_extend 1 s
     let (leader, clock) = f.new_leader(new_cfg, 0);
@@ -342,7 +351,7 @@ async fn promote_spreads_deadlines_over_seconds() {
 
 #[tokio::test]
 async fn demote_keeps_no_expiry_state() {
-    let f = Fixture::new(cfg());
+    let f = Fixture::new(cfg()).await;
     let ids: Vec<i64> = join_all((0..100).map(|_| f.grant(0, 5))).await;
     assert_eq!(f.lessor.queued(), 100);
     f.lessor.demote();
@@ -361,14 +370,16 @@ async fn demote_keeps_no_expiry_state() {
 
 #[tokio::test]
 async fn a_failed_revocation_is_queued_again() {
-    let f = Fixture::new(cfg());
+    let f = Fixture::new(cfg()).await;
     join_all((0..3).map(|_| f.grant(0, 5))).await;
     f.clock.advance(5_000);
-    f.proposer.shutdown().await;
-    match f.lessor.expire_due().await {
+    // the member stops (its node thread joined): every later proposal fails
+    let Fixture { store, lessor, engine, _dir, .. } = f;
+    engine.shutdown().await;
+    match lessor.expire_due().await {
         Err(RequestError::Stopped) => {}
-        other => panic!("expiry over a stopped pipeline answered {other:?}"),
+        other => panic!("expiry over a stopped member answered {other:?}"),
     }
-    assert_eq!(f.lessor.queued(), 3, "the leases stay due for the next pass");
-    assert_eq!(f.store.lease_ids().len(), 3);
+    assert_eq!(lessor.queued(), 3, "the leases stay due for the next pass");
+    assert_eq!(store.lease_ids().len(), 3);
 }

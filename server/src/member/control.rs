@@ -1,7 +1,7 @@
 //! What the Cluster and Maintenance services need from the member's replication layer:
 //! the member list, membership changes, leadership, and the Raft status numbers.
 //!
-//! Implemented by `raft_cluster::RaftCluster` (every member, a single one included, runs
+//! Implemented by `raft_control::RaftControl` (every member, a single one included, runs
 //! Raft); the trait keeps the services independent of the replication layer.
 
 use cairn_proto::etcdserverpb::Member;

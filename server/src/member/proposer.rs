@@ -1,8 +1,8 @@
 //! The write path's interface: a command goes in, its applied (and durable) result comes out.
 //!
-//! Today the implementation is [`crate::group_commit::GroupCommitProposer`], which applies
-//! commands on one node with group commit. Raft will replace it: the service code only sees
-//! this trait, so the switch does not touch the gRPC handlers.
+//! The one implementation is [`crate::member::raft_proposer::RaftProposer`] (every member,
+//! a single one and the embedded engine included, writes through Raft); the services and
+//! the lessor see only this trait.
 
 use std::future::Future;
 use std::sync::Arc;

@@ -15,11 +15,11 @@ use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::RequestError;
-use crate::lease_forward::{is_forwarded, LeaseForwarder};
-use crate::lessor::Lessor;
-use crate::membership::Membership;
-use crate::proposer::Proposer;
-use crate::status::rpc_error;
+use crate::member::lease_forward::{is_forwarded, LeaseForwarder};
+use crate::member::lessor::Lessor;
+use crate::member::identity::Membership;
+use crate::member::proposer::Proposer;
+use crate::api::status::rpc_error;
 
 /// The Lease service over the leader's lessor.
 pub struct LeaseService<P> {

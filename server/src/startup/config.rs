@@ -6,9 +6,10 @@
 //! `--client-cert-auth=false` (and Go's spellings `1`, `t`, `TRUE`, `0`, `f`, ...). Go also
 //! accepts a single dash (`-name x`); [`normalize_args`] rewrites those to two dashes.
 //!
-//! Flags for features this version does not have yet (peers, compaction...) are
-//! accepted so that existing etcd command lines keep working, and [`Config::ignored`] lists the
-//! ones that were set so the server can say once that they have no effect.
+//! Flags of features this version does not have yet (quota, auto-compaction...) are
+//! accepted so that existing etcd command lines keep working; their help ends in
+//! [`IGNORED_MARK`], and [`Config::ignored`] lists the ones that were set so the server can
+//! say once that they have no effect.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -20,26 +21,10 @@ use clap::{ArgAction, CommandFactory, FromArgMatches, Parser};
 /// features by this number (RequestWatchProgress needs ≥ 3.5.13).
 pub const ETCD_VERSION: &str = "3.5.13";
 
-/// Flags that are accepted for compatibility but have no effect in this version.
-const IGNORED_FLAGS: &[&str] = &[
-    "listen_peer_urls",
-    "initial_cluster_state",
-    "snapshot_count",
-    "quota_backend_bytes",
-    "auto_compaction_mode",
-    "auto_compaction_retention",
-    "logger",
-    "heartbeat_interval",
-    "election_timeout",
-    "experimental_initial_corrupt_check",
-    "peer_cert_file",
-    "peer_key_file",
-    "peer_client_cert_auth",
-    "peer_trusted_ca_file",
-    "peer_auto_tls",
-    "cipher_suites",
-    "tls_min_version",
-];
+/// How the help text of a flag that is accepted but has no effect ends. The list of
+/// ignored flags ([`Config::ignored`]) is read from the flags' help, so `--help` and the
+/// start-up warning come from one table and cannot disagree.
+pub const IGNORED_MARK: &str = "(accepted, ignored)";
 
 /// cairn's configuration. Field docs name the etcd flag and environment variable.
 #[derive(Debug, Clone, Parser)]
@@ -79,7 +64,7 @@ pub struct Config {
     )]
     pub advertise_client_urls: Vec<String>,
 
-    /// URLs to listen on for peer traffic. Accepted, not used yet.
+    /// URLs to listen on for peer traffic (http:// or https://).
     #[arg(
         long,
         env = "ETCD_LISTEN_PEER_URLS",
@@ -101,7 +86,7 @@ pub struct Config {
     #[arg(long, env = "ETCD_INITIAL_CLUSTER")]
     pub initial_cluster: Option<String>,
 
-    /// `new` or `existing`. Accepted, not used yet.
+    /// `new` (bootstrap a cluster) or `existing` (join one, after MemberAdd).
     #[arg(long, env = "ETCD_INITIAL_CLUSTER_STATE", default_value = "new",
           value_parser = ["new", "existing"])]
     pub initial_cluster_state: String,
@@ -114,11 +99,11 @@ pub struct Config {
     )]
     pub initial_cluster_token: String,
 
-    /// Committed transactions that trigger a snapshot. Accepted, not used yet.
+    /// Applied entries between snapshots (the Raft log is compacted behind them).
     #[arg(long, env = "ETCD_SNAPSHOT_COUNT", default_value_t = 100_000)]
     pub snapshot_count: u64,
 
-    /// Backend size quota in bytes (0 = default). Accepted, not used yet.
+    /// Backend size quota in bytes (0 = default) (accepted, ignored)
     #[arg(long, env = "ETCD_QUOTA_BACKEND_BYTES", default_value_t = 0)]
     pub quota_backend_bytes: i64,
 
@@ -130,11 +115,11 @@ pub struct Config {
     #[arg(long, env = "ETCD_MAX_TXN_OPS", default_value_t = 128)]
     pub max_txn_ops: u32,
 
-    /// `periodic` or `revision`. Accepted, not used yet.
+    /// `periodic` or `revision` (accepted, ignored)
     #[arg(long, env = "ETCD_AUTO_COMPACTION_MODE", default_value = "periodic")]
     pub auto_compaction_mode: String,
 
-    /// Auto-compaction retention. Accepted, not used yet.
+    /// Auto-compaction retention (accepted, ignored)
     #[arg(long, env = "ETCD_AUTO_COMPACTION_RETENTION", default_value = "0")]
     pub auto_compaction_retention: String,
 
@@ -143,15 +128,15 @@ pub struct Config {
           value_parser = ["debug", "info", "warn", "error", "dpanic", "panic", "fatal"])]
     pub log_level: String,
 
-    /// Logger (`zap` or `capnslog`). Accepted; cairn always logs to stderr.
+    /// Logger, `zap` or `capnslog`; cairn always logs to stderr (accepted, ignored)
     #[arg(long, env = "ETCD_LOGGER", default_value = "zap")]
     pub logger: String,
 
-    /// Raft heartbeat interval in ms. Accepted, not used yet.
+    /// Raft heartbeat interval in ms (one Raft tick).
     #[arg(long, env = "ETCD_HEARTBEAT_INTERVAL", default_value_t = 100)]
     pub heartbeat_interval: u64,
 
-    /// Raft election timeout in ms. Accepted, not used yet.
+    /// Raft election timeout in ms.
     #[arg(long, env = "ETCD_ELECTION_TIMEOUT", default_value_t = 1000)]
     pub election_timeout: u64,
 
@@ -159,7 +144,7 @@ pub struct Config {
     #[arg(long, env = "ETCD_LISTEN_METRICS_URLS", value_delimiter = ',')]
     pub listen_metrics_urls: Vec<String>,
 
-    /// Check data corruption before serving. Accepted, not used yet.
+    /// Check data corruption before serving (accepted, ignored)
     #[arg(long, env = "ETCD_EXPERIMENTAL_INITIAL_CORRUPT_CHECK", num_args = 0..=1,
           require_equals = true, default_value = "false", default_missing_value = "true",
           value_parser = parse_go_bool, action = ArgAction::Set)]
@@ -200,39 +185,40 @@ pub struct Config {
           value_parser = parse_go_bool, action = ArgAction::Set)]
     pub auto_tls: bool,
 
-    /// Peer TLS certificate. Accepted, not used yet.
+    /// Peer TLS certificate (PEM), presented as server and as client.
     #[arg(long, env = "ETCD_PEER_CERT_FILE")]
     pub peer_cert_file: Option<PathBuf>,
 
-    /// Peer TLS key. Accepted, not used yet.
+    /// Peer TLS key (PEM).
     #[arg(long, env = "ETCD_PEER_KEY_FILE")]
     pub peer_key_file: Option<PathBuf>,
 
-    /// Peer client certificate authentication. Accepted, not used yet.
+    /// Require and verify peer certificates (needs --peer-trusted-ca-file).
     #[arg(long, env = "ETCD_PEER_CLIENT_CERT_AUTH", num_args = 0..=1, require_equals = true,
           default_value = "false", default_missing_value = "true",
           value_parser = parse_go_bool, action = ArgAction::Set)]
     pub peer_client_cert_auth: bool,
 
-    /// Peer CA file. Accepted, not used yet.
+    /// CA that signs peer certificates (PEM).
     #[arg(long, env = "ETCD_PEER_TRUSTED_CA_FILE")]
     pub peer_trusted_ca_file: Option<PathBuf>,
 
-    /// Peer auto TLS. Accepted, not used yet.
+    /// Peer TLS with a self-signed certificate (needs --peer-trusted-ca-file naming its CA).
     #[arg(long, env = "ETCD_PEER_AUTO_TLS", num_args = 0..=1, require_equals = true,
           default_value = "false", default_missing_value = "true",
           value_parser = parse_go_bool, action = ArgAction::Set)]
     pub peer_auto_tls: bool,
 
-    /// TLS cipher suites. Accepted, not used yet (rustls chooses).
+    /// TLS cipher suites; rustls chooses its own (accepted, ignored)
     #[arg(long, env = "ETCD_CIPHER_SUITES")]
     pub cipher_suites: Option<String>,
 
-    /// Minimum TLS version. Accepted, not used yet (rustls: 1.2 and 1.3).
+    /// Minimum TLS version; rustls speaks 1.2 and 1.3 (accepted, ignored)
     #[arg(long, env = "ETCD_TLS_MIN_VERSION")]
     pub tls_min_version: Option<String>,
 
-    /// Flags from `IGNORED_FLAGS` that were set on the command line or in the environment.
+    /// Ignored flags (help ending in [`IGNORED_MARK`]) that were set on the command line or
+    /// in the environment.
     #[arg(skip)]
     pub ignored: Vec<String>,
 }
@@ -246,9 +232,11 @@ impl Config {
         T: Into<OsString>,
     {
         let args = normalize_args(args.into_iter().map(Into::into));
-        let matches = Config::command().try_get_matches_from(args)?;
+        let command = Config::command();
+        let ignored: Vec<String> = ignored_flag_ids(&command);
+        let matches = command.try_get_matches_from(args)?;
         let mut config = Config::from_arg_matches(&matches)?;
-        config.ignored = IGNORED_FLAGS
+        config.ignored = ignored
             .iter()
             .filter(|id| {
                 matches!(
@@ -298,6 +286,15 @@ impl Config {
             env!("CARGO_PKG_VERSION")
         )
     }
+}
+
+/// The ids of the flags whose help ends in [`IGNORED_MARK`].
+pub fn ignored_flag_ids(command: &clap::Command) -> Vec<String> {
+    command
+        .get_arguments()
+        .filter(|a| a.get_help().is_some_and(|h| h.to_string().trim_end().ends_with(IGNORED_MARK)))
+        .map(|a| a.get_id().to_string())
+        .collect()
 }
 
 /// Parses a boolean the way Go's `strconv.ParseBool` (and so etcd's flags) does.

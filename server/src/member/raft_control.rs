@@ -15,12 +15,12 @@ use cairn_proto::etcdserverpb::Member;
 use cairn_raft_node::{ConfChangeRequest, NodeHandle};
 use prost::Message;
 
-use crate::cluster_control::{ClusterControl, RaftNumbers};
+use crate::member::control::{ClusterControl, RaftNumbers};
 use crate::error::RequestError;
-use crate::members::{to_member, Members};
-use crate::membership::compute_member_id;
-use crate::raft_machine::Output;
-use crate::raft_proposer::node_error;
+use crate::member::table::{to_member, Members};
+use crate::member::identity::compute_member_id;
+use crate::member::machine::Output;
+use crate::member::raft_proposer::node_error;
 
 /// How long MoveLeader waits for the transferee to take over.
 const MOVE_LEADER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -32,17 +32,17 @@ fn learner_ready(matched: u64, last: u64) -> bool {
 }
 
 /// The Raft cluster as the Cluster and Maintenance services see it.
-pub struct RaftCluster {
+pub struct RaftControl {
     me: u64,
     token: String,
     handle: NodeHandle<Output>,
     members: Arc<Members>,
 }
 
-impl RaftCluster {
+impl RaftControl {
     /// Control of the cluster member `me` belongs to.
-    pub fn new(me: u64, token: String, handle: NodeHandle<Output>, members: Arc<Members>) -> RaftCluster {
-        RaftCluster { me, token, handle, members }
+    pub fn new(me: u64, token: String, handle: NodeHandle<Output>, members: Arc<Members>) -> RaftControl {
+        RaftControl { me, token, handle, members }
     }
 
     async fn conf_change(&self, change: ConfChangeRequest, context: Vec<u8>) -> Result<(), RequestError> {
@@ -67,7 +67,7 @@ impl RaftCluster {
 }
 
 #[tonic::async_trait]
-impl ClusterControl for RaftCluster {
+impl ClusterControl for RaftControl {
     fn members(&self) -> Vec<Member> {
         self.members.list()
     }

@@ -14,7 +14,7 @@ use tokio_stream::StreamExt;
 use tonic::transport::server::TcpIncoming;
 use tracing::{debug, warn};
 
-use crate::authority::AuthorityFix;
+use crate::net::authority::AuthorityFix;
 
 /// A client's TLS handshake must finish within this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -11,9 +11,9 @@ use cairn_proto::etcdserverpb::{
 };
 use tonic::{Request, Response, Status};
 
-use crate::cluster_control::ClusterControl;
-use crate::membership::Membership;
-use crate::status::rpc_error;
+use crate::member::control::ClusterControl;
+use crate::member::identity::Membership;
+use crate::api::status::rpc_error;
 
 /// The Cluster service.
 pub struct ClusterService {

@@ -13,10 +13,10 @@ use std::path::Path;
 use tokio_rustls::TlsAcceptor;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
-use crate::config::Config;
+use crate::startup::config::Config;
 use crate::error::ServerError;
-use crate::listen::ClientUrl;
-use crate::tls::{read, server_tls, TlsFlags};
+use crate::net::listen::ClientUrl;
+use crate::net::tls::{read, server_tls, TlsFlags};
 
 /// The acceptor for peer listeners and the client TLS for dialling peers; each `None`
 /// when not configured.

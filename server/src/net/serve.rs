@@ -18,22 +18,22 @@ use tokio_rustls::TlsAcceptor;
 use tonic::transport::Server;
 use tracing::{error, info, warn};
 
-use crate::cluster::ClusterService;
+use crate::api::cluster::ClusterService;
 use crate::error::ServerError;
-use crate::cluster_control::ClusterControl;
-use crate::raft_engine::MemberStop;
-use crate::proposer::Proposer;
-use crate::lease::LeaseService;
-use crate::lease_forward::LeaseForwarder;
-use crate::lessor::Lessor;
-use crate::incoming;
-use crate::kv::KvService;
-use crate::limits::LimitStatusLayer;
-use crate::listen::ClientUrl;
-use crate::maintenance::MaintenanceService;
-use crate::membership::Membership;
-use crate::unimplemented::Unimplemented;
-use crate::watch::{WatchService, WatchShutdown};
+use crate::member::control::ClusterControl;
+use crate::member::MemberStop;
+use crate::member::proposer::Proposer;
+use crate::api::lease::LeaseService;
+use crate::member::lease_forward::LeaseForwarder;
+use crate::member::lessor::Lessor;
+use crate::net::incoming;
+use crate::api::kv::KvService;
+use crate::net::limits::LimitStatusLayer;
+use crate::net::listen::ClientUrl;
+use crate::api::maintenance::MaintenanceService;
+use crate::member::identity::Membership;
+use crate::api::auth::Unimplemented;
+use crate::api::watch::{WatchService, WatchShutdown};
 
 /// etcd allows this much gRPC framing on top of `--max-request-bytes`.
 pub(crate) const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;

@@ -20,9 +20,9 @@ use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Request, Status};
 
 use crate::error::RequestError;
-use crate::members::Members;
-use crate::raft_machine::Output;
-use crate::status::rpc_error;
+use crate::member::table::Members;
+use crate::member::machine::Output;
+use crate::api::status::rpc_error;
 
 /// The metadata key marking a forwarded request.
 pub const FORWARDED: &str = "cairn-forwarded";

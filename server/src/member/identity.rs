@@ -17,7 +17,7 @@ use std::sync::Arc;
 use cairn_proto::etcdserverpb::{Member, ResponseHeader};
 use sha1::{Digest, Sha1};
 
-use crate::config::Config;
+use crate::startup::config::Config;
 use crate::error::ConfigError;
 
 /// The Raft term reported while cairn runs one node without Raft. etcd's single node reports
@@ -215,7 +215,7 @@ mod tests {
     use super::*;
 
     fn config(args: &[&str]) -> Config {
-        crate::config::parse_for_test(args)
+        crate::startup::config::parse_for_test(args)
     }
 
     #[test]

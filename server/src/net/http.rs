@@ -19,9 +19,9 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{debug, info};
 
-use crate::config::ETCD_VERSION;
+use crate::startup::config::ETCD_VERSION;
 use crate::error::{ConfigError, ServerError};
-use crate::listen::ClientUrl;
+use crate::net::listen::ClientUrl;
 
 /// Largest request head read; a longer one is answered 431.
 const MAX_HEAD_BYTES: usize = 8 * 1024;

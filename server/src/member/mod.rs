@@ -1,11 +1,13 @@
 //! A Raft member: the store, its watch hub and member table as the state machine of a
 //! `RaftNode`, the gRPC peer transport, the proposer, the lessor that expires leases while
-//! this member leads, and the tasks that keep them in step.
+//! this member leads, and the tasks that keep them in step. The `cairn` binary serves one
+//! over gRPC; the embedded engine (`crate::engine`) is a single member without listeners.
+//! Both run this same code on the same data layout.
 //!
 //! ```text
-//!  <data-dir>/member/cairn     the store (sled): MVCC data, applied index, member table
+//!  <data-dir>/member/cairn     the store: MVCC data, applied index, member table
 //!  <data-dir>/member/raft      the Raft log (WAL segments) and received snapshots
-//!  <data-dir>/member/identity  "member_id cluster_id\n" in hex, written once (fsynced)
+//!  <data-dir>/member/identity  member and cluster ID (see `bootstrap.rs`)
 //! ```
 //!
 //! Start-up (like etcd's bootstrap):
@@ -19,42 +21,89 @@
 //!   Cluster service on its peer URL, and the log comes from the leader.
 //!
 //! The node runs on its own thread (its WAL writes and fsyncs block); the transport's
-//! connections and the other tasks run on the server's runtime.
+//! connections and the other tasks run on the caller's runtime.
+//!
+//! Modules: `machine` (the store as the Raft state machine), `proposer` (the write-path
+//! trait) and `raft_proposer` (its implementation), `table` (the replicated member table),
+//! `identity` (IDs and response headers), `control` (membership and leadership for the
+//! Cluster service) and `raft_control`, `lessor` (lease expiry on the leader),
+//! `lease_forward` (lease requests a follower sends to the leader), `bootstrap`.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+pub mod bootstrap;
+pub mod control;
+pub mod identity;
+pub mod lease_forward;
+pub mod lessor;
+pub mod machine;
+pub mod proposer;
+pub mod raft_control;
+pub mod raft_proposer;
+pub mod table;
+
+use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cairn_proto::cairnpb::internal_request::Request;
 use cairn_proto::cairnpb::{InternalRequest, MemberAttrRequest, MemberTable};
-use cairn_proto::etcdserverpb::cluster_client::ClusterClient;
 use cairn_proto::etcdserverpb::cluster_server::ClusterServer;
 use cairn_proto::etcdserverpb::lease_server::LeaseServer;
-use cairn_proto::etcdserverpb::MemberListRequest;
-use cairn_raft_node::transport::{GrpcTransport, PeerService};
 use cairn_raft_node::node::IntervalTicker;
-use cairn_raft_node::{NodeConfig, NodeHandle, PeerInbox, RaftNode};
+use cairn_raft_node::transport::{GrpcTransport, PeerService};
+use cairn_raft_node::{IdGen, NodeConfig, NodeHandle, PeerInbox, RaftNode};
 use cairn_storage::watch::{HubConfig, WatchHub};
-use cairn_storage::{ApplyResponse, Store};
+use cairn_storage::{ApplyResponse, Store, StoreConfig};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
-use crate::cluster::ClusterService;
-use crate::engine::{open_store, EngineOptions};
+use self::bootstrap::{fetch_cluster, read_identity, write_identity, Identity};
+use self::identity::{compute_cluster_id, InitialMember, Membership, RaftTerm};
+use self::lease_forward::LeaseForwarder;
+use self::lessor::{Lessor, LessorConfig};
+use self::machine::{stored_members, Output, RaftMachine};
+use self::raft_control::RaftControl;
+use self::raft_proposer::RaftProposer;
+use self::table::Members;
+use crate::api::cluster::ClusterService;
+use crate::api::lease::LeaseService;
+use crate::clock::{Clock, SystemClock};
 use crate::error::ServerError;
-use crate::lease::LeaseService;
-use crate::lease_forward::LeaseForwarder;
-use crate::lessor::Lessor;
-use crate::members::Members;
-use crate::membership::{compute_cluster_id, InitialMember, Membership, RaftTerm};
-use crate::raft_cluster::RaftCluster;
-use crate::raft_machine::{stored_members, Output, RaftMachine};
-use crate::raft_proposer::RaftProposer;
+
+/// Limits and tuning of a member (the binary fills them from the flags; the embedded
+/// engine uses the defaults, which are etcd's).
+#[derive(Clone)]
+pub struct MemberOptions {
+    /// `--max-txn-ops`.
+    pub max_txn_ops: usize,
+    /// `--max-request-bytes`.
+    pub max_request_bytes: usize,
+    /// Largest watch response before `fragment` splits it.
+    pub max_watch_response_bytes: usize,
+    /// Smallest lease TTL granted, in seconds.
+    pub min_lease_ttl: i64,
+    /// Time for lease expiry.
+    pub clock: Arc<dyn Clock>,
+    /// Lease expiry tuning.
+    pub lessor: LessorConfig,
+}
+
+impl Default for MemberOptions {
+    /// etcd's defaults.
+    fn default() -> Self {
+        MemberOptions {
+            max_txn_ops: cairn_storage::validate::DEFAULT_MAX_TXN_OPS,
+            max_request_bytes: 1536 * 1024,
+            max_watch_response_bytes: 1536 * 1024 + 512 * 1024,
+            min_lease_ttl: 2,
+            clock: Arc::new(SystemClock::default()),
+            lessor: LessorConfig::default(),
+        }
+    }
+}
 
 /// What a Raft member is started with (from the flags).
-pub struct RaftSetup {
+pub struct MemberSetup {
     /// `--data-dir`.
     pub data_dir: PathBuf,
     /// `--name`.
@@ -77,12 +126,12 @@ pub struct RaftSetup {
     pub snapshot_count: u64,
     /// Client TLS for connections to peers (`--peer-*` flags), if any.
     pub peer_tls: Option<tonic::transport::ClientTlsConfig>,
-    /// Engine options shared with the single-member engine.
-    pub engine: EngineOptions,
+    /// Limits and tuning.
+    pub options: MemberOptions,
 }
 
 /// A running Raft member (see the module docs).
-pub struct RaftEngine {
+pub struct Member {
     /// The MVCC store.
     pub store: Arc<Store>,
     /// The watch hub.
@@ -92,7 +141,7 @@ pub struct RaftEngine {
     /// Lease expiry (active while this member leads).
     pub lessor: Arc<Lessor<RaftProposer>>,
     /// Membership and leadership.
-    pub control: Arc<RaftCluster>,
+    pub control: Arc<RaftControl>,
     /// This member, as response headers show it.
     pub membership: Arc<Membership>,
     /// Services for the peer listeners.
@@ -121,122 +170,12 @@ pub enum MemberStop {
     Failed(Arc<str>),
 }
 
-/// The identity of a member, fixed when it first starts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Identity {
-    member_id: u64,
-    cluster_id: u64,
-}
-
-fn identity_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("member").join("identity")
-}
-
-fn read_identity(data_dir: &Path) -> Result<Option<Identity>, ServerError> {
-    let path = identity_path(data_dir);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(ServerError::Identity(format!("{}: {e}", path.display()))),
-    };
-    let mut parts = text.split_whitespace().map(|p| u64::from_str_radix(p, 16));
-    match (parts.next(), parts.next()) {
-        (Some(Ok(member_id)), Some(Ok(cluster_id))) if member_id != 0 => Ok(Some(Identity { member_id, cluster_id })),
-        _ => Err(ServerError::Identity(format!("{} is malformed: {text:?}", path.display()))),
-    }
-}
-
-fn write_identity(data_dir: &Path, id: Identity) -> Result<(), ServerError> {
-    let path = identity_path(data_dir);
-    let tmp = path.with_extension("tmp");
-    let io = |e: std::io::Error| ServerError::Identity(format!("{}: {e}", path.display()));
-    let mut f = std::fs::File::create(&tmp).map_err(io)?;
-    writeln!(f, "{:016x} {:016x}", id.member_id, id.cluster_id).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, &path).map_err(io)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
-    }
-    Ok(())
-}
-
-/// Asks the members of `--initial-cluster` (their peer URLs serve the Cluster service) for
-/// the cluster this member was added to; retries for a while (they may be starting).
-async fn fetch_cluster(setup: &RaftSetup) -> Result<(Identity, MemberTable), ServerError> {
-    let urls: Vec<String> = setup
-        .initial
-        .iter()
-        .filter(|m| m.name != setup.name)
-        .flat_map(|m| m.peer_urls.clone())
-        .collect();
-    let mut last_err = String::from("no other member in --initial-cluster");
-    for _attempt in 0..50 {
-        for url in &urls {
-            let mut endpoint = match tonic::transport::Endpoint::from_shared(url.clone()) {
-                Ok(e) => e.connect_timeout(Duration::from_secs(1)).timeout(Duration::from_secs(3)),
-                Err(e) => {
-                    last_err = format!("{url}: {e}");
-                    continue;
-                }
-            };
-            if let Some(tls) = &setup.peer_tls {
-                endpoint = match endpoint.tls_config(tls.clone()) {
-                    Ok(e) => e,
-                    Err(e) => {
-                        last_err = format!("{url}: {e}");
-                        continue;
-                    }
-                };
-            }
-            let channel = match endpoint.connect().await {
-                Ok(c) => c,
-                Err(e) => {
-                    last_err = format!("{url}: {e}");
-                    continue;
-                }
-            };
-            match ClusterClient::new(channel).member_list(MemberListRequest { linearizable: true }).await {
-                Ok(resp) => {
-                    let resp = resp.into_inner();
-                    let cluster_id = resp.header.map_or(0, |h| h.cluster_id);
-                    let me = resp.members.iter().find(|m| m.peer_ur_ls.iter().any(|u| setup.peer_urls.contains(u)));
-                    let Some(me) = me else {
-                        return Err(ServerError::Identity(format!(
-                            "the cluster at {url} has no member with peer URLs {:?}: add it with MemberAdd first",
-                            setup.peer_urls
-                        )));
-                    };
-                    let table = MemberTable {
-                        cluster_id,
-                        members: resp
-                            .members
-                            .iter()
-                            .map(|m| cairn_proto::cairnpb::MemberRecord {
-                                id: m.id,
-                                name: m.name.clone(),
-                                peer_urls: m.peer_ur_ls.clone(),
-                                client_urls: m.client_ur_ls.clone(),
-                                is_learner: m.is_learner,
-                            })
-                            .collect(),
-                        removed: Vec::new(),
-                    };
-                    return Ok((Identity { member_id: me.id, cluster_id }, table));
-                }
-                Err(e) => last_err = format!("{url}: {}", e.message()),
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    Err(ServerError::Identity(format!("cannot reach the existing cluster: {last_err}")))
-}
-
-impl RaftEngine {
+impl Member {
     /// Opens (or bootstraps, or joins) the member described by `setup`; see the module docs.
-    pub async fn open(setup: RaftSetup) -> Result<RaftEngine, ServerError> {
+    pub async fn open(setup: MemberSetup) -> Result<Member, ServerError> {
         let member_dir = setup.data_dir.join("member");
         std::fs::create_dir_all(&member_dir).map_err(|source| ServerError::DataDir { path: member_dir.clone(), source })?;
-        let store = open_store(member_dir.join("cairn"), &setup.engine).await?;
+        let store = open_store(member_dir.join("cairn"), &setup.options).await?;
         let stored = stored_members(&store).map_err(|e| ServerError::Identity(format!("stored member table: {e}")))?;
 
         let existing = read_identity(&setup.data_dir)?;
@@ -271,7 +210,7 @@ impl RaftEngine {
 
         let hub = WatchHub::new(
             store.clone(),
-            HubConfig { max_request_bytes: setup.engine.max_watch_response_bytes, ..HubConfig::default() },
+            HubConfig { max_request_bytes: setup.options.max_watch_response_bytes, ..HubConfig::default() },
         )
         .map_err(ServerError::WatchHub)?;
         let members = Arc::new(Members::new(table.clone()));
@@ -308,7 +247,10 @@ impl RaftEngine {
         cfg.catchup_entries = cfg.snapshot_count.min(5_000);
         // answer requests within etcd's request timeout (5 s + 2 election timeouts)
         cfg.request_timeout_ticks = (5_000 + 2 * setup.election_ms) / tick;
-        cfg.request_id_epoch = setup.engine.first_request_id;
+        // request ids: this member's prefix, then the wall clock in ms (etcd's scheme; the
+        // node also starts above every id of its own still in the log, see `IdGen`)
+        let unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        cfg.request_id_clock_ms = unix_ms;
         let raft_dir = member_dir.join("raft");
         let peer_mailbox = inbox.mailbox();
         let node = {
@@ -345,18 +287,23 @@ impl RaftEngine {
                 }
             })
             .map_err(ServerError::ProposerThread)?;
-        if bootstrap.is_some() && setup.initial.len() == 1 {
-            // a one-member cluster need not wait an election timeout
+        let sole_voter = match &bootstrap {
+            Some(_) => setup.initial.len() == 1,
+            None => matches!(table.members.as_slice(), [m] if m.id == me && !m.is_learner),
+        };
+        if sole_voter {
+            // a one-member cluster need not wait an election timeout (at bootstrap or restart)
             handle.campaign();
         }
 
-        let proposer = Arc::new(RaftProposer::new(handle.clone(), setup.engine.max_request_bytes, me, members.clone()));
+        let proposer = Arc::new(RaftProposer::new(handle.clone(), setup.options.max_request_bytes, me, members.clone()));
         let lessor = Arc::new(Lessor::new(
             store.clone(),
             proposer.clone(),
-            setup.engine.clock.clone(),
-            setup.engine.lessor.clone(),
-            setup.engine.first_lease_id,
+            setup.options.clock.clone(),
+            setup.options.lessor.clone(),
+            // lease IDs: unique per member and start, like request ids
+            IdGen::new(me, unix_ms).next_id(),
         ));
         let _ = lessor_cell.set(lessor.clone());
         let membership = Arc::new(Membership {
@@ -367,7 +314,7 @@ impl RaftEngine {
             client_urls: setup.client_urls.clone(),
             raft_term: RaftTerm::new(handle.leader().term),
         });
-        let control = Arc::new(RaftCluster::new(me, setup.token.clone(), handle.clone(), members.clone()));
+        let control = Arc::new(RaftControl::new(me, setup.token.clone(), handle.clone(), members.clone()));
         let peer_service = PeerService::new(me, identity.cluster_id, peer_mailbox, 8 << 30);
         let lease_forward =
             Arc::new(LeaseForwarder::new(me, handle.clone(), members.clone(), setup.peer_tls.clone()));
@@ -387,7 +334,7 @@ impl RaftEngine {
             MemberAttrRequest { id: me, name: setup.name.clone(), client_urls: setup.client_urls.clone(), peer_urls: Vec::new() },
             stopped,
         )));
-        Ok(RaftEngine {
+        Ok(Member {
             store,
             hub,
             proposer,
@@ -521,5 +468,21 @@ async fn publish_attributes(
                 _ = stop.changed() => return,
             }
         }
+    }
+}
+
+/// Opens the store in `dir` with the member's limits (on a blocking thread: opening reads
+/// the backend and rebuilds the index).
+async fn open_store(dir: PathBuf, opts: &MemberOptions) -> Result<Arc<Store>, ServerError> {
+    let mut cfg = StoreConfig::new(dir.clone());
+    cfg.max_txn_ops = opts.max_txn_ops;
+    cfg.min_lease_ttl = opts.min_lease_ttl;
+    match tokio::task::spawn_blocking(move || Store::open(cfg)).await {
+        Ok(Ok(store)) => Ok(store),
+        Ok(Err(source)) => Err(ServerError::OpenStore { path: dir, source }),
+        Err(join) => Err(ServerError::OpenStore {
+            path: dir,
+            source: cairn_storage::Error::Backend(format!("the open task failed: {join}")),
+        }),
     }
 }

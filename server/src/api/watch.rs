@@ -1,5 +1,6 @@
 //! The Watch service: etcd's bidirectional watch stream over the store's watch hub
-//! (`cairn_storage::watch`), and the state machine wrapper that feeds the hub.
+//! (`cairn_storage::watch`). The hub is fed by the Raft member's state machine
+//! (`member/machine.rs`), which publishes every revision as it becomes visible.
 //!
 //! Per call: a task reads the client's requests and hands each to the hub's stream at
 //! once (a creation never waits for anything, so thousands of creations sent back to back
@@ -17,60 +18,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn_proto::cairnpb::InternalRequest;
 use cairn_proto::etcdserverpb::watch_request::RequestUnion;
 use cairn_proto::etcdserverpb::watch_server::Watch;
 use cairn_proto::etcdserverpb::{WatchRequest, WatchResponse};
 use cairn_storage::watch::{WatchHub, WatchStream};
-use cairn_storage::{ApplyResponse, Error as StorageError, Store};
 use futures::Stream;
 use tokio::sync::watch as signal;
 use tokio::time::{interval_at, Instant, Interval, MissedTickBehavior};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::debug;
 
-use crate::group_commit::StateMachine;
-use crate::membership::Membership;
+use crate::member::identity::Membership;
 
 /// etcd's default progress notification interval.
 pub const DEFAULT_PROGRESS_NOTIFY_INTERVAL: Duration = Duration::from_secs(10 * 60);
-
-/// The store as the write pipeline drives it: every revision made visible to readers is
-/// published to the watch hub right away, on the apply thread, in commit order, before
-/// the writes it contains are acknowledged.
-pub struct WatchedStore {
-    store: Arc<Store>,
-    hub: WatchHub,
-}
-
-impl WatchedStore {
-    /// Wraps `store`, publishing to `hub` (which must be the hub of this store).
-    pub fn new(store: Arc<Store>, hub: WatchHub) -> WatchedStore {
-        WatchedStore { store, hub }
-    }
-}
-
-impl StateMachine for WatchedStore {
-    fn applied_index(&self) -> u64 {
-        self.store.applied_index()
-    }
-    fn apply(&self, index: u64, request: &InternalRequest) -> Result<ApplyResponse, StorageError> {
-        self.store.apply(index, request)
-    }
-    fn commit(&self) -> Result<(), StorageError> {
-        let committed = self.store.commit()?;
-        self.hub.publish(committed);
-        Ok(())
-    }
-    fn publish(&self) -> Result<(), StorageError> {
-        let visible = self.store.publish()?;
-        self.hub.publish(visible);
-        Ok(())
-    }
-    fn sync_backend(&self) -> Result<u64, StorageError> {
-        self.store.sync_backend()
-    }
-}
 
 /// The Watch service.
 pub struct WatchService {
@@ -240,7 +201,7 @@ mod tests {
     #[test]
     fn jitter_stays_within_a_tenth() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(cairn_storage::StoreConfig::new(dir.path())).expect("store");
+        let store = cairn_storage::Store::open(cairn_storage::StoreConfig::new(dir.path())).expect("store");
         let hub = WatchHub::new(store, Default::default()).expect("hub");
         let membership = Arc::new(Membership {
             cluster_id: 1,
@@ -248,7 +209,7 @@ mod tests {
             name: "t".into(),
             peer_urls: vec![],
             client_urls: vec![],
-            raft_term: crate::membership::RaftTerm::new(2),
+            raft_term: crate::member::identity::RaftTerm::new(2),
         });
         let svc = WatchService::new(hub, membership, Duration::from_secs(10));
         for _ in 0..100 {

@@ -1,11 +1,12 @@
 //! The KV service: Range, Put, DeleteRange, Txn, Compact.
 //!
 //! Every request is first checked like etcd's gRPC layer checks it (`validate`), so malformed
-//! requests never reach the write path. Reads go straight to the store, which serves only
-//! committed (durable) data; writes go through the [`Proposer`] and are answered once
-//! durable, so a read that starts after a write was acknowledged sees it (linearizable on one
-//! node). Every top-level response header carries this member's cluster ID, member ID and
-//! Raft term, and the revision storage returned.
+//! requests never reach the write path. A linearizable read first waits on the proposer's
+//! read barrier (a ReadIndex round: this member has applied everything committed before
+//! the read began), a serializable one does not; both then read the local store, which
+//! serves only committed, durable data. Writes go through the [`Proposer`] (Raft) and are
+//! answered once applied here. Every top-level response header carries this member's
+//! cluster ID, member ID and Raft term, and the revision storage returned.
 
 use std::sync::Arc;
 
@@ -19,9 +20,9 @@ use cairn_storage::{validate, ApplyResponse, Store};
 use tonic::{Request, Response, Status};
 
 use crate::error::RequestError;
-use crate::membership::Membership;
-use crate::proposer::{request_kind, response_kind, Proposer};
-use crate::status::rpc_error;
+use crate::member::identity::Membership;
+use crate::member::proposer::{request_kind, response_kind, Proposer};
+use crate::api::status::rpc_error;
 
 /// The KV service over a store and a write path.
 pub struct KvService<P> {

@@ -34,7 +34,7 @@ use parking_lot::Mutex;
 
 use crate::clock::Clock;
 use crate::error::RequestError;
-use crate::proposer::{response_kind, Proposer};
+use crate::member::proposer::{response_kind, Proposer};
 
 /// Tuning of the lessor.
 #[derive(Clone, Debug)]

@@ -10,7 +10,7 @@
 //!   client-certificate authentication does not apply to it (etcd ignores it too).
 //!
 //! The server does the TLS handshake itself (not through tonic) so that the decrypted stream
-//! can pass through [`crate::authority::AuthorityFix`] before hyper sees it. ALPN offers
+//! can pass through [`crate::net::authority::AuthorityFix`] before hyper sees it. ALPN offers
 //! `h2`, which recent grpc-go clients require. Unlike Go, rustls refuses X.509 v1
 //! certificates (ones made without extensions) as client or server certificates.
 
@@ -24,7 +24,7 @@ use tokio_rustls::rustls::{self, RootCertStore, ServerConfig};
 use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 
-use crate::config::Config;
+use crate::startup::config::Config;
 use crate::error::{ConfigError, ServerError};
 
 /// TLS material that could not be read, generated or used.
@@ -239,7 +239,7 @@ mod tests {
     use super::*;
 
     fn config(args: &[&str]) -> Config {
-        crate::config::parse_for_test(args)
+        crate::startup::config::parse_for_test(args)
     }
 
     #[test]

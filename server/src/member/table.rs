@@ -16,7 +16,7 @@ use cairn_proto::etcdserverpb::Member;
 use cairn_raft_node::ConfChangeRequest;
 use parking_lot::RwLock;
 
-use crate::membership::InitialMember;
+use crate::member::identity::InitialMember;
 
 /// The member table (see the module docs).
 #[derive(Debug, Default)]

@@ -11,9 +11,9 @@ use cairn_storage::{ApplyResponse, Error as StorageError};
 use prost::Message;
 
 use crate::error::RequestError;
-use crate::members::Members;
-use crate::proposer::Proposer;
-use crate::raft_machine::Output;
+use crate::member::table::Members;
+use crate::member::proposer::Proposer;
+use crate::member::machine::Output;
 
 /// Proposes through Raft (see the module docs).
 pub struct RaftProposer {
@@ -80,3 +80,7 @@ impl Proposer for RaftProposer {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "raft_proposer_tests.rs"]
+mod tests;

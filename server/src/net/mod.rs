@@ -1,0 +1,12 @@
+//! Networking: client and peer listeners (`listen`, `incoming`, `serve`), TLS (`tls`,
+//! `peer_tls`), the HTTP endpoints for probes and scrapers (`http`), and adapters that make
+//! hyper/tonic answer like grpc-go (`authority`, `limits`).
+
+pub mod authority;
+pub mod http;
+pub mod incoming;
+pub mod limits;
+pub mod listen;
+pub mod peer_tls;
+pub mod serve;
+pub mod tls;

@@ -1,0 +1,265 @@
+//! Start-up of the `cairn` binary: parse the flags, set up logging and the runtime, open
+//! the Raft member, serve its listeners until a signal (or the member stops), shut down.
+//!
+//! [`run`]: check the flags, open (bootstrap, restart or join) the member
+//! (`crate::member`), serve the peer listeners, wait until the member joined the cluster,
+//! bind one listener per `--listen-client-urls` entry (and one per `--listen-metrics-urls`
+//! entry for `/health` and `/metrics`, see `net/http.rs`), log `ready to serve client
+//! requests`, and serve until SIGTERM or SIGINT (or this member's removal). Shutdown stops
+//! accepting, lets in-flight requests finish, stops the node.
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use cairn_storage::watch::WatchHub;
+use cairn_storage::Store;
+use tracing::{error, info, warn};
+
+use super::config::Config;
+use super::local_cluster;
+use crate::api::watch::WatchService;
+use crate::error::{ConfigError, ServerError};
+use crate::member::control::ClusterControl;
+use crate::member::identity::{initial_members, Membership};
+use crate::member::lease_forward::LeaseForwarder;
+use crate::member::lessor::Lessor;
+use crate::member::raft_proposer::RaftProposer;
+use crate::member::{Member, MemberOptions, MemberSetup};
+use crate::net::listen::ClientUrl;
+use crate::net::{http, peer_tls, serve, tls};
+
+/// Parses the command line, sets up logging and the runtime, and runs the server.
+/// Exit codes: 0 after a clean shutdown (or `--help`, `--version`), 2 for a usage error,
+/// 1 when the server fails.
+pub fn main_entry() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("cluster") {
+        return local_cluster::main(&args[2..]);
+    }
+    let config = match Config::try_parse_args(std::env::args_os()) {
+        Ok(config) => config,
+        Err(e) => {
+            let code = e.exit_code();
+            // Nothing better to do if stderr itself is gone.
+            if e.print().is_err() {
+                return ExitCode::from(2);
+            }
+            return ExitCode::from(u8::try_from(code).unwrap_or(2));
+        }
+    };
+    if config.version {
+        print!("{}", Config::version_text());
+        return ExitCode::SUCCESS;
+    }
+    init_logging(&config.log_level);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("cairn-worker")
+        .build()
+        .map_err(ServerError::Runtime);
+    let result = runtime.and_then(|rt| rt.block_on(run(config)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!(error = %e, "cairn stopped with an error");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs to stderr at `--log-level` (etcd's names; `dpanic`, `panic` and `fatal` log errors
+/// only). `RUST_LOG`, when set, overrides it. Dependencies log warnings and errors only.
+fn init_logging(level: &str) {
+    let level = match level {
+        "debug" | "info" | "warn" | "error" => level,
+        _ => "error",
+    };
+    let deps = if level == "error" { "error" } else { "warn" };
+    let directives = std::env::var("RUST_LOG").unwrap_or_else(|_| {
+        format!("{level},h2={deps},hyper={deps},hyper_util={deps},tower={deps},rustls={deps},sled={deps}")
+    });
+    let filter = tracing_subscriber::EnvFilter::try_new(&directives)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    // A second initialisation (tests calling main_entry twice) keeps the first subscriber.
+    if tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(filter)
+        .try_init()
+        .is_err()
+    {
+        warn!("logging was already initialised");
+    }
+}
+
+/// Runs one member until SIGTERM/SIGINT, then shuts down gracefully.
+pub async fn run(config: Config) -> Result<(), ServerError> {
+    if !config.ignored.is_empty() {
+        warn!(flags = %config.ignored.join(" "), "accepted but ignored by this version");
+    }
+    if config.max_request_bytes == 0 {
+        return Err(ConfigError::Zero("max-request-bytes").into());
+    }
+    if config.max_txn_ops == 0 {
+        return Err(ConfigError::Zero("max-txn-ops").into());
+    }
+    // etcd checks --initial-cluster against this member's flags before anything else
+    Membership::from_config(&config)?;
+    let initial = initial_members(&config)?;
+    let urls = config
+        .listen_client_urls
+        .iter()
+        .map(|u| ClientUrl::parse(u))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let metrics_urls = http::parse_urls(&config.listen_metrics_urls)?;
+
+    let has_certificate =
+        config.cert_file.is_some() || config.key_file.is_some() || config.auto_tls;
+    if let Some(url) = urls.iter().find(|u| u.tls && !has_certificate) {
+        return Err(ConfigError::HttpsWithoutCert(url.url.clone()).into());
+    }
+
+    let data_dir = config.data_dir();
+    create_private_dir(&data_dir)?;
+    let hosts: Vec<String> = urls.iter().map(|u| u.host.clone()).collect();
+    let tls = tls::client_tls(&config, &data_dir, &hosts)?;
+
+    let options = MemberOptions {
+        max_txn_ops: config.max_txn_ops as usize,
+        max_request_bytes: config.max_request_bytes as usize,
+        // responses of a `fragment` watch are split at --max-request-bytes plus gRPC's
+        // allowance, as etcd does
+        max_watch_response_bytes: (config.max_request_bytes as usize).saturating_add(serve::GRPC_OVERHEAD_BYTES),
+        // etcd's minimum lease TTL: ⌈1.5 × election timeout⌉ seconds
+        min_lease_ttl: i64::try_from((config.election_timeout * 3).div_ceil(2000)).unwrap_or(i64::MAX),
+        ..MemberOptions::default()
+    };
+    let peer_urls = config
+        .listen_peer_urls
+        .iter()
+        .map(|u| ClientUrl::parse(u))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (peer_server_tls, peer_client_tls) = peer_tls::peer_tls(&config, &data_dir, &peer_urls)?;
+    let setup = MemberSetup {
+        data_dir: data_dir.clone(),
+        name: config.name.clone(),
+        client_urls: config.advertise_client_urls.clone(),
+        peer_urls: config.initial_advertise_peer_urls.clone(),
+        initial,
+        token: config.initial_cluster_token.clone(),
+        join_existing: config.initial_cluster_state == "existing",
+        heartbeat_ms: config.heartbeat_interval,
+        election_ms: config.election_timeout,
+        snapshot_count: config.snapshot_count,
+        peer_tls: peer_client_tls,
+        options,
+    };
+    let engine = Member::open(setup).await?;
+    let store = engine.store.clone();
+    let membership = engine.membership.clone();
+    info!(
+        name = %membership.name,
+        member_id = %format!("{:016x}", membership.member_id),
+        cluster_id = %format!("{:016x}", membership.cluster_id),
+        data_dir = %data_dir.display(),
+        revision = store.revision(),
+        applied_index = store.applied_index(),
+        "store opened (raft member)"
+    );
+    let peers = serve::PeerListeners {
+        urls: peer_urls,
+        tls: peer_server_tls,
+        routes: engine.peer_routes.clone(),
+        stop: engine.stop.clone(),
+        ready: Some(Box::pin(engine.joined())),
+    };
+    let served = serve_services(
+        &config,
+        &urls,
+        &metrics_urls,
+        tls,
+        Served {
+            store,
+            hub: engine.hub.clone(),
+            proposer: engine.proposer.clone(),
+            lessor: engine.lessor.clone(),
+            membership,
+            control: engine.control.clone(),
+            health: engine.health(),
+            lease_forward: Some(engine.lease_forward.clone()),
+        },
+        Some(peers),
+    )
+    .await;
+    engine.shutdown().await;
+    served?;
+    info!("cairn stopped");
+    Ok(())
+}
+
+/// What one member serves to clients.
+struct Served {
+    store: Arc<Store>,
+    hub: WatchHub,
+    proposer: Arc<RaftProposer>,
+    lessor: Arc<Lessor<RaftProposer>>,
+    membership: Arc<Membership>,
+    control: Arc<dyn ClusterControl>,
+    health: Arc<dyn Fn() -> Option<Arc<str>> + Send + Sync>,
+    lease_forward: Option<Arc<LeaseForwarder>>,
+}
+
+/// Serves the client (and peer) listeners and the metrics listeners until a signal.
+async fn serve_services(
+    config: &Config,
+    urls: &[ClientUrl],
+    metrics_urls: &[ClientUrl],
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    s: Served,
+    peers: Option<serve::PeerListeners>,
+) -> Result<(), ServerError> {
+    // Bound before "ready to serve client requests", so a probe never sees a refused port.
+    let metrics_listeners = http::bind(metrics_urls).await?;
+    let (stop_metrics, metrics_stopped) = tokio::sync::watch::channel(false);
+    let metrics = tokio::spawn(http::serve(
+        metrics_listeners,
+        http::StatusSource { store: s.store.clone(), health: s.health },
+        metrics_stopped,
+    ));
+    let services = serve::Services::new(
+        s.store,
+        s.proposer,
+        s.lessor,
+        WatchService::new(s.hub, s.membership.clone(), config.watch_progress_notify_interval()),
+        s.membership,
+        s.control,
+        s.lease_forward,
+        config.max_txn_ops as usize,
+        config.max_request_bytes as usize,
+    );
+    let served = serve::serve(urls, tls, services, peers).await;
+    // The gRPC listeners stopped (signal or failure): stop the metrics listeners too.
+    if stop_metrics.send(true).is_err() && !metrics_urls.is_empty() {
+        warn!("the metrics listeners had already stopped");
+    }
+    if let Err(e) = metrics.await {
+        error!(error = %e, "the metrics server task failed");
+    }
+    served
+}
+
+/// Creates the data directory with etcd's permissions (owner only).
+fn create_private_dir(dir: &Path) -> Result<(), ServerError> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir).map_err(|source| ServerError::DataDir {
+        path: dir.to_owned(),
+        source,
+    })
+}
+
