@@ -69,6 +69,7 @@ use crate::api::cluster::ClusterService;
 use crate::api::lease::LeaseService;
 use crate::clock::{Clock, SystemClock};
 use crate::error::ServerError;
+use crate::net::http::MemberHealth;
 
 /// Limits and tuning of a member (the binary fills them from the flags; the embedded
 /// engine uses the defaults, which are etcd's).
@@ -370,18 +371,14 @@ impl Member {
         }
     }
 
-    /// Why this member is unhealthy, if it is (no leader known).
-    pub fn health(&self) -> Arc<dyn Fn() -> Option<Arc<str>> + Send + Sync> {
+    /// The member's health for `/health` and `/metrics`: a failed node, and the leader.
+    pub fn health(&self) -> Arc<dyn Fn() -> MemberHealth + Send + Sync> {
         let handle = self.handle.clone();
         let failed = self.failed.clone();
+        let me = self.membership.member_id;
         Arc::new(move || {
-            if let Some(reason) = failed.get() {
-                return Some(reason.clone());
-            }
-            if handle.leader().id == 0 {
-                return Some(Arc::from("no leader"));
-            }
-            None
+            let leader = handle.leader().id;
+            MemberHealth { failed: failed.get().cloned(), has_leader: leader != 0, is_leader: leader == me }
         })
     }
 

@@ -62,19 +62,33 @@ pub(crate) async fn bind(urls: &[ClientUrl]) -> Result<Vec<(String, TcpListener)
     Ok(bound)
 }
 
+/// A member's health as the endpoints report it.
+#[derive(Debug, Clone, Default)]
+pub struct MemberHealth {
+    /// Why the member's node failed for good (a sticky WAL or store error), if it did.
+    pub failed: Option<Arc<str>>,
+    /// A leader is known.
+    pub has_leader: bool,
+    /// This member is the leader.
+    pub is_leader: bool,
+}
+
 /// What the endpoints report on; cheap to clone.
 #[derive(Clone)]
 pub(crate) struct StatusSource {
     /// The store the metrics are read from.
     pub(crate) store: Arc<Store>,
-    /// Why this member is unhealthy (its write path halted, no leader), if it is.
-    pub(crate) health: Arc<dyn Fn() -> Option<Arc<str>> + Send + Sync>,
+    /// The member's health: a failed node, and what it knows of the leader.
+    pub(crate) health: Arc<dyn Fn() -> MemberHealth + Send + Sync>,
 }
 
 impl StatusSource {
     fn snapshot(&self) -> Snapshot {
+        let health = (self.health)();
         Snapshot {
-            halted: (self.health)(),
+            halted: health.failed,
+            has_leader: health.has_leader,
+            is_leader: health.is_leader,
             db_size: self.store.db_size(),
             db_size_in_use: self.store.db_size_in_use(),
             revision: self.store.revision(),
@@ -145,14 +159,14 @@ async fn answer(mut stream: TcpStream, source: &StatusSource) -> std::io::Result
             "request head too large\n",
         ),
         Ok(Ok(Head::Malformed)) => Response::text(400, "Bad Request", "malformed request\n"),
-        Ok(Ok(Head::Request { method, path })) => route(&method, &path, || source.snapshot()),
+        Ok(Ok(Head::Request { method, path, query })) => route(&method, &path, &query, || source.snapshot()),
     };
     stream.write_all(&response.encode()).await?;
     stream.shutdown().await
 }
 
 enum Head {
-    Request { method: String, path: String },
+    Request { method: String, path: String, query: String },
     Malformed,
     TooLarge,
 }
@@ -175,7 +189,7 @@ async fn read_head(stream: &mut TcpStream) -> std::io::Result<Head> {
     }
 }
 
-/// `METHOD SP target SP HTTP/x.y`; the query string is dropped from the path.
+/// `METHOD SP target SP HTTP/x.y`; the target splits into path and query string.
 fn parse_request_line(head: &[u8]) -> Head {
     let line_end = head.iter().position(|&b| b == b'\n').unwrap_or(head.len());
     let Ok(line) = std::str::from_utf8(&head[..line_end]) else {
@@ -186,10 +200,11 @@ fn parse_request_line(head: &[u8]) -> Head {
         (Some(method), Some(target), Some(version), None)
             if version.starts_with("HTTP/1.") && !method.is_empty() =>
         {
-            let path = target.split('?').next().unwrap_or(target);
+            let (path, query) = target.split_once('?').unwrap_or((target, ""));
             Head::Request {
                 method: method.to_owned(),
                 path: path.to_owned(),
+                query: query.to_owned(),
             }
         }
         _ => Head::Malformed,
@@ -200,6 +215,8 @@ fn parse_request_line(head: &[u8]) -> Head {
 #[derive(Debug, Clone, Default)]
 struct Snapshot {
     halted: Option<Arc<str>>,
+    has_leader: bool,
+    is_leader: bool,
     db_size: u64,
     db_size_in_use: u64,
     revision: i64,
@@ -244,7 +261,7 @@ impl Response {
 }
 
 /// Answers one request; `snapshot` is called only for routes that report values.
-fn route(method: &str, path: &str, snapshot: impl FnOnce() -> Snapshot) -> Response {
+fn route(method: &str, path: &str, query: &str, snapshot: impl FnOnce() -> Snapshot) -> Response {
     let known = matches!(path, "/health" | "/livez" | "/readyz" | "/metrics");
     if !known {
         return Response::text(404, "Not Found", "404 page not found\n");
@@ -253,7 +270,7 @@ fn route(method: &str, path: &str, snapshot: impl FnOnce() -> Snapshot) -> Respo
         return Response::text(405, "Method Not Allowed", "Method Not Allowed\n");
     }
     match path {
-        "/health" => health(&snapshot()),
+        "/health" => health(&snapshot(), &HealthQuery::parse(query)),
         "/metrics" => Response {
             status: 200,
             reason: "OK",
@@ -265,17 +282,46 @@ fn route(method: &str, path: &str, snapshot: impl FnOnce() -> Snapshot) -> Respo
     }
 }
 
-/// etcd's `/health` body: `{"health":"true","reason":""}`, or 503 with a reason.
-fn health(s: &Snapshot) -> Response {
-    let (status, reason, body) = match &s.halted {
+/// What a `/health` probe asks (etcd 3.5's query parameters): `serializable=true` judges
+/// the member by what it can serve locally, so a member without a leader is still healthy
+/// (kubeadm's liveness probe asks this, so that kubelet does not restart every member
+/// while quorum is lost); `exclude=ALARM` (repeatable) ignores that alarm.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct HealthQuery {
+    serializable: bool,
+    exclude: Vec<String>,
+}
+
+impl HealthQuery {
+    fn parse(query: &str) -> HealthQuery {
+        let mut q = HealthQuery::default();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match key {
+                "serializable" => q.serializable = value == "true",
+                "exclude" => q.exclude.push(value.to_owned()),
+                _ => {}
+            }
+        }
+        q
+    }
+}
+
+/// etcd's `/health` body: `{"health":"true","reason":""}`, or 503 with a reason: a failed
+/// node always; no leader (etcd's `RAFT NO LEADER`) unless the probe is serializable.
+/// (cairn raises no alarms yet, so `exclude` changes nothing today.)
+fn health(s: &Snapshot, q: &HealthQuery) -> Response {
+    let unhealthy = match &s.halted {
+        Some(why) => Some(format!("write pipeline halted: {why}")),
+        None if !s.has_leader && !q.serializable => Some("RAFT NO LEADER".to_owned()),
+        None => None,
+    };
+    let (status, reason, body) = match unhealthy {
         None => (200, "OK", r#"{"health":"true","reason":""}"#.to_owned()),
         Some(why) => (
             503,
             "Service Unavailable",
-            format!(
-                r#"{{"health":"false","reason":"{}"}}"#,
-                json_escape(&format!("write pipeline halted: {why}"))
-            ),
+            format!(r#"{{"health":"false","reason":"{}"}}"#, json_escape(&why)),
         ),
     };
     Response {
@@ -303,8 +349,7 @@ fn json_escape(s: &str) -> String {
 }
 
 /// Prometheus text format (0.0.4). Names and help texts are etcd's, so existing dashboards
-/// and alerts work; only values cairn knows truthfully are reported. This single member is
-/// always its own leader.
+/// and alerts work; only values cairn knows truthfully are reported.
 fn metrics(s: &Snapshot) -> String {
     let version = format!("{{server_version=\"{ETCD_VERSION}\"}}");
     let gauges: [(&str, &str, &str, String); 9] = [
@@ -312,13 +357,13 @@ fn metrics(s: &Snapshot) -> String {
             "etcd_server_has_leader",
             "Whether or not a leader exists. 1 is existence, 0 is not.",
             "",
-            "1".into(),
+            u8::from(s.has_leader).to_string(),
         ),
         (
             "etcd_server_is_leader",
             "Whether or not this member is a leader. 1 if is, 0 otherwise.",
             "",
-            "1".into(),
+            u8::from(s.is_leader).to_string(),
         ),
         (
             "etcd_server_version",
@@ -386,18 +431,20 @@ mod tests {
             compact_revision: 3,
             keys: 2,
             leases: 1,
+            has_leader: true,
+            is_leader: true,
             ..Snapshot::default()
         }
     }
 
     #[test]
     fn health_is_etcds_json_and_turns_503_when_halted() {
-        let ok = route("GET", "/health", snap);
+        let ok = route("GET", "/health", "", snap);
         assert_eq!(
             (ok.status, ok.content_type, ok.body.as_str()),
             (200, "application/json", r#"{"health":"true","reason":""}"#)
         );
-        let halted = route("GET", "/health", || Snapshot {
+        let halted = route("GET", "/health", "", || Snapshot {
             halted: Some(r#"disk "full""#.into()),
             ..snap()
         });
@@ -407,14 +454,34 @@ mod tests {
             r#"{"health":"false","reason":"write pipeline halted: disk \"full\""}"#
         );
         for probe in ["/livez", "/readyz"] {
-            let r = route("GET", probe, snap);
+            let r = route("GET", probe, "", snap);
             assert_eq!((r.status, r.body.as_str()), (200, "ok"));
         }
     }
 
     #[test]
+    fn health_without_a_leader_depends_on_serializable() {
+        let leaderless = || Snapshot { has_leader: false, is_leader: false, ..snap() };
+        let r = route("GET", "/health", "", leaderless);
+        assert_eq!((r.status, r.body.as_str()), (503, r#"{"health":"false","reason":"RAFT NO LEADER"}"#));
+        // kubeadm's liveness probe
+        let r = route("GET", "/health", "exclude=NOSPACE&serializable=true", leaderless);
+        assert_eq!((r.status, r.body.as_str()), (200, r#"{"health":"true","reason":""}"#));
+        // a failed node is unhealthy to every probe
+        let failed = || Snapshot { halted: Some("disk".into()), ..leaderless() };
+        assert_eq!(route("GET", "/health", "serializable=true", failed).status, 503);
+        let m = route("GET", "/metrics", "", leaderless);
+        assert!(m.body.lines().any(|l| l == "etcd_server_has_leader 0"), "{}", m.body);
+        assert!(m.body.lines().any(|l| l == "etcd_server_is_leader 0"), "{}", m.body);
+        assert_eq!(
+            HealthQuery::parse("exclude=NOSPACE&serializable=true&exclude=CORRUPT"),
+            HealthQuery { serializable: true, exclude: vec!["NOSPACE".into(), "CORRUPT".into()] }
+        );
+    }
+
+    #[test]
     fn metrics_have_help_type_and_values() {
-        let r = route("GET", "/metrics", snap);
+        let r = route("GET", "/metrics", "", snap);
         assert_eq!(r.status, 200);
         for line in [
             "etcd_server_has_leader 1",
@@ -434,9 +501,9 @@ mod tests {
 
     #[test]
     fn unknown_paths_and_methods() {
-        assert_eq!(route("GET", "/nope", || panic!("not read")).status, 404);
-        assert_eq!(route("POST", "/health", || panic!("not read")).status, 405);
-        assert!(String::from_utf8(route("POST", "/metrics", snap).encode())
+        assert_eq!(route("GET", "/nope", "", || panic!("not read")).status, 404);
+        assert_eq!(route("POST", "/health", "", || panic!("not read")).status, 405);
+        assert!(String::from_utf8(route("POST", "/metrics", "", snap).encode())
             .unwrap()
             .contains("Allow: GET\r\n"));
     }
@@ -444,8 +511,8 @@ mod tests {
     #[test]
     fn request_line_parsing() {
         match parse_request_line(b"GET /health?verbose HTTP/1.1\r\nHost: x\r\n\r\n") {
-            Head::Request { method, path } => {
-                assert_eq!((method.as_str(), path.as_str()), ("GET", "/health"))
+            Head::Request { method, path, query } => {
+                assert_eq!((method.as_str(), path.as_str(), query.as_str()), ("GET", "/health", "verbose"))
             }
             _ => panic!("not parsed"),
         }

@@ -208,7 +208,7 @@ struct Served {
     lessor: Arc<Lessor<RaftProposer>>,
     membership: Arc<Membership>,
     control: Arc<dyn ClusterControl>,
-    health: Arc<dyn Fn() -> Option<Arc<str>> + Send + Sync>,
+    health: Arc<dyn Fn() -> http::MemberHealth + Send + Sync>,
     lease_forward: Option<Arc<LeaseForwarder>>,
 }
 
