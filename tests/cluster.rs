@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use common::cluster::{MemberOptions, ProcCluster, RECONFIG_TIMEOUT};
 use common::proxy::CutMode;
 use common::{target_kind, wait_for};
+use futures::StreamExt as _;
 
 /// Reads `key` through member `i` (`serializable`: `--consistency=s`), giving up after
 /// `timeout`. `Ok(None)`: the key does not exist.
@@ -215,6 +216,13 @@ fn a_learner_is_added_promoted_and_another_member_removed() {
         refused.contains("etcdserver: rpc not supported for learner"),
         "{refused}"
     );
+    // every RPC but serializable Range and Status is refused on a learner (Lease here)
+    let out = c.ctl(learner, &["lease", "list", "--command-timeout=5s"]);
+    let refused = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && refused.contains("etcdserver: rpc not supported for learner"),
+        "lease list on a learner: {refused}"
+    );
 
     // promotion is refused until the learner has caught up: retry
     let hex = format!("{lid:x}");
@@ -272,6 +280,25 @@ fn a_learner_is_added_promoted_and_another_member_removed() {
     c.wait_leader_agreed(Duration::from_secs(10));
 }
 
+/// Opens a watch on `/d` at `endpoint` (with gRPC metadata `hasleader=true` when
+/// `require_leader`) and waits for its creation.
+async fn open_watch(endpoint: &str, require_leader: bool) -> tonic::Streaming<cairn_proto::etcdserverpb::WatchResponse> {
+    use cairn_proto::etcdserverpb::watch_client::WatchClient;
+    use cairn_proto::etcdserverpb::{watch_request::RequestUnion, WatchCreateRequest, WatchRequest};
+    let mut client = WatchClient::connect(endpoint.to_owned()).await.expect("connect");
+    let create = WatchCreateRequest { key: b"/d".to_vec(), ..Default::default() };
+    let first = WatchRequest { request_union: Some(RequestUnion::CreateRequest(create)) };
+    let mut request = tonic::Request::new(futures::stream::iter([first]).chain(futures::stream::pending()));
+    if require_leader {
+        request.metadata_mut().insert("hasleader", "true".parse().expect("metadata"));
+    }
+    let mut inbound = client.watch(request).await.expect("watch").into_inner();
+    match tokio::time::timeout(Duration::from_secs(5), inbound.message()).await {
+        Ok(Ok(Some(r))) if r.created => inbound,
+        other => panic!("watch not created: {other:?}"),
+    }
+}
+
 #[test]
 fn an_isolated_leader_serves_no_stale_reads_and_converges_after_the_heal() {
     let _serial = one_at_a_time();
@@ -282,6 +309,10 @@ fn an_isolated_leader_serves_no_stale_reads_and_converges_after_the_heal() {
     }
     let old = c.leader();
     let majority: Vec<usize> = (0..3).filter(|&i| i != old).collect();
+    // watches on the leader-to-be-isolated: one requires a leader (as kube-apiserver's do)
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let mut require_leader = rt.block_on(open_watch(&c.endpoint(old), true));
+    let mut plain = rt.block_on(open_watch(&c.endpoint(old), false));
     let cut_before = c.link_stats().cut;
     c.isolate(old, CutMode::Blackhole);
     let took = put_until(&c, majority[0], "/d", "new", Duration::from_secs(8));
@@ -306,6 +337,15 @@ fn an_isolated_leader_serves_no_stale_reads_and_converges_after_the_heal() {
             c.name(old)
         ),
     }
+    // the require-leader watch ends with etcd's error once the member lost its leader
+    // (etcd: after 3 election timeouts without one); the other watch stays open
+    let ended = rt.block_on(async { tokio::time::timeout(Duration::from_secs(15), require_leader.message()).await });
+    match ended {
+        Ok(Err(status)) => assert_eq!(status.message(), "etcdserver: no leader", "{status:?}"),
+        other => panic!("the require-leader watch on the isolated member did not end with no leader: {other:?}"),
+    }
+    let still_open = rt.block_on(async { tokio::time::timeout(Duration::from_millis(300), plain.message()).await });
+    assert!(still_open.is_err(), "a watch without require-leader stays open: {still_open:?}");
     // ...while its local state shows the partition held
     assert_eq!(
         get(&c, old, "/d", true, T),

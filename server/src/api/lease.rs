@@ -19,6 +19,7 @@ use crate::member::lease_forward::{is_forwarded, LeaseForwarder};
 use crate::member::lessor::Lessor;
 use crate::member::identity::Membership;
 use crate::member::proposer::Proposer;
+use crate::member::role::Role;
 use crate::api::status::rpc_error;
 
 /// The Lease service over the leader's lessor.
@@ -28,12 +29,27 @@ pub struct LeaseService<P> {
     membership: Arc<Membership>,
     /// A Raft member's way to the leader for what only the leader answers.
     forward: Option<Arc<LeaseForwarder>>,
+    /// The member's role: a learner refuses lease calls, as etcd's does.
+    role: Option<Role>,
 }
 
 impl<P: Proposer> LeaseService<P> {
     /// A Lease service.
     pub fn new(store: Arc<Store>, lessor: Arc<Lessor<P>>, membership: Arc<Membership>) -> Self {
-        LeaseService { store, lessor, membership, forward: None }
+        LeaseService { store, lessor, membership, forward: None, role: None }
+    }
+
+    /// Refuses calls on a learner (grants and revocations already fail in the proposer).
+    pub fn with_role(mut self, role: Option<Role>) -> Self {
+        self.role = role;
+        self
+    }
+
+    fn refuse_learner(&self) -> Result<(), Status> {
+        match &self.role {
+            Some(role) => role.refuse_learner().map_err(rpc_error),
+            None => Ok(()),
+        }
     }
 
     /// Forwards keep-alives and time-to-live requests to the leader when this member is
@@ -66,6 +82,7 @@ impl<P: Proposer> Lease for LeaseService<P> {
         &self,
         request: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        self.refuse_learner()?;
         let lessor = self.lessor.clone();
         let membership = self.membership.clone();
         let store = self.store.clone();
@@ -98,6 +115,7 @@ impl<P: Proposer> Lease for LeaseService<P> {
         &self,
         request: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        self.refuse_learner()?;
         if let Some(f) = &self.forward {
             if f.must_forward(is_forwarded(&request))? {
                 let mut resp = f.time_to_live(request.into_inner()).await?;
@@ -116,6 +134,7 @@ impl<P: Proposer> Lease for LeaseService<P> {
     }
 
     async fn lease_leases(&self, _request: Request<LeaseLeasesRequest>) -> Result<Response<LeaseLeasesResponse>, Status> {
+        self.refuse_learner()?;
         let leases = self.store.lease_ids().into_iter().map(|id| LeaseStatus { id }).collect();
         Ok(Response::new(LeaseLeasesResponse { header: Some(self.membership.header(self.store.revision())), leases }))
     }

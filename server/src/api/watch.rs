@@ -28,7 +28,10 @@ use tokio::time::{interval_at, Instant, Interval, MissedTickBehavior};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::debug;
 
+use crate::api::status::rpc_error;
+use crate::error::RequestError;
 use crate::member::identity::Membership;
+use crate::member::role::{requires_leader, Role};
 
 /// etcd's default progress notification interval.
 pub const DEFAULT_PROGRESS_NOTIFY_INTERVAL: Duration = Duration::from_secs(10 * 60);
@@ -43,6 +46,9 @@ pub struct WatchService {
     /// Becomes true at shutdown.
     stop: signal::Receiver<bool>,
     stop_tx: Arc<signal::Sender<bool>>,
+    /// The member's role, when served by a member: learners refuse watches, and
+    /// require-leader streams end once the leader is lost.
+    role: Option<Role>,
 }
 
 /// Ends every watch call of a [`WatchService`] (at server shutdown).
@@ -84,7 +90,14 @@ impl WatchService {
             streams_opened: AtomicU64::new(0),
             stop,
             stop_tx: Arc::new(stop_tx),
+            role: None,
         }
+    }
+
+    /// Checks every call against this member's `role` (see [`Role`]).
+    pub fn with_role(mut self, role: Role) -> WatchService {
+        self.role = Some(role);
+        self
     }
 
     /// The handle that ends every watch call.
@@ -120,11 +133,28 @@ struct Outgoing {
     ticker: Interval,
     ready: VecDeque<WatchResponse>,
     stop: signal::Receiver<bool>,
+    /// For a require-leader call: resolves once the member has lost its leader for good.
+    leader_lost: Option<LeaderLost>,
+    /// Set once the call ended with an error; the next poll ends the response stream.
+    ended: bool,
+}
+
+type LeaderLost = Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Resolves when `lost` does; never without one.
+async fn lost(lost: &mut Option<LeaderLost>) {
+    match lost {
+        Some(f) => f.await,
+        None => std::future::pending().await,
+    }
 }
 
 impl Outgoing {
     /// The next response: from what is ready, else waiting for the stream or the ticker.
     async fn next(mut self) -> Option<(Result<WatchResponse, Status>, Outgoing)> {
+        if self.ended {
+            return None;
+        }
         loop {
             if let Some(response) = self.ready.pop_front() {
                 return Some((Ok(response), self));
@@ -142,6 +172,12 @@ impl Outgoing {
                     self.stream.close();
                     return None;
                 }
+                _ = lost(&mut self.leader_lost) => {
+                    // etcd's monitorLeader: the client moves on to a member with a leader
+                    self.stream.close();
+                    self.ended = true;
+                    return Some((Err(rpc_error(RequestError::NoLeader)), self));
+                }
             }
         }
     }
@@ -157,6 +193,15 @@ impl Watch for WatchService {
         &self,
         request: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let mut leader_lost: Option<LeaderLost> = None;
+        if let Some(role) = &self.role {
+            role.refuse_learner().map_err(rpc_error)?;
+            if requires_leader(request.metadata()) {
+                role.require_leader().map_err(rpc_error)?;
+                let role = role.clone();
+                leader_lost = Some(Box::pin(async move { role.leader_lost().await }));
+            }
+        }
         let stream = Arc::new(self.hub.open_stream());
         let mut inbound = request.into_inner();
         let receiving = stream.clone();
@@ -188,6 +233,8 @@ impl Watch for WatchService {
             ticker,
             ready: VecDeque::new(),
             stop: self.stop.clone(),
+            leader_lost,
+            ended: false,
         };
         let responses = futures::stream::unfold(outgoing, Outgoing::next);
         Ok(Response::new(Box::pin(responses)))

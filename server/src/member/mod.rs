@@ -38,6 +38,7 @@ pub mod machine;
 pub mod proposer;
 pub mod raft_control;
 pub mod raft_proposer;
+pub mod role;
 pub mod table;
 
 use std::path::PathBuf;
@@ -64,6 +65,7 @@ use self::lessor::{Lessor, LessorConfig};
 use self::machine::{stored_members, Output, RaftMachine};
 use self::raft_control::RaftControl;
 use self::raft_proposer::RaftProposer;
+use self::role::Role;
 use self::table::Members;
 use crate::api::cluster::ClusterService;
 use crate::api::lease::LeaseService;
@@ -151,6 +153,8 @@ pub struct Member {
     pub lease_forward: Arc<LeaseForwarder>,
     /// The member table.
     pub members: Arc<Members>,
+    /// Learner or voter, and the leader it knows, for the services' checks.
+    pub role: Role,
     /// Says why this member must stop, once it must: it was removed from the cluster, or
     /// its node failed (a sticky WAL or store error); both stop the server, as in etcd.
     pub stop: watch::Receiver<Option<MemberStop>>,
@@ -297,7 +301,8 @@ impl Member {
             handle.campaign();
         }
 
-        let proposer = Arc::new(RaftProposer::new(handle.clone(), setup.options.max_request_bytes, me, members.clone()));
+        let role = Role::new(me, members.clone(), &handle, Duration::from_millis(setup.election_ms));
+        let proposer = Arc::new(RaftProposer::new(handle.clone(), setup.options.max_request_bytes, role.clone()));
         let lessor = Arc::new(Lessor::new(
             store.clone(),
             proposer.clone(),
@@ -345,6 +350,7 @@ impl Member {
             peer_routes,
             lease_forward,
             members,
+            role,
             stop: stop_rx,
             handle,
             failed,

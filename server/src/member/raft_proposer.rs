@@ -2,8 +2,6 @@
 //! follower forwards them to the leader inside Raft), and answered by request id once this
 //! member applied the entry carrying them. Linearizable reads wait on a ReadIndex round.
 
-use std::sync::Arc;
-
 use cairn_proto::cairnpb::internal_request::Request;
 use cairn_proto::cairnpb::InternalRequest;
 use cairn_raft_node::{NodeHandle, RequestError as NodeRequestError};
@@ -11,7 +9,7 @@ use cairn_storage::{ApplyResponse, Error as StorageError};
 use prost::Message;
 
 use crate::error::RequestError;
-use crate::member::table::Members;
+use crate::member::role::Role;
 use crate::member::proposer::Proposer;
 use crate::member::machine::Output;
 
@@ -19,24 +17,14 @@ use crate::member::machine::Output;
 pub struct RaftProposer {
     handle: NodeHandle<Output>,
     max_request_bytes: usize,
-    me: u64,
-    members: Arc<Members>,
+    role: Role,
 }
 
 impl RaftProposer {
-    /// A proposer over the node behind `handle` of member `me`; `max_request_bytes` is
-    /// `--max-request-bytes`.
-    pub fn new(handle: NodeHandle<Output>, max_request_bytes: usize, me: u64, members: Arc<Members>) -> RaftProposer {
-        RaftProposer { handle, max_request_bytes, me, members }
-    }
-
-    /// As in etcd, a learner serves only serializable reads (and Status): clients must not
-    /// write or read linearizably through a member that does not vote.
-    fn refuse_learner(&self) -> Result<(), RequestError> {
-        if self.members.get(self.me).is_some_and(|m| m.is_learner) {
-            return Err(RequestError::NotSupportedForLearner);
-        }
-        Ok(())
+    /// A proposer over the node behind `handle`, for a member in `role`;
+    /// `max_request_bytes` is `--max-request-bytes`.
+    pub fn new(handle: NodeHandle<Output>, max_request_bytes: usize, role: Role) -> RaftProposer {
+        RaftProposer { handle, max_request_bytes, role }
     }
 
     /// The node handle.
@@ -57,7 +45,7 @@ pub fn node_error(e: NodeRequestError) -> RequestError {
 
 impl Proposer for RaftProposer {
     async fn propose(&self, request: Request) -> Result<ApplyResponse, RequestError> {
-        self.refuse_learner()?;
+        self.role.refuse_learner()?;
         let req = InternalRequest { id: 0, request: Some(request) };
         // the id the node assigns takes at most 10 more bytes
         if req.encoded_len() + 10 > self.max_request_bytes {
@@ -72,7 +60,7 @@ impl Proposer for RaftProposer {
     }
 
     async fn read_barrier(&self) -> Result<(), RequestError> {
-        self.refuse_learner()?;
+        self.role.refuse_learner()?;
         match self.handle.read_index().await {
             Err(_) => Err(RequestError::Stopped),
             Ok(Err(e)) => Err(node_error(e)),

@@ -26,6 +26,7 @@ use crate::member::proposer::Proposer;
 use crate::api::lease::LeaseService;
 use crate::member::lease_forward::LeaseForwarder;
 use crate::member::lessor::Lessor;
+use crate::member::role::Role;
 use crate::net::incoming;
 use crate::api::kv::KvService;
 use crate::net::limits::LimitStatusLayer;
@@ -78,12 +79,13 @@ impl<P: Proposer> Services<P> {
         membership: Arc<Membership>,
         control: Arc<dyn ClusterControl>,
         lease_forward: Option<Arc<LeaseForwarder>>,
+        role: Option<Role>,
         max_txn_ops: usize,
         max_request_bytes: usize,
     ) -> Services<P> {
         let decode = max_request_bytes.saturating_add(GRPC_OVERHEAD_BYTES);
         let kv = KvService::new(store.clone(), proposer, membership.clone(), max_txn_ops);
-        let lease = LeaseService::new(store.clone(), lessor, membership.clone()).with_forwarder(lease_forward);
+        let lease = LeaseService::new(store.clone(), lessor, membership.clone()).with_forwarder(lease_forward).with_role(role);
         Services {
             kv: KvServer::new(kv)
                 .max_decoding_message_size(decode)

@@ -26,6 +26,7 @@ use crate::member::identity::{initial_members, Membership};
 use crate::member::lease_forward::LeaseForwarder;
 use crate::member::lessor::Lessor;
 use crate::member::raft_proposer::RaftProposer;
+use crate::member::role::Role;
 use crate::member::{Member, MemberOptions, MemberSetup};
 use crate::net::listen::ClientUrl;
 use crate::net::{http, peer_tls, serve, tls};
@@ -186,6 +187,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
             hub: engine.hub.clone(),
             proposer: engine.proposer.clone(),
             lessor: engine.lessor.clone(),
+            role: engine.role.clone(),
             membership,
             control: engine.control.clone(),
             health: engine.health(),
@@ -206,6 +208,7 @@ struct Served {
     hub: WatchHub,
     proposer: Arc<RaftProposer>,
     lessor: Arc<Lessor<RaftProposer>>,
+    role: Role,
     membership: Arc<Membership>,
     control: Arc<dyn ClusterControl>,
     health: Arc<dyn Fn() -> http::MemberHealth + Send + Sync>,
@@ -233,10 +236,11 @@ async fn serve_services(
         s.store,
         s.proposer,
         s.lessor,
-        WatchService::new(s.hub, s.membership.clone(), config.watch_progress_notify_interval()),
+        WatchService::new(s.hub, s.membership.clone(), config.watch_progress_notify_interval()).with_role(s.role.clone()),
         s.membership,
         s.control,
         s.lease_forward,
+        Some(s.role),
         config.max_txn_ops as usize,
         config.max_request_bytes as usize,
     );
