@@ -1,0 +1,334 @@
+//! One open page file: the committed state, the open write transaction over it, the
+//! freelist, and the readers pinning older states.
+//!
+//! # Commit
+//! 1. release to the freelist the pending pages no open reader can see any more;
+//! 2. spill every bucket's memory nodes into newly allocated spans (`btree.rs`);
+//! 3. grow the file if the high-water mark passed its end (preallocated, in chunks);
+//! 4. write the nodes, fdatasync;
+//! 5. write the meta page `txid % 2` (new roots and high-water mark), fdatasync;
+//! 6. the spans the transaction copied from become pending under its txid.
+//!
+//! A crash before step 5's write lands leaves the previous meta the newest valid one, and
+//! step 4 only wrote pages that meta does not use (fresh pages, or pages freed by a commit
+//! it already includes). A torn meta page fails its checksum, and open falls back to the
+//! other. Any failure poisons the [`Db`] (the caller stops using it, see `mod.rs`): its
+//! memory state is then not trusted until the file is reopened.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use super::btree::{self, Child, NodeReader, Spill};
+use super::freelist::{FreeSpans, Freelist, HashSpans};
+use super::io::PageIo;
+use super::meta::{Meta, META_PAGES};
+use super::page::{PageId, Span, PAGE_SIZE};
+use crate::backend::{BatchOp, Bucket, ScanFn, WriteBatch};
+use crate::error::{Error, Result};
+
+const PAGE: u64 = PAGE_SIZE as u64;
+
+/// The open readers: pinned txid → how many views pin it. A leaf lock.
+#[derive(Default)]
+pub(crate) struct Readers {
+    pinned: Mutex<BTreeMap<u64, usize>>,
+}
+
+impl Readers {
+    fn pin(self: &Arc<Self>, txid: u64) -> Pin {
+        *self.pinned.lock().entry(txid).or_default() += 1;
+        Pin { readers: self.clone(), txid }
+    }
+
+    /// The oldest pinned txid, `u64::MAX` when nothing is pinned.
+    fn oldest(&self) -> u64 {
+        self.pinned.lock().keys().next().copied().unwrap_or(u64::MAX)
+    }
+}
+
+/// Keeps a txid pinned while alive.
+pub(crate) struct Pin {
+    readers: Arc<Readers>,
+    txid: u64,
+}
+
+impl Drop for Pin {
+    fn drop(&mut self) {
+        let mut pinned = self.readers.pinned.lock();
+        if let Some(n) = pinned.get_mut(&self.txid) {
+            *n -= 1;
+            if *n == 0 {
+                pinned.remove(&self.txid);
+            }
+        }
+    }
+}
+
+/// A committed state, readable without any lock on the [`Db`]: its pages stay as they
+/// are while the pin lives.
+pub(crate) struct PinnedState {
+    io: Arc<dyn PageIo>,
+    meta: Meta,
+    roots: [Option<Child>; 3],
+    _pin: Pin,
+}
+
+impl PinnedState {
+    fn reader(&self) -> NodeReader<'_> {
+        NodeReader { io: self.io.as_ref(), hwm: self.meta.hwm }
+    }
+
+    /// The value of `key` in `bucket`.
+    pub(crate) fn get(&self, bucket: Bucket, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        btree::get(self.roots[slot(bucket)].as_ref(), self.reader(), key)
+    }
+
+    /// Visits `bucket`'s entries in `start..end`.
+    pub(crate) fn scan(&self, bucket: Bucket, start: &[u8], end: Option<&[u8]>, visit: &mut ScanFn<'_>) -> Result<()> {
+        btree::scan(self.roots[slot(bucket)].as_ref(), self.reader(), start, end, visit)
+    }
+}
+
+pub(crate) fn slot(bucket: Bucket) -> usize {
+    match bucket {
+        Bucket::Key => 0,
+        Bucket::Meta => 1,
+        Bucket::Lease => 2,
+    }
+}
+
+fn roots_of(meta: &Meta) -> [Option<Child>; 3] {
+    meta.roots.map(|r| r.map(Child::Disk))
+}
+
+/// How the file grows.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Growth {
+    /// The smallest growth step in bytes (a multiple of the page size).
+    pub min_step: u64,
+    /// The largest growth step in bytes.
+    pub max_step: u64,
+}
+
+impl Default for Growth {
+    fn default() -> Self {
+        Growth { min_step: 4 << 20, max_step: 128 << 20 }
+    }
+}
+
+/// An open page file (module docs).
+pub(crate) struct Db {
+    io: Arc<dyn PageIo>,
+    /// The last commit.
+    meta: Meta,
+    /// Each bucket's tree as the open write transaction left it.
+    roots: [Option<Child>; 3],
+    /// Spans the open transaction copied from (pending at its commit).
+    freed: Vec<Span>,
+    /// True when the open transaction changed something.
+    dirty: bool,
+    freelist: Freelist<HashSpans>,
+    file_len: u64,
+    readers: Arc<Readers>,
+    growth: Growth,
+}
+
+impl Db {
+    /// Writes an empty store (both meta pages, txid 0) into the empty file behind `io`
+    /// and makes it durable.
+    pub(crate) fn create(io: &dyn PageIo) -> Result<()> {
+        let meta = Meta::empty();
+        io.grow(META_PAGES * PAGE)?;
+        io.write_at(0, &meta.encode())?;
+        io.write_at(PAGE, &meta.encode())?;
+        io.sync()?;
+        Ok(())
+    }
+
+    /// Opens the store in the file behind `io`: the newest valid meta, and the freelist
+    /// rebuilt from the trees it names (see `freelist/mod.rs`).
+    pub(crate) fn open(io: Arc<dyn PageIo>, growth: Growth) -> Result<Db> {
+        let file_len = io.len()?;
+        let mut best: Option<Meta> = None;
+        for slot in 0..META_PAGES {
+            let mut buf = vec![0u8; PAGE_SIZE];
+            if (slot + 1) * PAGE > file_len {
+                continue;
+            }
+            io.read_at(slot * PAGE, &mut buf)?;
+            if let Ok(m) = Meta::decode(&buf) {
+                if best.is_none_or(|b| m.txid > b.txid) {
+                    best = Some(m);
+                }
+            }
+        }
+        let meta = best.ok_or_else(|| Error::corrupt("meta page", "neither meta page is valid"))?;
+        if meta.hwm * PAGE > file_len {
+            return Err(Error::corrupt("meta page", format!("high-water mark {} past the file's {} bytes", meta.hwm, file_len)));
+        }
+        let r = NodeReader { io: io.as_ref(), hwm: meta.hwm };
+        let mut used = Vec::new();
+        for root in meta.roots.iter().flatten() {
+            btree::collect_spans(*root, r, &mut used)?;
+        }
+        used.sort_unstable();
+        let mut spans = HashSpans::default();
+        let mut next = META_PAGES;
+        for s in &used {
+            if s.start < next {
+                return Err(Error::corrupt("page", format!("span {}+{} overlaps another node", s.start, s.pages)));
+            }
+            if s.start > next {
+                spans.free(next, s.start - next);
+            }
+            next = s.end();
+        }
+        if next < meta.hwm {
+            spans.free(next, meta.hwm - next);
+        }
+        Ok(Db {
+            roots: roots_of(&meta),
+            meta,
+            io,
+            freed: Vec::new(),
+            dirty: false,
+            freelist: Freelist::new(spans),
+            file_len,
+            readers: Arc::new(Readers::default()),
+            growth,
+        })
+    }
+
+    fn reader(&self) -> NodeReader<'_> {
+        NodeReader { io: self.io.as_ref(), hwm: self.meta.hwm }
+    }
+
+    /// The value of `key` in `bucket`, as written so far.
+    pub(crate) fn get(&self, bucket: Bucket, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        btree::get(self.roots[slot(bucket)].as_ref(), self.reader(), key)
+    }
+
+    /// Visits `bucket`'s entries in `start..end` as written so far.
+    pub(crate) fn scan(&self, bucket: Bucket, start: &[u8], end: Option<&[u8]>, visit: &mut ScanFn<'_>) -> Result<()> {
+        btree::scan(self.roots[slot(bucket)].as_ref(), self.reader(), start, end, visit)
+    }
+
+    /// Applies a batch to the open transaction (memory only). An error leaves the batch
+    /// half applied: the caller must poison the store.
+    pub(crate) fn apply(&mut self, batch: WriteBatch) -> Result<()> {
+        let r = NodeReader { io: self.io.as_ref(), hwm: self.meta.hwm };
+        for op in batch.ops {
+            self.dirty = true;
+            match op {
+                BatchOp::Put(b, k, v) => btree::put(&mut self.roots[slot(b)], r, &mut self.freed, k, v)?,
+                BatchOp::Delete(b, k) => btree::delete(&mut self.roots[slot(b)], r, &mut self.freed, &k)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits the open transaction (module docs). An error poisons the `Db`.
+    pub(crate) fn commit(&mut self) -> Result<()> {
+        if !self.dirty {
+            return Ok(());
+        }
+        let txid = self.meta.txid + 1;
+        self.freelist.release(self.readers.oldest());
+        let mut hwm = self.meta.hwm;
+        let mut writes: Vec<(PageId, Vec<u8>)> = Vec::new();
+        {
+            let freelist = &mut self.freelist;
+            let mut alloc = |n: u64| {
+                freelist.allocate(n).unwrap_or_else(|| {
+                    hwm += n;
+                    hwm - n
+                })
+            };
+            let r = NodeReader { io: self.io.as_ref(), hwm: self.meta.hwm };
+            let mut sp = Spill { r, freed: &mut self.freed, alloc: &mut alloc, writes: &mut writes, txid };
+            for root in self.roots.iter_mut() {
+                btree::commit(root, &mut sp)?;
+            }
+        }
+        self.grow_to(hwm * PAGE)?;
+        writes.sort_unstable_by_key(|(p, _)| *p);
+        self.write_coalesced(writes)?;
+        self.io.sync()?;
+        let roots = [0, 1, 2].map(|i| match &self.roots[i] {
+            Some(Child::Disk(s)) => Ok(Some(*s)),
+            None => Ok(None),
+            Some(Child::Mem(_)) => Err(Error::corrupt("page", "a memory node left after spilling")),
+        });
+        let [a, b, c] = roots;
+        let meta = Meta { txid, hwm, roots: [a?, b?, c?] };
+        self.io.write_at(meta.slot() * PAGE, &meta.encode())?;
+        self.io.sync()?;
+        self.meta = meta;
+        self.freelist.free_at(txid, std::mem::take(&mut self.freed));
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// Writes the encoded nodes (sorted by page), adjacent ones in one call.
+    fn write_coalesced(&self, writes: Vec<(PageId, Vec<u8>)>) -> Result<()> {
+        let mut run: Option<(PageId, Vec<u8>)> = None;
+        for (page, buf) in writes {
+            match &mut run {
+                Some((start, b)) if *start + (b.len() as u64 / PAGE) == page && b.len() < (1 << 20) => b.extend_from_slice(&buf),
+                _ => {
+                    if let Some((start, b)) = run.take() {
+                        self.io.write_at(start * PAGE, &b)?;
+                    }
+                    run = Some((page, buf));
+                }
+            }
+        }
+        if let Some((start, b)) = run {
+            self.io.write_at(start * PAGE, &b)?;
+        }
+        Ok(())
+    }
+
+    /// Makes the file at least `need` bytes, growing by a chunk (`Growth`); when the chunk
+    /// does not fit on the disk, by exactly what is needed.
+    fn grow_to(&mut self, need: u64) -> Result<()> {
+        if need <= self.file_len {
+            return Ok(());
+        }
+        let step = (self.file_len / 4).clamp(self.growth.min_step, self.growth.max_step.max(self.growth.min_step));
+        let target = need.max(self.file_len + step).div_ceil(PAGE) * PAGE;
+        match self.io.grow(target) {
+            Ok(()) => self.file_len = target,
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) && target > need => {
+                self.io.grow(need)?;
+                self.file_len = need;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        Ok(())
+    }
+
+    /// Pins the last commit for reading. Call after a commit: what the open transaction
+    /// wrote since is not in it.
+    pub(crate) fn pin(&self) -> PinnedState {
+        PinnedState { io: self.io.clone(), meta: self.meta, roots: roots_of(&self.meta), _pin: self.readers.pin(self.meta.txid) }
+    }
+
+    /// Changes how the file grows from now on.
+    pub(crate) fn set_growth(&mut self, growth: Growth) {
+        self.growth = growth;
+    }
+
+    /// Bytes of the file.
+    pub(crate) fn size(&self) -> u64 {
+        self.file_len
+    }
+
+    /// Bytes of pages holding live data or the metas: below the high-water mark, neither
+    /// free nor pending.
+    pub(crate) fn size_in_use(&self) -> u64 {
+        (self.meta.hwm - self.freelist.unused_pages()) * PAGE
+    }
+}
