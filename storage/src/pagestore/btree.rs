@@ -28,6 +28,9 @@
 //! 4. delete 0, a, b, bb: L1' is empty in memory; the commit drops it, and the root is
 //!    written as `[(""→L3) (d→L2)]`: L3's bound `c` is no longer needed.
 
+use std::sync::Arc;
+
+use super::cache::NodeCache;
 use super::io::PageIo;
 use super::page::{self, DiskNode, PageId, Span, HEADER, PAGE_SIZE};
 use crate::backend::ScanFn;
@@ -63,23 +66,35 @@ impl From<DiskNode> for Node {
     }
 }
 
-/// Reads committed nodes from the file.
+/// Reads committed nodes from the file, through the node cache.
 #[derive(Clone, Copy)]
 pub(crate) struct NodeReader<'a> {
     pub io: &'a dyn PageIo,
+    pub cache: &'a NodeCache,
     /// The high-water mark of the state being read: no node lies beyond it.
     pub hwm: PageId,
 }
 
 impl NodeReader<'_> {
     /// Reads and decodes the node in `span`.
-    pub(crate) fn read(&self, span: Span) -> Result<DiskNode> {
+    pub(crate) fn read(&self, span: Span) -> Result<Arc<DiskNode>> {
         if span.start < 2 || span.end() > self.hwm {
             return Err(Error::corrupt("page", format!("span {}+{} outside 2..{}", span.start, span.pages, self.hwm)));
         }
+        if let Some(node) = self.cache.get(span) {
+            return Ok(node);
+        }
         let mut buf = vec![0u8; span.pages as usize * PAGE_SIZE];
         self.io.read_at(span.start * PAGE_SIZE as u64, &mut buf)?;
-        page::decode(&buf, span, self.hwm)
+        let node = Arc::new(page::decode(&buf, span, self.hwm)?);
+        self.cache.insert(span, node.clone());
+        Ok(node)
+    }
+
+    /// Reads the node in `span` for changing it.
+    fn read_owned(&self, span: Span) -> Result<Node> {
+        let node = self.read(span)?;
+        Ok(Node::from(Arc::unwrap_or_clone(node)))
     }
 }
 
@@ -100,9 +115,9 @@ pub(crate) fn get(root: Option<&Child>, r: NodeReader<'_>, key: &[u8]) -> Result
             Child::Disk(span) => {
                 let mut span = *span;
                 loop {
-                    match r.read(span)? {
-                        DiskNode::Leaf(e) => return Ok(leaf_get(&e, key)),
-                        DiskNode::Branch(_, e) => span = e[child_index(&e, key)].1,
+                    match &*r.read(span)? {
+                        DiskNode::Leaf(e) => return Ok(leaf_get(e, key)),
+                        DiskNode::Branch(_, e) => span = e[child_index(e, key)].1,
                     }
                 }
             }
@@ -141,10 +156,10 @@ fn child_range<T>(entries: &[(Vec<u8>, T)], start: &[u8], end: Option<&[u8]>) ->
 }
 
 fn scan_disk(span: Span, r: NodeReader<'_>, start: &[u8], end: Option<&[u8]>, visit: &mut ScanFn<'_>) -> Result<bool> {
-    match r.read(span)? {
-        DiskNode::Leaf(e) => scan_leaf(&e, start, end, visit),
+    match &*r.read(span)? {
+        DiskNode::Leaf(e) => scan_leaf(e, start, end, visit),
         DiskNode::Branch(_, e) => {
-            for i in child_range(&e, start, end) {
+            for i in child_range(e, start, end) {
                 if !scan_disk(e[i].1, r, start, end, visit)? {
                     return Ok(false);
                 }
@@ -183,7 +198,7 @@ pub(crate) fn scan(root: Option<&Child>, r: NodeReader<'_>, start: &[u8], end: O
 /// Brings a child into memory for changing it; a committed node's span joins `freed`.
 fn make_mem<'c>(child: &'c mut Child, r: NodeReader<'_>, freed: &mut Vec<Span>) -> Result<&'c mut Node> {
     if let Child::Disk(span) = *child {
-        let node = Node::from(r.read(span)?);
+        let node = r.read_owned(span)?;
         freed.push(span);
         *child = Child::Mem(Box::new(node));
     }
@@ -301,8 +316,8 @@ fn child_leaf_size(child: &Child, r: NodeReader<'_>) -> Result<usize> {
             Node::Leaf(e) => Ok(leaf_size(e)),
             Node::Branch(..) => Err(Error::corrupt("page", "a height-1 branch with a non-leaf child")),
         },
-        Child::Disk(span) => match r.read(*span)? {
-            DiskNode::Leaf(e) => Ok(leaf_size(&e)),
+        Child::Disk(span) => match &*r.read(*span)? {
+            DiskNode::Leaf(e) => Ok(leaf_size(e)),
             DiskNode::Branch(..) => Err(Error::corrupt("page", format!("leaf expected at page {}", span.start))),
         },
     }
@@ -327,7 +342,7 @@ fn merge_small_leaves(entries: &mut Vec<(Vec<u8>, Child)>, sp: &mut Spill<'_>) -
             Child::Mem(n) => *n,
             Child::Disk(span) => {
                 sp.freed.push(span);
-                Node::from(sp.r.read(span)?)
+                sp.r.read_owned(span)?
             }
         };
         // entry i's bound stays; its range now reaches up to entry i + 2's
@@ -417,7 +432,10 @@ pub(crate) fn commit(root: &mut Option<Child>, sp: &mut Spill<'_>) -> Result<()>
 pub(crate) fn collect_spans(root: Span, r: NodeReader<'_>, out: &mut Vec<Span>) -> Result<()> {
     fn walk(span: Span, want: Option<u8>, r: NodeReader<'_>, out: &mut Vec<Span>) -> Result<()> {
         out.push(span);
-        let node = r.read(span)?;
+        // read around the cache: open walks every branch once, and should not fill it
+        let mut buf = vec![0u8; span.pages as usize * PAGE_SIZE];
+        r.io.read_at(span.start * PAGE_SIZE as u64, &mut buf)?;
+        let node = page::decode(&buf, span, r.hwm)?;
         let h = match &node {
             DiskNode::Leaf(_) => 0,
             DiskNode::Branch(h, _) => *h,

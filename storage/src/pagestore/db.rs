@@ -21,6 +21,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::btree::{self, Child, NodeReader, Spill};
+use super::cache::NodeCache;
 use super::freelist::{FreeSpans, Freelist, HashSpans};
 use super::io::PageIo;
 use super::meta::{Meta, META_PAGES};
@@ -70,6 +71,7 @@ impl Drop for Pin {
 /// are while the pin lives.
 pub(crate) struct PinnedState {
     io: Arc<dyn PageIo>,
+    cache: Arc<NodeCache>,
     meta: Meta,
     roots: [Option<Child>; 3],
     _pin: Pin,
@@ -77,7 +79,7 @@ pub(crate) struct PinnedState {
 
 impl PinnedState {
     fn reader(&self) -> NodeReader<'_> {
-        NodeReader { io: self.io.as_ref(), hwm: self.meta.hwm }
+        NodeReader { io: self.io.as_ref(), cache: &self.cache, hwm: self.meta.hwm }
     }
 
     /// The value of `key` in `bucket`.
@@ -132,6 +134,8 @@ pub(crate) struct Db {
     freelist: Freelist<HashSpans>,
     file_len: u64,
     readers: Arc<Readers>,
+    /// Decoded nodes of this file, shared with its views.
+    cache: Arc<NodeCache>,
     growth: Growth,
 }
 
@@ -168,7 +172,8 @@ impl Db {
         if meta.hwm * PAGE > file_len {
             return Err(Error::corrupt("meta page", format!("high-water mark {} past the file's {} bytes", meta.hwm, file_len)));
         }
-        let r = NodeReader { io: io.as_ref(), hwm: meta.hwm };
+        let cache = Arc::new(NodeCache::default());
+        let r = NodeReader { io: io.as_ref(), cache: &cache, hwm: meta.hwm };
         let mut used = Vec::new();
         for root in meta.roots.iter().flatten() {
             btree::collect_spans(*root, r, &mut used)?;
@@ -197,12 +202,13 @@ impl Db {
             freelist: Freelist::new(spans),
             file_len,
             readers: Arc::new(Readers::default()),
+            cache,
             growth,
         })
     }
 
     fn reader(&self) -> NodeReader<'_> {
-        NodeReader { io: self.io.as_ref(), hwm: self.meta.hwm }
+        NodeReader { io: self.io.as_ref(), cache: &self.cache, hwm: self.meta.hwm }
     }
 
     /// The value of `key` in `bucket`, as written so far.
@@ -218,7 +224,7 @@ impl Db {
     /// Applies a batch to the open transaction (memory only). An error leaves the batch
     /// half applied: the caller must poison the store.
     pub(crate) fn apply(&mut self, batch: WriteBatch) -> Result<()> {
-        let r = NodeReader { io: self.io.as_ref(), hwm: self.meta.hwm };
+        let r = NodeReader { io: self.io.as_ref(), cache: &self.cache, hwm: self.meta.hwm };
         for op in batch.ops {
             self.dirty = true;
             match op {
@@ -240,13 +246,18 @@ impl Db {
         let mut writes: Vec<(PageId, Vec<u8>)> = Vec::new();
         {
             let freelist = &mut self.freelist;
-            let mut alloc = |n: u64| {
-                freelist.allocate(n).unwrap_or_else(|| {
+            let cache = &self.cache;
+            let mut alloc = |n: u64| match freelist.allocate(n) {
+                Some(start) => {
+                    cache.forget(start, n);
+                    start
+                }
+                None => {
                     hwm += n;
                     hwm - n
-                })
+                }
             };
-            let r = NodeReader { io: self.io.as_ref(), hwm: self.meta.hwm };
+            let r = NodeReader { io: self.io.as_ref(), cache: &self.cache, hwm: self.meta.hwm };
             let mut sp = Spill { r, freed: &mut self.freed, alloc: &mut alloc, writes: &mut writes, txid };
             for root in self.roots.iter_mut() {
                 btree::commit(root, &mut sp)?;
@@ -313,7 +324,7 @@ impl Db {
     /// Pins the last commit for reading. Call after a commit: what the open transaction
     /// wrote since is not in it.
     pub(crate) fn pin(&self) -> PinnedState {
-        PinnedState { io: self.io.clone(), meta: self.meta, roots: roots_of(&self.meta), _pin: self.readers.pin(self.meta.txid) }
+        PinnedState { io: self.io.clone(), cache: self.cache.clone(), meta: self.meta, roots: roots_of(&self.meta), _pin: self.readers.pin(self.meta.txid) }
     }
 
     /// Changes how the file grows from now on.

@@ -466,3 +466,34 @@ fn a_second_open_of_one_folder_is_refused() {
     let err = PageStore::open(dir.path()).err().expect("second open");
     assert!(err.to_string().contains("could not acquire lock"), "{err}");
 }
+
+/// What opening costs at a large file (the freelist is rebuilt by walking the branches):
+/// `CAIRN_OPEN_BYTES` of 1 KiB values (default 1 GiB) under 8-byte sequential keys, as
+/// the key bucket holds revisions.
+#[test]
+#[ignore = "writes 1 GiB; run with --ignored --nocapture"]
+fn open_cost_at_a_large_file() {
+    let bytes: u64 = std::env::var("CAIRN_OPEN_BYTES").ok().and_then(|s| s.parse().ok()).unwrap_or(1 << 30);
+    let dir = tempfile::tempdir().unwrap();
+    let store = PageStore::open(dir.path()).unwrap();
+    let n = bytes / 1024;
+    let t = std::time::Instant::now();
+    let mut i = 0u64;
+    while i < n {
+        let mut b = WriteBatch::default();
+        for _ in 0..8192.min(n - i) {
+            b.put(Bucket::Key, i.to_be_bytes().to_vec(), vec![(i % 251) as u8; 1024]);
+            i += 1;
+        }
+        store.write(b).unwrap();
+        store.sync().unwrap();
+    }
+    let write = t.elapsed();
+    let (size, in_use) = (store.size(), store.size_in_use());
+    drop(store);
+    let t = std::time::Instant::now();
+    let store = PageStore::open(dir.path()).unwrap();
+    let open = t.elapsed();
+    assert_eq!(store.size_in_use(), in_use);
+    eprintln!("{n} values: wrote in {write:?}; file {size} bytes, {in_use} in use; open (freelist rebuilt) in {open:?}");
+}
