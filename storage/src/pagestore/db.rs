@@ -2,6 +2,9 @@
 //! freelist, and the readers pinning older states.
 //!
 //! # Commit
+//! Steps 1–4 but the fdatasync run under the store's write lock ([`Db::prepare_commit`]);
+//! the syncs and the meta write run without it ([`Prepared::make_durable`]), so reads and
+//! writes go on during the fdatasyncs; step 6 takes it again ([`Db::finish_commit`]).
 //! 1. release to the freelist the pending pages no open reader can see any more;
 //! 2. spill every bucket's memory nodes into newly allocated spans (`btree.rs`);
 //! 3. grow the file if the high-water mark passed its end (preallocated, in chunks);
@@ -105,6 +108,23 @@ fn roots_of(meta: &Meta) -> [Option<Child>; 3] {
     meta.roots.map(|r| r.map(Child::Disk))
 }
 
+/// A commit whose nodes are written but not yet durable (see [`Db::prepare_commit`]).
+pub(crate) struct Prepared {
+    meta: Meta,
+    freed: Vec<Span>,
+    io: Arc<dyn PageIo>,
+}
+
+impl Prepared {
+    /// Step 4's fdatasync and step 5; needs no lock on the `Db`. An error poisons it.
+    pub(crate) fn make_durable(&self) -> Result<()> {
+        self.io.sync()?;
+        self.io.write_at(self.meta.slot() * PAGE, &self.meta.encode())?;
+        self.io.sync()?;
+        Ok(())
+    }
+}
+
 /// How the file grows.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Growth {
@@ -125,6 +145,9 @@ pub(crate) struct Db {
     io: Arc<dyn PageIo>,
     /// The last commit.
     meta: Meta,
+    /// The high-water mark of the trees in `roots`: above `meta`'s while a commit is
+    /// prepared but not finished.
+    hwm: PageId,
     /// Each bucket's tree as the open write transaction left it.
     roots: [Option<Child>; 3],
     /// Spans the open transaction copied from (pending at its commit).
@@ -195,6 +218,7 @@ impl Db {
         }
         Ok(Db {
             roots: roots_of(&meta),
+            hwm: meta.hwm,
             meta,
             io,
             freed: Vec::new(),
@@ -208,7 +232,7 @@ impl Db {
     }
 
     fn reader(&self) -> NodeReader<'_> {
-        NodeReader { io: self.io.as_ref(), cache: &self.cache, hwm: self.meta.hwm }
+        NodeReader { io: self.io.as_ref(), cache: &self.cache, hwm: self.hwm }
     }
 
     /// The value of `key` in `bucket`, as written so far.
@@ -224,7 +248,7 @@ impl Db {
     /// Applies a batch to the open transaction (memory only). An error leaves the batch
     /// half applied: the caller must poison the store.
     pub(crate) fn apply(&mut self, batch: WriteBatch) -> Result<()> {
-        let r = NodeReader { io: self.io.as_ref(), cache: &self.cache, hwm: self.meta.hwm };
+        let r = NodeReader { io: self.io.as_ref(), cache: &self.cache, hwm: self.hwm };
         for op in batch.ops {
             self.dirty = true;
             match op {
@@ -235,14 +259,26 @@ impl Db {
         Ok(())
     }
 
-    /// Commits the open transaction (module docs). An error poisons the `Db`.
+    /// Commits the open transaction (module docs) in one go. An error poisons the `Db`.
     pub(crate) fn commit(&mut self) -> Result<()> {
+        if let Some(p) = self.prepare_commit()? {
+            p.make_durable()?;
+            self.finish_commit(p);
+        }
+        Ok(())
+    }
+
+    /// Steps 1–4 of a commit but the fdatasync: spills the open transaction and writes its
+    /// nodes; the trees then read from those pages. `None` when nothing was written. Until
+    /// [`Db::finish_commit`], the caller must start no other commit. An error poisons the
+    /// `Db`.
+    pub(crate) fn prepare_commit(&mut self) -> Result<Option<Prepared>> {
         if !self.dirty {
-            return Ok(());
+            return Ok(None);
         }
         let txid = self.meta.txid + 1;
         self.freelist.release(self.readers.oldest());
-        let mut hwm = self.meta.hwm;
+        let mut hwm = self.hwm;
         let mut writes: Vec<(PageId, Vec<u8>)> = Vec::new();
         {
             let freelist = &mut self.freelist;
@@ -257,7 +293,7 @@ impl Db {
                     hwm - n
                 }
             };
-            let r = NodeReader { io: self.io.as_ref(), cache: &self.cache, hwm: self.meta.hwm };
+            let r = NodeReader { io: self.io.as_ref(), cache: &self.cache, hwm: self.hwm };
             let mut sp = Spill { r, freed: &mut self.freed, alloc: &mut alloc, writes: &mut writes, txid };
             for root in self.roots.iter_mut() {
                 btree::commit(root, &mut sp)?;
@@ -266,7 +302,6 @@ impl Db {
         self.grow_to(hwm * PAGE)?;
         writes.sort_unstable_by_key(|(p, _)| *p);
         self.write_coalesced(writes)?;
-        self.io.sync()?;
         let roots = [0, 1, 2].map(|i| match &self.roots[i] {
             Some(Child::Disk(s)) => Ok(Some(*s)),
             None => Ok(None),
@@ -274,12 +309,15 @@ impl Db {
         });
         let [a, b, c] = roots;
         let meta = Meta { txid, hwm, roots: [a?, b?, c?] };
-        self.io.write_at(meta.slot() * PAGE, &meta.encode())?;
-        self.io.sync()?;
-        self.meta = meta;
-        self.freelist.free_at(txid, std::mem::take(&mut self.freed));
+        self.hwm = hwm;
         self.dirty = false;
-        Ok(())
+        Ok(Some(Prepared { meta, freed: std::mem::take(&mut self.freed), io: self.io.clone() }))
+    }
+
+    /// Step 6: the prepared commit is durable; it becomes the last commit.
+    pub(crate) fn finish_commit(&mut self, p: Prepared) {
+        self.meta = p.meta;
+        self.freelist.free_at(p.meta.txid, p.freed);
     }
 
     /// Writes the encoded nodes (sorted by page), adjacent ones in one call.
@@ -340,6 +378,6 @@ impl Db {
     /// Bytes of pages holding live data or the metas: below the high-water mark, neither
     /// free nor pending.
     pub(crate) fn size_in_use(&self) -> u64 {
-        (self.meta.hwm - self.freelist.unused_pages()) * PAGE
+        self.hwm.saturating_sub(self.freelist.unused_pages()) * PAGE
     }
 }

@@ -18,7 +18,8 @@
 //! `write` applies a batch to the open transaction's memory nodes under the write side of
 //! `state`: readers see it at once, and a batch is atomic on disk because only whole
 //! commits reach the meta page. `sync` commits (see `db.rs`: nodes, fdatasync, meta,
-//! fdatasync). A failed write or commit poisons the store: every later call fails with
+//! fdatasync), holding `state` only while it spills and writes the nodes, not across the
+//! fdatasyncs, so reads and writes go on meanwhile. A failed write or commit poisons the store: every later call fails with
 //! [`Error::Stopped`] until it is reopened, which finds the last commit.
 //!
 //! # Views
@@ -30,7 +31,7 @@
 //! 1. under `state` (write): commit, pin that commit, start logging written batches;
 //! 2. without locks: copy the pinned state, in key order, into a fresh file
 //!    (`pages.db.defrag`): leaves come out full and in order;
-//! 3. under `state` (write), the only pause: replay the logged batches onto the copy,
+//! 3. under `commit` and `state` (write), the only pause: replay the logged batches onto the copy,
 //!    commit it, rename it over `pages.db`, fsync the directory, and swap it in. Views of
 //!    the old file keep reading it (it is unlinked, and freed when the last one drops).
 //!
@@ -40,8 +41,10 @@
 //!
 //! # Locks (in the order they may be taken)
 //! 1. `defrag`: held for a whole defragmentation, so only one runs.
-//! 2. `state`: the open file and its write transaction (module docs above); the readers
-//!    table inside `db.rs` is a leaf under it.
+//! 2. `commit`: one commit at a time, from preparing it to finishing it; the fdatasyncs
+//!    run under it but not under `state`.
+//! 3. `state`: the open file and its write transaction (module docs above); the readers
+//!    table (`db.rs`) and the node cache (`cache.rs`) are leaves under it.
 //!
 //! # Freelist at open: measured, and the choice
 //! Open rebuilds the freelist by reading every branch node (see `freelist/mod.rs`) rather
@@ -97,11 +100,14 @@ pub struct PageStore {
     /// The store's directory; `None` on a simulated disk.
     dir: Option<PathBuf>,
     growth: Growth,
-    /// Lock 2 (module docs): the open file, its write transaction and the defragment log.
-    /// Write side: `write`, `sync`, `read_view`, defragmentation steps 1 and 3; read
-    /// side: `get`, `scan`, the sizes.
+    /// Lock 3 (module docs): the open file, its write transaction and the defragment log.
+    /// Write side: `write`, preparing and finishing a commit, pinning a view,
+    /// defragmentation steps 1 and 3; read side: `get`, `scan`, the sizes.
     state: RwLock<State>,
-    /// Lock 1 (module docs): one defragmentation at a time; taken before `state`.
+    /// Lock 2 (module docs): one commit at a time, held from preparing it to finishing it
+    /// (and by defragmentation's swap); taken before `state`.
+    commit: Mutex<()>,
+    /// Lock 1 (module docs): one defragmentation at a time; taken before `commit`.
     defrag: Mutex<()>,
     /// Set by the first failed write or commit (sticky until reopen).
     failed: AtomicBool,
@@ -140,6 +146,7 @@ impl PageStore {
             dir,
             growth,
             state: RwLock::new(State { db, defrag_log: None }),
+            commit: Mutex::new(()),
             defrag: Mutex::new(()),
             failed: AtomicBool::new(false),
         })
@@ -167,12 +174,21 @@ impl PageStore {
         Err(e)
     }
 
-    /// Commits under the held write side of `state`; a failure poisons the store.
-    fn commit_locked(&self, st: &mut State) -> Result<()> {
-        match st.db.commit() {
-            Ok(()) => Ok(()),
-            Err(e) => self.fail(e),
+    /// Commits what was written; call with `commit` held. The write side of `state` is
+    /// held to prepare the commit and to finish it, not across the fdatasyncs (see
+    /// `db.rs`). A failure poisons the store.
+    fn sync_locked(&self) -> Result<()> {
+        self.check_alive()?;
+        let prepared = match self.state.write().db.prepare_commit() {
+            Ok(Some(p)) => p,
+            Ok(None) => return Ok(()),
+            Err(e) => return self.fail(e),
+        };
+        if let Err(e) = prepared.make_durable() {
+            return self.fail(e);
         }
+        self.state.write().db.finish_commit(prepared);
+        Ok(())
     }
 
     /// Step 2 of a defragmentation: a fresh file in `dir` holding `pin`'s state.
@@ -246,9 +262,8 @@ impl Backend for PageStore {
     }
 
     fn sync(&self) -> Result<()> {
-        self.check_alive()?;
-        let mut st = self.state.write();
-        self.commit_locked(&mut st)
+        let _commit = self.commit.lock();
+        self.sync_locked()
     }
 
     fn size(&self) -> u64 {
@@ -265,10 +280,9 @@ impl Backend for PageStore {
     }
 
     fn read_view(&self) -> Result<Box<dyn ReadView>> {
-        self.check_alive()?;
-        let mut st = self.state.write();
-        self.commit_locked(&mut st)?;
-        Ok(Box::new(PageView(st.db.pin())))
+        let _commit = self.commit.lock();
+        self.sync_locked()?;
+        Ok(Box::new(PageView(self.state.read().db.pin())))
     }
 
     fn defragment(&self) -> Result<()> {
@@ -279,8 +293,9 @@ impl Backend for PageStore {
         };
         // step 1
         let pin = {
+            let _commit = self.commit.lock();
+            self.sync_locked()?;
             let mut st = self.state.write();
-            self.commit_locked(&mut st)?;
             st.defrag_log = Some(Vec::new());
             st.db.pin()
         };
@@ -288,6 +303,7 @@ impl Backend for PageStore {
         // step 2
         let copied = self.copy_to_new_file(&dir, &pin);
         drop(pin);
+        let _commit = self.commit.lock();
         let mut st = self.state.write();
         let log = st.defrag_log.take().unwrap_or_default();
         // step 3
