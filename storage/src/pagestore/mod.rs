@@ -58,7 +58,7 @@
 mod btree;
 mod cache;
 mod db;
-mod freelist;
+pub mod freelist;
 mod io;
 mod meta;
 mod page;

@@ -19,26 +19,25 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::FreeSpans;
-use crate::pagestore::page::PageId;
 
 /// Free spans segregated by length (module docs).
 #[derive(Default)]
-pub(crate) struct HashSpans {
-    by_len: BTreeMap<u64, BTreeSet<PageId>>,
-    by_start: HashMap<PageId, u64>,
-    by_end: HashMap<PageId, u64>,
+pub struct HashSpans {
+    by_len: BTreeMap<u64, BTreeSet<u64>>,
+    by_start: HashMap<u64, u64>,
+    by_end: HashMap<u64, u64>,
     free: u64,
 }
 
 impl HashSpans {
-    fn insert(&mut self, start: PageId, n: u64) {
+    fn insert(&mut self, start: u64, n: u64) {
         self.by_len.entry(n).or_default().insert(start);
         self.by_start.insert(start, n);
         self.by_end.insert(start + n, n);
         self.free += n;
     }
 
-    fn take(&mut self, start: PageId, n: u64) {
+    fn take(&mut self, start: u64, n: u64) {
         if let Some(set) = self.by_len.get_mut(&n) {
             set.remove(&start);
             if set.is_empty() {
@@ -52,7 +51,7 @@ impl HashSpans {
 }
 
 impl FreeSpans for HashSpans {
-    fn allocate(&mut self, n: u64) -> Option<PageId> {
+    fn allocate(&mut self, n: u64) -> Option<u64> {
         let (&len, starts) = self.by_len.range(n..).next()?;
         let start = *starts.first()?;
         self.take(start, len);
@@ -63,7 +62,7 @@ impl FreeSpans for HashSpans {
         Some(start)
     }
 
-    fn free(&mut self, start: PageId, n: u64) {
+    fn free(&mut self, start: u64, n: u64) {
         let (mut s, mut len) = (start, n);
         if let Some(&left) = self.by_end.get(&start) {
             self.take(start - left, left);
@@ -82,7 +81,7 @@ impl FreeSpans for HashSpans {
     }
 
     #[cfg(test)]
-    fn spans(&self) -> Vec<(PageId, u64)> {
+    fn spans(&self) -> Vec<(u64, u64)> {
         let mut v: Vec<_> = self.by_start.iter().map(|(&s, &n)| (s, n)).collect();
         v.sort_unstable();
         v

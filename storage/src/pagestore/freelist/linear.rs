@@ -3,17 +3,16 @@
 //! array freelist costs, and the model the segregated freelist is tested against.
 
 use super::FreeSpans;
-use crate::pagestore::page::PageId;
 
 /// Free spans as a sorted vector of `(start, pages)`, always merged.
 #[derive(Default)]
-pub(crate) struct LinearSpans {
-    spans: Vec<(PageId, u64)>,
+pub struct LinearSpans {
+    spans: Vec<(u64, u64)>,
     free: u64,
 }
 
 impl FreeSpans for LinearSpans {
-    fn allocate(&mut self, n: u64) -> Option<PageId> {
+    fn allocate(&mut self, n: u64) -> Option<u64> {
         // best fit, lowest start among equals: the first strictly better one wins
         let mut best: Option<usize> = None;
         for (i, &(_, len)) in self.spans.iter().enumerate() {
@@ -32,7 +31,7 @@ impl FreeSpans for LinearSpans {
         Some(start)
     }
 
-    fn free(&mut self, start: PageId, n: u64) {
+    fn free(&mut self, start: u64, n: u64) {
         let i = self.spans.partition_point(|&(s, _)| s < start);
         let merge_left = i > 0 && self.spans[i - 1].0 + self.spans[i - 1].1 == start;
         let merge_right = i < self.spans.len() && start + n == self.spans[i].0;
@@ -53,7 +52,7 @@ impl FreeSpans for LinearSpans {
     }
 
     #[cfg(test)]
-    fn spans(&self) -> Vec<(PageId, u64)> {
+    fn spans(&self) -> Vec<(u64, u64)> {
         self.spans.clone()
     }
 }

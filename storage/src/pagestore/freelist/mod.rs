@@ -22,28 +22,28 @@
 //! Pending pages need no persistence either: after a restart no reader is open.
 
 mod hashmap;
-#[cfg(test)]
 mod linear;
 
 use std::collections::BTreeMap;
 
-pub(crate) use hashmap::HashSpans;
-#[cfg(test)]
-pub(crate) use linear::LinearSpans;
+pub use hashmap::HashSpans;
+pub use linear::LinearSpans;
 
-use super::page::{PageId, Span};
+use super::page::Span;
 
 /// A set of free pages kept as maximal spans (adjacent free spans are always merged).
-pub(crate) trait FreeSpans: Send + Sync {
+/// Pages are numbered from 0; a span is `(start, pages)`. Public for the benchmarks
+/// (`benches/benches/freelist.rs`).
+pub trait FreeSpans: Send + Sync {
     /// Takes `n` pages (best fit, module docs); `None` when no free span is long enough.
-    fn allocate(&mut self, n: u64) -> Option<PageId>;
+    fn allocate(&mut self, n: u64) -> Option<u64>;
     /// Gives back `n` pages from `start`, which must not be free already.
-    fn free(&mut self, start: PageId, n: u64);
+    fn free(&mut self, start: u64, n: u64);
     /// Free pages in all.
     fn free_pages(&self) -> u64;
     /// Every free span, sorted by start (tests).
     #[cfg(test)]
-    fn spans(&self) -> Vec<(PageId, u64)>;
+    fn spans(&self) -> Vec<(u64, u64)>;
 }
 
 /// Free spans plus the pending pages of recent commits.
@@ -85,7 +85,7 @@ impl<F: FreeSpans> Freelist<F> {
     }
 
     /// Takes `n` pages, if a free span is long enough.
-    pub(crate) fn allocate(&mut self, n: u64) -> Option<PageId> {
+    pub(crate) fn allocate(&mut self, n: u64) -> Option<u64> {
         self.spans.allocate(n)
     }
 
@@ -148,8 +148,8 @@ mod tests {
         for seed in 0..20u64 {
             let mut rng = seed;
             let (mut model, mut fast) = both();
-            let mut used: Vec<(PageId, u64)> = Vec::new();
-            let mut hwm: PageId = 2;
+            let mut used: Vec<(u64, u64)> = Vec::new();
+            let mut hwm: u64 = 2;
             for _ in 0..3000 {
                 let r = next_rand(&mut rng);
                 if r % 3 != 0 || used.is_empty() {
