@@ -28,7 +28,8 @@
 //! file without any lock while writes and commits go on.
 //!
 //! # Defragmentation
-//! 1. under `state` (write): commit, pin that commit, start logging written batches;
+//! 1. under `commit` and `state` (write, held across the commit's fdatasyncs this once):
+//!    commit, pin that commit, start logging written batches;
 //! 2. without locks: copy the pinned state, in key order, into a fresh file
 //!    (`pages.db.defrag`): leaves come out full and in order;
 //! 3. under `commit` and `state` (write), the only pause: replay the logged batches onto the copy,
@@ -293,9 +294,13 @@ impl Backend for PageStore {
         };
         // step 1
         let pin = {
+            // commit with `state` held throughout: a batch written between the commit and
+            // the pin would be in neither the pinned state nor the log
             let _commit = self.commit.lock();
-            self.sync_locked()?;
             let mut st = self.state.write();
+            if let Err(e) = st.db.commit() {
+                return self.fail(e);
+            }
             st.defrag_log = Some(Vec::new());
             st.db.pin()
         };
