@@ -114,12 +114,14 @@ pub(crate) fn get(root: Option<&Child>, r: NodeReader<'_>, key: &[u8]) -> Result
         match child {
             Child::Disk(span) => {
                 let mut span = *span;
-                loop {
+                // a path longer than the deepest tree means a branch points back up
+                for _ in 0..=page::MAX_HEIGHT {
                     match &*r.read(span)? {
                         DiskNode::Leaf(e) => return Ok(leaf_get(e, key)),
                         DiskNode::Branch(_, e) => span = e[child_index(e, key)].1,
                     }
                 }
+                return Err(too_deep(span));
             }
             Child::Mem(node) => match &**node {
                 Node::Leaf(e) => return Ok(leaf_get(e, key)),
@@ -155,12 +157,19 @@ fn child_range<T>(entries: &[(Vec<u8>, T)], start: &[u8], end: Option<&[u8]>) ->
     from..to.max(from)
 }
 
-fn scan_disk(span: Span, r: NodeReader<'_>, start: &[u8], end: Option<&[u8]>, visit: &mut ScanFn<'_>) -> Result<bool> {
+fn too_deep(span: Span) -> Error {
+    Error::corrupt("page", format!("a path through page {} is deeper than any tree", span.start))
+}
+
+fn scan_disk(span: Span, depth: u8, r: NodeReader<'_>, start: &[u8], end: Option<&[u8]>, visit: &mut ScanFn<'_>) -> Result<bool> {
+    if depth > page::MAX_HEIGHT {
+        return Err(too_deep(span));
+    }
     match &*r.read(span)? {
         DiskNode::Leaf(e) => scan_leaf(e, start, end, visit),
         DiskNode::Branch(_, e) => {
             for i in child_range(e, start, end) {
-                if !scan_disk(e[i].1, r, start, end, visit)? {
+                if !scan_disk(e[i].1, depth + 1, r, start, end, visit)? {
                     return Ok(false);
                 }
             }
@@ -171,7 +180,7 @@ fn scan_disk(span: Span, r: NodeReader<'_>, start: &[u8], end: Option<&[u8]>, vi
 
 fn scan_child(child: &Child, r: NodeReader<'_>, start: &[u8], end: Option<&[u8]>, visit: &mut ScanFn<'_>) -> Result<bool> {
     match child {
-        Child::Disk(span) => scan_disk(*span, r, start, end, visit),
+        Child::Disk(span) => scan_disk(*span, 0, r, start, end, visit),
         Child::Mem(node) => match &**node {
             Node::Leaf(e) => scan_leaf(e, start, end, visit),
             Node::Branch(_, e) => {
@@ -208,7 +217,10 @@ fn make_mem<'c>(child: &'c mut Child, r: NodeReader<'_>, freed: &mut Vec<Span>) 
     }
 }
 
-fn put_in(node: &mut Node, r: NodeReader<'_>, freed: &mut Vec<Span>, key: Vec<u8>, value: Vec<u8>) -> Result<()> {
+fn put_in(node: &mut Node, depth: u8, r: NodeReader<'_>, freed: &mut Vec<Span>, key: Vec<u8>, value: Vec<u8>) -> Result<()> {
+    if depth > page::MAX_HEIGHT {
+        return Err(Error::corrupt("page", "a path deeper than any tree"));
+    }
     match node {
         Node::Leaf(e) => {
             match e.binary_search_by(|(k, _)| k.as_slice().cmp(&key)) {
@@ -220,7 +232,7 @@ fn put_in(node: &mut Node, r: NodeReader<'_>, freed: &mut Vec<Span>, key: Vec<u8
         Node::Branch(_, e) => {
             let i = child_index(e, &key);
             let child = make_mem(&mut e[i].1, r, freed)?;
-            put_in(child, r, freed, key, value)
+            put_in(child, depth + 1, r, freed, key, value)
         }
     }
 }
@@ -234,7 +246,7 @@ pub(crate) fn put(root: &mut Option<Child>, r: NodeReader<'_>, freed: &mut Vec<S
         }
         Some(child) => {
             let node = make_mem(child, r, freed)?;
-            put_in(node, r, freed, key, value)
+            put_in(node, 0, r, freed, key, value)
         }
     }
 }
@@ -455,4 +467,33 @@ pub(crate) fn collect_spans(root: Span, r: NodeReader<'_>, out: &mut Vec<Span>) 
         Ok(())
     }
     walk(root, None, r, out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pagestore::sim_io::{SimDisk, SimIo};
+
+    /// A branch that names itself as its child (checksum intact) is a typed error for
+    /// reads and writes, not an endless walk.
+    #[test]
+    fn a_branch_pointing_back_up_is_a_typed_error() {
+        let io = SimIo(SimDisk::new(vec![0u8; 4 * PAGE_SIZE], None, 1));
+        let me = Span { start: 2, pages: 1 };
+        let buf = page::encode_branch(2, 1, 1, [(&b""[..], me)].into_iter());
+        io.write_at(2 * PAGE_SIZE as u64, &buf).unwrap();
+        let cache = NodeCache::default();
+        let r = NodeReader { io: &io, cache: &cache, hwm: 4 };
+        let root = Some(Child::Disk(me));
+        assert!(matches!(get(root.as_ref(), r, b"k"), Err(Error::Corrupt { .. })));
+        let mut seen = 0;
+        let scanned = scan(root.as_ref(), r, b"", None, &mut |_, _| {
+            seen += 1;
+            Ok(true)
+        });
+        assert!(matches!(scanned, Err(Error::Corrupt { .. })));
+        let mut root = root;
+        let mut freed = Vec::new();
+        assert!(matches!(put(&mut root, r, &mut freed, b"k".to_vec(), b"v".to_vec()), Err(Error::Corrupt { .. })));
+    }
 }

@@ -192,7 +192,7 @@ impl Db {
             }
         }
         let meta = best.ok_or_else(|| Error::corrupt("meta page", "neither meta page is valid"))?;
-        if meta.hwm * PAGE > file_len {
+        if meta.hwm.checked_mul(PAGE).is_none_or(|bytes| bytes > file_len) {
             return Err(Error::corrupt("meta page", format!("high-water mark {} past the file's {} bytes", meta.hwm, file_len)));
         }
         let cache = Arc::new(NodeCache::default());

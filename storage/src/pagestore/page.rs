@@ -34,7 +34,7 @@ pub(crate) const PAGE_SIZE: usize = 4096;
 /// Bytes of a node header.
 pub(crate) const HEADER: usize = 36;
 /// The deepest tree accepted from disk.
-const MAX_HEIGHT: u8 = 64;
+pub(crate) const MAX_HEIGHT: u8 = 64;
 
 /// A page id: the page at byte offset `id * PAGE_SIZE`. Ids 0 and 1 are the meta pages.
 pub(crate) type PageId = u64;
