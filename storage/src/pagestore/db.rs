@@ -2,20 +2,24 @@
 //! freelist, and the readers pinning older states.
 //!
 //! # Commit
-//! Steps 1–4 but the fdatasync run under the store's write lock ([`Db::prepare_commit`]);
-//! the syncs and the meta write run without it ([`Prepared::make_durable`]), so reads and
-//! writes go on during the fdatasyncs; step 6 takes it again ([`Db::finish_commit`]).
+//! Steps 1–4 run under the store's write lock ([`Db::prepare_commit`]); the meta write
+//! and the fdatasync run without it ([`Prepared::make_durable`]), so reads and writes go
+//! on meanwhile; step 7 takes it again ([`Db::finish_commit`]).
 //! 1. release to the freelist the pending pages no open reader can see any more;
 //! 2. spill every bucket's memory nodes into newly allocated spans (`btree.rs`);
 //! 3. grow the file if the high-water mark passed its end (preallocated, in chunks);
-//! 4. write the nodes, fdatasync;
-//! 5. write the meta page `txid % 2` (new roots and high-water mark), fdatasync;
-//! 6. the spans the transaction copied from become pending under its txid.
+//! 4. write the nodes;
+//! 5. write the meta page `txid % 2`: new roots, high-water mark, and the number of nodes
+//!    written with the sum of their checksums;
+//! 6. one fdatasync;
+//! 7. the spans the transaction copied from become pending under its txid.
 //!
-//! A crash before step 5's write lands leaves the previous meta the newest valid one, and
-//! step 4 only wrote pages that meta does not use (fresh pages, or pages freed by a commit
-//! it already includes). A torn meta page fails its checksum, and open falls back to the
-//! other. Any failure poisons the [`Db`] (the caller stops using it, see `mod.rs`): its
+//! One fdatasync, not two (bbolt's nodes-sync-meta-sync): a power loss may keep the meta
+//! and lose some nodes, so open takes the newest meta only if its commit is whole (the
+//! nodes carrying its txid match its count and checksum sum, `commit_is_whole`), else the
+//! other one, and overwrites the broken meta with it. Step 4 only wrote pages the previous
+//! meta does not use (fresh pages, or pages freed by a commit it already includes), so
+//! that one is intact. A torn meta page fails its own checksum. Any failure poisons the [`Db`] (the caller stops using it, see `mod.rs`): its
 //! memory state is then not trusted until the file is reopened.
 
 use std::collections::BTreeMap;
@@ -96,6 +100,43 @@ impl PinnedState {
     }
 }
 
+/// A node's checksum: its header bytes 0..4.
+fn node_crc(buf: &[u8]) -> u64 {
+    buf.get(0..4).map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as u64)
+}
+
+/// True when every node commit `meta` wrote is on disk as written: the nodes of its trees
+/// carrying its txid (a commit rewrites every node above a changed one, so the walk stops
+/// at older nodes) are as many as it wrote, with the same checksum sum. A node that did
+/// not land is stale (older txid), torn or zero, and the count or sum differs.
+fn commit_is_whole(io: &dyn PageIo, meta: &Meta) -> bool {
+    fn walk(io: &dyn PageIo, span: Span, meta: &Meta, depth: u8, nodes: &mut u32, sum: &mut u64) -> bool {
+        if depth > 64 || span.end() > meta.hwm {
+            return false;
+        }
+        let mut buf = vec![0u8; span.pages as usize * PAGE_SIZE];
+        if io.read_at(span.start * PAGE, &mut buf).is_err() {
+            return false;
+        }
+        let Ok(node) = super::page::decode(&buf, span, meta.hwm) else { return false };
+        if super::page::node_txid(&buf) != meta.txid {
+            return true; // written by an earlier, whole commit
+        }
+        *nodes += 1;
+        *sum = sum.wrapping_add(node_crc(&buf));
+        match node {
+            super::page::DiskNode::Leaf(_) => true,
+            super::page::DiskNode::Branch(_, e) => e.iter().all(|(_, child)| walk(io, *child, meta, depth + 1, nodes, sum)),
+        }
+    }
+    if meta.txid == 0 {
+        return true; // the empty store `create` made durable
+    }
+    let (mut nodes, mut sum) = (0u32, 0u64);
+    let walked = meta.roots.iter().flatten().all(|root| walk(io, *root, meta, 0, &mut nodes, &mut sum));
+    walked && nodes == meta.nodes && sum == meta.crc_sum
+}
+
 pub(crate) fn slot(bucket: Bucket) -> usize {
     match bucket {
         Bucket::Key => 0,
@@ -116,9 +157,9 @@ pub(crate) struct Prepared {
 }
 
 impl Prepared {
-    /// Step 4's fdatasync and step 5; needs no lock on the `Db`. An error poisons it.
+    /// Steps 5 and 6: the meta write and the one fdatasync; needs no lock on the `Db`.
+    /// An error poisons it.
     pub(crate) fn make_durable(&self) -> Result<()> {
-        self.io.sync()?;
         self.io.write_at(self.meta.slot() * PAGE, &self.meta.encode())?;
         self.io.sync()?;
         Ok(())
@@ -178,7 +219,7 @@ impl Db {
     /// rebuilt from the trees it names (see `freelist/mod.rs`).
     pub(crate) fn open(io: Arc<dyn PageIo>, growth: Growth) -> Result<Db> {
         let file_len = io.len()?;
-        let mut best: Option<Meta> = None;
+        let mut metas: Vec<(PageId, Meta)> = Vec::new();
         for slot in 0..META_PAGES {
             let mut buf = vec![0u8; PAGE_SIZE];
             if (slot + 1) * PAGE > file_len {
@@ -186,14 +227,35 @@ impl Db {
             }
             io.read_at(slot * PAGE, &mut buf)?;
             if let Ok(m) = Meta::decode(&buf) {
-                if best.is_none_or(|b| m.txid > b.txid) {
-                    best = Some(m);
-                }
+                metas.push((slot, m));
             }
         }
-        let meta = best.ok_or_else(|| Error::corrupt("meta page", "neither meta page is valid"))?;
-        if meta.hwm.checked_mul(PAGE).is_none_or(|bytes| bytes > file_len) {
-            return Err(Error::corrupt("meta page", format!("high-water mark {} past the file's {} bytes", meta.hwm, file_len)));
+        metas.sort_by_key(|(_, m)| std::cmp::Reverse(m.txid));
+        let mut chosen = None;
+        for (i, (_, m)) in metas.iter().enumerate() {
+            if m.hwm.checked_mul(PAGE).is_some_and(|bytes| bytes <= file_len) && commit_is_whole(io.as_ref(), m) {
+                chosen = Some(i);
+                break;
+            }
+        }
+        if metas.is_empty() {
+            return Err(Error::corrupt("meta page", "neither meta page is valid"));
+        }
+        // no commit whole: take the newest, and the walk below names the broken node
+        let i = chosen.unwrap_or(0);
+        let meta = metas[i].1;
+        if i > 0 {
+            tracing::warn!(
+                incomplete = metas[0].1.txid,
+                opened = meta.txid,
+                "the newest commit did not reach the disk whole (a power loss during it); opening the one before"
+            );
+        }
+        // a newer meta whose commit was cut short: overwrite it with the one chosen, so a
+        // later commit reusing its txid can never make it look whole again
+        for (slot, _) in &metas[..i] {
+            io.write_at(slot * PAGE, &meta.encode())?;
+            io.sync()?;
         }
         let cache = Arc::new(NodeCache::default());
         let r = NodeReader { io: io.as_ref(), cache: &cache, hwm: meta.hwm };
@@ -268,8 +330,8 @@ impl Db {
         Ok(())
     }
 
-    /// Steps 1–4 of a commit but the fdatasync: spills the open transaction and writes its
-    /// nodes; the trees then read from those pages. `None` when nothing was written. Until
+    /// Steps 1–4 of a commit: spills the open transaction and writes its nodes (not
+    /// durable yet); the trees then read from those pages. `None` when nothing was written. Until
     /// [`Db::finish_commit`], the caller must start no other commit. An error poisons the
     /// `Db`.
     pub(crate) fn prepare_commit(&mut self) -> Result<Option<Prepared>> {
@@ -300,6 +362,8 @@ impl Db {
             }
         }
         self.grow_to(hwm * PAGE)?;
+        let nodes = writes.len() as u32;
+        let crc_sum = writes.iter().map(|(_, b)| node_crc(b)).fold(0u64, u64::wrapping_add);
         writes.sort_unstable_by_key(|(p, _)| *p);
         self.write_coalesced(writes)?;
         let roots = [0, 1, 2].map(|i| match &self.roots[i] {
@@ -308,13 +372,13 @@ impl Db {
             Some(Child::Mem(_)) => Err(Error::corrupt("page", "a memory node left after spilling")),
         });
         let [a, b, c] = roots;
-        let meta = Meta { txid, hwm, roots: [a?, b?, c?] };
+        let meta = Meta { txid, hwm, roots: [a?, b?, c?], nodes, crc_sum };
         self.hwm = hwm;
         self.dirty = false;
         Ok(Some(Prepared { meta, freed: std::mem::take(&mut self.freed), io: self.io.clone() }))
     }
 
-    /// Step 6: the prepared commit is durable; it becomes the last commit.
+    /// Step 7: the prepared commit is durable; it becomes the last commit.
     pub(crate) fn finish_commit(&mut self, p: Prepared) {
         self.meta = p.meta;
         self.freelist.free_at(p.meta.txid, p.freed);

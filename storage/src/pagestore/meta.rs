@@ -1,12 +1,16 @@
 //! The meta pages: pages 0 and 1 of the file, written alternately (commit `txid` writes
 //! page `txid % 2`), so the previous commit's meta is intact while the next one is
-//! written. Opening reads both and takes the valid one with the higher txid.
+//! written. Opening reads both and takes the valid one with the higher txid whose commit
+//! is whole: a commit is made durable by one fdatasync covering its nodes and its meta,
+//! so a meta may survive a power loss that some of its nodes did not; the meta therefore
+//! records how many nodes the commit wrote and the sum of their checksums, and open
+//! checks them (`db.rs`).
 //!
 //! Layout of the first [`META_LEN`] bytes of a meta page (the rest is zero), integers
 //! little-endian:
 //! ```text
 //! off  len  field
-//!   0    4  crc32 (IEEE) of bytes 4 .. 72
+//!   0    4  crc32 (IEEE) of bytes 4 .. 84
 //!   4    8  magic b"CAIRNPGS"
 //!  12    4  format version (1)
 //!  16    4  page size (4096)
@@ -14,6 +18,8 @@
 //!  28    8  high-water mark: page ids below it are in use or free; none above was written
 //!  36   36  three bucket roots (Key, Meta, Lease), 12 bytes each:
 //!             u64 first page (0: the bucket is empty)  u32 pages
+//!  72    4  nodes the commit wrote
+//!  76    8  wrapping sum of those nodes' checksums (their header bytes 0..4, as u32)
 //! ```
 
 use super::page::{PageId, Span, PAGE_SIZE};
@@ -23,7 +29,7 @@ use crate::error::{Error, Result};
 const MAGIC: &[u8; 8] = b"CAIRNPGS";
 const VERSION: u32 = 1;
 /// Bytes of a meta record.
-pub(crate) const META_LEN: usize = 72;
+pub(crate) const META_LEN: usize = 84;
 /// Pages reserved for the two metas.
 pub(crate) const META_PAGES: PageId = 2;
 
@@ -36,12 +42,16 @@ pub(crate) struct Meta {
     pub hwm: PageId,
     /// Each bucket's root node, `None` when the bucket is empty.
     pub roots: [Option<Span>; 3],
+    /// Nodes the commit wrote.
+    pub nodes: u32,
+    /// Wrapping sum of their checksums.
+    pub crc_sum: u64,
 }
 
 impl Meta {
     /// The meta of a fresh file.
     pub(crate) fn empty() -> Meta {
-        Meta { txid: 0, hwm: META_PAGES, roots: [None; 3] }
+        Meta { txid: 0, hwm: META_PAGES, roots: [None; 3], nodes: 0, crc_sum: 0 }
     }
 
     /// The page this meta is written to.
@@ -63,6 +73,8 @@ impl Meta {
             buf[at..at + 8].copy_from_slice(&start.to_le_bytes());
             buf[at + 8..at + 12].copy_from_slice(&pages.to_le_bytes());
         }
+        buf[72..76].copy_from_slice(&self.nodes.to_le_bytes());
+        buf[76..84].copy_from_slice(&self.crc_sum.to_le_bytes());
         let crc = Crc32::of(&buf[4..META_LEN]);
         buf[0..4].copy_from_slice(&crc.to_le_bytes());
         buf
@@ -110,7 +122,7 @@ impl Meta {
             }
             *root = Some(Span { start, pages });
         }
-        Ok(Meta { txid, hwm, roots })
+        Ok(Meta { txid, hwm, roots, nodes: u32_at(72), crc_sum: u64_at(76) })
     }
 }
 
@@ -121,7 +133,8 @@ mod tests {
 
     #[test]
     fn round_trip_and_flips() {
-        let m = Meta { txid: 7, hwm: 40, roots: [Some(Span { start: 3, pages: 1 }), None, Some(Span { start: 9, pages: 2 })] };
+        let roots = [Some(Span { start: 3, pages: 1 }), None, Some(Span { start: 9, pages: 2 })];
+        let m = Meta { txid: 7, hwm: 40, roots, nodes: 3, crc_sum: 1 << 33 };
         let buf = m.encode();
         assert_eq!(Meta::decode(&buf).unwrap(), m);
         assert_eq!(m.slot(), 1);

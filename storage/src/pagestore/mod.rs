@@ -17,9 +17,9 @@
 //! # Write, sync, read
 //! `write` applies a batch to the open transaction's memory nodes under the write side of
 //! `state`: readers see it at once, and a batch is atomic on disk because only whole
-//! commits reach the meta page. `sync` commits (see `db.rs`: nodes, fdatasync, meta,
-//! fdatasync), holding `state` only while it spills and writes the nodes, not across the
-//! fdatasyncs, so reads and writes go on meanwhile. A failed write or commit poisons the
+//! commits reach the meta page. `sync` commits (see `db.rs`: nodes, meta, one fdatasync),
+//! holding `state` only while it spills and writes the nodes, not across the fdatasync,
+//! so reads and writes go on meanwhile. A failed write or commit poisons the
 //! store: every later call fails with [`Error::Stopped`] until it is reopened, which
 //! finds the last commit.
 //!
@@ -29,7 +29,7 @@
 //! file without any lock while writes and commits go on.
 //!
 //! # Defragmentation
-//! 1. under `commit` and `state` (write, held across the commit's fdatasyncs this once):
+//! 1. under `commit` and `state` (write, held across the commit's fdatasync this once):
 //!    commit, pin that commit, start logging written batches;
 //! 2. without locks: copy the pinned state, in key order, into a fresh file
 //!    (`pages.db.defrag`): leaves come out full and in order;
@@ -43,8 +43,8 @@
 //!
 //! # Locks (in the order they may be taken)
 //! 1. `defrag`: held for a whole defragmentation, so only one runs.
-//! 2. `commit`: one commit at a time, from preparing it to finishing it; the fdatasyncs
-//!    run under it but not under `state`.
+//! 2. `commit`: one commit at a time, from preparing it to finishing it; the fdatasync
+//!    runs under it but not under `state`.
 //! 3. `state`: the open file and its write transaction (module docs above); the readers
 //!    table (`db.rs`) and the node cache (`cache.rs`) are leaves under it.
 //!
@@ -178,7 +178,7 @@ impl PageStore {
     }
 
     /// Commits what was written; call with `commit` held. The write side of `state` is
-    /// held to prepare the commit and to finish it, not across the fdatasyncs (see
+    /// held to prepare the commit and to finish it, not across the fdatasync (see
     /// `db.rs`). A failure poisons the store.
     fn sync_locked(&self) -> Result<()> {
         self.check_alive()?;

@@ -160,6 +160,14 @@ fn le64(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(a)
 }
 
+/// The txid in a node's header (call after [`decode`] accepted `buf`).
+pub(crate) fn node_txid(buf: &[u8]) -> u64 {
+    if buf.len() < HEADER {
+        return 0;
+    }
+    le64(buf, 12)
+}
+
 /// Decodes the node stored in `buf`, which was read from `span`. `limit` is the file's
 /// high-water mark: no child may reach past it.
 pub(crate) fn decode(buf: &[u8], span: Span, limit: PageId) -> Result<DiskNode> {
