@@ -701,16 +701,8 @@ fn heal(
     let started = Instant::now();
     fs.resize(HEALED_DISK_MIB);
     if let Err(e) = c.try_restart(FAULTY, Duration::from_secs(20)) {
-        // Known limitation, the one case tolerated: sled (the store's backend today) can
-        // leave its own files corrupt after hitting ENOSPC mid-write; the member then cannot
-        // reopen its store and must be replaced (member remove + add, as with a corrupt etcd
-        // db). Nothing acknowledged is lost: the healthy members were checked above to hold
-        // every committed write. Anything else is a failure.
-        let log = c.log(FAULTY);
-        if c.kind() == Kind::Cairn && log.contains("cannot open the store") && log.contains("corrupt") {
-            eprintln!("{what}: KNOWN LIMITATION: the healed member's sled store is corrupt after ENOSPC: {e}\n{}", notable_lines(&log));
-            return;
-        }
+        // nothing tolerated: the page store opens at its last commit whatever ENOSPC cut
+        // short (sled could leave its files corrupt; it is no longer the default)
         panic!("{what}: the healed member did not restart: {e}\n{}", c.logs());
     }
     let restarted = started.elapsed();

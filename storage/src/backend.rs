@@ -5,10 +5,15 @@
 //! all) and visible to reads as soon as `write` returns; `sync` makes every batch written
 //! so far durable. Nothing is acknowledged to a client before a `sync` covering it returned.
 //!
-//! Point-in-time reads come from the MVCC layer above: the key bucket is keyed by revision
-//! and its entries are never rewritten, only deleted by compaction, so a reader at revision
-//! R sees the same bytes whatever is written after R. A backend therefore needs no snapshot
-//! isolation of its own; `snapshot` streams a consistent copy for Maintenance.Snapshot.
+//! Point-in-time reads of single keys come from the MVCC layer above: the key bucket is
+//! keyed by revision and its entries are never rewritten, only deleted by compaction, so a
+//! reader at revision R sees the same bytes whatever is written after R. Whole-state reads
+//! (Maintenance.Snapshot, a snapshot sent to a follower) take a [`ReadView`]: a consistent
+//! state that later writes do not change, read while they go on.
+//!
+//! Space: `size` is the file space the backend holds, `size_in_use` the part holding live
+//! data; `defragment` rewrites the live data compactly so the difference goes back to the
+//! file system.
 //!
 //! Failures are sticky: after a failed `write` or `sync` every later call fails too, so
 //! nothing is ever acknowledged on top of data that may be lost.
@@ -68,6 +73,30 @@ impl WriteBatch {
 /// Visitor for [`Backend::scan`]: gets each key and value; returns `Ok(false)` to stop.
 pub type ScanFn<'a> = dyn FnMut(&[u8], &[u8]) -> Result<bool> + 'a;
 
+/// A consistent, read-only state of a backend (see [`Backend::read_view`]). Dropping it
+/// lets the backend reuse the space only it still needed.
+pub trait ReadView: Send + Sync {
+    /// The value of `key` in `bucket`.
+    fn get(&self, bucket: Bucket, key: &[u8]) -> Result<Option<Vec<u8>>>;
+
+    /// Visits the entries of `bucket` with `start <= key < end` (`end == None`: to the
+    /// end) in key order until the visitor returns `false`.
+    fn scan(&self, bucket: Bucket, start: &[u8], end: Option<&[u8]>, visit: &mut ScanFn<'_>) -> Result<()>;
+}
+
+/// Streams every bucket of `view` to `out` in the snapshot format (see `snapshot.rs`);
+/// returns the number of bytes written.
+pub fn write_snapshot(view: &dyn ReadView, out: &mut dyn std::io::Write) -> Result<u64> {
+    let mut w = crate::snapshot::SnapshotWriter::new(out)?;
+    for bucket in Bucket::ALL {
+        view.scan(bucket, &[], None, &mut |k, v| {
+            w.entry(bucket, k, v)?;
+            Ok(true)
+        })?;
+    }
+    w.finish()
+}
+
 /// A storage engine under the MVCC store.
 pub trait Backend: Send + Sync + 'static {
     /// The value of `key` in `bucket`.
@@ -92,4 +121,16 @@ pub trait Backend: Send + Sync + 'static {
     /// Streams every bucket's entries to `out` in the snapshot format (see
     /// `snapshot.rs`); returns the number of bytes written.
     fn snapshot(&self, out: &mut dyn std::io::Write) -> Result<u64>;
+
+    /// A view of every batch written before the call, unchanged by later writes, which go
+    /// on while it is read. It may make those batches durable first (the page store
+    /// commits them).
+    fn read_view(&self) -> Result<Box<dyn ReadView>>;
+
+    /// Rewrites the live data compactly and gives the rest of the space back to the file
+    /// system; `size` shrinks towards `size_in_use`. Writes and reads go on meanwhile,
+    /// except for a short pause while the rewritten state is swapped in. Every batch
+    /// written before it returns is durable afterwards. A failure before the swap leaves
+    /// the backend as it was; after it, the backend is failed (sticky).
+    fn defragment(&self) -> Result<()>;
 }

@@ -72,6 +72,16 @@ pub enum Error {
     /// The store failed earlier or is shutting down; nothing more is accepted.
     #[error("store stopped")]
     Stopped,
+    /// A data folder written by one storage engine opened with another (see `engine.rs`).
+    #[error("data folder {} was written by the {found} engine, not {requested}", dir.display())]
+    WrongEngine {
+        /// The folder.
+        dir: std::path::PathBuf,
+        /// The engine that wrote it.
+        found: crate::engine::Engine,
+        /// The engine it was opened with.
+        requested: crate::engine::Engine,
+    },
 }
 
 impl Error {

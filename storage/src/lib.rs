@@ -2,7 +2,8 @@
 //!
 //! * [`revision`]: revisions and their byte encoding;
 //! * [`key_index`] / [`index`]: the in-memory index from key to revision history;
-//! * [`backend`]: the storage-engine trait, with [`sled_backend`] as one engine;
+//! * [`backend`]: the storage-engine trait; its engines are [`pagestore`] (cairn's own,
+//!   the default) and [`sled_backend`]; [`engine`] picks one for a data folder;
 //! * [`Store`]: open/rebuild, the read path, and the deterministic state machine
 //!   (`apply` in `apply.rs`, Put/DeleteRange/Txn in `txn.rs`); Raft snapshots and their
 //!   restore in `restore.rs`, over the rebuild of in-memory state in `rebuild.rs`;
@@ -16,12 +17,14 @@ pub mod backend;
 mod compactor;
 pub mod crc32;
 mod error;
+pub mod engine;
 mod history;
 pub mod index;
 pub mod key_index;
 pub mod kube;
 pub mod lease;
 pub mod lease_queue;
+pub mod pagestore;
 mod range;
 mod rebuild;
 mod restore;
@@ -35,6 +38,7 @@ pub mod watch;
 mod write_txn;
 
 pub use apply::ApplyResponse;
+pub use engine::Engine;
 pub use error::{Error, Result};
 pub use history::History;
 pub use lease::{LeaseInfo, MAX_LEASE_TTL};

@@ -4,18 +4,18 @@
 //! index, revisions, member list) travel with the data they describe.
 //!
 //! # Taking a snapshot
-//! * Against applies: the apply lock is held for the whole scan, so no flush lands in the
-//!   middle of it. The backend then holds exactly the state of `flushed_index`, which is
-//!   also the `applied_index` the stream's Meta bucket carries; that is the index returned.
-//!   Applies staged but not yet flushed (not committed or published yet) are not in it.
-//! * Against the compactor, which deletes unneeded revisions at or below a scheduled
-//!   compaction and then writes `compact_finished`, concurrently: a scan that overlaps only
-//!   some deletions holds a state whose `compact_finished` is below `compact_scheduled`,
-//!   so the member installing it re-runs that compaction and ends with the same contents.
-//!   A scan during which `compact_finished` changed may have kept revisions it records as
-//!   deleted; it is taken again. New compactions are scheduled only under the apply lock,
-//!   which the retries hold, so they end.
+//! Under the apply lock, so no flush lands meanwhile, the store takes a backend
+//! [`ReadView`](crate::backend::ReadView): it holds exactly the state of `flushed_index`,
+//! which is also the `applied_index` the stream's Meta bucket carries; that is the index
+//! returned. Applies staged but not yet flushed (not committed or published yet) are not
+//! in it. The scan then runs from the view with no lock held, beside applies.
 //!
+//! Against the compactor, which deletes unneeded revisions at or below a scheduled
+//! compaction in batches and then writes `compact_finished`: a view taken between two of
+//! its batches holds a state whose `compact_finished` is below `compact_scheduled`, so the
+//! member installing it re-runs that compaction and ends with the same contents. (A view
+//! is one consistent state, so the retries a scan of the live backend needed are gone.)
+
 //! # Installing a snapshot
 //! 1. Verify, touching nothing: parse the whole stream and check its CRC (`snapshot.rs`),
 //!    refuse trailing bytes and duplicate entries, force `applied_index` to the Raft index,
@@ -46,12 +46,12 @@
 
 use std::collections::BTreeMap;
 
-use crate::backend::{Backend, Bucket, ScanFn, WriteBatch};
+use crate::backend::{write_snapshot, Backend, Bucket, ReadView, ScanFn, WriteBatch};
 use crate::compactor::Compactor;
 use crate::error::{Error, Result};
-use crate::rebuild::{meta_i64, rebuild, BackendContents, Contents, Rebuilt};
+use crate::rebuild::{rebuild, Contents, Rebuilt};
 use crate::snapshot::read_snapshot;
-use crate::store::{ApplyState, Store, META_APPLIED_INDEX, META_COMPACT_FINISHED};
+use crate::store::{ApplyState, Store, META_APPLIED_INDEX};
 
 /// A verified snapshot: every bucket's entries, in key order.
 struct Image {
@@ -130,34 +130,38 @@ fn diff(backend: &dyn Backend, image: &Image) -> Result<WriteBatch> {
 
 impl Store {
     /// A snapshot of the whole state as bytes, with the applied index it reflects: the
-    /// stream's own Meta `applied_index`, read under the same apply-lock hold as the data,
-    /// so no apply can land between the two (module docs). Blocks applies for the length
-    /// of the scan.
+    /// stream's own Meta `applied_index`. The apply lock is held only to take a backend
+    /// view (module docs), so no apply lands between the index and the data; the scan
+    /// itself runs beside applies.
     pub fn snapshot_bytes(&self) -> Result<(u64, Vec<u8>)> {
+        let (index, view) = self.snapshot_view()?;
+        let mut buf = Vec::new();
+        write_snapshot(view.as_ref(), &mut buf)?;
+        Ok((index, buf))
+    }
+
+    /// A backend view holding exactly the state of `flushed_index`, with that index.
+    fn snapshot_view(&self) -> Result<(u64, Box<dyn ReadView>)> {
         let st = self.apply.lock();
         if self.failed.load(std::sync::atomic::Ordering::Acquire) {
             return Err(Error::Stopped);
         }
-        let contents = BackendContents(self.backend.as_ref());
-        loop {
-            let before = meta_i64(&contents, META_COMPACT_FINISHED)?;
-            let mut buf = Vec::new();
-            self.backend.snapshot(&mut buf)?;
-            if meta_i64(&contents, META_COMPACT_FINISHED)? == before {
-                return Ok((st.flushed_index, buf));
+        match self.backend.read_view() {
+            Ok(view) => Ok((st.flushed_index, view)),
+            Err(e) => {
+                if e.is_fatal() {
+                    self.failed.store(true, std::sync::atomic::Ordering::Release);
+                }
+                Err(e)
             }
-            tracing::debug!("a compaction finished during the snapshot scan; taking it again");
         }
     }
 
-    /// Writes [`Store::snapshot_bytes`]'s stream to `out` (Maintenance.Snapshot); returns
-    /// its length. The snapshot is taken whole in memory first, so a slow `out` never
-    /// holds the apply lock.
+    /// Streams [`Store::snapshot_bytes`]'s stream to `out` (Maintenance.Snapshot) from a
+    /// backend view; returns its length. A slow `out` holds no lock of the store.
     pub fn snapshot(&self, out: &mut dyn std::io::Write) -> Result<u64> {
-        let (_, buf) = self.snapshot_bytes()?;
-        out.write_all(&buf)?;
-        out.flush()?;
-        Ok(buf.len() as u64)
+        let (_, view) = self.snapshot_view()?;
+        write_snapshot(view.as_ref(), out)
     }
 
     /// Replaces the whole state with `data`, a stream [`Store::snapshot_bytes`] produced on

@@ -48,13 +48,13 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::backend::{Backend, Bucket, WriteBatch};
 use crate::compactor::Compactor;
+use crate::engine::{open_backend, Engine};
 use crate::error::{Error, Result};
 use crate::index::TreeIndex;
 use crate::lease::{LeaseInfo, LeaseTable};
 use crate::range::ReadCtx;
 use crate::rebuild::{rebuild, BackendContents};
 use crate::revision::Revision;
-use crate::sled_backend::SledBackend;
 use crate::validate::DEFAULT_MAX_TXN_OPS;
 use crate::write_txn::Change;
 
@@ -73,12 +73,16 @@ pub struct StoreConfig {
     pub max_txn_ops: usize,
     /// Smallest TTL a lease is granted (etcd: ⌈1.5 × election timeout⌉ seconds).
     pub min_lease_ttl: i64,
+    /// The storage engine: [`Engine::PageStore`] (default) or [`Engine::Sled`]. A folder
+    /// remembers the engine that wrote it; opening it with the other fails with
+    /// [`Error::WrongEngine`] (see `engine.rs`).
+    pub engine: Engine,
 }
 
 impl StoreConfig {
     /// Defaults for a store in `dir`.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        StoreConfig { dir: dir.into(), max_txn_ops: DEFAULT_MAX_TXN_OPS, min_lease_ttl: 2 }
+        StoreConfig { dir: dir.into(), max_txn_ops: DEFAULT_MAX_TXN_OPS, min_lease_ttl: 2, engine: Engine::default() }
     }
 }
 
@@ -156,9 +160,9 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens the store in `cfg.dir` on sled, rebuilding the key index and leases.
+    /// Opens the store in `cfg.dir` on `cfg.engine`, rebuilding the key index and leases.
     pub fn open(cfg: StoreConfig) -> Result<Arc<Store>> {
-        let backend: Arc<dyn Backend> = Arc::new(SledBackend::open(&cfg.dir)?);
+        let backend = open_backend(&cfg.dir, cfg.engine)?;
         Self::open_with(cfg, backend)
     }
 
@@ -334,6 +338,16 @@ impl Store {
     /// Bytes of live data.
     pub fn db_size_in_use(&self) -> u64 {
         self.backend.size_in_use()
+    }
+
+    /// Rewrites the backend compactly and gives the free space back (Maintenance.
+    /// Defragment); applies and reads go on meanwhile but for a short swap. A failure
+    /// after the swap fails the backend, and so the store (sticky).
+    pub fn defragment(&self) -> Result<()> {
+        if self.failed.load(Ordering::Acquire) {
+            return Err(Error::Stopped);
+        }
+        self.backend.defragment()
     }
 
     /// Number of keys in the index (live or with history).

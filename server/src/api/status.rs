@@ -76,6 +76,8 @@ fn storage_code_and_message(e: &StorageError) -> (Code, &'static str) {
         // A failed backend stops this member's write path for good (sticky), as etcd's
         // panicking backend would; clients should go to another member.
         E::Backend(_) | E::Stopped => (Code::Unavailable, "etcdserver: server stopped"),
+        // only opening a data folder with the other engine fails so; never a request
+        E::WrongEngine { .. } => (Code::Unavailable, "etcdserver: server stopped"),
     }
 }
 
