@@ -23,7 +23,7 @@ pub const MARKER_FILE: &str = "ENGINE";
 
 /// A storage engine cairn can run on.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum Engine {
+pub enum StorageEngine {
     /// cairn's own page store (`pagestore.rs`): the default.
     #[default]
     PageStore,
@@ -32,45 +32,45 @@ pub enum Engine {
     Sled,
 }
 
-impl Engine {
+impl StorageEngine {
     /// The name in the marker file (and on the command line).
     pub fn name(self) -> &'static str {
         match self {
-            Engine::PageStore => "pagestore",
-            Engine::Sled => "sled",
+            StorageEngine::PageStore => "pagestore",
+            StorageEngine::Sled => "sled",
         }
     }
 
     /// The engine called `name`.
-    pub fn from_name(name: &str) -> Option<Engine> {
+    pub fn from_name(name: &str) -> Option<StorageEngine> {
         match name {
-            "pagestore" => Some(Engine::PageStore),
-            "sled" => Some(Engine::Sled),
+            "pagestore" => Some(StorageEngine::PageStore),
+            "sled" => Some(StorageEngine::Sled),
             _ => None,
         }
     }
 }
 
-impl std::fmt::Display for Engine {
+impl std::fmt::Display for StorageEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
     }
 }
 
 /// The engine that wrote `dir`, `None` for a new folder (module docs).
-pub fn detect(dir: &Path) -> Result<Option<Engine>> {
+pub fn detect(dir: &Path) -> Result<Option<StorageEngine>> {
     match std::fs::read_to_string(dir.join(MARKER_FILE)) {
         Ok(s) => {
             let name = s.trim_end_matches('\n');
-            Engine::from_name(name)
+            StorageEngine::from_name(name)
                 .map(Some)
                 .ok_or_else(|| Error::corrupt("engine marker", format!("unknown engine {name:?} in {}", dir.display())))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             if dir.join("conf").exists() || dir.join("db").exists() {
-                Ok(Some(Engine::Sled))
+                Ok(Some(StorageEngine::Sled))
             } else if dir.join(crate::pagestore::FILE_NAME).exists() {
-                Ok(Some(Engine::PageStore))
+                Ok(Some(StorageEngine::PageStore))
             } else {
                 Ok(None)
             }
@@ -79,7 +79,7 @@ pub fn detect(dir: &Path) -> Result<Option<Engine>> {
     }
 }
 
-fn write_marker(dir: &Path, engine: Engine) -> Result<()> {
+fn write_marker(dir: &Path, engine: StorageEngine) -> Result<()> {
     let tmp = dir.join(format!("{MARKER_FILE}.tmp"));
     let mut f = File::create(&tmp)?;
     f.write_all(format!("{}\n", engine.name()).as_bytes())?;
@@ -91,7 +91,7 @@ fn write_marker(dir: &Path, engine: Engine) -> Result<()> {
 
 /// Opens the backend in `dir` with `engine`, creating the folder (and its marker) when
 /// new; [`Error::WrongEngine`] when another engine wrote it.
-pub fn open_backend(dir: &Path, engine: Engine) -> Result<Arc<dyn Backend>> {
+pub fn open_backend(dir: &Path, engine: StorageEngine) -> Result<Arc<dyn Backend>> {
     std::fs::create_dir_all(dir)?;
     match detect(dir)? {
         Some(found) if found != engine => return Err(Error::WrongEngine { dir: dir.to_path_buf(), found, requested: engine }),
@@ -99,8 +99,8 @@ pub fn open_backend(dir: &Path, engine: Engine) -> Result<Arc<dyn Backend>> {
         _ => write_marker(dir, engine)?,
     }
     Ok(match engine {
-        Engine::PageStore => Arc::new(PageStore::open(dir)?),
-        Engine::Sled => Arc::new(SledBackend::open(dir)?),
+        StorageEngine::PageStore => Arc::new(PageStore::open(dir)?),
+        StorageEngine::Sled => Arc::new(SledBackend::open(dir)?),
     })
 }
 
@@ -110,7 +110,7 @@ mod tests {
 
     #[test]
     fn a_folder_opens_only_with_the_engine_that_wrote_it() {
-        for (engine, other) in [(Engine::PageStore, Engine::Sled), (Engine::Sled, Engine::PageStore)] {
+        for (engine, other) in [(StorageEngine::PageStore, StorageEngine::Sled), (StorageEngine::Sled, StorageEngine::PageStore)] {
             let dir = tempfile::tempdir().unwrap();
             drop(open_backend(dir.path(), engine).unwrap());
             assert_eq!(detect(dir.path()).unwrap(), Some(engine));
@@ -126,8 +126,8 @@ mod tests {
     fn a_sled_folder_without_a_marker_is_sled() {
         let dir = tempfile::tempdir().unwrap();
         drop(SledBackend::open(dir.path()).unwrap());
-        assert_eq!(detect(dir.path()).unwrap(), Some(Engine::Sled));
-        assert!(matches!(open_backend(dir.path(), Engine::PageStore), Err(Error::WrongEngine { .. })));
+        assert_eq!(detect(dir.path()).unwrap(), Some(StorageEngine::Sled));
+        assert!(matches!(open_backend(dir.path(), StorageEngine::PageStore), Err(Error::WrongEngine { .. })));
         let empty = tempfile::tempdir().unwrap();
         assert_eq!(detect(empty.path()).unwrap(), None);
     }

@@ -78,9 +78,9 @@ pub enum Error {
         /// The folder.
         dir: std::path::PathBuf,
         /// The engine that wrote it.
-        found: crate::engine::Engine,
+        found: crate::engine::StorageEngine,
         /// The engine it was opened with.
-        requested: crate::engine::Engine,
+        requested: crate::engine::StorageEngine,
     },
 }
 

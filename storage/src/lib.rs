@@ -38,7 +38,7 @@ pub mod watch;
 mod write_txn;
 
 pub use apply::ApplyResponse;
-pub use engine::Engine;
+pub use engine::StorageEngine;
 pub use error::{Error, Result};
 pub use history::History;
 pub use lease::{LeaseInfo, MAX_LEASE_TTL};

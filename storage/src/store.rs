@@ -48,7 +48,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::backend::{Backend, Bucket, WriteBatch};
 use crate::compactor::Compactor;
-use crate::engine::{open_backend, Engine};
+use crate::engine::{open_backend, StorageEngine};
 use crate::error::{Error, Result};
 use crate::index::TreeIndex;
 use crate::lease::{LeaseInfo, LeaseTable};
@@ -73,16 +73,16 @@ pub struct StoreConfig {
     pub max_txn_ops: usize,
     /// Smallest TTL a lease is granted (etcd: ⌈1.5 × election timeout⌉ seconds).
     pub min_lease_ttl: i64,
-    /// The storage engine: [`Engine::PageStore`] (default) or [`Engine::Sled`]. A folder
+    /// The storage engine: [`StorageEngine::PageStore`] (default) or [`StorageEngine::Sled`]. A folder
     /// remembers the engine that wrote it; opening it with the other fails with
     /// [`Error::WrongEngine`] (see `engine.rs`).
-    pub engine: Engine,
+    pub engine: StorageEngine,
 }
 
 impl StoreConfig {
     /// Defaults for a store in `dir`.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        StoreConfig { dir: dir.into(), max_txn_ops: DEFAULT_MAX_TXN_OPS, min_lease_ttl: 2, engine: Engine::default() }
+        StoreConfig { dir: dir.into(), max_txn_ops: DEFAULT_MAX_TXN_OPS, min_lease_ttl: 2, engine: StorageEngine::default() }
     }
 }
 

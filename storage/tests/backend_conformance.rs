@@ -6,10 +6,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use cairn_storage::backend::{Backend, Bucket, ReadView, WriteBatch};
-use cairn_storage::engine::{open_backend, Engine};
+use cairn_storage::engine::{open_backend, StorageEngine};
 use cairn_storage::snapshot::read_snapshot;
 
-fn open(dir: &Path, engine: Engine) -> Arc<dyn Backend> {
+fn open(dir: &Path, engine: StorageEngine) -> Arc<dyn Backend> {
     open_backend(dir, engine).expect("open backend")
 }
 
@@ -36,7 +36,7 @@ fn key(i: u32) -> Vec<u8> {
     format!("key-{i:06}").into_bytes()
 }
 
-fn suite(engine: Engine) {
+fn suite(engine: StorageEngine) {
     let dir = tempfile::tempdir().unwrap();
     let be = open(dir.path(), engine);
 
@@ -126,10 +126,10 @@ fn suite(engine: Engine) {
 
 #[test]
 fn pagestore_conforms() {
-    suite(Engine::PageStore);
+    suite(StorageEngine::PageStore);
 }
 
 #[test]
 fn sled_conforms() {
-    suite(Engine::Sled);
+    suite(StorageEngine::Sled);
 }

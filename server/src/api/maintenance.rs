@@ -1,5 +1,7 @@
 //! The Maintenance service: Status (what `etcdctl endpoint status` and kube-apiserver's
-//! db-size poll read) and an empty alarm list; the rest is not implemented yet.
+//! db-size poll read, with the engine's real file size and size in use), Defragment (the
+//! engine's online defragmentation), HashKV, MoveLeader, and an empty alarm list; Snapshot,
+//! Hash, Downgrade and raising alarms are not implemented yet.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -80,7 +82,14 @@ impl Maintenance for MaintenanceService {
         &self,
         _: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
-        Err(not_yet("Defragment"))
+        // this member's backend only, as etcd (`etcdctl defrag --cluster` asks each member);
+        // applies and reads go on but for the engine's short swap of files
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.defragment())
+            .await
+            .map_err(|e| Status::internal(format!("cairn: defragment task failed: {e}")))?
+            .map_err(rpc_error)?;
+        Ok(Response::new(DefragmentResponse { header: Some(self.membership.header(self.store.revision())) }))
     }
 
     async fn hash(&self, _: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {

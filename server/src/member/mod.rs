@@ -53,7 +53,7 @@ use cairn_raft_node::node::IntervalTicker;
 use cairn_raft_node::transport::{GrpcTransport, PeerService};
 use cairn_raft_node::{IdGen, NodeConfig, NodeHandle, PeerInbox, RaftNode};
 use cairn_storage::watch::{HubConfig, WatchHub};
-use cairn_storage::{ApplyResponse, Store, StoreConfig};
+use cairn_storage::{ApplyResponse, StorageEngine, Store, StoreConfig};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
@@ -89,6 +89,10 @@ pub struct MemberOptions {
     pub clock: Arc<dyn Clock>,
     /// Lease expiry tuning.
     pub lessor: LessorConfig,
+    /// The storage engine asked for; `None`: the one that wrote the data folder, or the
+    /// default (cairn's page store) for a new folder. Naming the other engine of an
+    /// existing folder is an error (see `cairn_storage::engine`).
+    pub storage_engine: Option<StorageEngine>,
 }
 
 impl Default for MemberOptions {
@@ -101,6 +105,7 @@ impl Default for MemberOptions {
             min_lease_ttl: 2,
             clock: Arc::new(SystemClock::default()),
             lessor: LessorConfig::default(),
+            storage_engine: None,
         }
     }
 }
@@ -334,6 +339,7 @@ impl Member {
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(follow_leadership(handle.clone(), me, lessor.clone(), membership.raft_term.clone(), stopped.clone())));
         tasks.push(tokio::spawn(lessor.clone().run(stopped.clone())));
+        tasks.push(tokio::spawn(sync_backend_behind(store.clone(), stopped.clone())));
         tasks.push(tokio::spawn(publish_attributes(
             proposer.clone(),
             members.clone(),
@@ -402,6 +408,39 @@ impl Member {
         }
         if let Err(e) = self.store.sync_backend() {
             warn!(error = %e, "syncing the store at shutdown failed (the log replays it)");
+        }
+    }
+}
+
+/// How often the store's backend catches up with what was applied (etcd commits its
+/// backend every 100 ms, `--backend-batch-interval`).
+const BACKEND_SYNC_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Makes the store's backend durable behind the apply thread, so its files (and the sizes
+/// Status and `/metrics` report, and the memory dirty pages hold) follow the log closely.
+/// Runs on a blocking thread, never on the Raft thread; durability of acknowledged writes
+/// does not depend on it (the Raft log holds them). A failure is sticky in the store, and
+/// the next apply stops the node.
+async fn sync_backend_behind(store: Arc<Store>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(BACKEND_SYNC_INTERVAL) => {}
+            _ = stop.changed() => return,
+        }
+        if store.applied_index() <= store.durable_index() {
+            continue;
+        }
+        let s = store.clone();
+        match tokio::task::spawn_blocking(move || s.sync_backend()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                error!(error = %e, "syncing the store's backend failed; the member stops");
+                return;
+            }
+            Err(e) => {
+                error!(error = %e, "the backend sync task failed");
+                return;
+            }
         }
     }
 }
@@ -480,6 +519,12 @@ async fn open_store(dir: PathBuf, opts: &MemberOptions) -> Result<Arc<Store>, Se
     let mut cfg = StoreConfig::new(dir.clone());
     cfg.max_txn_ops = opts.max_txn_ops;
     cfg.min_lease_ttl = opts.min_lease_ttl;
+    cfg.engine = match opts.storage_engine {
+        Some(engine) => engine,
+        None => cairn_storage::engine::detect(&dir)
+            .map_err(|source| ServerError::OpenStore { path: dir.clone(), source })?
+            .unwrap_or_default(),
+    };
     match tokio::task::spawn_blocking(move || Store::open(cfg)).await {
         Ok(Ok(store)) => Ok(store),
         Ok(Err(source)) => Err(ServerError::OpenStore { path: dir, source }),

@@ -107,6 +107,12 @@ pub struct Config {
     #[arg(long, env = "ETCD_QUOTA_BACKEND_BYTES", default_value_t = 0)]
     pub quota_backend_bytes: i64,
 
+    /// cairn's storage engine: `pagestore` (cairn's own, the default for a new data folder)
+    /// or `sled`. Unset, an existing folder opens with the engine that wrote it; naming the
+    /// other one is an error.
+    #[arg(long, env = "ETCD_STORAGE_ENGINE", value_parser = ["pagestore", "sled"])]
+    pub storage_engine: Option<String>,
+
     /// Largest request (encoded) the server accepts, in bytes.
     #[arg(long, env = "ETCD_MAX_REQUEST_BYTES", default_value_t = 1_572_864)]
     pub max_request_bytes: u32,

@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use cairn_storage::watch::WatchHub;
-use cairn_storage::Store;
+use cairn_storage::{StorageEngine, Store};
 use tracing::{error, info, warn};
 
 use super::config::Config;
@@ -136,6 +136,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         max_watch_response_bytes: (config.max_request_bytes as usize).saturating_add(serve::GRPC_OVERHEAD_BYTES),
         // etcd's minimum lease TTL: ⌈1.5 × election timeout⌉ seconds
         min_lease_ttl: i64::try_from((config.election_timeout * 3).div_ceil(2000)).unwrap_or(i64::MAX),
+        storage_engine: config.storage_engine.as_deref().and_then(StorageEngine::from_name),
         ..MemberOptions::default()
     };
     let peer_urls = config
