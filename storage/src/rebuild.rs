@@ -89,28 +89,31 @@ pub(crate) fn rebuild(c: &dyn Contents, min_lease_ttl: i64) -> Result<Rebuilt> {
     let compact_finished = meta_i64(c, META_COMPACT_FINISHED)?.unwrap_or(-1);
     let members = c.get(Bucket::Meta, META_MEMBERS)?;
 
+    // one batch: the new index is private until returned, so nodes are built in place
     let index = TreeIndex::new();
     let mut key_lease: HashMap<Vec<u8>, i64> = HashMap::new();
-    c.scan_all(Bucket::Key, &mut |k, v| {
-        let (rev, tombstone) = Revision::from_bytes(k)?;
-        let kv = KeyValue::decode(v).map_err(|e| Error::corrupt("key bucket value", e))?;
-        current_rev = current_rev.max(rev.main);
-        if tombstone {
-            index.tombstone(&kv.key, rev)?;
-            key_lease.remove(&kv.key);
-            return Ok(true);
-        }
-        if index.contains(&kv.key) {
-            index.put(&kv.key, rev)?;
-        } else {
-            index.restore(&kv.key, Revision::new(kv.create_revision, 0), rev, kv.version)?;
-        }
-        if kv.lease != 0 {
-            key_lease.insert(kv.key, kv.lease);
-        } else {
-            key_lease.remove(&kv.key);
-        }
-        Ok(true)
+    index.batch(|b| {
+        c.scan_all(Bucket::Key, &mut |k, v| {
+            let (rev, tombstone) = Revision::from_bytes(k)?;
+            let kv = KeyValue::decode(v).map_err(|e| Error::corrupt("key bucket value", e))?;
+            current_rev = current_rev.max(rev.main);
+            if tombstone {
+                b.tombstone(&kv.key, rev)?;
+                key_lease.remove(&kv.key);
+                return Ok(true);
+            }
+            if b.contains(&kv.key) {
+                b.put(&kv.key, rev)?;
+            } else {
+                b.restore(&kv.key, Revision::new(kv.create_revision, 0), rev, kv.version)?;
+            }
+            if kv.lease != 0 {
+                key_lease.insert(kv.key, kv.lease);
+            } else {
+                key_lease.remove(&kv.key);
+            }
+            Ok(true)
+        })
     })?;
 
     let mut lessor = Lessor::new(min_lease_ttl);

@@ -1,0 +1,328 @@
+//! The key index: an ordered map from key to its [`KeyIndex`] (all of its revisions),
+//! which readers walk without ever waiting for a writer.
+//!
+//! # Design
+//! The map is a persistent copy-on-write B+tree (`cow.rs`) whose root is published in an
+//! [`ArcSwap`]. A reader loads the root (wait-free: no lock, no retry loop) and walks that
+//! version of the tree, which no one changes: the apply thread and the compactor never
+//! block it, and it never blocks them. A writer copies the nodes on the path to the keys
+//! it changes (only those still shared with a published version) and publishes the new
+//! root in one store.
+//!
+//! Why this and not the alternatives (numbers in BENCHMARKS.md, `benches/benches/index.rs`):
+//! * the old `RwLock<BTreeMap>`: readers held the read side for a whole range walk (a
+//!   count of 1M keys: tens of ms), so a waiting writer and every reader queued behind it;
+//!   the compactor's chunks stalled readers too;
+//! * a concurrent skiplist with per-key `ArcSwap<KeyIndex>`: reads never wait either, but a
+//!   range walk chases one pointer (and a reference count) per key where the B+tree reads
+//!   arrays of 32, and it cannot count a subtree without visiting its keys;
+//! * the copy-on-write tree costs the writer a path copy per changed key (≈ 5 nodes of 32
+//!   pointers at 1M keys), cheap beside the backend write every put also makes; in
+//!   exchange every node carries counts (`cow.rs`), so a count of a 1M-key prefix visits
+//!   O(log n) nodes, and a limited page counts the rest of its span the same way.
+//!
+//! `arc-swap` is the one dependency taken for it: a well-kept crate giving an atomically
+//! replaceable `Arc` whose loads take no lock (std has none; crossbeam-epoch, already in the
+//! build under sled, would mean hand-written unsafe code for the same thing).
+//!
+//! # Consistency
+//! A reader's loaded root is one version: a change is either in it or not. Several changes
+//! published separately (a Txn's puts, a compaction's chunks) may be seen in part, which is
+//! harmless under the store's visibility rule: readers read at the committed revision, and
+//! changes made after it (new revisions) are invisible at it, as are the changes of a
+//! compaction at or below it (a compaction at `C` keeps every answer at revisions ≥ `C`).
+//! A compaction above the reader's revision can change its answer: the read path checks the
+//! compaction floor again after reading (`range.rs`).
+//!
+//! # Locks
+//! `write` serializes the writers (the apply thread; the compactor, one chunk of
+//! [`COMPACT_CHUNK`] keys per hold; a restore's `replace`): it is held from loading the
+//! published root to publishing the changed one, so no writer's change is lost. It is a
+//! leaf lock, after every store lock (`store.rs`). Readers take no lock.
+//!
+//! Invariants: the published tree is a complete version (`cow.rs` states its shape rules);
+//! keys with an empty history are never in it.
+
+mod cow;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashSet;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+
+use crate::error::{Error, Result};
+use crate::key_index::KeyAt;
+#[cfg(test)]
+use crate::key_index::KeyIndex;
+use crate::revision::Revision;
+use cow::{Gather, Node, Tree};
+
+/// How many keys the compactor processes per hold of the writer lock (and per published
+/// version).
+pub const COMPACT_CHUNK: usize = 1000;
+
+/// The keys a request addresses, decoded once from etcd's `(key, range_end)` convention.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeySpan<'a> {
+    /// `range_end` empty: exactly `key`.
+    Single(&'a [u8]),
+    /// `[start, end)`; `end == None` means every key ≥ start (`range_end == "\0"`).
+    Range(&'a [u8], Option<&'a [u8]>),
+}
+
+impl<'a> KeySpan<'a> {
+    /// Decodes etcd's convention: empty `range_end` is one key, `"\0"` is "to the end".
+    pub fn new(key: &'a [u8], range_end: &'a [u8]) -> Self {
+        match range_end {
+            [] => KeySpan::Single(key),
+            [0] => KeySpan::Range(key, None),
+            end => KeySpan::Range(key, Some(end)),
+        }
+    }
+
+    /// True when `k` falls inside the span.
+    pub fn contains(&self, k: &[u8]) -> bool {
+        match *self {
+            KeySpan::Single(key) => k == key,
+            KeySpan::Range(start, end) => k >= start && end.is_none_or(|e| k < e),
+        }
+    }
+
+    /// `[start, end)` of a non-empty range span; `None` for an empty or inverted one.
+    fn interval(&self) -> Option<(&'a [u8], Option<&'a [u8]>)> {
+        match *self {
+            KeySpan::Single(_) => None,
+            KeySpan::Range(s, None) => Some((s, None)),
+            KeySpan::Range(s, Some(e)) if e > s => Some((s, Some(e))),
+            KeySpan::Range(_, Some(_)) => None,
+        }
+    }
+}
+
+/// One key visible at the asked revision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IndexHit {
+    /// The key (shared with the index: no copy per hit).
+    pub key: Arc<[u8]>,
+    /// Its state at the asked revision.
+    pub at: KeyAt,
+}
+
+/// The ordered key index (see the module docs).
+pub struct TreeIndex {
+    /// The published version: what readers load.
+    root: ArcSwap<Node>,
+    /// Serializes writers (module docs, "Locks"). Guards no data of its own.
+    write: Mutex<()>,
+}
+
+impl Default for TreeIndex {
+    fn default() -> Self {
+        TreeIndex { root: ArcSwap::from_pointee(Node::default()), write: Mutex::new(()) }
+    }
+}
+
+/// Changes made under one hold of the writer lock and published together (see
+/// [`TreeIndex::batch`]).
+pub struct IndexBatch {
+    tree: Tree,
+}
+
+impl IndexBatch {
+    /// Records a put of `key` at `rev`.
+    pub fn put(&mut self, key: &[u8], rev: Revision) -> Result<()> {
+        self.tree.update(key, |ki, _| ki.put(rev))
+    }
+
+    /// Records the deletion of `key` at `rev`.
+    pub fn tombstone(&mut self, key: &[u8], rev: Revision) -> Result<()> {
+        self.tree.update(key, |ki, known| match known {
+            true => ki.tombstone(rev),
+            false => Err(Error::corrupt("key index", "tombstone of an unknown key")),
+        })
+    }
+
+    /// Rebuild step: see [`TreeIndex::restore`].
+    pub fn restore(&mut self, key: &[u8], created: Revision, rev: Revision, version: i64) -> Result<()> {
+        self.tree.update(key, |ki, _| ki.restore(created, rev, version))
+    }
+
+    /// True if the batch's version of the index knows the key.
+    pub fn contains(&self, key: &[u8]) -> bool {
+        self.tree.root.get(key).is_some()
+    }
+}
+
+impl TreeIndex {
+    /// An empty index.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Runs `f` on a private version of the index under the writer lock and publishes the
+    /// result if `f` succeeds (readers see all of its changes or none); on `Err` nothing
+    /// is published. Nodes are copied once per batch, not once per change: a bulk load
+    /// (the rebuild at start-up) is one batch.
+    pub fn batch<R>(&self, f: impl FnOnce(&mut IndexBatch) -> Result<R>) -> Result<R> {
+        let _w = self.write.lock();
+        let mut b = IndexBatch { tree: Tree { root: self.root.load_full() } };
+        let r = f(&mut b)?;
+        self.publish_locked(b.tree);
+        Ok(r)
+    }
+
+    fn publish_locked(&self, tree: Tree) {
+        self.root.store(tree.root);
+    }
+
+    /// Records a put of `key` at `rev`.
+    pub fn put(&self, key: &[u8], rev: Revision) -> Result<()> {
+        self.batch(|b| b.put(key, rev))
+    }
+
+    /// Records the deletion of `key` at `rev`.
+    pub fn tombstone(&self, key: &[u8], rev: Revision) -> Result<()> {
+        self.batch(|b| b.tombstone(key, rev))
+    }
+
+    /// Rebuild step: records the first surviving revision of a key's generation with the
+    /// creation revision and version stored in its value (compaction may have removed the
+    /// revisions that would let the index count them).
+    pub fn restore(&self, key: &[u8], created: Revision, rev: Revision, version: i64) -> Result<()> {
+        self.batch(|b| b.restore(key, created, rev, version))
+    }
+
+    /// True if the index knows the key at all (live, deleted or with history).
+    pub fn contains(&self, key: &[u8]) -> bool {
+        self.root.load().get(key).is_some()
+    }
+
+    /// The key as visible at revision `at`.
+    pub fn get(&self, key: &[u8], at: i64) -> Option<KeyAt> {
+        self.root.load().get(key).and_then(|ki| ki.get(at))
+    }
+
+    /// Keys of `span` visible at `at`, in key order: at most `limit` hits (0 = all) and the
+    /// total number of visible keys in the span. The keys past the limit are counted, not
+    /// collected, and whole subtrees unchanged since `at` are counted without visiting
+    /// their keys.
+    pub fn range(&self, span: &KeySpan<'_>, at: i64, limit: usize) -> (Vec<IndexHit>, i64) {
+        let root = self.root.load();
+        if let KeySpan::Single(k) = *span {
+            return match root.get(k).and_then(|ki| ki.get(at)) {
+                Some(at) => (vec![IndexHit { key: k.into(), at }], 1),
+                None => (Vec::new(), 0),
+            };
+        }
+        let Some((from, to)) = span.interval() else { return (Vec::new(), 0) };
+        let limit = if limit == 0 { usize::MAX } else { limit };
+        let mut g = Gather { limit, hits: Vec::new(), total: 0 };
+        root.gather(from, to, None, at, &mut g);
+        let hits = g.hits.into_iter().map(|(key, at)| IndexHit { key: key.clone(), at }).collect();
+        (hits, g.total)
+    }
+
+    /// Number of keys of `span` visible at `at`; allocates nothing.
+    pub fn count(&self, span: &KeySpan<'_>, at: i64) -> i64 {
+        let root = self.root.load();
+        if let KeySpan::Single(k) = *span {
+            return root.get(k).and_then(|ki| ki.get(at)).is_some() as i64;
+        }
+        let Some((from, to)) = span.interval() else { return 0 };
+        let mut g = Gather { limit: 0, hits: Vec::new(), total: 0 };
+        root.gather(from, to, None, at, &mut g);
+        g.total
+    }
+
+    /// Compacts every key at `at`, [`COMPACT_CHUNK`] keys per writer-lock hold (each chunk
+    /// published as it is done), dropping keys left with no history; returns the revisions
+    /// the backend must keep. Keys with nothing to drop are not copied.
+    pub fn compact(&self, at: i64) -> HashSet<Revision> {
+        let mut available = HashSet::new();
+        let mut from: Vec<u8> = Vec::new();
+        loop {
+            let _w = self.write.lock();
+            let snapshot = self.root.load_full();
+            let mut changed: Vec<Arc<[u8]>> = Vec::new();
+            let mut seen = 0usize;
+            let mut next = None;
+            snapshot.visit(&from, None, &mut |e| {
+                if seen == COMPACT_CHUNK {
+                    next = Some(e.key.to_vec());
+                    return false;
+                }
+                seen += 1;
+                if e.ki.compaction_changes(at) {
+                    changed.push(e.key.clone());
+                } else {
+                    e.ki.keep(at, &mut available);
+                }
+                true
+            });
+            if !changed.is_empty() {
+                let mut tree = Tree { root: snapshot };
+                for k in &changed {
+                    let Ok(()) = tree.update::<Infallible>(k, |ki, _| {
+                        ki.compact(at, &mut available);
+                        Ok(())
+                    });
+                }
+                self.publish_locked(tree);
+            }
+            match next {
+                Some(k) => from = k,
+                None => return available,
+            }
+        }
+    }
+
+    /// The revisions a compaction at `at` would keep, without compacting.
+    pub fn keep(&self, at: i64) -> HashSet<Revision> {
+        let root = self.root.load_full();
+        let mut available = HashSet::new();
+        root.visit(b"", None, &mut |e| {
+            e.ki.keep(at, &mut available);
+            true
+        });
+        available
+    }
+
+    /// Replaces the whole index with `other`'s in one store (a snapshot restore: readers
+    /// see the old index or the new one, never a mix).
+    pub(crate) fn replace(&self, other: TreeIndex) {
+        let _w = self.write.lock();
+        self.root.store(other.root.load_full());
+    }
+
+    /// Number of keys the index holds (live or with history).
+    pub fn len(&self) -> usize {
+        self.root.load().len()
+    }
+
+    /// True when the index holds no key.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Verifies the published tree's invariants (`cow.rs`), visiting every node.
+    #[cfg(test)]
+    pub(crate) fn check(&self) {
+        Tree { root: self.root.load_full() }.check();
+    }
+
+    /// Every key with its history, in key order (for tests comparing against a model).
+    #[cfg(test)]
+    pub(crate) fn dump(&self) -> Vec<(Vec<u8>, KeyIndex)> {
+        let root = self.root.load_full();
+        let mut out = Vec::new();
+        root.visit(b"", None, &mut |e| {
+            out.push((e.key.to_vec(), (*e.ki).clone()));
+            true
+        });
+        out
+    }
+}
