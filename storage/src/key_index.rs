@@ -182,10 +182,19 @@ impl KeyIndex {
     /// Drops history no read at a revision ≥ `at` can need and adds the revisions that
     /// must stay in the backend to `available` (see the module docs for the rules).
     pub fn compact(&mut self, at: i64, available: &mut HashSet<Revision>) {
-        if self.is_empty() {
-            return;
+        if let Some(kept) = self.compact_kept(at) {
+            available.insert(kept);
         }
-        let (mut gen_idx, rev_idx) = self.do_compact(at, available);
+    }
+
+    /// [`KeyIndex::compact`] for one key: returns the one revision of it the backend must
+    /// keep, if any.
+    pub fn compact_kept(&mut self, at: i64) -> Option<Revision> {
+        if self.is_empty() {
+            return None;
+        }
+        let (mut gen_idx, rev_idx) = self.locate(at);
+        let mut kept = rev_idx.map(|ri| self.generations[gen_idx].revs[ri]);
         let last = self.generations.len() - 1;
         let g = &mut self.generations[gen_idx];
         if !g.is_empty() {
@@ -194,12 +203,13 @@ impl KeyIndex {
             }
             // a generation reduced to its tombstone is gone entirely
             if g.revs.len() == 1 && gen_idx != last {
-                available.remove(&g.revs[0]);
+                kept = None;
                 gen_idx += 1;
             }
         }
         self.generations.drain(..gen_idx);
         self.check_invariants();
+        kept
     }
 
     /// Like [`KeyIndex::compact`] but changes nothing: only fills `available`.

@@ -60,11 +60,16 @@ struct Child {
     node: Arc<Node>,
 }
 
-/// Aggregates of a subtree (see the module docs).
+/// Aggregates of a subtree (see the module docs). A change adds its difference on the
+/// way back up (`add`: O(1) a level, no visit of the siblings); splits and merges, which
+/// move keys between nodes, recompute the nodes they touch.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Stats {
-    keys: u64,
-    live: u64,
+    keys: i64,
+    live: i64,
+    /// An upper bound, exact but for keys removed since the node was last recomputed.
+    /// Only compaction removes keys, and only keys whose every revision is at or below its
+    /// revision, which no read may go below: a stale bound never hides a change.
     max_mod: i64,
 }
 
@@ -75,8 +80,14 @@ impl Stats {
         self.max_mod = self.max_mod.max(o.max_mod);
     }
 
-    fn of_entry(e: &Entry) -> Stats {
-        Stats { keys: 1, live: u64::from(!e.ki.is_deleted()), max_mod: e.ki.modified.main }
+    fn of_entry(ki: &KeyIndex) -> Stats {
+        Stats { keys: 1, live: i64::from(!ki.is_deleted()), max_mod: ki.modified.main }
+    }
+
+    /// The change from `before` to `after` (either absent), as `add` applies it.
+    fn delta(before: Option<Stats>, after: Option<Stats>) -> Stats {
+        let (b, a) = (before.unwrap_or_default(), after.unwrap_or_default());
+        Stats { keys: a.keys - b.keys, live: a.live - b.live, max_mod: a.max_mod }
     }
 }
 
@@ -126,7 +137,7 @@ impl Node {
     fn recompute(&mut self) {
         let mut s = Stats::default();
         match &self.kind {
-            Kind::Leaf(es) => es.iter().for_each(|e| s.add(Stats::of_entry(e))),
+            Kind::Leaf(es) => es.iter().for_each(|e| s.add(Stats::of_entry(&e.ki))),
             Kind::Inner(cs) => cs.iter().for_each(|c| s.add(c.node.stats)),
         }
         self.stats = s;
@@ -231,7 +242,7 @@ impl Node {
                             Some(t) => upper.is_some_and(|u| u <= t),
                         };
                     if inside && g.hits.len() >= g.limit && c.node.stats.max_mod <= at {
-                        g.total += c.node.stats.live as i64;
+                        g.total += c.node.stats.live;
                     } else {
                         c.node.gather(from, to, upper, at, g);
                     }
@@ -250,7 +261,7 @@ impl Node {
                     assert!(i == 0 || es[i - 1].key < e.key, "tree: leaf keys not increasing");
                     assert!(lower.is_none_or(|l| l <= &*e.key), "tree: key below its node's range");
                     assert!(upper.is_none_or(|u| &*e.key < u), "tree: key above its node's range");
-                    s.add(Stats::of_entry(e));
+                    s.add(Stats::of_entry(&e.ki));
                 }
                 0
             }
@@ -268,7 +279,8 @@ impl Node {
             }
         };
         assert!(self.width() <= MAX, "tree: node of {} items", self.width());
-        assert_eq!(s, self.stats, "tree: stale stats");
+        assert_eq!((s.keys, s.live), (self.stats.keys, self.stats.live), "tree: stale counts");
+        assert!(s.max_mod <= self.stats.max_mod, "tree: max_mod below a key's revision");
         depth
     }
 }
@@ -285,7 +297,61 @@ impl Tree {
     /// never inserted). `f` must change nothing when it fails (as `KeyIndex`'s methods,
     /// which check before they change); the tree then holds what it held before.
     pub(crate) fn update<E>(&mut self, key: &[u8], f: impl FnOnce(&mut KeyIndex, bool) -> Result<(), E>) -> Result<(), E> {
-        update_node(&mut self.root, key, f)?;
+        self.change(key, |es| match es.binary_search_by(|e| (*e.key).cmp(key)) {
+            Ok(i) => {
+                let ki = Arc::make_mut(&mut es[i].ki);
+                let before = Stats::of_entry(ki);
+                f(ki, true)?;
+                if ki.is_empty() {
+                    es.remove(i);
+                    return Ok(Stats::delta(Some(before), None));
+                }
+                Ok(Stats::delta(Some(before), Some(Stats::of_entry(ki))))
+            }
+            Err(i) => {
+                let mut ki = KeyIndex::default();
+                f(&mut ki, false)?;
+                if ki.is_empty() {
+                    return Ok(Stats::default());
+                }
+                let after = Stats::of_entry(&ki);
+                es.insert(i, Entry { key: key.into(), ki: Arc::new(ki) });
+                Ok(Stats::delta(None, Some(after)))
+            }
+        })
+    }
+
+    /// Replaces the history of `key` with `new` (removes the key for `None`) if it is still
+    /// `expected` (the same allocation); returns whether it was. Nothing is copied when it
+    /// was not.
+    pub(crate) fn replace_if(&mut self, key: &[u8], expected: &Arc<KeyIndex>, new: Option<Arc<KeyIndex>>) -> bool {
+        let current = self.root.get(key);
+        if !current.is_some_and(|c| Arc::ptr_eq(c, expected)) {
+            return false;
+        }
+        let Ok(()) = self.change::<std::convert::Infallible>(key, |es| {
+            let i = es.binary_search_by(|e| (*e.key).cmp(key)).expect("key found just before");
+            let before = Stats::of_entry(&es[i].ki);
+            Ok(match new {
+                Some(ki) => {
+                    let after = Stats::of_entry(&ki);
+                    es[i].ki = ki;
+                    Stats::delta(Some(before), Some(after))
+                }
+                None => {
+                    es.remove(i);
+                    Stats::delta(Some(before), None)
+                }
+            })
+        });
+        true
+    }
+
+    /// Runs `leaf` on the entries of the leaf where `key` belongs (copying the path to it
+    /// where shared), adds the stats difference it returns on the way up and restores the
+    /// shape rules.
+    fn change<E>(&mut self, key: &[u8], leaf: impl FnOnce(&mut Vec<Entry>) -> Result<Stats, E>) -> Result<(), E> {
+        change_node(&mut self.root, key, leaf)?;
         if self.root.width() > MAX {
             let root = Arc::make_mut(&mut self.root);
             let right = root.split();
@@ -317,34 +383,20 @@ impl Tree {
     }
 }
 
-fn update_node<E>(node: &mut Arc<Node>, key: &[u8], f: impl FnOnce(&mut KeyIndex, bool) -> Result<(), E>) -> Result<(), E> {
-    // copies the path even when `f` fails: harmless, the copies hold what they copied
+fn change_node<E>(node: &mut Arc<Node>, key: &[u8], leaf: impl FnOnce(&mut Vec<Entry>) -> Result<Stats, E>) -> Result<Stats, E> {
+    // copies the path even when `leaf` fails: harmless, the copies hold what they copied
     let n = Arc::make_mut(node);
-    match &mut n.kind {
-        Kind::Leaf(es) => match es.binary_search_by(|e| (*e.key).cmp(key)) {
-            Ok(i) => {
-                let ki = Arc::make_mut(&mut es[i].ki);
-                f(ki, true)?;
-                if ki.is_empty() {
-                    es.remove(i);
-                }
-            }
-            Err(i) => {
-                let mut ki = KeyIndex::default();
-                f(&mut ki, false)?;
-                if !ki.is_empty() {
-                    es.insert(i, Entry { key: key.into(), ki: Arc::new(ki) });
-                }
-            }
-        },
+    let delta = match &mut n.kind {
+        Kind::Leaf(es) => leaf(es)?,
         Kind::Inner(cs) => {
             let i = cs.partition_point(|c| &*c.min <= key).saturating_sub(1);
-            update_node(&mut cs[i].node, key, f)?;
+            let delta = change_node(&mut cs[i].node, key, leaf)?;
             fix_child(cs, i);
+            delta
         }
-    }
-    n.recompute();
-    Ok(())
+    };
+    n.stats.add(delta);
+    Ok(delta)
 }
 
 /// Restores the shape rules for child `i` after it changed: drops it when empty, splits it

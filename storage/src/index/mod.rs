@@ -35,9 +35,10 @@
 //! compaction floor again after reading (`range.rs`).
 //!
 //! # Locks
-//! `write` serializes the writers (the apply thread; the compactor, one chunk of
-//! [`COMPACT_CHUNK`] keys per hold; a restore's `replace`): it is held from loading the
-//! published root to publishing the changed one, so no writer's change is lost. It is a
+//! `write` serializes the writers (the apply thread; the compactor, to install one chunk
+//! of [`COMPACT_CHUNK`] keys it compacted beforehand; a restore's `replace`): it is held
+//! from loading the published root to publishing the changed one, so no writer's change is
+//! lost. It is a
 //! leaf lock, after every store lock (`store.rs`). Readers take no lock.
 //!
 //! Invariants: the published tree is a complete version (`cow.rs` states its shape rules);
@@ -52,12 +53,10 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 
 use crate::error::{Error, Result};
-use crate::key_index::KeyAt;
-#[cfg(test)]
-use crate::key_index::KeyIndex;
+use crate::key_index::{KeyAt, KeyIndex};
 use crate::revision::Revision;
 use cow::{Gather, Node, Tree};
 
@@ -124,6 +123,15 @@ impl Default for TreeIndex {
     fn default() -> Self {
         TreeIndex { root: ArcSwap::from_pointee(Node::default()), write: Mutex::new(()) }
     }
+}
+
+/// A key's history compacted outside the writer lock, to install if still current.
+struct Prepared {
+    key: Arc<[u8]>,
+    old: Arc<KeyIndex>,
+    /// `None`: nothing left, the key goes.
+    new: Option<Arc<KeyIndex>>,
+    kept: Option<Revision>,
 }
 
 /// Changes made under one hold of the writer lock and published together (see
@@ -238,16 +246,22 @@ impl TreeIndex {
         g.total
     }
 
-    /// Compacts every key at `at`, [`COMPACT_CHUNK`] keys per writer-lock hold (each chunk
-    /// published as it is done), dropping keys left with no history; returns the revisions
-    /// the backend must keep. Keys with nothing to drop are not copied.
+    /// Compacts every key at `at`, a chunk of [`COMPACT_CHUNK`] keys at a time, dropping
+    /// keys left with no history; returns the revisions the backend must keep.
+    ///
+    /// Each chunk is prepared without the writer lock, from the published version: the
+    /// keys compaction changes are compacted into new histories. The lock is then held only
+    /// to install them (and released fairly, so the apply thread waiting for it goes
+    /// first). A key a writer changed meanwhile (it added revisions) is compacted again
+    /// under the lock. Writers only add revisions above the committed revision, which is
+    /// at or above `at`: that changes neither what compaction keeps of a key nor whether it
+    /// changes it, so the keys left alone and the revisions kept stand.
     pub fn compact(&self, at: i64) -> HashSet<Revision> {
         let mut available = HashSet::new();
         let mut from: Vec<u8> = Vec::new();
         loop {
-            let _w = self.write.lock();
             let snapshot = self.root.load_full();
-            let mut changed: Vec<Arc<[u8]>> = Vec::new();
+            let mut prepared: Vec<Prepared> = Vec::new();
             let mut seen = 0usize;
             let mut next = None;
             snapshot.visit(&from, None, &mut |e| {
@@ -257,21 +271,34 @@ impl TreeIndex {
                 }
                 seen += 1;
                 if e.ki.compaction_changes(at) {
-                    changed.push(e.key.clone());
+                    let mut ki = (*e.ki).clone();
+                    let kept = ki.compact_kept(at);
+                    let new = (!ki.is_empty()).then(|| Arc::new(ki));
+                    prepared.push(Prepared { key: e.key.clone(), old: e.ki.clone(), new, kept });
                 } else {
                     e.ki.keep(at, &mut available);
                 }
                 true
             });
-            if !changed.is_empty() {
-                let mut tree = Tree { root: snapshot };
-                for k in &changed {
-                    let Ok(()) = tree.update::<Infallible>(k, |ki, _| {
-                        ki.compact(at, &mut available);
-                        Ok(())
-                    });
+            drop(snapshot);
+            if !prepared.is_empty() {
+                let w = self.write.lock();
+                let mut tree = Tree { root: self.root.load_full() };
+                for p in prepared {
+                    let kept = if tree.replace_if(&p.key, &p.old, p.new) {
+                        p.kept
+                    } else {
+                        let mut kept = None;
+                        let Ok(()) = tree.update::<Infallible>(&p.key, |ki, _| {
+                            kept = ki.compact_kept(at);
+                            Ok(())
+                        });
+                        kept
+                    };
+                    available.extend(kept);
                 }
                 self.publish_locked(tree);
+                MutexGuard::unlock_fair(w);
             }
             match next {
                 Some(k) => from = k,
