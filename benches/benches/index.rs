@@ -7,7 +7,7 @@
 //! and max of each read kind over `LAT_SAMPLES` calls, idle and under load.
 //!
 //! Run: `cargo bench -p cairn-bench --bench index` (`CAIRN_BENCH_KEYS=1000000` for 1M
-//! keys; default 100k).
+//! keys; default 100k; `CAIRN_BENCH_QUICK=1`: only the build and the compaction, timed).
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -43,6 +43,7 @@ fn build(n: u64) -> (Arc<TreeIndex>, i64) {
             ix.put(&key(i), Revision::new(rev, 0)).expect("put");
         }
     }
+    ix.publish();
     (ix, rev)
 }
 
@@ -63,11 +64,16 @@ impl Load {
                 let mut i = 0u64;
                 let mut puts = 0u64;
                 while !stop.load(Ordering::Relaxed) {
-                    // 100 puts a millisecond at most: a busy apply thread, not a spin loop
-                    for _ in 0..100 {
-                        let rev = committed.load(Ordering::Relaxed) + 1;
+                    // 100 puts a millisecond at most (a busy apply thread, not a spin loop),
+                    // committed in groups of 10
+                    let mut rev = committed.load(Ordering::Relaxed);
+                    for p in 0..100 {
+                        rev += 1;
                         ix.put(&key(i % n), Revision::new(rev, 0)).expect("put");
-                        committed.store(rev, Ordering::Release);
+                        if p % 10 == 9 {
+                            ix.publish();
+                            committed.store(rev, Ordering::Release);
+                        }
                         i = i.wrapping_add(7919);
                         puts += 1;
                     }
@@ -150,6 +156,13 @@ fn main() {
     let (ix, rev) = build(n);
     println!("index/{n}: built {} keys ({} revisions) in {:?}", ix.len(), 2 * n, t.elapsed());
     let committed = Arc::new(AtomicI64::new(rev));
+    if std::env::var_os("CAIRN_BENCH_QUICK").is_some() {
+        // build and compaction times only (for profiling)
+        let t = Instant::now();
+        let kept = ix.compact(rev).len();
+        println!("index/{n}: compaction of {n} keys alone: {:?} ({kept} revisions kept)", t.elapsed());
+        return;
+    }
 
     let mut c = Criterion::default()
         .configure_from_args()

@@ -25,7 +25,7 @@ use prost::Message;
 
 use crate::backend::{Backend, Bucket};
 use crate::error::{Error, Result};
-use crate::index::{KeySpan, TreeIndex};
+use crate::index::{IndexHit, KeySpan, TreeIndex};
 use crate::revision::Revision;
 
 /// What a read needs: the index, the backend, the values a write transaction has staged
@@ -33,6 +33,8 @@ use crate::revision::Revision;
 pub(crate) struct ReadCtx<'a> {
     pub index: &'a TreeIndex,
     pub backend: &'a dyn Backend,
+    /// `Some` exactly inside a write transaction (the apply thread), whose reads also see
+    /// the index's unpublished changes (`TreeIndex::*_latest`).
     pub pending: Option<&'a HashMap<Revision, KeyValue>>,
     /// Reads below this revision are refused (the apply thread's own floor inside a write
     /// transaction, so every member answers alike; the published one for readers).
@@ -78,6 +80,14 @@ impl ReadCtx<'_> {
         }
     }
 
+    /// The index's range in the version this read sees (see `pending`).
+    fn index_range(&self, span: &KeySpan<'_>, at: i64, limit: usize) -> (Vec<IndexHit>, i64) {
+        match self.pending {
+            Some(_) => self.index.range_latest(span, at, limit),
+            None => self.index.range(span, at, limit),
+        }
+    }
+
     /// Refuses a read at `rev` that a compaction published meanwhile overtook (module docs).
     /// Inside a write transaction the read revision is at or above the apply thread's
     /// floor, which is at or above the published one: this never fires there.
@@ -90,7 +100,7 @@ impl ReadCtx<'_> {
 
     /// The keys of `span` visible at `at` with their values (etcd's `Range` with no options).
     pub fn kvs(&self, span: &KeySpan<'_>, at: i64) -> Result<Vec<KeyValue>> {
-        let (hits, _) = self.index.range(span, at, 0);
+        let (hits, _) = self.index_range(span, at, 0);
         hits.iter().map(|h| self.fetch(h.at.modified)).collect()
     }
 
@@ -107,7 +117,10 @@ impl ReadCtx<'_> {
         let header = Some(ResponseHeader { revision: cur_rev, ..Default::default() });
         let span = KeySpan::new(&r.key, &r.range_end);
         if r.count_only {
-            let count = self.index.count(&span, rev);
+            let count = match self.pending {
+                Some(_) => self.index.count_latest(&span, rev),
+                None => self.index.count(&span, rev),
+            };
             self.still_readable(rev)?;
             return Ok(RangeResponse { header, kvs: vec![], more: false, count });
         }
@@ -121,7 +134,7 @@ impl ReadCtx<'_> {
         // and nothing is filtered out (module docs)
         let pushed = r.limit > 0 && !filtered && !resorts(order, target);
         let fetch_limit = if pushed { r.limit as usize } else { 0 };
-        let (hits, total) = self.index.range(&span, rev, fetch_limit);
+        let (hits, total) = self.index_range(&span, rev, fetch_limit);
         let heads_only = r.keys_only && target != SortTarget::Value;
         let mut kvs = Vec::with_capacity(hits.len());
         for h in &hits {

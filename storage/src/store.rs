@@ -263,6 +263,8 @@ impl Store {
     }
 
     fn publish_locked(&self, st: &mut ApplyState) -> Vec<(i64, Vec<Change>)> {
+        // the index first: a reader that sees the new revision finds its keys
+        self.index.publish();
         self.compact_rev.store(st.compact_rev, Ordering::Release);
         self.committed_rev.store(st.current_rev, Ordering::Release);
         self.applied_index.store(st.applied_index, Ordering::Release);

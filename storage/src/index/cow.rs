@@ -325,12 +325,12 @@ impl Tree {
     /// `expected` (the same allocation); returns whether it was. Nothing is copied when it
     /// was not.
     pub(crate) fn replace_if(&mut self, key: &[u8], expected: &Arc<KeyIndex>, new: Option<Arc<KeyIndex>>) -> bool {
-        let current = self.root.get(key);
-        if !current.is_some_and(|c| Arc::ptr_eq(c, expected)) {
-            return false;
-        }
-        let Ok(()) = self.change::<std::convert::Infallible>(key, |es| {
-            let i = es.binary_search_by(|e| (*e.key).cmp(key)).expect("key found just before");
+        // `Err(())`: not the expected history (the path may be copied: harmless)
+        self.change(key, |es| {
+            let i = es.binary_search_by(|e| (*e.key).cmp(key)).map_err(|_| ())?;
+            if !Arc::ptr_eq(&es[i].ki, expected) {
+                return Err(());
+            }
             let before = Stats::of_entry(&es[i].ki);
             Ok(match new {
                 Some(ki) => {
@@ -343,8 +343,8 @@ impl Tree {
                     Stats::delta(Some(before), None)
                 }
             })
-        });
-        true
+        })
+        .is_ok()
     }
 
     /// Runs `leaf` on the entries of the leaf where `key` belongs (copying the path to it

@@ -5,9 +5,15 @@
 //! The map is a persistent copy-on-write B+tree (`cow.rs`) whose root is published in an
 //! [`ArcSwap`]. A reader loads the root (wait-free: no lock, no retry loop) and walks that
 //! version of the tree, which no one changes: the apply thread and the compactor never
-//! block it, and it never blocks them. A writer copies the nodes on the path to the keys
-//! it changes (only those still shared with a published version) and publishes the new
-//! root in one store.
+//! block it, and it never blocks them.
+//!
+//! Writers change a *working* version: a change copies the nodes on the path to its key
+//! that are still shared with the published version and changes the copies in place, so
+//! the applies between two publications copy each node at most once. The store publishes
+//! the working version ([`TreeIndex::publish`]) when it commits, before it moves the
+//! committed revision: what readers need (see "Consistency") is there by then. The apply
+//! thread's own reads (inside a write transaction, which must see its earlier changes) use
+//! the `*_latest` methods, which read the working version.
 //!
 //! Why this and not the alternatives (numbers in BENCHMARKS.md, `benches/benches/index.rs`):
 //! * the old `RwLock<BTreeMap>`: readers held the read side for a whole range walk (a
@@ -16,30 +22,32 @@
 //! * a concurrent skiplist with per-key `ArcSwap<KeyIndex>`: reads never wait either, but a
 //!   range walk chases one pointer (and a reference count) per key where the B+tree reads
 //!   arrays of 32, and it cannot count a subtree without visiting its keys;
-//! * the copy-on-write tree costs the writer a path copy per changed key (≈ 5 nodes of 32
-//!   pointers at 1M keys), cheap beside the backend write every put also makes; in
-//!   exchange every node carries counts (`cow.rs`), so a count of a 1M-key prefix visits
-//!   O(log n) nodes, and a limited page counts the rest of its span the same way.
+//! * the copy-on-write tree costs the writer a path copy per changed key and publication
+//!   (≈ 5 nodes of 32 pointers at 1M keys; the reference counts touched are most of the
+//!   cost); in exchange every node carries counts (`cow.rs`), so a count of a 1M-key
+//!   prefix visits O(log n) nodes, and a limited page counts the rest of its span the
+//!   same way.
 //!
 //! `arc-swap` is the one dependency taken for it: a well-kept crate giving an atomically
 //! replaceable `Arc` whose loads take no lock (std has none; crossbeam-epoch, already in the
 //! build under sled, would mean hand-written unsafe code for the same thing).
 //!
 //! # Consistency
-//! A reader's loaded root is one version: a change is either in it or not. Several changes
-//! published separately (a Txn's puts, a compaction's chunks) may be seen in part, which is
-//! harmless under the store's visibility rule: readers read at the committed revision, and
-//! changes made after it (new revisions) are invisible at it, as are the changes of a
-//! compaction at or below it (a compaction at `C` keeps every answer at revisions ≥ `C`).
-//! A compaction above the reader's revision can change its answer: the read path checks the
-//! compaction floor again after reading (`range.rs`).
+//! A reader's loaded root is one version: a change is either in it or not. A version may
+//! hold part of what was applied after the committed revision (the compactor publishes
+//! the working version with each chunk it installs, applies not yet committed included)
+//! and part of a compaction: both are harmless under the store's visibility rule. Readers
+//! read at the committed revision (or older), at which later revisions are invisible, and
+//! a compaction at `C` keeps every answer at revisions ≥ `C`. A compaction above the
+//! reader's revision can change its answer: the read path checks the compaction floor
+//! again after reading (`range.rs`).
 //!
 //! # Locks
-//! `write` serializes the writers (the apply thread; the compactor, to install one chunk
-//! of [`COMPACT_CHUNK`] keys it compacted beforehand; a restore's `replace`): it is held
-//! from loading the published root to publishing the changed one, so no writer's change is
-//! lost. It is a
-//! leaf lock, after every store lock (`store.rs`). Readers take no lock.
+//! `working` guards the working version. It is held by each change and read of the apply
+//! thread, by `publish`, by the compactor to install one chunk of [`COMPACT_CHUNK`] keys
+//! it compacted beforehand (released fairly, so a waiting apply goes next), and by a
+//! restore's `replace`. It is a leaf lock, after every store lock (`store.rs`). Readers of
+//! the published version take no lock.
 //!
 //! Invariants: the published tree is a complete version (`cow.rs` states its shape rules);
 //! keys with an empty history are never in it.
@@ -115,13 +123,15 @@ pub struct IndexHit {
 pub struct TreeIndex {
     /// The published version: what readers load.
     root: ArcSwap<Node>,
-    /// Serializes writers (module docs, "Locks"). Guards no data of its own.
-    write: Mutex<()>,
+    /// The working version: the published one plus the changes not yet published (module
+    /// docs, "Locks").
+    working: Mutex<Tree>,
 }
 
 impl Default for TreeIndex {
     fn default() -> Self {
-        TreeIndex { root: ArcSwap::from_pointee(Node::default()), write: Mutex::new(()) }
+        let tree = Tree::default();
+        TreeIndex { root: ArcSwap::new(tree.root.clone()), working: Mutex::new(tree) }
     }
 }
 
@@ -143,12 +153,20 @@ pub struct IndexBatch {
 impl IndexBatch {
     /// Records a put of `key` at `rev`.
     pub fn put(&mut self, key: &[u8], rev: Revision) -> Result<()> {
-        self.tree.update(key, |ki, _| ki.put(rev))
+        Self::put_in(&mut self.tree, key, rev)
     }
 
     /// Records the deletion of `key` at `rev`.
     pub fn tombstone(&mut self, key: &[u8], rev: Revision) -> Result<()> {
-        self.tree.update(key, |ki, known| match known {
+        Self::tombstone_in(&mut self.tree, key, rev)
+    }
+
+    fn put_in(tree: &mut Tree, key: &[u8], rev: Revision) -> Result<()> {
+        tree.update(key, |ki, _| ki.put(rev))
+    }
+
+    fn tombstone_in(tree: &mut Tree, key: &[u8], rev: Revision) -> Result<()> {
+        tree.update(key, |ki, known| match known {
             true => ki.tombstone(rev),
             false => Err(Error::corrupt("key index", "tombstone of an unknown key")),
         })
@@ -171,37 +189,62 @@ impl TreeIndex {
         Self::default()
     }
 
-    /// Runs `f` on a private version of the index under the writer lock and publishes the
-    /// result if `f` succeeds (readers see all of its changes or none); on `Err` nothing
-    /// is published. Nodes are copied once per batch, not once per change: a bulk load
-    /// (the rebuild at start-up) is one batch.
+    /// Runs `f` on a copy of the working version and, if `f` succeeds, makes the result
+    /// the working version and publishes it (readers see all of its changes or none); on
+    /// `Err` nothing changes. Nodes are copied once per batch, not once per change: a bulk
+    /// load (the rebuild at start-up) is one batch.
     pub fn batch<R>(&self, f: impl FnOnce(&mut IndexBatch) -> Result<R>) -> Result<R> {
-        let _w = self.write.lock();
-        let mut b = IndexBatch { tree: Tree { root: self.root.load_full() } };
+        let mut working = self.working.lock();
+        let mut b = IndexBatch { tree: working.clone() };
         let r = f(&mut b)?;
-        self.publish_locked(b.tree);
+        *working = b.tree;
+        self.publish_locked(&working);
         Ok(r)
     }
 
-    fn publish_locked(&self, tree: Tree) {
-        self.root.store(tree.root);
+    fn publish_locked(&self, working: &Tree) {
+        self.root.store(working.root.clone());
     }
 
-    /// Records a put of `key` at `rev`.
+    /// Makes every change made so far visible to readers (the store calls it when it
+    /// commits, before it publishes the committed revision).
+    pub fn publish(&self) {
+        let working = self.working.lock();
+        self.publish_locked(&working);
+    }
+
+    /// Records a put of `key` at `rev` in the working version (readers see it once
+    /// published).
     pub fn put(&self, key: &[u8], rev: Revision) -> Result<()> {
-        self.batch(|b| b.put(key, rev))
+        IndexBatch::put_in(&mut self.working.lock(), key, rev)
     }
 
-    /// Records the deletion of `key` at `rev`.
+    /// Records the deletion of `key` at `rev` in the working version.
     pub fn tombstone(&self, key: &[u8], rev: Revision) -> Result<()> {
-        self.batch(|b| b.tombstone(key, rev))
+        IndexBatch::tombstone_in(&mut self.working.lock(), key, rev)
     }
 
     /// Rebuild step: records the first surviving revision of a key's generation with the
     /// creation revision and version stored in its value (compaction may have removed the
-    /// revisions that would let the index count them).
+    /// revisions that would let the index count them). Published at once.
     pub fn restore(&self, key: &[u8], created: Revision, rev: Revision, version: i64) -> Result<()> {
         self.batch(|b| b.restore(key, created, rev, version))
+    }
+
+    /// [`TreeIndex::get`] on the working version: for the apply thread, whose reads must
+    /// see its own unpublished changes.
+    pub fn get_latest(&self, key: &[u8], at: i64) -> Option<KeyAt> {
+        self.working.lock().root.get(key).and_then(|ki| ki.get(at))
+    }
+
+    /// [`TreeIndex::count`] on the working version (see [`TreeIndex::get_latest`]).
+    pub fn count_latest(&self, span: &KeySpan<'_>, at: i64) -> i64 {
+        count_in(&self.working.lock().root, span, at)
+    }
+
+    /// [`TreeIndex::range`] on the working version (see [`TreeIndex::get_latest`]).
+    pub fn range_latest(&self, span: &KeySpan<'_>, at: i64, limit: usize) -> (Vec<IndexHit>, i64) {
+        range_in(&self.working.lock().root, span, at, limit)
     }
 
     /// True if the index knows the key at all (live, deleted or with history).
@@ -219,31 +262,12 @@ impl TreeIndex {
     /// collected, and whole subtrees unchanged since `at` are counted without visiting
     /// their keys.
     pub fn range(&self, span: &KeySpan<'_>, at: i64, limit: usize) -> (Vec<IndexHit>, i64) {
-        let root = self.root.load();
-        if let KeySpan::Single(k) = *span {
-            return match root.get(k).and_then(|ki| ki.get(at)) {
-                Some(at) => (vec![IndexHit { key: k.into(), at }], 1),
-                None => (Vec::new(), 0),
-            };
-        }
-        let Some((from, to)) = span.interval() else { return (Vec::new(), 0) };
-        let limit = if limit == 0 { usize::MAX } else { limit };
-        let mut g = Gather { limit, hits: Vec::new(), total: 0 };
-        root.gather(from, to, None, at, &mut g);
-        let hits = g.hits.into_iter().map(|(key, at)| IndexHit { key: key.clone(), at }).collect();
-        (hits, g.total)
+        range_in(&self.root.load(), span, at, limit)
     }
 
     /// Number of keys of `span` visible at `at`; allocates nothing.
     pub fn count(&self, span: &KeySpan<'_>, at: i64) -> i64 {
-        let root = self.root.load();
-        if let KeySpan::Single(k) = *span {
-            return root.get(k).and_then(|ki| ki.get(at)).is_some() as i64;
-        }
-        let Some((from, to)) = span.interval() else { return 0 };
-        let mut g = Gather { limit: 0, hits: Vec::new(), total: 0 };
-        root.gather(from, to, None, at, &mut g);
-        g.total
+        count_in(&self.root.load(), span, at)
     }
 
     /// Compacts every key at `at`, a chunk of [`COMPACT_CHUNK`] keys at a time, dropping
@@ -282,8 +306,8 @@ impl TreeIndex {
             });
             drop(snapshot);
             if !prepared.is_empty() {
-                let w = self.write.lock();
-                let mut tree = Tree { root: self.root.load_full() };
+                let mut working = self.working.lock();
+                let tree = &mut *working;
                 for p in prepared {
                     let kept = if tree.replace_if(&p.key, &p.old, p.new) {
                         p.kept
@@ -297,8 +321,8 @@ impl TreeIndex {
                     };
                     available.extend(kept);
                 }
-                self.publish_locked(tree);
-                MutexGuard::unlock_fair(w);
+                self.publish_locked(&working);
+                MutexGuard::unlock_fair(working);
             }
             match next {
                 Some(k) => from = k,
@@ -321,8 +345,9 @@ impl TreeIndex {
     /// Replaces the whole index with `other`'s in one store (a snapshot restore: readers
     /// see the old index or the new one, never a mix).
     pub(crate) fn replace(&self, other: TreeIndex) {
-        let _w = self.write.lock();
-        self.root.store(other.root.load_full());
+        let mut working = self.working.lock();
+        *working = other.working.into_inner();
+        self.publish_locked(&working);
     }
 
     /// Number of keys the index holds (live or with history).
@@ -339,6 +364,7 @@ impl TreeIndex {
     #[cfg(test)]
     pub(crate) fn check(&self) {
         Tree { root: self.root.load_full() }.check();
+        self.working.lock().check();
     }
 
     /// Every key with its history, in key order (for tests comparing against a model).
@@ -352,4 +378,31 @@ impl TreeIndex {
         });
         out
     }
+}
+
+/// [`TreeIndex::range`] on one version.
+fn range_in(root: &Node, span: &KeySpan<'_>, at: i64, limit: usize) -> (Vec<IndexHit>, i64) {
+    if let KeySpan::Single(k) = *span {
+        return match root.get(k).and_then(|ki| ki.get(at)) {
+            Some(at) => (vec![IndexHit { key: k.into(), at }], 1),
+            None => (Vec::new(), 0),
+        };
+    }
+    let Some((from, to)) = span.interval() else { return (Vec::new(), 0) };
+    let limit = if limit == 0 { usize::MAX } else { limit };
+    let mut g = Gather { limit, hits: Vec::new(), total: 0 };
+    root.gather(from, to, None, at, &mut g);
+    let hits = g.hits.into_iter().map(|(key, at)| IndexHit { key: key.clone(), at }).collect();
+    (hits, g.total)
+}
+
+/// [`TreeIndex::count`] on one version.
+fn count_in(root: &Node, span: &KeySpan<'_>, at: i64) -> i64 {
+    if let KeySpan::Single(k) = *span {
+        return root.get(k).and_then(|ki| ki.get(at)).is_some() as i64;
+    }
+    let Some((from, to)) = span.interval() else { return 0 };
+    let mut g = Gather { limit: 0, hits: Vec::new(), total: 0 };
+    root.gather(from, to, None, at, &mut g);
+    g.total
 }

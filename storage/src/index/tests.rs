@@ -21,6 +21,7 @@ fn sample() -> TreeIndex {
     ix.put(b"c", r(3)).unwrap();
     ix.tombstone(b"b", r(4)).unwrap();
     ix.put(b"a", r(5)).unwrap();
+    ix.publish();
     ix
 }
 
@@ -67,6 +68,7 @@ fn compaction_removes_dead_keys_in_chunks() {
         ix.tombstone(k.as_bytes(), r(i as i64 * 2 + 2)).unwrap();
     }
     ix.put(b"live", r(n as i64 * 2 + 1)).unwrap();
+    ix.publish();
     let keep = ix.compact(n as i64 * 2 + 1);
     assert_eq!(keep, HashSet::from([r(n as i64 * 2 + 1)]));
     assert_eq!(ix.len(), 1);
@@ -182,8 +184,13 @@ proptest! {
             match op {
                 Op::Put(k) => {
                     rev += 1;
+                    let before = m.map.get(&key(k)).and_then(|ki| ki.get(rev));
                     ix.put(&key(k), r(rev)).unwrap();
                     m.map.entry(key(k)).or_default().put(r(rev)).unwrap();
+                    let want = m.map.get(&key(k)).and_then(|ki| ki.get(rev));
+                    prop_assert_eq!(ix.get_latest(&key(k), rev), want, "the working version has it");
+                    prop_assert_eq!(ix.get(&key(k), rev), before, "published only by publish");
+                    ix.publish();
                 }
                 Op::Delete(k) => {
                     let live = m.map.get(&key(k)).is_some_and(|ki| !ki.is_deleted());
@@ -192,6 +199,12 @@ proptest! {
                     if live {
                         rev += 1;
                         m.map.get_mut(&key(k)).unwrap().tombstone(r(rev)).unwrap();
+                        let (f, t) = (key(0), key(400));
+                        let span = KeySpan::Range(&f, Some(&t));
+                        let want = m.range(&f, Some(&t), rev, 0).1;
+                        prop_assert_eq!(ix.count_latest(&span, rev), want);
+                        prop_assert_eq!(ix.range_latest(&span, rev, 1).1, want);
+                        ix.publish();
                     }
                 }
                 Op::Compact(back) => {
@@ -233,6 +246,7 @@ fn readers_see_one_answer_during_compaction_and_writes() {
     for i in 0..N {
         ix.put(&k(i), r(1 + N + i)).unwrap();
     }
+    ix.publish();
     let at = 2 * N; // every key written twice at or below `at`
     let readers = 2;
     let start = Arc::new(Barrier::new(readers + 2));
@@ -278,12 +292,16 @@ fn readers_see_one_answer_during_compaction_and_writes() {
                 } else {
                     ix.put(&k(i * 4), r(rev)).unwrap();
                 }
+                if i % 16 == 0 {
+                    ix.publish();
+                }
             }
         })
     };
     start.wait();
     let keep = ix.compact(at);
     writer.join().unwrap();
+    ix.publish();
     done.store(true, Ordering::Release);
     for h in handles {
         assert!(h.join().unwrap() >= 1);
