@@ -3,7 +3,8 @@
 //! (with etcd's total `count`), a keys-only page, and a count-only range of a prefix.
 //!
 //! Run: `cargo bench -p cairn-bench --bench store_reads` (`CAIRN_BENCH_KEYS=1000000` for
-//! 1M keys; default 100k). Loading the store is not measured; reopening it (start-up:
+//! 1M keys; default 100k; `CAIRN_BENCH_DIR=path` keeps the store there across runs;
+//! `CAIRN_BENCH_QUICK=1` cuts the read benches short). Loading the store is not measured; reopening it (start-up:
 //! backend open and the rebuild of the index) is, at the end.
 
 use std::hint::black_box;
@@ -30,11 +31,14 @@ fn prefix(ns: u64) -> RangeRequest {
 
 fn main() {
     let n: u64 = std::env::var("CAIRN_BENCH_KEYS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(StoreConfig::new(dir.path())).expect("open");
+    // CAIRN_BENCH_DIR: keep the store there and load it only once (for start-up runs)
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = std::env::var_os("CAIRN_BENCH_DIR").map_or_else(|| tmp.path().to_path_buf(), Into::into);
+    let store = Store::open(StoreConfig::new(&dir)).expect("open");
     let t = Instant::now();
     let mut index = 0u64;
-    for chunk in 0..n.div_ceil(1000) {
+    let loaded = store.revision() > 1;
+    for chunk in 0..if loaded { 0 } else { n.div_ceil(1000) } {
         for i in chunk * 1000..((chunk + 1) * 1000).min(n) {
             index += 1;
             let put = PutRequest { key: key(i), value: vec![7u8; 256], ..Default::default() };
@@ -43,6 +47,7 @@ fn main() {
         store.commit().expect("commit");
     }
     println!("store_reads/{n}: loaded in {:?}", t.elapsed());
+    let quick = std::env::var_os("CAIRN_BENCH_QUICK").is_some();
 
     let mut c = Criterion::default()
         .configure_from_args()
@@ -50,6 +55,10 @@ fn main() {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(3));
     let mut g = c.benchmark_group(format!("store_reads/{n}"));
+    if quick {
+        // start-up only (below)
+        g.sample_size(10).measurement_time(Duration::from_millis(100));
+    }
     let mut i = 0u64;
     g.bench_function(BenchmarkId::from_parameter("get"), |b| {
         b.iter(|| {
@@ -92,7 +101,7 @@ fn main() {
         let t = Instant::now();
         let store = loop {
             // the compactor thread releases the backend shortly after the store is dropped
-            match Store::open(StoreConfig::new(dir.path())) {
+            match Store::open(StoreConfig::new(&dir)) {
                 Ok(s) => break s,
                 Err(_) => std::thread::sleep(Duration::from_millis(10)),
             }

@@ -174,17 +174,17 @@ fn resorts(order: SortOrder, target: SortTarget) -> bool {
 /// A stored `mvccpb.KeyValue` without field 5 (the value): decoding skips the value's
 /// bytes instead of copying them (tags as in `kv.proto`).
 #[derive(Clone, PartialEq, prost::Message)]
-struct KeyValueHead {
+pub(crate) struct KeyValueHead {
     #[prost(bytes = "vec", tag = "1")]
-    key: Vec<u8>,
+    pub key: Vec<u8>,
     #[prost(int64, tag = "2")]
-    create_revision: i64,
+    pub create_revision: i64,
     #[prost(int64, tag = "3")]
-    mod_revision: i64,
+    pub mod_revision: i64,
     #[prost(int64, tag = "4")]
-    version: i64,
+    pub version: i64,
     #[prost(int64, tag = "6")]
-    lease: i64,
+    pub lease: i64,
 }
 
 /// etcd's ordering rules: results come in key order; a non-key target with no order means

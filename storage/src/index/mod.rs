@@ -177,6 +177,15 @@ impl IndexBatch {
         self.tree.update(key, |ki, _| ki.restore(created, rev, version))
     }
 
+    /// Rebuild step, one lookup for both cases: [`IndexBatch::put`] when the key is known,
+    /// [`IndexBatch::restore`] when it is not.
+    pub fn put_or_restore(&mut self, key: &[u8], rev: Revision, created: Revision, version: i64) -> Result<()> {
+        self.tree.update(key, |ki, known| match known {
+            true => ki.put(rev),
+            false => ki.restore(created, rev, version),
+        })
+    }
+
     /// True if the batch's version of the index knows the key.
     pub fn contains(&self, key: &[u8]) -> bool {
         self.tree.root.get(key).is_some()
