@@ -19,7 +19,7 @@
 //!    backend (`range`, `events_between`) for the length of that read. Readers take
 //!    nothing before it.
 //! 3. `lessor`: lease state; written only while `apply` is held; read by lease queries.
-//! 4. the key index's writer lock (`index/mod.rs`), a leaf; index readers take none.
+//! 4. the key index's `working` lock (`index/mod.rs`), a leaf; index readers take none.
 //!
 //! Leaf locks, never held while taking another: `compactor` (the compactor handle,
 //! replaced by a restore), `members` (the applied member list), `restored` (the restore

@@ -19,14 +19,20 @@
 //! * the old `RwLock<BTreeMap>`: readers held the read side for a whole range walk (a
 //!   count of 1M keys: tens of ms), so a waiting writer and every reader queued behind it;
 //!   the compactor's chunks stalled readers too;
-//! * a concurrent skiplist with per-key `ArcSwap<KeyIndex>`: reads never wait either, but a
-//!   range walk chases one pointer (and a reference count) per key where the B+tree reads
-//!   arrays of 32, and it cannot count a subtree without visiting its keys;
+//! * a concurrent skiplist with per-key `ArcSwap<KeyIndex>` (not built, rejected on its
+//!   structure): reads never wait either, but a range walk chases one pointer (and a
+//!   reference count) per key where the B+tree reads arrays of 32, and it cannot count a
+//!   subtree without visiting its keys;
 //! * the copy-on-write tree costs the writer a path copy per changed key and publication
 //!   (≈ 5 nodes of 32 pointers at 1M keys; the reference counts touched are most of the
 //!   cost); in exchange every node carries counts (`cow.rs`), so a count of a 1M-key
 //!   prefix visits O(log n) nodes, and a limited page counts the rest of its span the
-//!   same way.
+//!   same way. Measured at 1M keys against the old map: a count of a 100k-key prefix
+//!   27.7 ms → 6 µs, a 500-key page with its total 29.8 ms → 44 µs, their p99 beside a
+//!   writer and a compactor 134 ms → 15 µs and 224 ms → 9 ms (the rest is the reader being
+//!   descheduled on two shared cores); gets alike; 2M puts 4.0 s → 3.4 s (copies once per
+//!   publication); a compaction of every key 0.66 s → 4.2 s (each changed key is copied),
+//!   which no reader waits for; 265 → 275 heap bytes per key.
 //!
 //! `arc-swap` is the one dependency taken for it: a well-kept crate giving an atomically
 //! replaceable `Arc` whose loads take no lock (std has none; crossbeam-epoch, already in the
@@ -68,8 +74,8 @@ use crate::key_index::{KeyAt, KeyIndex};
 use crate::revision::Revision;
 use cow::{Gather, Node, Tree};
 
-/// How many keys the compactor processes per hold of the writer lock (and per published
-/// version).
+/// How many keys the compactor prepares and then installs per hold of `working` (and per
+/// published version).
 pub const COMPACT_CHUNK: usize = 1000;
 
 /// The keys a request addresses, decoded once from etcd's `(key, range_end)` convention.
@@ -135,7 +141,7 @@ impl Default for TreeIndex {
     }
 }
 
-/// A key's history compacted outside the writer lock, to install if still current.
+/// A key's history compacted without holding `working`, to install if still current.
 struct Prepared {
     key: Arc<[u8]>,
     old: Arc<KeyIndex>,
@@ -144,7 +150,7 @@ struct Prepared {
     kept: Option<Revision>,
 }
 
-/// Changes made under one hold of the writer lock and published together (see
+/// Changes made under one hold of `working` and published together (see
 /// [`TreeIndex::batch`]).
 pub struct IndexBatch {
     tree: Tree,
@@ -282,13 +288,15 @@ impl TreeIndex {
     /// Compacts every key at `at`, a chunk of [`COMPACT_CHUNK`] keys at a time, dropping
     /// keys left with no history; returns the revisions the backend must keep.
     ///
-    /// Each chunk is prepared without the writer lock, from the published version: the
+    /// Each chunk is prepared without holding `working`, from the published version: the
     /// keys compaction changes are compacted into new histories. The lock is then held only
     /// to install them (and released fairly, so the apply thread waiting for it goes
     /// first). A key a writer changed meanwhile (it added revisions) is compacted again
     /// under the lock. Writers only add revisions above the committed revision, which is
     /// at or above `at`: that changes neither what compaction keeps of a key nor whether it
-    /// changes it, so the keys left alone and the revisions kept stand.
+    /// changes it, so the keys left alone and the revisions kept stand. (Every revision at
+    /// or below `at` is in the published version: the store publishes at commit, before it
+    /// schedules the compaction.)
     pub fn compact(&self, at: i64) -> HashSet<Revision> {
         let mut available = HashSet::new();
         let mut from: Vec<u8> = Vec::new();
