@@ -6,8 +6,10 @@
 //!   no value is read;
 //! * `limit` with results neither filtered nor re-sorted: the index gathers exactly `limit`
 //!   keys and counts the rest of the span for `count` (etcd's total, however many are
-//!   returned); `more` is `count > limit`. Otherwise every key is fetched, filtered, sorted
-//!   and then cut, as etcd does;
+//!   returned); `more` is `count > limit`. Otherwise etcd's rule holds exactly: with no
+//!   sort order, `limit + 1` keys in key order are fetched and only they are sorted (by a
+//!   non-key target) and cut; with an order or a filter every key is fetched, filtered,
+//!   sorted and then cut;
 //! * `keys_only` (unless sorting by value): values are skipped while decoding, not copied.
 //!
 //! A compaction above the read revision published while the read ran may have removed
@@ -131,9 +133,17 @@ impl ReadCtx<'_> {
         let order = SortOrder::try_from(r.sort_order).map_err(|_| Error::InvalidSortOption)?;
         let target = SortTarget::try_from(r.sort_target).map_err(|_| Error::InvalidSortOption)?;
         // the limit goes into the index when the index's key order is the answer's order
-        // and nothing is filtered out (module docs)
-        let pushed = r.limit > 0 && !filtered && !resorts(order, target);
-        let fetch_limit = if pushed { r.limit as usize } else { 0 };
+        // and nothing is filtered out (module docs). etcd's rule otherwise: a request with
+        // no sort order fetches `limit + 1` keys in key order and then sorts only those
+        // (by a non-key target, ascending); one with an order or a filter fetches all.
+        let in_key_order = !resorts(order, target);
+        let fetch_limit = match () {
+            _ if r.limit <= 0 || filtered => 0,
+            _ if in_key_order => r.limit as usize,
+            _ if order == SortOrder::None => r.limit as usize + 1,
+            _ => 0,
+        };
+        let pushed = in_key_order && fetch_limit > 0;
         let (hits, total) = self.index_range(&span, rev, fetch_limit);
         let heads_only = r.keys_only && target != SortTarget::Value;
         let mut kvs = Vec::with_capacity(hits.len());

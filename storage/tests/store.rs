@@ -162,6 +162,20 @@ fn limits_pushed_down_keep_etcd_answers() {
     let req = RangeRequest { key: "a".into(), range_end: "\0".into(), limit: 2, keys_only: true, ..Default::default() };
     let r = h.store.range(&req).unwrap();
     let first = &r.kvs[0];
+    // etcd's quirk kept: no sort order with a non-key target sorts only the first
+    // limit + 1 keys in key order ("e", written first, is not among them)
+    let mut q = Harness::new();
+    for k in ["e", "a", "b", "d"] {
+        q.put(k, "v");
+    }
+    let req = RangeRequest { key: "a".into(), range_end: "\0".into(), limit: 2, sort_target: 3, ..Default::default() };
+    let r = q.store.range(&req).unwrap();
+    let keys: Vec<&[u8]> = r.kvs.iter().map(|k| k.key.as_slice()).collect();
+    assert_eq!((keys, r.more, r.count), (vec![b"a".as_slice(), b"b"], true, 4));
+    // with an order, every key is sorted before the cut
+    let r = q.store.range(&RangeRequest { sort_order: 1, ..req }).unwrap();
+    let keys: Vec<&[u8]> = r.kvs.iter().map(|k| k.key.as_slice()).collect();
+    assert_eq!((keys, r.more, r.count), (vec![b"e".as_slice(), b"a"], true, 4));
     // a lease grant makes no revision: "a" was written at 2
     assert_eq!((first.value.len(), first.lease, first.version, first.create_revision), (0, lease, 1, 2));
     assert_eq!(first.mod_revision, 2);
