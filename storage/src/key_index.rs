@@ -182,10 +182,19 @@ impl KeyIndex {
     /// Drops history no read at a revision ≥ `at` can need and adds the revisions that
     /// must stay in the backend to `available` (see the module docs for the rules).
     pub fn compact(&mut self, at: i64, available: &mut HashSet<Revision>) {
-        if self.is_empty() {
-            return;
+        if let Some(kept) = self.compact_kept(at) {
+            available.insert(kept);
         }
-        let (mut gen_idx, rev_idx) = self.do_compact(at, available);
+    }
+
+    /// [`KeyIndex::compact`] for one key: returns the one revision of it the backend must
+    /// keep, if any.
+    pub fn compact_kept(&mut self, at: i64) -> Option<Revision> {
+        if self.is_empty() {
+            return None;
+        }
+        let (mut gen_idx, rev_idx) = self.locate(at);
+        let mut kept = rev_idx.map(|ri| self.generations[gen_idx].revs[ri]);
         let last = self.generations.len() - 1;
         let g = &mut self.generations[gen_idx];
         if !g.is_empty() {
@@ -194,12 +203,13 @@ impl KeyIndex {
             }
             // a generation reduced to its tombstone is gone entirely
             if g.revs.len() == 1 && gen_idx != last {
-                available.remove(&g.revs[0]);
+                kept = None;
                 gen_idx += 1;
             }
         }
         self.generations.drain(..gen_idx);
         self.check_invariants();
+        kept
     }
 
     /// Like [`KeyIndex::compact`] but changes nothing: only fills `available`.
@@ -216,9 +226,38 @@ impl KeyIndex {
         }
     }
 
+    /// True when [`KeyIndex::compact`] at `at` would change the key's history (the
+    /// compactor copies only the keys for which it does).
+    pub fn compaction_changes(&self, at: i64) -> bool {
+        if self.is_empty() {
+            return false;
+        }
+        // mirrors `compact`: generations dropped, revisions drained, or the generation
+        // reduced to its tombstone
+        let (gen_idx, rev_idx) = self.locate(at);
+        if gen_idx > 0 {
+            return true;
+        }
+        let g = &self.generations[0];
+        if g.is_empty() {
+            return false;
+        }
+        let remaining = g.revs.len() - rev_idx.unwrap_or(0);
+        rev_idx.is_some_and(|ri| ri > 0) || (remaining == 1 && self.generations.len() > 1)
+    }
+
     /// Finds the first generation that can still be read at `at` and, within it, the index
     /// of the newest revision ≤ `at` (recorded in `available`).
     fn do_compact(&self, at: i64, available: &mut HashSet<Revision>) -> (usize, Option<usize>) {
+        let (gen_idx, rev_idx) = self.locate(at);
+        if let Some(ri) = rev_idx {
+            available.insert(self.generations[gen_idx].revs[ri]);
+        }
+        (gen_idx, rev_idx)
+    }
+
+    /// [`KeyIndex::do_compact`] without recording anything.
+    fn locate(&self, at: i64) -> (usize, Option<usize>) {
         let mut gen_idx = 0;
         while gen_idx < self.generations.len() - 1 {
             let g = &self.generations[gen_idx];
@@ -229,14 +268,7 @@ impl KeyIndex {
             gen_idx += 1;
         }
         let g = &self.generations[gen_idx];
-        let mut rev_idx = None;
-        for (i, r) in g.revs.iter().enumerate().rev() {
-            if r.main <= at {
-                available.insert(*r);
-                rev_idx = Some(i);
-                break;
-            }
-        }
+        let rev_idx = g.revs.iter().rposition(|r| r.main <= at);
         (gen_idx, rev_idx)
     }
 
@@ -339,6 +371,23 @@ mod tests {
             let mut avail = HashSet::new();
             c.compact(at, &mut avail);
             assert_eq!(keep, avail, "at {at}");
+        }
+    }
+
+    #[test]
+    fn compaction_changes_iff_compact_changes() {
+        let mut live = KeyIndex::default();
+        for m in [2, 4, 6] {
+            live.put(r(m)).unwrap();
+        }
+        let mut lone = KeyIndex::default();
+        lone.put(r(3)).unwrap();
+        for ki in [example(), live, lone] {
+            for at in 0..8 {
+                let mut c = ki.clone();
+                c.compact(at, &mut HashSet::new());
+                assert_eq!(ki.compaction_changes(at), c != ki, "at {at}: {ki:?}");
+            }
         }
     }
 

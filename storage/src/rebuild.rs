@@ -9,17 +9,22 @@
 //! the current revision (the greater of the stored one and the newest key revision), the
 //! leases and which keys each holds (a key's lease is the one of its newest value; a
 //! tombstone detaches it), and the Meta values (see `store.rs` for the Meta keys).
+//!
+//! Start-up time is mostly this function at millions of keys: the key bucket is scanned
+//! and decoded (values skipped, not copied) on a second thread while the caller's thread
+//! builds the index in one batch, one tree descent per entry.
 
 use std::collections::HashMap;
+use std::sync::mpsc;
 
 use cairn_proto::cairnpb::LeaseRecord;
-use cairn_proto::mvccpb::KeyValue;
 use prost::Message;
 
 use crate::backend::{Backend, Bucket, ScanFn};
 use crate::error::{Error, Result};
 use crate::index::TreeIndex;
 use crate::lease::LeaseTable;
+use crate::range::KeyValueHead;
 use crate::revision::Revision;
 use crate::store::{META_APPLIED_INDEX, META_COMPACT_FINISHED, META_COMPACT_SCHEDULED, META_CURRENT_REV, META_MEMBERS};
 
@@ -60,6 +65,37 @@ pub(crate) struct Rebuilt {
     pub members: Option<Vec<u8>>,
 }
 
+/// Key-bucket entries handed from the scanner to the index builder per message.
+const SCAN_BATCH: usize = 4096;
+
+/// One decoded key-bucket entry.
+struct Scanned {
+    rev: Revision,
+    tombstone: bool,
+    /// The stored value without its value bytes (skipped, not copied).
+    head: KeyValueHead,
+}
+
+/// Scans and decodes the key bucket in revision order into `tx`; stops early, without
+/// error, once the receiver is gone.
+fn scan_key_bucket(c: &(dyn Contents + Sync), tx: &mpsc::SyncSender<Vec<Scanned>>) -> Result<()> {
+    let mut batch = Vec::with_capacity(SCAN_BATCH);
+    let mut open = true;
+    c.scan_all(Bucket::Key, &mut |k, v| {
+        let (rev, tombstone) = Revision::from_bytes(k)?;
+        let head = KeyValueHead::decode(v).map_err(|e| Error::corrupt("key bucket value", e))?;
+        batch.push(Scanned { rev, tombstone, head });
+        if batch.len() == SCAN_BATCH {
+            open = tx.send(std::mem::replace(&mut batch, Vec::with_capacity(SCAN_BATCH))).is_ok();
+        }
+        Ok(open)
+    })?;
+    if open && !batch.is_empty() {
+        let _receiver_gone_too = tx.send(batch);
+    }
+    Ok(())
+}
+
 /// Decodes an 8-byte big-endian Meta value.
 pub(crate) fn meta_i64(c: &dyn Contents, key: &[u8]) -> Result<Option<i64>> {
     match c.get(Bucket::Meta, key)? {
@@ -77,7 +113,7 @@ pub(crate) fn meta_i64(c: &dyn Contents, key: &[u8]) -> Result<Option<i64>> {
 /// Rebuilds the in-memory state from `c` (see the module docs). Never panics on bad
 /// contents: anything that does not decode or breaks an index invariant is
 /// [`Error::Corrupt`].
-pub(crate) fn rebuild(c: &dyn Contents, min_lease_ttl: i64) -> Result<Rebuilt> {
+pub(crate) fn rebuild(c: &(dyn Contents + Sync), min_lease_ttl: i64) -> Result<Rebuilt> {
     let applied_index = meta_i64(c, META_APPLIED_INDEX)?.unwrap_or(0);
     if applied_index < 0 {
         return Err(Error::corrupt("meta", format!("applied_index {applied_index}")));
@@ -89,29 +125,40 @@ pub(crate) fn rebuild(c: &dyn Contents, min_lease_ttl: i64) -> Result<Rebuilt> {
     let compact_finished = meta_i64(c, META_COMPACT_FINISHED)?.unwrap_or(-1);
     let members = c.get(Bucket::Meta, META_MEMBERS)?;
 
+    // Two threads: this one builds the index (one batch: the new index is private until
+    // returned, so nodes are built in place) while a scoped one scans and decodes the key
+    // bucket, handing over entries in revision order, `SCAN_BATCH` at a time.
     let index = TreeIndex::new();
     let mut key_lease: HashMap<Vec<u8>, i64> = HashMap::new();
-    c.scan_all(Bucket::Key, &mut |k, v| {
-        let (rev, tombstone) = Revision::from_bytes(k)?;
-        let kv = KeyValue::decode(v).map_err(|e| Error::corrupt("key bucket value", e))?;
-        current_rev = current_rev.max(rev.main);
-        if tombstone {
-            index.tombstone(&kv.key, rev)?;
-            key_lease.remove(&kv.key);
-            return Ok(true);
-        }
-        if index.contains(&kv.key) {
-            index.put(&kv.key, rev)?;
-        } else {
-            index.restore(&kv.key, Revision::new(kv.create_revision, 0), rev, kv.version)?;
-        }
-        if kv.lease != 0 {
-            key_lease.insert(kv.key, kv.lease);
-        } else {
-            key_lease.remove(&kv.key);
-        }
-        Ok(true)
-    })?;
+    let (tx, rx) = mpsc::sync_channel::<Vec<Scanned>>(4);
+    let (scanned, built) = std::thread::scope(|scope| {
+        let scanner = scope.spawn(move || scan_key_bucket(c, &tx));
+        let built = index.batch(|b| {
+            // ends when the scanner is done (or failed: its error is reported below)
+            for batch in rx {
+                for e in batch {
+                    current_rev = current_rev.max(e.rev.main);
+                    let kv = e.head;
+                    if e.tombstone {
+                        b.tombstone(&kv.key, e.rev)?;
+                        key_lease.remove(&kv.key);
+                        continue;
+                    }
+                    b.put_or_restore(&kv.key, e.rev, Revision::new(kv.create_revision, 0), kv.version)?;
+                    if kv.lease != 0 {
+                        key_lease.insert(kv.key, kv.lease);
+                    } else {
+                        key_lease.remove(&kv.key);
+                    }
+                }
+            }
+            Ok(())
+        });
+        // a failed build drops the receiver, which stops the scanner at its next send
+        (scanner.join().unwrap_or_else(|_| Err(Error::corrupt("rebuild", "scanner thread panicked"))), built)
+    });
+    scanned?;
+    built?;
 
     let mut lessor = LeaseTable::new(min_lease_ttl);
     c.scan_all(Bucket::Lease, &mut |_, v| {

@@ -19,7 +19,7 @@
 //!    backend (`range`, `events_between`) for the length of that read. Readers take
 //!    nothing before it.
 //! 3. `lessor`: lease state; written only while `apply` is held; read by lease queries.
-//! 4. the key index's tree lock (`index.rs`), a leaf.
+//! 4. the key index's `working` lock (`index/mod.rs`), a leaf; index readers take none.
 //!
 //! Leaf locks, never held while taking another: `compactor` (the compactor handle,
 //! replaced by a restore), `members` (the applied member list), `restored` (the restore
@@ -267,6 +267,8 @@ impl Store {
     }
 
     fn publish_locked(&self, st: &mut ApplyState) -> Vec<(i64, Vec<Change>)> {
+        // the index first: a reader that sees the new revision finds its keys
+        self.index.publish();
         self.compact_rev.store(st.compact_rev, Ordering::Release);
         self.committed_rev.store(st.current_rev, Ordering::Release);
         self.applied_index.store(st.applied_index, Ordering::Release);

@@ -3,8 +3,9 @@
 //! (etcd: `storeTxnWrite` in `kvstore_txn.go`.)
 //!
 //! The key index is updated as changes are made, so later reads of the same transaction
-//! see them (at `rev()`); concurrent readers do not, because they read at the committed
-//! revision, which is older. Values are staged in `pending` and in the store's staged
+//! see them (at `rev()`, in the index's working version: `*_latest`); concurrent readers
+//! do not, because they read the published version at the committed revision, which is
+//! older. Values are staged in `pending` and in the store's staged
 //! batch, which reaches the backend in one atomic write per group of applies (`flush`).
 
 use std::collections::HashMap;
@@ -84,7 +85,7 @@ impl<'s> WriteTxn<'s> {
     /// Writes `key`; returns the transaction's revision.
     pub(crate) fn put(&mut self, key: &[u8], value: Vec<u8>, lease: i64) -> Result<i64> {
         let rev = self.begin_rev + 1;
-        let (created, ver) = match self.store.index.get(key, rev) {
+        let (created, ver) = match self.store.index.get_latest(key, rev) {
             Some(at) => (at.created.main, at.version),
             None => (rev, 0),
         };
@@ -108,7 +109,7 @@ impl<'s> WriteTxn<'s> {
     /// Deletes every live key of the span; returns how many.
     pub(crate) fn delete_range(&mut self, key: &[u8], range_end: &[u8]) -> Result<i64> {
         let at = self.rev();
-        let (hits, _) = self.store.index.range(&KeySpan::new(key, range_end), at, 0);
+        let (hits, _) = self.store.index.range_latest(&KeySpan::new(key, range_end), at, 0);
         for h in &hits {
             self.delete(&h.key)?;
         }
