@@ -31,5 +31,6 @@ if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then
 fi
 
 # Release: the storage tests are heavy.
-# raft-node's Raft driver (not yet serving) is behind a feature that needs protoc.
+# raft-node's Raft driver is behind a feature (its build needs protoc); the server enables
+# it, and this turns it on for raft-node's own tests too.
 exec cargo test --workspace --release --features cairn-raft-node/raft "$@"
