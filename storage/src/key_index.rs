@@ -35,6 +35,7 @@
 use std::collections::HashSet;
 
 use crate::error::{Error, Result};
+use crate::rev_list::RevList;
 use crate::revision::Revision;
 
 /// One life of a key: from its creation to its deletion.
@@ -45,7 +46,7 @@ pub(crate) struct Generation {
     /// The revision that created the key in this generation.
     pub(crate) created: Revision,
     /// All revisions of the key in this generation, increasing.
-    pub(crate) revs: Vec<Revision>,
+    pub(crate) revs: RevList,
 }
 
 impl Generation {
@@ -199,7 +200,7 @@ impl KeyIndex {
         let g = &mut self.generations[gen_idx];
         if !g.is_empty() {
             if let Some(ri) = rev_idx {
-                g.revs.drain(..ri);
+                g.revs.drain_front(ri);
             }
             // a generation reduced to its tombstone is gone entirely
             if g.revs.len() == 1 && gen_idx != last {
@@ -268,7 +269,7 @@ impl KeyIndex {
             gen_idx += 1;
         }
         let g = &self.generations[gen_idx];
-        let rev_idx = g.revs.iter().rposition(|r| r.main <= at);
+        let rev_idx = g.revs.rposition(|r| r.main <= at);
         (gen_idx, rev_idx)
     }
 
@@ -281,7 +282,7 @@ impl KeyIndex {
         let last = self.generations.len().saturating_sub(1);
         for (i, g) in self.generations.iter().enumerate() {
             assert!(i == last || !g.is_empty(), "key index: empty generation {i} before the last");
-            for r in &g.revs {
+            for r in g.revs.iter() {
                 if let Some(p) = prev {
                     assert!(*r > p, "key index: revisions not increasing: {p} then {r}");
                 }

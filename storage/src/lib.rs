@@ -28,6 +28,7 @@ pub mod pagestore;
 mod range;
 mod rebuild;
 mod restore;
+mod rev_list;
 pub mod revision;
 pub mod sled_backend;
 pub mod snapshot;
