@@ -5,29 +5,15 @@
 //! Run: `cargo bench -p cairn-bench --bench index_memory` (`CAIRN_BENCH_KEYS=1000000` for
 //! 1M keys; default 100k). Only the index's own structures are counted, not the backend.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use cairn_storage::index::TreeIndex;
 use cairn_storage::Revision;
 
-/// Counts live heap bytes.
-struct Counting;
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        LIVE.fetch_add(l.size(), Ordering::Relaxed);
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        LIVE.fetch_sub(l.size(), Ordering::Relaxed);
-        unsafe { System.dealloc(p, l) }
-    }
-}
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
 
 #[global_allocator]
-static ALLOC: Counting = Counting;
+static ALLOC: counting_alloc::Counting = counting_alloc::Counting;
 
 fn key(i: u64) -> Vec<u8> {
     format!("/registry/pods/ns{:02}/pod{:08}", i % 10, i).into_bytes()
@@ -36,7 +22,7 @@ fn key(i: u64) -> Vec<u8> {
 fn main() {
     let n: u64 = std::env::var("CAIRN_BENCH_KEYS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
     for writes in [1u64, 2] {
-        let before = LIVE.load(Ordering::Relaxed);
+        let before = counting_alloc::live();
         let ix = TreeIndex::new();
         let mut rev = 1;
         for _ in 0..writes {
@@ -45,7 +31,7 @@ fn main() {
                 ix.put(&key(i), Revision::new(rev, 0)).expect("put");
             }
         }
-        let bytes = LIVE.load(Ordering::Relaxed) - before;
+        let bytes = counting_alloc::live() - before;
         println!("index_memory/{n}: keys written {writes}× ({}-byte keys): {} bytes/key", key(0).len(), bytes as u64 / n);
         drop(ix);
     }

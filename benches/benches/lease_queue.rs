@@ -4,30 +4,16 @@
 //!
 //! Run: `cargo bench -p cairn-bench --bench lease_queue`
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use cairn_storage::lease_queue::LeaseQueue;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 
-/// Counts live heap bytes so the bench can report bytes per lease.
-struct Counting;
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        LIVE.fetch_add(l.size(), Ordering::Relaxed);
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        LIVE.fetch_sub(l.size(), Ordering::Relaxed);
-        unsafe { System.dealloc(p, l) }
-    }
-}
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
 
 #[global_allocator]
-static ALLOC: Counting = Counting;
+static ALLOC: counting_alloc::Counting = counting_alloc::Counting;
 
 const SIZES: [u64; 4] = [1_000, 10_000, 100_000, 1_000_000];
 
@@ -42,9 +28,9 @@ fn filled(n: u64) -> LeaseQueue {
 
 fn bench(c: &mut Criterion) {
     for &n in &SIZES {
-        let before = LIVE.load(Ordering::Relaxed);
+        let before = counting_alloc::live();
         let q = filled(n);
-        let bytes = LIVE.load(Ordering::Relaxed) - before;
+        let bytes = counting_alloc::live() - before;
         println!("lease_queue: n={n} live bytes={bytes} bytes/lease={:.1}", bytes as f64 / n as f64);
         drop(q);
     }
