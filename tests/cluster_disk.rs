@@ -61,7 +61,7 @@ const FAULTY: usize = 2;
 const HEALTHY: [usize; 2] = [0, 1];
 const PREFIX: &str = "/disk/";
 /// What cairn logs when its write path halts on an I/O error.
-const CAIRN_HALTED: &str = "raft node failed; this member stops applying";
+const CAIRN_HALTED: &str = "this member stops applying";
 
 /// A tmpfs the test mounted; unmounted on drop (also when the test panics). Declare it
 /// before the cluster using it, so that the members are killed first.

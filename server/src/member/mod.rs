@@ -275,7 +275,8 @@ impl Member {
         };
         let handle = node.handle();
         let failed: Arc<OnceLock<Arc<str>>> = Arc::new(OnceLock::new());
-        let failed_in_thread = failed.clone();
+        let halt = Halt { failed: failed.clone(), stop: stop_tx.clone() };
+        let halt_in_thread = halt.clone();
         let node_thread = std::thread::Builder::new()
             .name("cairn-raft".into())
             .spawn(move || {
@@ -290,9 +291,7 @@ impl Member {
                     Ok(_) => info!("raft node stopped"),
                     Err(e) => {
                         error!(error = %e, "raft node failed; this member stops applying");
-                        let reason: Arc<str> = Arc::from(format!("raft node failed: {e}"));
-                        let _ = failed_in_thread.set(reason.clone());
-                        stop_tx.send_if_modified(|s| s.is_none() && s.replace(MemberStop::Failed(reason)).is_none());
+                        halt_in_thread.halt(format!("raft node failed: {e}"));
                     }
                 }
             })
@@ -339,7 +338,7 @@ impl Member {
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(follow_leadership(handle.clone(), me, lessor.clone(), membership.raft_term.clone(), stopped.clone())));
         tasks.push(tokio::spawn(lessor.clone().run(stopped.clone())));
-        tasks.push(tokio::spawn(sync_backend_behind(store.clone(), stopped.clone())));
+        tasks.push(tokio::spawn(sync_backend_behind(store.clone(), halt, stopped.clone())));
         tasks.push(tokio::spawn(publish_attributes(
             proposer.clone(),
             members.clone(),
@@ -420,8 +419,9 @@ const BACKEND_SYNC_INTERVAL: Duration = Duration::from_millis(100);
 /// Status and `/metrics` report, and the memory dirty pages hold) follow the log closely.
 /// Runs on a blocking thread, never on the Raft thread; durability of acknowledged writes
 /// does not depend on it (the Raft log holds them). A failure is sticky in the store, and
-/// the next apply stops the node.
-async fn sync_backend_behind(store: Arc<Store>, mut stop: watch::Receiver<bool>) {
+/// the member halts at once (a follower may receive no entry to apply for a long time, and
+/// must not keep reporting itself healthy).
+async fn sync_backend_behind(store: Arc<Store>, halt: Halt, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(BACKEND_SYNC_INTERVAL) => {}
@@ -434,14 +434,32 @@ async fn sync_backend_behind(store: Arc<Store>, mut stop: watch::Receiver<bool>)
         match tokio::task::spawn_blocking(move || s.sync_backend()).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
-                error!(error = %e, "syncing the store's backend failed; the member stops");
+                error!(error = %e, "syncing the store's backend failed; this member stops applying");
+                halt.halt(format!("syncing the store's backend failed: {e}"));
                 return;
             }
             Err(e) => {
-                error!(error = %e, "the backend sync task failed");
+                error!(error = %e, "the backend sync task failed; this member stops applying");
+                halt.halt(format!("the backend sync task failed: {e}"));
                 return;
             }
         }
+    }
+}
+
+/// Stops a member whose node or store failed: `/health` and `/metrics` report why, and the
+/// server stops (as etcd's does when its backend commit fails). The first reason wins.
+#[derive(Clone)]
+struct Halt {
+    failed: Arc<OnceLock<Arc<str>>>,
+    stop: Arc<watch::Sender<Option<MemberStop>>>,
+}
+
+impl Halt {
+    fn halt(&self, reason: String) {
+        let reason: Arc<str> = Arc::from(reason);
+        let _ = self.failed.set(reason.clone());
+        self.stop.send_if_modified(|s| s.is_none() && s.replace(MemberStop::Failed(reason)).is_none());
     }
 }
 
