@@ -104,6 +104,14 @@ pub enum ConfigError {
     /// Only one of `--cert-file` / `--key-file`.
     #[error("--cert-file and --key-file must be given together")]
     CertKeyPair,
+    /// An etcd flag set to something cairn cannot honour (see `startup/etcd_only_flags.rs`).
+    #[error("{flag}: {why}")]
+    Refused {
+        /// The flag.
+        flag: &'static str,
+        /// Why it cannot be honoured.
+        why: &'static str,
+    },
     /// `--client-cert-auth` without a CA to verify against.
     #[error("--client-cert-auth needs --trusted-ca-file")]
     ClientCertAuthWithoutCa,

@@ -12,6 +12,7 @@
 //!   learns new peer addresses there; the server notices its own removal).
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use cairn_proto::cairnpb::internal_request::Request;
 use cairn_proto::cairnpb::{ConfChangeContext, InternalRequest, MemberTable};
@@ -20,6 +21,7 @@ use cairn_raft_node::{AppliedConfChange, SnapshotSource, StateMachine, StateMach
 use cairn_storage::watch::WatchHub;
 use cairn_storage::{ApplyResponse, Error as StorageError, Store};
 use prost::Message;
+use tracing::warn;
 
 use crate::member::table::Members;
 
@@ -39,18 +41,42 @@ pub struct RaftMachine {
     members: Arc<Members>,
     on_members: MembersHook,
     on_grant: GrantHook,
+    /// Applying one entry for longer logs a warning (`--experimental-warning-apply-duration`).
+    warn_apply: Duration,
 }
 
 impl RaftMachine {
     /// The machine over `store` and its `hub`, keeping `members`.
     pub fn new(store: Arc<Store>, hub: WatchHub, members: Arc<Members>, on_members: MembersHook, on_grant: GrantHook) -> RaftMachine {
-        RaftMachine { store, hub, members, on_members, on_grant }
+        RaftMachine { store, hub, members, on_members, on_grant, warn_apply: Duration::from_millis(100) }
+    }
+
+    /// Warns about entries whose apply takes longer than `d`.
+    pub fn warn_apply_after(mut self, d: Duration) -> Self {
+        self.warn_apply = d;
+        self
     }
 
     fn save_members(&mut self, index: u64, table: &MemberTable) -> Result<(), StateMachineError> {
         self.store.apply_members(index, &table.encode_to_vec()).map_err(StateMachineError::new)?;
         (self.on_members)(table);
         Ok(())
+    }
+}
+
+/// The kind of a command, for the slow-apply warning (never its keys or values).
+fn request_kind(req: &InternalRequest) -> &'static str {
+    match &req.request {
+        Some(Request::Put(_)) => "put",
+        Some(Request::DeleteRange(_)) => "delete_range",
+        Some(Request::Txn(_)) => "txn",
+        Some(Request::Compaction(_)) => "compaction",
+        Some(Request::LeaseGrant(_)) => "lease_grant",
+        Some(Request::LeaseRevoke(_)) => "lease_revoke",
+        Some(Request::LeaseCheckpoint(_)) => "lease_checkpoint",
+        Some(Request::LeaseExpire(_)) => "lease_expire",
+        Some(Request::MemberAttr(_)) => "member_attr",
+        None => "empty",
     }
 }
 
@@ -78,7 +104,20 @@ impl StateMachine for RaftMachine {
             }
             return Ok(Ok(ApplyResponse::Skipped));
         }
-        match self.store.apply(index, req) {
+        let started = Instant::now();
+        let applied = self.store.apply(index, req);
+        let took = started.elapsed();
+        if took > self.warn_apply {
+            // etcd's wording and fields, so that log searches and alerts carry over
+            warn!(
+                took = ?took,
+                expected_duration = ?self.warn_apply,
+                index,
+                request = request_kind(req),
+                "apply request took too long"
+            );
+        }
+        match applied {
             Ok(ApplyResponse::LeaseGrant(g)) => {
                 (self.on_grant)(g.id, g.ttl);
                 Ok(Ok(ApplyResponse::LeaseGrant(g)))
