@@ -192,10 +192,14 @@ fn read_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, 
     let crls = rustls_pemfile::crls(&mut pem.as_slice())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|source| TlsError::Read { path: path.to_owned(), source })?;
-    if crls.is_empty() {
-        return Err(TlsError::Pem { path: path.to_owned(), what: "no PEM certificate revocation list found" });
+    if !crls.is_empty() {
+        return Ok(crls);
     }
-    Ok(crls)
+    // a DER file (etcd, through Go's x509.ParseCRL, takes both forms): one ASN.1 SEQUENCE
+    if pem.first() == Some(&0x30) {
+        return Ok(vec![CertificateRevocationListDer::from(pem)]);
+    }
+    Err(TlsError::Pem { path: path.to_owned(), what: "no certificate revocation list (PEM or DER) found" })
 }
 
 fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {

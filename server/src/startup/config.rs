@@ -34,7 +34,10 @@ pub const IGNORED_MARK: &str = "(accepted, ignored)";
 #[command(
     name = "cairn",
     about = "cairn: an etcd-compatible key-value store",
-    disable_version_flag = true
+    disable_version_flag = true,
+    // Go's flag package lets a flag repeat, the last value winning (etcd's e2e harness
+    // passes `--client-cert-auth` twice)
+    args_override_self = true
 )]
 pub struct Config {
     /// Print the version and exit. (Not read from ETCD_VERSION, as in etcd.)

@@ -304,3 +304,11 @@ fn config_file_is_the_whole_configuration() {
     assert!(parse(&[&file]).is_err());
     assert!(parse(&["--config-file", "/nonexistent/etcd.yaml"]).is_err());
 }
+
+#[test]
+fn a_repeated_flag_takes_its_last_value_as_in_go() {
+    let _env = ENV_LOCK.lock();
+    let c = parse(&["--client-cert-auth", "--name=a", "--client-cert-auth", "--name=b"]).unwrap();
+    assert!(c.client_cert_auth);
+    assert_eq!(c.name, "b");
+}
