@@ -7,6 +7,7 @@
 //! * [`Store`]: open/rebuild, the read path, and the deterministic state machine
 //!   (`apply` in `apply.rs`, Put/DeleteRange/Txn in `txn.rs`); Raft snapshots and their
 //!   restore in `restore.rs`, over the rebuild of in-memory state in `rebuild.rs`;
+//! * [`bbolt`]: etcd's file format, read and written whole (for import and export);
 //! * [`validate`]: etcd's request checks done before proposing;
 //! * [`watch`]: the watch multiplexer ([`watch::WatchHub`]), reading history back through
 //!   [`Store::events_between`] (`history.rs`).
@@ -14,6 +15,7 @@
 
 mod apply;
 pub mod backend;
+pub mod bbolt;
 mod compactor;
 pub mod crc32;
 mod error;
