@@ -36,9 +36,19 @@
 //!   one, and an import keeps etcd's `members`, `cluster`, `alarm` and `auth*` buckets
 //!   verbatim in [`Imported::other_buckets`] for the caller.
 
+//! # Cost, measured
+//! `etcd_db_cost_at_a_million_revisions` (ignored; `cargo test --release -p cairn-storage
+//! --lib etcd_db_cost -- --ignored --nocapture`): 2^20 revisions of 200-byte values under
+//! Kubernetes-like keys, a 275 MB cairn stream, become a 294 MB etcd file in 5.1 s
+//! (export, SHA-256 included) and are imported back in 3.0 s (2-core VM shared with
+//! other builds). Both work on whole files in memory: an export holds the stream, its
+//! entries and the file at once (about 3× the data), an import the file and the stream.
+
 mod export;
 mod hash;
 mod import;
+#[cfg(test)]
+mod tests;
 
 pub use export::{export_db, export_snapshot};
 pub use hash::{append_sha256, split_sha256};
