@@ -7,6 +7,20 @@
 //! * `export.rs`: cairn stream → etcd file;
 //! * `hash.rs`: the SHA-256 trailer of snapshot files.
 //!
+//! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let (path, store) = ("snapshot.db", cairn_storage::Store::open(cairn_storage::StoreConfig::new("d"))?);
+//! use cairn_storage::etcd_db;
+//! // in: a file `etcdctl snapshot save` wrote (or etcd's member/snap/db, with import_db)
+//! let imported = etcd_db::import_snapshot(&std::fs::read(path)?)?;
+//! store.restore(imported.consistent_index, &imported.snapshot)?;
+//! // out: a file `etcdctl snapshot status` and `etcdctl snapshot restore` accept
+//! let (_, stream) = store.snapshot_bytes()?;
+//! std::fs::write(path, etcd_db::export_snapshot(&stream)?)?;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # etcd's buckets (3.4 and 3.5), as read and written here
 //! ```text
 //! key              17-byte revision: main u64 BE, b'_', sub u64 BE (+ b't' for a
