@@ -22,7 +22,7 @@ pub const MAX_KEY_SIZE: usize = 32768;
 /// bbolt's largest value (`MaxValueSize`).
 pub const MAX_VALUE_SIZE: usize = (1 << 31) - 2;
 
-/// Fewest elements in a node unless the level has fewer.
+/// Fewest elements in a branch node unless the level has fewer.
 const MIN_KEYS_PER_PAGE: usize = 2;
 
 /// One element to encode: a leaf's (flags, key, value) or a branch's (key, child).
@@ -88,16 +88,19 @@ impl Builder {
         id
     }
 
-    /// Writes `elems` as a level of nodes of at most a page each, but never fewer than
-    /// two elements (bbolt's `minKeysPerPage`, which also makes every branch level
-    /// smaller than the one below); a bigger node gets overflow pages. Returns each
+    /// Writes `elems` as a level of nodes of at most a page each; a bigger node gets
+    /// overflow pages. A branch node takes at least two elements (bbolt's
+    /// `minKeysPerPage`), so every branch level is smaller than the one below even when
+    /// keys are longer than a page; a leaf over a page holds one element, so a node's
+    /// offsets stay within u32 (one value is at most [`MAX_VALUE_SIZE`]). Returns each
     /// node's first key and page.
     fn write_level<'k>(&mut self, flags: u16, elems: &[Elem<'k>]) -> Vec<(&'k [u8], u64)> {
+        let min_keys = if flags == BRANCH_PAGE { MIN_KEYS_PER_PAGE } else { 1 };
         let mut out = Vec::new();
         let mut start = 0;
         let mut size = PAGE_HEADER_SIZE;
         for (i, e) in elems.iter().enumerate() {
-            if i >= start + MIN_KEYS_PER_PAGE && size + e.size() > self.page_size {
+            if i >= start + min_keys && size + e.size() > self.page_size {
                 out.push((elems[start].key, self.write_node(flags, &elems[start..i])));
                 start = i;
                 size = PAGE_HEADER_SIZE;
