@@ -179,7 +179,7 @@ async fn etcd_snapshot_imports_into_a_cairn_store() {
     let status = snapshot_status(&file);
     let (hash, revision, total) = status_of(&saved[..saved.len() - 32]);
     assert_eq!((status["hash"].as_u64(), status["revision"].as_i64(), status["totalKey"].as_u64()), (Some(u64::from(hash)), Some(revision), Some(total)));
-    let imported = etcd_db::import_snapshot(&saved).expect("import");
+    let imported = etcd_db::import_snapshot(saved).expect("import");
     assert!(imported.had_hash, "etcdctl snapshot save keeps etcd's SHA-256 trailer");
     assert_eq!((imported.revision, imported.compact_revision, imported.leases), (want.revision, COMPACT_AT, 3));
     assert!(imported.other_buckets.contains_key(&b"members"[..]));
@@ -303,7 +303,7 @@ async fn restore_and_compare(file: &Path, dir: &Path, want: &Observed) {
     assert_eq!(after.header.unwrap().revision, want.revision + 1);
     let back = dir.join("back.snapshot");
     etcd.ctl_ok(&["snapshot", "save", back.to_str().unwrap()]);
-    let imported = etcd_db::import_snapshot(&std::fs::read(&back).unwrap()).expect("import");
+    let imported = etcd_db::import_snapshot(std::fs::read(&back).unwrap()).expect("import");
     let store = Store::open(StoreConfig::new(dir.join("store-back"))).unwrap();
     store.restore(imported.consistent_index, &imported.snapshot).expect("restore");
     let mut round_trip = observe_store(&store);

@@ -51,9 +51,11 @@ pub struct Imported {
 
 /// Imports a snapshot file's bytes (a db with or without etcd's SHA-256 trailer, which
 /// is verified when present).
-pub fn import_snapshot(file: &[u8]) -> Result<Imported, EtcdDbError> {
-    let (db, had_hash) = split_sha256(file)?;
-    let mut imported = import_db(db.to_vec())?;
+pub fn import_snapshot(mut file: Vec<u8>) -> Result<Imported, EtcdDbError> {
+    let (db, had_hash) = split_sha256(&file)?;
+    let db_len = db.len();
+    file.truncate(db_len);
+    let mut imported = import_db(file)?;
     imported.had_hash = had_hash;
     Ok(imported)
 }
