@@ -53,9 +53,9 @@
 //! # Cost, measured
 //! `etcd_db_cost_at_a_million_revisions` (ignored; `cargo test --release -p cairn-storage
 //! --lib etcd_db_cost -- --ignored --nocapture`): 2^20 revisions of 200-byte values under
-//! Kubernetes-like keys, a 275 MB cairn stream, become a 294 MB etcd file in 2.8 s
-//! (export, SHA-256 included) and are imported back in 1.3 s (2-core VM shared with
-//! other builds, which made a busier run take 5.1 s and 3.0 s). Both work on whole files in memory: an export holds the stream, its
+//! Kubernetes-like keys, a 275 MB cairn stream, become a 294 MB etcd file in 2.8–3.8 s
+//! (export, SHA-256 included) and are imported back in 1.3–2.0 s (two runs on a 2-core
+//! VM shared with other builds). Both work on whole files in memory: an export holds the stream, its
 //! entries and the file at once (about 3× the data), an import the file and the stream.
 
 mod export;
