@@ -277,9 +277,10 @@ async fn cairn_store_exports_to_etcd() {
     restore_and_compare(&file, dir.path(), &want).await;
 }
 
-/// `etcdctl snapshot restore`s `file` into a folder under `dir`, starts etcd on it and
-/// compares its answers with `want`.
-async fn restore_and_compare(file: &Path, dir: &Path, want: &Observed) {
+/// `etcdctl snapshot restore`s `file` into a new one-member cluster's data folder under
+/// `dir` and starts etcd on it (the member's recorded peer URL is not the one the
+/// server then listens on: a one-member cluster does not dial it).
+fn restore_and_start_etcd(file: &Path, dir: &Path) -> Server {
     let data = dir.join("etcd-data");
     let peer = format!("http://{}", common::free_addr());
     etcdctl_ok(&[
@@ -292,7 +293,13 @@ async fn restore_and_compare(file: &Path, dir: &Path, want: &Observed) {
         &format!("--initial-advertise-peer-urls={peer}"),
         "--initial-cluster-token=cairn-test",
     ]);
-    let mut etcd = Server::start_with(Kind::Etcd, Options { data_dir: Some(data), ..Default::default() });
+    Server::start_with(Kind::Etcd, Options { data_dir: Some(data), ..Default::default() })
+}
+
+/// Restores `file` into real etcd ([`restore_and_start_etcd`]) and compares its answers
+/// with `want`.
+async fn restore_and_compare(file: &Path, dir: &Path, want: &Observed) {
+    let mut etcd = restore_and_start_etcd(file, dir);
     assert_same(&observe(etcd.endpoint()).await, want);
 
     // etcd writes on the file it was given (bbolt allocates, frees and commits on it),
@@ -342,18 +349,7 @@ async fn large_export_passes_etcd_checks() {
     // the key entries and the meta's consistent_index
     assert_eq!((status["totalKey"].as_u64(), total), (Some(N as u64 + 1), N as u64 + 1), "{status}");
 
-    let data = dir.path().join("etcd-data");
-    let peer = format!("http://{}", common::free_addr());
-    etcdctl_ok(&[
-        "snapshot",
-        "restore",
-        file.to_str().unwrap(),
-        &format!("--data-dir={}", data.display()),
-        "--name=default",
-        &format!("--initial-cluster=default={peer}"),
-        &format!("--initial-advertise-peer-urls={peer}"),
-    ]);
-    let etcd = Server::start_with(Kind::Etcd, Options { data_dir: Some(data), ..Default::default() });
+    let etcd = restore_and_start_etcd(&file, dir.path());
     let ch = Channel::from_shared(etcd.endpoint()).unwrap().connect().await.unwrap();
     let mut kv = KvClient::new(ch);
     let all = kv.range(RangeRequest { count_only: true, ..whole(0) }).await.unwrap().into_inner();
