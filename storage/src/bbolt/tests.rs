@@ -219,3 +219,27 @@ proptest! {
         let _either = open_and_load(bad);
     }
 }
+
+#[test]
+fn freelist_with_the_long_count_form() {
+    let mut root = BucketData::default();
+    root.bucket_mut(b"b").put(b"k".to_vec(), vec![1u8; 10_000]);
+    let mut file = write_file(&root, DEFAULT_PAGE_SIZE).unwrap();
+    let pages = file.len() / DEFAULT_PAGE_SIZE;
+    // the freelist is the last page; rewrite it as bbolt does past 0xFFFF ids: count
+    // 0xFFFF in the header, the real count in the first u64
+    let at = (pages - 1) * DEFAULT_PAGE_SIZE;
+    file[at + 10..at + 12].copy_from_slice(&0xFFFFu16.to_le_bytes());
+    file[at + 16..at + 24].copy_from_slice(&2u64.to_le_bytes());
+    file[at + 24..at + 32].copy_from_slice(&2u64.to_le_bytes());
+    file[at + 32..at + 40].copy_from_slice(&4u64.to_le_bytes());
+    assert_eq!(BboltFile::from_bytes(file.clone()).unwrap().free_pages().unwrap(), vec![2, 4]);
+    // unsorted, or past the pages in use, is refused
+    file[at + 32..at + 40].copy_from_slice(&1u64.to_le_bytes());
+    assert!(BboltFile::from_bytes(file.clone()).unwrap().free_pages().is_err());
+    file[at + 32..at + 40].copy_from_slice(&(pages as u64).to_le_bytes());
+    assert!(BboltFile::from_bytes(file.clone()).unwrap().free_pages().is_err());
+    // a count the page cannot hold
+    file[at + 16..at + 24].copy_from_slice(&u64::MAX.to_le_bytes());
+    assert!(BboltFile::from_bytes(file).unwrap().free_pages().is_err());
+}
