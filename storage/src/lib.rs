@@ -7,6 +7,9 @@
 //! * [`Store`]: open/rebuild, the read path, and the deterministic state machine
 //!   (`apply` in `apply.rs`, Put/DeleteRange/Txn in `txn.rs`); Raft snapshots and their
 //!   restore in `restore.rs`, over the rebuild of in-memory state in `rebuild.rs`;
+//! * [`bbolt`]: etcd's file format, read and written whole (for import and export);
+//! * [`etcd_db`]: etcd's schema over it: importing etcd's files into a store, exporting
+//!   a store's snapshot as one;
 //! * [`validate`]: etcd's request checks done before proposing;
 //! * [`watch`]: the watch multiplexer ([`watch::WatchHub`]), reading history back through
 //!   [`Store::events_between`] (`history.rs`).
@@ -14,10 +17,12 @@
 
 mod apply;
 pub mod backend;
+pub mod bbolt;
 mod compactor;
 pub mod crc32;
 mod error;
 pub mod engine;
+pub mod etcd_db;
 mod history;
 pub mod index;
 pub mod key_index;
