@@ -7,11 +7,13 @@
 //! * [`Store`]: open/rebuild, the read path, and the deterministic state machine
 //!   (`apply` in `apply.rs`, Put/DeleteRange/Txn in `txn.rs`); Raft snapshots and their
 //!   restore in `restore.rs`, over the rebuild of in-memory state in `rebuild.rs`;
+//! * [`alarm`]: the replicated alarm set (NOSPACE caps writes that add data);
 //! * [`validate`]: etcd's request checks done before proposing;
 //! * [`watch`]: the watch multiplexer ([`watch::WatchHub`]), reading history back through
 //!   [`Store::events_between`] (`history.rs`).
 #![deny(missing_docs)]
 
+pub mod alarm;
 mod apply;
 pub mod backend;
 mod compactor;
@@ -38,6 +40,7 @@ pub mod validate;
 pub mod watch;
 mod write_txn;
 
+pub use alarm::Alarms;
 pub use apply::ApplyResponse;
 pub use engine::StorageEngine;
 pub use error::{Error, Result};

@@ -31,7 +31,7 @@
 //!    the backend holds the old state or the new one, see `backend.rs`), sync it, then
 //!    replace the key index, the lessor (leases and attachments), the apply state
 //!    (whatever was staged or unpublished is dropped), the published revision, compaction
-//!    floor and applied index, the member list and the durable index, and record the
+//!    floor and applied index, the member list, the alarms and the durable index, and record the
 //!    restore for the watch hub ([`crate::watch::WatchHub::resync_after_restore`]).
 //! 4. Start a new compactor over the restored state, re-scheduling a compaction the
 //!    snapshot records as scheduled but not finished.
@@ -206,6 +206,7 @@ impl Store {
             *self.lessor.write() = r.lessor;
             *st = ApplyState::new(index, rev, scheduled);
             *self.members.lock() = r.members;
+            *self.alarms.write() = r.alarms;
             self.compact_rev.store(scheduled, Release);
             self.committed_rev.store(rev, Release);
             self.applied_index.store(index, Release);

@@ -137,6 +137,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         // etcd's minimum lease TTL: ⌈1.5 × election timeout⌉ seconds
         min_lease_ttl: i64::try_from((config.election_timeout * 3).div_ceil(2000)).unwrap_or(i64::MAX),
         storage_engine: config.storage_engine.as_deref().and_then(StorageEngine::from_name),
+        quota_backend_bytes: config.quota_backend_bytes,
         ..MemberOptions::default()
     };
     let peer_urls = config
