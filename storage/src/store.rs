@@ -348,6 +348,11 @@ impl Store {
         self.backend.size_in_use()
     }
 
+    /// Bytes the backend quota counts (see [`Backend::size_allocated`]).
+    pub fn db_size_allocated(&self) -> u64 {
+        self.backend.size_allocated()
+    }
+
     /// Rewrites the backend compactly and gives the free space back (Maintenance.
     /// Defragment); applies and reads go on meanwhile but for a short swap. A failure
     /// after the swap fails the backend, and so the store (sticky).

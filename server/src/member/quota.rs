@@ -3,10 +3,15 @@
 //!
 //! Before a request that adds data is proposed, its *cost* (etcd's estimate: 256 bytes
 //! plus key and value for a put, the larger branch's puts for a Txn, 64 bytes for a
-//! lease grant; 0 for anything else) is added to this member's backend file size; if
+//! lease grant; 0 for anything else) is added to this member's backend size (the file
+//! up to its last used page, as a bbolt file's size: `Backend::size_allocated`); if
 //! the sum is not below the quota, the member raises the NOSPACE alarm through Raft (so
 //! every member has it, see `cairn_storage::alarm`) and the request fails with
 //! "etcdserver: mvcc: database space exceeded". Requests of cost 0 always pass.
+//!
+//! etcd also checks the quota while applying (each member against its own size, applying
+//! the put yet answering NOSPACE); cairn does not: what an entry does and answers depends
+//! only on the replicated state, never on one member's file size.
 //!
 //! Limits as etcd's: a negative quota disables the check, 0 means the default (2 GiB),
 //! and a quota above 8 GiB works but is warned about at start.

@@ -69,7 +69,7 @@ impl RaftProposer {
     /// NOSPACE alarm through Raft (whether that succeeds or not, as etcd) and is refused.
     async fn check_quota(&self, request: &Request) -> Result<(), RequestError> {
         let Some(g) = &self.quota else { return Ok(()) };
-        if g.quota.available(g.store.db_size(), request) {
+        if g.quota.available(g.store.db_size_allocated(), request) {
             return Ok(());
         }
         let alarm = AlarmRequest { action: AlarmAction::Activate as i32, member_id: g.member_id, alarm: AlarmType::Nospace as i32 };
