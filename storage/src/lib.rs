@@ -7,6 +7,7 @@
 //! * [`Store`]: open/rebuild, the read path, and the deterministic state machine
 //!   (`apply` in `apply.rs`, Put/DeleteRange/Txn in `txn.rs`); Raft snapshots and their
 //!   restore in `restore.rs`, over the rebuild of in-memory state in `rebuild.rs`;
+//! * [`backup`]: the backup file Maintenance.Snapshot streams and restore reads;
 //! * [`alarm`]: the replicated alarm set (NOSPACE caps writes that add data);
 //! * [`validate`]: etcd's request checks done before proposing;
 //! * [`watch`]: the watch multiplexer ([`watch::WatchHub`]), reading history back through
@@ -16,6 +17,7 @@
 pub mod alarm;
 mod apply;
 pub mod backend;
+pub mod backup;
 mod compactor;
 pub mod crc32;
 mod error;

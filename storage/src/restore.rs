@@ -157,6 +157,12 @@ impl Store {
         }
     }
 
+    /// A consistent view of the whole store as last flushed (applies go on beside it;
+    /// Maintenance.Snapshot writes a backup from it, see `backup.rs`).
+    pub fn read_view(&self) -> Result<Box<dyn ReadView>> {
+        Ok(self.snapshot_view()?.1)
+    }
+
     /// Streams [`Store::snapshot_bytes`]'s stream to `out` (Maintenance.Snapshot) from a
     /// backend view; returns its length. A slow `out` holds no lock of the store.
     pub fn snapshot(&self, out: &mut dyn std::io::Write) -> Result<u64> {

@@ -2,8 +2,8 @@
 //! db-size poll read, with the engine's real file size and size in use, and the active
 //! alarms in `errors` as etcd lists them), Defragment (the engine's online
 //! defragmentation), Alarm (GET answered from the applied alarm set; ACTIVATE and
-//! DEACTIVATE go through Raft, as etcd's do), HashKV, MoveLeader; Snapshot, Hash and
-//! Downgrade are not implemented yet.
+//! DEACTIVATE go through Raft, as etcd's do), Snapshot (a backup streamed from a read
+//! view, `snapshot.rs`), HashKV, MoveLeader; Hash and Downgrade are not implemented yet.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -155,7 +155,9 @@ impl<P: Proposer> Maintenance for MaintenanceService<P> {
         &self,
         _: Request<SnapshotRequest>,
     ) -> Result<Response<SnapshotStream>, Status> {
-        Err(not_yet("Snapshot"))
+        let header = self.membership.header(self.store.revision());
+        let rx = crate::api::snapshot::start(self.store.clone(), header, ETCD_VERSION);
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
 
     async fn move_leader(
