@@ -7,6 +7,7 @@
 //! * [`Store`]: open/rebuild, the read path, and the deterministic state machine
 //!   (`apply` in `apply.rs`, Put/DeleteRange/Txn in `txn.rs`); Raft snapshots and their
 //!   restore in `restore.rs`, over the rebuild of in-memory state in `rebuild.rs`;
+//! * [`seed`]: a new store from a backup's dataset (`cairn snapshot restore`);
 //! * [`backup`]: the backup file Maintenance.Snapshot streams and restore reads;
 //! * [`alarm`]: the replicated alarm set (NOSPACE caps writes that add data);
 //! * [`validate`]: etcd's request checks done before proposing;
@@ -34,6 +35,7 @@ mod rebuild;
 mod restore;
 mod rev_list;
 pub mod revision;
+pub mod seed;
 pub mod sled_backend;
 pub mod snapshot;
 mod store;

@@ -39,6 +39,9 @@ pub fn main_entry() -> ExitCode {
     if args.get(1).map(String::as_str) == Some("cluster") {
         return local_cluster::main(&args[2..]);
     }
+    if args.get(1).map(String::as_str) == Some("snapshot") {
+        return super::snapshot_cmd::main(&args[2..]);
+    }
     let config = match Config::try_parse_args(std::env::args_os()) {
         Ok(config) => config,
         Err(e) => {
