@@ -8,6 +8,7 @@
 //!   (`apply` in `apply.rs`, Put/DeleteRange/Txn in `txn.rs`); Raft snapshots and their
 //!   restore in `restore.rs`, over the rebuild of in-memory state in `rebuild.rs`;
 //! * [`seed`]: a new store from a backup's dataset (`cairn snapshot restore`);
+//! * [`hash`]: the logical backend hash (Maintenance.Hash);
 //! * [`backup`]: the backup file Maintenance.Snapshot streams and restore reads;
 //! * [`alarm`]: the replicated alarm set (NOSPACE caps writes that add data);
 //! * [`validate`]: etcd's request checks done before proposing;
@@ -23,6 +24,7 @@ mod compactor;
 pub mod crc32;
 mod error;
 pub mod engine;
+pub mod hash;
 mod history;
 pub mod index;
 pub mod key_index;

@@ -3,7 +3,8 @@
 //! alarms in `errors` as etcd lists them), Defragment (the engine's online
 //! defragmentation), Alarm (GET answered from the applied alarm set; ACTIVATE and
 //! DEACTIVATE go through Raft, as etcd's do), Snapshot (a backup streamed from a read
-//! view, `snapshot.rs`), HashKV, MoveLeader; Hash and Downgrade are not implemented yet.
+//! view, `snapshot.rs`), Hash (of the logical content, `cairn_storage::hash`), HashKV,
+//! MoveLeader; Downgrade is not implemented yet.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -130,7 +131,17 @@ impl<P: Proposer> Maintenance for MaintenanceService<P> {
     }
 
     async fn hash(&self, _: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
-        Err(not_yet("Hash"))
+        // the logical content of one read view (cairn_storage::hash says why not the file)
+        let store = self.store.clone();
+        let (hash, revision) = tokio::task::spawn_blocking(move || {
+            let revision = store.revision();
+            let view = store.read_view()?;
+            cairn_storage::hash::hash_view(view.as_ref()).map(|h| (h, revision))
+        })
+        .await
+        .map_err(|e| Status::internal(format!("cairn: Hash task failed: {e}")))?
+        .map_err(rpc_error)?;
+        Ok(Response::new(HashResponse { header: Some(self.membership.header(revision)), hash }))
     }
 
     async fn hash_kv(&self, request: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use cairn_storage::backup::{is_backup, read_backup, Backup};
-use cairn_storage::crc32::Crc32;
+use cairn_storage::hash::ContentHash;
 use cairn_storage::seed::{write_store, Dataset};
 use cairn_storage::StorageEngine;
 use clap::{Parser, Subcommand};
@@ -148,7 +148,7 @@ fn load(path: &Path) -> Result<(Dataset, Backup, u64), SnapshotCmdError> {
 #[derive(Debug, PartialEq, Eq)]
 pub struct Status {
     /// CRC-32 (IEEE) over every entry's bucket number, key and value, in stream order
-    /// (etcd hashes its bbolt buckets' names, keys and values alike).
+    /// (`cairn_storage::hash`; etcd hashes its bbolt buckets' names, keys and values alike).
     pub hash: u32,
     /// The store revision.
     pub revision: i64,
@@ -159,13 +159,11 @@ pub struct Status {
 }
 
 fn status_of(d: &Dataset, b: &Backup, size: u64) -> Status {
-    let mut crc = Crc32::new();
+    let mut hash = ContentHash::default();
     for (bucket, k, v) in &b.entries {
-        crc.update(&[*bucket as u8]);
-        crc.update(k);
-        crc.update(v);
+        hash.entry(*bucket, k, v);
     }
-    Status { hash: crc.finish(), revision: d.revision, total_key: b.entries.len(), total_size: size }
+    Status { hash: hash.finish(), revision: d.revision, total_key: b.entries.len(), total_size: size }
 }
 
 /// Go's `humanize.Bytes`, which etcdutl prints sizes with ("2.1 MB").
