@@ -11,12 +11,13 @@ use std::sync::atomic::Ordering;
 
 use cairn_proto::cairnpb::{internal_request::Request, InternalRequest, LeaseExpireRequest, LeaseRecord};
 use cairn_proto::etcdserverpb::{
-    CompactionRequest, CompactionResponse, DeleteRangeResponse, LeaseCheckpointRequest, LeaseCheckpointResponse,
+    AlarmRequest, AlarmResponse, AlarmType, CompactionRequest, CompactionResponse, DeleteRangeResponse, LeaseCheckpointRequest, LeaseCheckpointResponse,
     LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, PutResponse, ResponseHeader,
     TxnResponse,
 };
 use prost::Message;
 
+use crate::alarm::{adds_data, META_ALARMS};
 use crate::backend::{Bucket, WriteBatch};
 use crate::error::{Error, Result};
 use crate::lease::LeaseTable;
@@ -41,6 +42,8 @@ pub enum ApplyResponse {
     LeaseRevoke(LeaseRevokeResponse),
     /// LeaseCheckpoint.
     LeaseCheckpoint(LeaseCheckpointResponse),
+    /// Alarm ACTIVATE / DEACTIVATE.
+    Alarm(AlarmResponse),
     /// A batch of expired leases was revoked; the store revision after it.
     LeaseExpire {
         /// Revision after the revocations.
@@ -76,8 +79,11 @@ impl Store {
         let st = &mut *st;
         let mut tx = WriteTxn::new(self, &mut lessor, &mut st.overlay, st.current_rev, st.compact_rev);
         let mut extra = WriteBatch::default();
+        // a NOSPACE alarm refuses what adds data (the alarm set changes only under `apply`)
+        let capped = req.request.as_ref().is_some_and(adds_data) && self.alarms.read().has(AlarmType::Nospace);
         let result = match &req.request {
             None => Err(Error::EmptyRequest),
+            Some(_) if capped => Err(Error::NoSpace),
             Some(Request::Put(p)) => txn::put(&mut tx, p).map(ApplyResponse::Put),
             Some(Request::DeleteRange(d)) => txn::delete_range(&mut tx, d).map(ApplyResponse::DeleteRange),
             Some(Request::Txn(t)) => txn::txn(&mut tx, t).map(ApplyResponse::Txn),
@@ -91,6 +97,7 @@ impl Store {
             Some(Request::LeaseExpire(e)) => lease_expire(&mut tx, e, &mut extra),
             // the member table is the server's state machine's (it never reaches a store)
             Some(Request::MemberAttr(_)) => Err(Error::EmptyRequest),
+            Some(Request::Alarm(a)) => Ok(self.apply_alarm(a, st.current_rev, &mut extra)),
         };
         if let Err(e) = &result {
             if e.is_fatal() {
@@ -151,6 +158,20 @@ impl Store {
     /// yet committed), or the one a restored snapshot carried; `None` if none ever was.
     pub fn members(&self) -> Option<Vec<u8>> {
         self.members.lock().clone()
+    }
+}
+
+impl Store {
+    /// Applies an alarm ACTIVATE/DEACTIVATE: the set changes (and is staged under Meta
+    /// `alarms`, see `alarm.rs`) only when the request changes it. Called under `apply`.
+    fn apply_alarm(&self, r: &AlarmRequest, rev: i64, batch: &mut WriteBatch) -> ApplyResponse {
+        let mut alarms = self.alarms.write();
+        let (listed, changed) = alarms.apply(r);
+        if changed {
+            batch.put(Bucket::Meta, META_ALARMS.to_vec(), alarms.encode());
+            tracing::warn!(member = %format!("{:x}", r.member_id), alarm = r.alarm, action = r.action, "alarm changed");
+        }
+        ApplyResponse::Alarm(AlarmResponse { header: header(rev), alarms: listed })
     }
 }
 

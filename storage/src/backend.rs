@@ -118,6 +118,15 @@ pub trait Backend: Send + Sync + 'static {
     /// Bytes holding live data (≤ `size`).
     fn size_in_use(&self) -> u64;
 
+    /// Bytes of the file up to its last used page: live data and the free space between,
+    /// but not space preallocated past it (≤ `size`, ≥ `size_in_use`). This is what a
+    /// bbolt file's size is, so the backend quota counts it (`--quota-backend-bytes`):
+    /// deletes and compaction do not lower it, defragmentation does. Engines without
+    /// preallocation answer `size`.
+    fn size_allocated(&self) -> u64 {
+        self.size()
+    }
+
     /// Streams every bucket's entries to `out` in the snapshot format (see
     /// `snapshot.rs`); returns the number of bytes written.
     fn snapshot(&self, out: &mut dyn std::io::Write) -> Result<u64>;

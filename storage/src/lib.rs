@@ -10,19 +10,26 @@
 //! * [`bbolt`]: etcd's file format, read and written whole (for import and export);
 //! * [`etcd_db`]: etcd's schema over it: importing etcd's files into a store, exporting
 //!   a store's snapshot as one;
+//! * [`seed`]: a new store from a backup's dataset (`cairn snapshot restore`);
+//! * [`hash`]: the logical backend hash (Maintenance.Hash);
+//! * [`backup`]: the backup file Maintenance.Snapshot streams and restore reads;
+//! * [`alarm`]: the replicated alarm set (NOSPACE caps writes that add data);
 //! * [`validate`]: etcd's request checks done before proposing;
 //! * [`watch`]: the watch multiplexer ([`watch::WatchHub`]), reading history back through
 //!   [`Store::events_between`] (`history.rs`).
 #![deny(missing_docs)]
 
+pub mod alarm;
 mod apply;
 pub mod backend;
 pub mod bbolt;
+pub mod backup;
 mod compactor;
 pub mod crc32;
 mod error;
 pub mod engine;
 pub mod etcd_db;
+pub mod hash;
 mod history;
 pub mod index;
 pub mod key_index;
@@ -35,6 +42,7 @@ mod rebuild;
 mod restore;
 mod rev_list;
 pub mod revision;
+pub mod seed;
 pub mod sled_backend;
 pub mod snapshot;
 mod store;
@@ -43,6 +51,7 @@ pub mod validate;
 pub mod watch;
 mod write_txn;
 
+pub use alarm::Alarms;
 pub use apply::ApplyResponse;
 pub use engine::StorageEngine;
 pub use error::{Error, Result};

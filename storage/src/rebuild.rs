@@ -8,7 +8,7 @@
 //! What is derived: the key index (every revision of the key bucket, in revision order),
 //! the current revision (the greater of the stored one and the newest key revision), the
 //! leases and which keys each holds (a key's lease is the one of its newest value; a
-//! tombstone detaches it), and the Meta values (see `store.rs` for the Meta keys).
+//! tombstone detaches it), the alarms, and the Meta values (see `store.rs` for the Meta keys).
 //!
 //! Start-up time is mostly this function at millions of keys: the key bucket is scanned
 //! and decoded (values skipped, not copied) on a second thread while the caller's thread
@@ -20,6 +20,7 @@ use std::sync::mpsc;
 use cairn_proto::cairnpb::LeaseRecord;
 use prost::Message;
 
+use crate::alarm::{Alarms, META_ALARMS};
 use crate::backend::{Backend, Bucket, ScanFn};
 use crate::error::{Error, Result};
 use crate::index::TreeIndex;
@@ -63,6 +64,8 @@ pub(crate) struct Rebuilt {
     pub compact_finished: i64,
     /// The member list blob (`members`), if one was ever applied.
     pub members: Option<Vec<u8>>,
+    /// The active alarms (`alarms`).
+    pub alarms: Alarms,
 }
 
 /// Key-bucket entries handed from the scanner to the index builder per message.
@@ -124,6 +127,10 @@ pub(crate) fn rebuild(c: &(dyn Contents + Sync), min_lease_ttl: i64) -> Result<R
     let compact_scheduled = meta_i64(c, META_COMPACT_SCHEDULED)?.unwrap_or(-1);
     let compact_finished = meta_i64(c, META_COMPACT_FINISHED)?.unwrap_or(-1);
     let members = c.get(Bucket::Meta, META_MEMBERS)?;
+    let alarms = match c.get(Bucket::Meta, META_ALARMS)? {
+        Some(b) => Alarms::decode(&b)?,
+        None => Alarms::default(),
+    };
 
     // Two threads: this one builds the index (one batch: the new index is private until
     // returned, so nodes are built in place) while a scoped one scans and decodes the key
@@ -180,5 +187,6 @@ pub(crate) fn rebuild(c: &(dyn Contents + Sync), min_lease_ttl: i64) -> Result<R
         compact_scheduled,
         compact_finished,
         members,
+        alarms,
     })
 }

@@ -31,7 +31,7 @@
 //!    the backend holds the old state or the new one, see `backend.rs`), sync it, then
 //!    replace the key index, the lessor (leases and attachments), the apply state
 //!    (whatever was staged or unpublished is dropped), the published revision, compaction
-//!    floor and applied index, the member list and the durable index, and record the
+//!    floor and applied index, the member list, the alarms and the durable index, and record the
 //!    restore for the watch hub ([`crate::watch::WatchHub::resync_after_restore`]).
 //! 4. Start a new compactor over the restored state, re-scheduling a compaction the
 //!    snapshot records as scheduled but not finished.
@@ -157,6 +157,12 @@ impl Store {
         }
     }
 
+    /// A consistent view of the whole store as last flushed (applies go on beside it;
+    /// Maintenance.Snapshot writes a backup from it, see `backup.rs`).
+    pub fn read_view(&self) -> Result<Box<dyn ReadView>> {
+        Ok(self.snapshot_view()?.1)
+    }
+
     /// Streams [`Store::snapshot_bytes`]'s stream to `out` (Maintenance.Snapshot) from a
     /// backend view; returns its length. A slow `out` holds no lock of the store.
     pub fn snapshot(&self, out: &mut dyn std::io::Write) -> Result<u64> {
@@ -206,6 +212,7 @@ impl Store {
             *self.lessor.write() = r.lessor;
             *st = ApplyState::new(index, rev, scheduled);
             *self.members.lock() = r.members;
+            *self.alarms.write() = r.alarms;
             self.compact_rev.store(scheduled, Release);
             self.committed_rev.store(rev, Release);
             self.applied_index.store(index, Release);

@@ -15,7 +15,7 @@ use crate::backend::Bucket;
 use crate::crc32::Crc32;
 use crate::error::{Error, Result};
 
-const MAGIC: &[u8; 8] = b"CAIRNSNP";
+pub(crate) const MAGIC: &[u8; 8] = b"CAIRNSNP";
 const VERSION: u32 = 1;
 
 /// Writes a snapshot stream.

@@ -22,7 +22,8 @@
 //! 4. the key index's `working` lock (`index/mod.rs`), a leaf; index readers take none.
 //!
 //! Leaf locks, never held while taking another: `compactor` (the compactor handle,
-//! replaced by a restore), `members` (the applied member list), `restored` (the restore
+//! replaced by a restore), `members` (the applied member list), `alarms` (the applied
+//! alarm set), `restored` (the restore
 //! mark and the durable-index updates it orders, see [`Store::sync_backend`]).
 //!
 //! # Meta bucket
@@ -32,7 +33,8 @@
 //! * `compact_scheduled`: the last compaction recorded;
 //! * `compact_finished`: the last one whose backend deletions are done;
 //! * `members`: the cluster's member list as the server encodes it (an opaque blob,
-//!   written by [`Store::apply_members`]; absent until the first one).
+//!   written by [`Store::apply_members`]; absent until the first one);
+//! * `alarms`: the active alarms, an encoded `cairnpb.AlarmList` (see `alarm.rs`).
 //!
 //! All but `compact_finished` are written in the same batch as the data they describe, so
 //! snapshots (a copy of every bucket) carry them.
@@ -46,6 +48,7 @@ use cairn_proto::etcdserverpb::{RangeRequest, RangeResponse};
 use cairn_proto::mvccpb::KeyValue;
 use parking_lot::{Mutex, RwLock};
 
+use crate::alarm::Alarms;
 use crate::backend::{Backend, Bucket, WriteBatch};
 use crate::compactor::Compactor;
 use crate::engine::{open_backend, StorageEngine};
@@ -154,6 +157,8 @@ pub struct Store {
     /// The member list of the last applied [`Store::apply_members`] (or restored
     /// snapshot); changed only under `apply`. Leaf lock.
     pub(crate) members: Mutex<Option<Vec<u8>>>,
+    /// The active alarms as applied (or restored); changed only under `apply`. Leaf lock.
+    pub(crate) alarms: RwLock<Alarms>,
     /// Leaf lock: the restore mark; also orders `sync_backend`'s raise of
     /// `durable_index` against a restore's reset of it.
     pub(crate) restored: Mutex<RestoreMark>,
@@ -196,6 +201,7 @@ impl Store {
             failed: AtomicBool::new(false),
             compactor: Mutex::new(Some(compactor)),
             members: Mutex::new(r.members),
+            alarms: RwLock::new(r.alarms),
             restored: Mutex::new(RestoreMark::default()),
         }))
     }
@@ -342,6 +348,11 @@ impl Store {
         self.backend.size_in_use()
     }
 
+    /// Bytes the backend quota counts (see [`Backend::size_allocated`]).
+    pub fn db_size_allocated(&self) -> u64 {
+        self.backend.size_allocated()
+    }
+
     /// Rewrites the backend compactly and gives the free space back (Maintenance.
     /// Defragment); applies and reads go on meanwhile but for a short swap. A failure
     /// after the swap fails the backend, and so the store (sticky).
@@ -395,6 +406,11 @@ impl Store {
     /// The revisions a compaction at `rev` keeps (for hashing the store at a revision).
     pub fn keep_set(&self, rev: i64) -> HashSet<Revision> {
         self.index.keep(rev)
+    }
+
+    /// The active alarms (as applied; see `alarm.rs`).
+    pub fn alarms(&self) -> Alarms {
+        self.alarms.read().clone()
     }
 
     /// The configuration the store was opened with.

@@ -54,7 +54,7 @@ impl<P: Proposer> KvService<P> {
 }
 
 /// The error for a response of the wrong kind (a storage bug), logged where it is built.
-fn mismatch(request: &'static str, got: &ApplyResponse) -> Status {
+pub(crate) fn mismatch(request: &'static str, got: &ApplyResponse) -> Status {
     let err = RequestError::ResponseMismatch {
         request,
         got: response_kind(got),

@@ -1,7 +1,10 @@
 //! The Maintenance service: Status (what `etcdctl endpoint status` and kube-apiserver's
-//! db-size poll read, with the engine's real file size and size in use), Defragment (the
-//! engine's online defragmentation), HashKV, MoveLeader, and an empty alarm list; Snapshot,
-//! Hash, Downgrade and raising alarms are not implemented yet.
+//! db-size poll read, with the engine's real file size and size in use, and the active
+//! alarms in `errors` as etcd lists them), Defragment (the engine's online
+//! defragmentation), Alarm (GET answered from the applied alarm set; ACTIVATE and
+//! DEACTIVATE go through Raft, as etcd's do), Snapshot (a backup streamed from a read
+//! view, `snapshot.rs`), Hash (of the logical content, `cairn_storage::hash`), HashKV,
+//! MoveLeader; Downgrade is not implemented yet.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -13,7 +16,9 @@ use cairn_proto::etcdserverpb::{
     DowngradeResponse, HashKvRequest, HashKvResponse, HashRequest, HashResponse, MoveLeaderRequest,
     MoveLeaderResponse, SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse,
 };
-use cairn_storage::Store;
+use cairn_proto::cairnpb::internal_request::Request as Command;
+use cairn_proto::etcdserverpb::{AlarmMember, AlarmType};
+use cairn_storage::{ApplyResponse, Store};
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
@@ -22,18 +27,29 @@ use crate::startup::config::ETCD_VERSION;
 use crate::api::status::rpc_error;
 use crate::member::identity::Membership;
 use crate::api::auth::not_yet;
+use crate::api::kv::mismatch;
+use crate::member::proposer::{request_kind, Proposer};
 
 /// The Maintenance service.
-pub struct MaintenanceService {
+pub struct MaintenanceService<P> {
     store: Arc<Store>,
+    proposer: Arc<P>,
     membership: Arc<Membership>,
     control: Arc<dyn ClusterControl>,
 }
 
-impl MaintenanceService {
-    /// A Maintenance service over `store`.
-    pub fn new(store: Arc<Store>, membership: Arc<Membership>, control: Arc<dyn ClusterControl>) -> MaintenanceService {
-        MaintenanceService { store, membership, control }
+/// An alarm as etcd's Status `errors` and `etcdctl alarm list` print it (the protobuf
+/// compact text form of an `AlarmMember`): `memberID:8211f1d0f64f3269 alarm:NOSPACE ` with
+/// the member ID in decimal and a trailing space.
+pub fn alarm_text(a: &AlarmMember) -> String {
+    let name = AlarmType::try_from(a.alarm).map_or_else(|_| a.alarm.to_string(), |t| t.as_str_name().to_owned());
+    format!("memberID:{} alarm:{name} ", a.member_id)
+}
+
+impl<P: Proposer> MaintenanceService<P> {
+    /// A Maintenance service over `store`, raising and clearing alarms through `proposer`.
+    pub fn new(store: Arc<Store>, proposer: Arc<P>, membership: Arc<Membership>, control: Arc<dyn ClusterControl>) -> Self {
+        MaintenanceService { store, proposer, membership, control }
     }
 
     /// The Status response, with the Raft numbers the replication layer reports (one node
@@ -48,29 +64,51 @@ impl MaintenanceService {
             raft_index: raft.commit,
             raft_term: raft.term,
             raft_applied_index: raft.applied,
-            errors: if raft.leader == 0 { vec!["etcdserver: no leader".to_owned()] } else { Vec::new() },
+            errors: status_errors(raft.leader, &self.store.alarms().get(AlarmType::None)),
             db_size_in_use: i64::try_from(self.store.db_size_in_use()).unwrap_or(i64::MAX),
             is_learner: raft.is_learner,
         }
     }
 }
 
+/// Status `errors` as etcd fills them: "etcdserver: no leader" without a leader, then one
+/// entry per active alarm.
+fn status_errors(leader: u64, alarms: &[AlarmMember]) -> Vec<String> {
+    let no_leader = (leader == 0).then(|| "etcdserver: no leader".to_owned());
+    no_leader.into_iter().chain(alarms.iter().map(alarm_text)).collect()
+}
+
 type SnapshotStream = Pin<Box<dyn Stream<Item = Result<SnapshotResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
-impl Maintenance for MaintenanceService {
+impl<P: Proposer> Maintenance for MaintenanceService<P> {
     async fn alarm(
         &self,
         request: Request<AlarmRequest>,
     ) -> Result<Response<AlarmResponse>, Status> {
-        // No alarm is ever raised yet, so listing returns none (etcdctl 3.5's `endpoint
-        // health` lists alarms). Raising or clearing one needs the alarm store.
-        match AlarmAction::try_from(request.get_ref().action) {
-            Ok(AlarmAction::Get) => Ok(Response::new(AlarmResponse {
-                header: Some(self.membership.header(self.store.revision())),
-                alarms: Vec::new(),
-            })),
-            _ => Err(not_yet("Alarm (activate/deactivate)")),
+        let request = request.into_inner();
+        match AlarmAction::try_from(request.action) {
+            Ok(AlarmAction::Get) => {
+                // etcd answers GET through Raft too; a read barrier gives the same view
+                self.proposer.read_barrier().await.map_err(rpc_error)?;
+                let alarm = AlarmType::try_from(request.alarm).unwrap_or(AlarmType::None);
+                Ok(Response::new(AlarmResponse {
+                    header: Some(self.membership.header(self.store.revision())),
+                    alarms: self.store.alarms().get(alarm),
+                }))
+            }
+            Ok(AlarmAction::Activate | AlarmAction::Deactivate) => {
+                let command = Command::Alarm(request);
+                let kind = request_kind(&command);
+                match self.proposer.propose(command).await.map_err(rpc_error)? {
+                    ApplyResponse::Alarm(mut response) => {
+                        self.membership.fill(&mut response.header);
+                        Ok(Response::new(response))
+                    }
+                    other => Err(mismatch(kind, &other)),
+                }
+            }
+            Err(_) => Err(Status::invalid_argument(format!("cairn: unknown alarm action {}", request.action))),
         }
     }
 
@@ -93,7 +131,17 @@ impl Maintenance for MaintenanceService {
     }
 
     async fn hash(&self, _: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
-        Err(not_yet("Hash"))
+        // the logical content of one read view (cairn_storage::hash says why not the file)
+        let store = self.store.clone();
+        let (hash, revision) = tokio::task::spawn_blocking(move || {
+            let revision = store.revision();
+            let view = store.read_view()?;
+            cairn_storage::hash::hash_view(view.as_ref()).map(|h| (h, revision))
+        })
+        .await
+        .map_err(|e| Status::internal(format!("cairn: Hash task failed: {e}")))?
+        .map_err(rpc_error)?;
+        Ok(Response::new(HashResponse { header: Some(self.membership.header(revision)), hash }))
     }
 
     async fn hash_kv(&self, request: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
@@ -118,7 +166,9 @@ impl Maintenance for MaintenanceService {
         &self,
         _: Request<SnapshotRequest>,
     ) -> Result<Response<SnapshotStream>, Status> {
-        Err(not_yet("Snapshot"))
+        let header = self.membership.header(self.store.revision());
+        let rx = crate::api::snapshot::start(self.store.clone(), header, ETCD_VERSION);
+        Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
     }
 
     async fn move_leader(

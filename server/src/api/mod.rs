@@ -8,5 +8,6 @@ pub mod hash_kv;
 pub mod kv;
 pub mod lease;
 pub mod maintenance;
+pub mod snapshot;
 pub mod status;
 pub mod watch;

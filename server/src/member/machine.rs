@@ -76,6 +76,7 @@ fn request_kind(req: &InternalRequest) -> &'static str {
         Some(Request::LeaseCheckpoint(_)) => "lease_checkpoint",
         Some(Request::LeaseExpire(_)) => "lease_expire",
         Some(Request::MemberAttr(_)) => "member_attr",
+        Some(Request::Alarm(_)) => "alarm",
         None => "empty",
     }
 }

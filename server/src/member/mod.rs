@@ -24,7 +24,7 @@
 //! connections and the other tasks run on the caller's runtime.
 //!
 //! Modules: `machine` (the store as the Raft state machine), `proposer` (the write-path
-//! trait) and `raft_proposer` (its implementation), `table` (the replicated member table),
+//! trait) and `raft_proposer` (its implementation, with the backend quota of `quota`), `table` (the replicated member table),
 //! `identity` (IDs and response headers), `control` (membership and leadership for the
 //! Cluster service) and `raft_control`, `lessor` (lease expiry on the leader),
 //! `lease_forward` (lease requests a follower sends to the leader), `bootstrap`.
@@ -36,6 +36,7 @@ pub mod lease_forward;
 pub mod lessor;
 pub mod machine;
 pub mod proposer;
+pub mod quota;
 pub mod raft_control;
 pub mod raft_proposer;
 pub mod role;
@@ -64,6 +65,7 @@ use self::lease_forward::LeaseForwarder;
 use self::lessor::{Lessor, LessorConfig};
 use self::machine::{stored_members, Output, RaftMachine};
 use self::raft_control::RaftControl;
+use self::quota::Quota;
 use self::raft_proposer::RaftProposer;
 use self::role::Role;
 use self::table::Members;
@@ -96,6 +98,8 @@ pub struct MemberOptions {
     /// `--experimental-warning-apply-duration`: applying one entry for longer logs
     /// "apply request took too long".
     pub warn_apply_duration: Duration,
+    /// `--quota-backend-bytes`: 0 is etcd's default (2 GiB), negative disables it.
+    pub quota_backend_bytes: i64,
 }
 
 impl Default for MemberOptions {
@@ -110,6 +114,7 @@ impl Default for MemberOptions {
             lessor: LessorConfig::default(),
             storage_engine: None,
             warn_apply_duration: Duration::from_millis(100),
+            quota_backend_bytes: 0,
         }
     }
 }
@@ -313,7 +318,10 @@ impl Member {
         }
 
         let role = Role::new(me, members.clone(), &handle, Duration::from_millis(setup.election_ms));
-        let proposer = Arc::new(RaftProposer::new(handle.clone(), setup.options.max_request_bytes, role.clone()));
+        let quota = Quota::from_flag(setup.options.quota_backend_bytes);
+        let proposer = Arc::new(
+            RaftProposer::new(handle.clone(), setup.options.max_request_bytes, role.clone()).with_quota(quota, store.clone(), me),
+        );
         let lessor = Arc::new(Lessor::new(
             store.clone(),
             proposer.clone(),

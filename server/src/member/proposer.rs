@@ -56,6 +56,7 @@ pub fn request_kind(request: &Request) -> &'static str {
         Request::LeaseCheckpoint(_) => "LeaseCheckpoint",
         Request::LeaseExpire(_) => "LeaseExpire",
         Request::MemberAttr(_) => "MemberAttr",
+        Request::Alarm(_) => "Alarm",
     }
 }
 
@@ -70,6 +71,7 @@ pub fn response_kind(response: &ApplyResponse) -> &'static str {
         ApplyResponse::LeaseRevoke(_) => "LeaseRevoke",
         ApplyResponse::LeaseCheckpoint(_) => "LeaseCheckpoint",
         ApplyResponse::LeaseExpire { .. } => "LeaseExpire",
+        ApplyResponse::Alarm(_) => "Alarm",
         ApplyResponse::Skipped => "Skipped",
     }
 }

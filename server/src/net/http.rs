@@ -12,6 +12,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use cairn_proto::etcdserverpb::AlarmType;
 use cairn_storage::Store;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -95,6 +96,7 @@ impl StatusSource {
             compact_revision: self.store.compact_revision(),
             keys: self.store.index_len(),
             leases: self.store.lease_ids().len(),
+            alarms: self.store.alarms().get(AlarmType::None).iter().map(|a| alarm_name(a.alarm)).collect(),
         }
     }
 }
@@ -223,6 +225,8 @@ struct Snapshot {
     compact_revision: i64,
     keys: usize,
     leases: usize,
+    /// The active alarms' type names (`NOSPACE`, `CORRUPT`), one per raised alarm.
+    alarms: Vec<&'static str>,
 }
 
 #[derive(Debug)]
@@ -307,12 +311,19 @@ impl HealthQuery {
     }
 }
 
+/// An alarm type's name as etcd's `/health` and `exclude=` spell it.
+fn alarm_name(alarm: i32) -> &'static str {
+    AlarmType::try_from(alarm).map_or("UNKNOWN", |t| t.as_str_name())
+}
+
 /// etcd's `/health` body: `{"health":"true","reason":""}`, or 503 with a reason: a failed
-/// node always; no leader (etcd's `RAFT NO LEADER`) unless the probe is serializable.
-/// (cairn raises no alarms yet, so `exclude` changes nothing today.)
+/// node always; an active alarm not excluded (`ALARM NOSPACE`, etcd's `checkHealth`);
+/// no leader (etcd's `RAFT NO LEADER`) unless the probe is serializable.
 fn health(s: &Snapshot, q: &HealthQuery) -> Response {
+    let alarm = s.alarms.iter().find(|a| !q.exclude.iter().any(|e| e == *a));
     let unhealthy = match &s.halted {
         Some(why) => Some(format!("write pipeline halted: {why}")),
+        None if alarm.is_some() => alarm.map(|a| format!("ALARM {a}")),
         None if !s.has_leader && !q.serializable => Some("RAFT NO LEADER".to_owned()),
         None => None,
     };
@@ -466,6 +477,12 @@ mod tests {
         assert_eq!((r.status, r.body.as_str()), (503, r#"{"health":"false","reason":"RAFT NO LEADER"}"#));
         // kubeadm's liveness probe
         let r = route("GET", "/health", "exclude=NOSPACE&serializable=true", leaderless);
+        assert_eq!((r.status, r.body.as_str()), (200, r#"{"health":"true","reason":""}"#));
+        // an alarm makes the member unhealthy unless excluded
+        let alarmed = || Snapshot { alarms: vec!["NOSPACE"], ..snap() };
+        let r = route("GET", "/health", "", alarmed);
+        assert_eq!((r.status, r.body.as_str()), (503, r#"{"health":"false","reason":"ALARM NOSPACE"}"#));
+        let r = route("GET", "/health", "exclude=NOSPACE", alarmed);
         assert_eq!((r.status, r.body.as_str()), (200, r#"{"health":"true","reason":""}"#));
         // a failed node is unhealthy to every probe
         let failed = || Snapshot { halted: Some("disk".into()), ..leaderless() };

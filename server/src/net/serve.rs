@@ -46,7 +46,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// The gRPC services, built once and cloned (cheaply, they hold `Arc`s) into each listener.
 pub(crate) struct Services<P> {
     kv: KvServer<KvService<P>>,
-    maintenance: MaintenanceServer<MaintenanceService>,
+    maintenance: MaintenanceServer<MaintenanceService<P>>,
     cluster: ClusterServer<ClusterService>,
     watch: WatchServer<WatchService>,
     /// Ends every watch stream at shutdown (they never end by themselves).
@@ -107,13 +107,13 @@ impl<P: Proposer> Services<P> {
         max_request_bytes: usize,
     ) -> Services<P> {
         let decode = max_request_bytes.saturating_add(GRPC_OVERHEAD_BYTES);
-        let kv = KvService::new(store.clone(), proposer, membership.clone(), max_txn_ops);
+        let kv = KvService::new(store.clone(), proposer.clone(), membership.clone(), max_txn_ops);
         let lease = LeaseService::new(store.clone(), lessor, membership.clone()).with_forwarder(lease_forward).with_role(role);
         Services {
             kv: KvServer::new(kv)
                 .max_decoding_message_size(decode)
                 .max_encoding_message_size(MAX_ENCODING_BYTES),
-            maintenance: MaintenanceServer::new(MaintenanceService::new(store, membership.clone(), control.clone()))
+            maintenance: MaintenanceServer::new(MaintenanceService::new(store, proposer, membership.clone(), control.clone()))
                 .max_decoding_message_size(decode)
                 .max_encoding_message_size(MAX_ENCODING_BYTES),
             cluster: ClusterServer::new(ClusterService::new(membership, control))

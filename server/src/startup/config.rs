@@ -109,8 +109,8 @@ pub struct Config {
     #[arg(long, env = "ETCD_SNAPSHOT_COUNT", default_value_t = 100_000)]
     pub snapshot_count: u64,
 
-    /// Backend size quota in bytes (0 = default) (accepted, ignored)
-    #[arg(long, env = "ETCD_QUOTA_BACKEND_BYTES", default_value_t = 0)]
+    /// Raise the NOSPACE alarm when the backend would exceed this many bytes (0 = default, 2 GiB; negative = no quota)
+    #[arg(long, env = "ETCD_QUOTA_BACKEND_BYTES", default_value_t = 0, allow_negative_numbers = true)]
     pub quota_backend_bytes: i64,
 
     /// cairn's storage engine: `pagestore` (cairn's own, the default for a new data folder)

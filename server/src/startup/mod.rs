@@ -1,6 +1,7 @@
-//! Start-up of the `cairn` binary: flags and `ETCD_*` variables (`config`; `config_file` for `--config-file`; the etcd
-//! flags cairn does not act on in `etcd_only_flags`), logging (`logging`), running a
-//! member until a signal (`run`), and `cairn cluster` (`local_cluster`).
+//! Start-up of the `cairn` binary: flags and `ETCD_*` variables (`config`; `config_file` for
+//! `--config-file`; the etcd flags cairn does not act on in `etcd_only_flags`), logging
+//! (`logging`), running a member until a signal (`run`), `cairn cluster` (`local_cluster`)
+//! and `cairn snapshot status|restore` (`snapshot_cmd`).
 
 pub mod config;
 pub mod config_file;
@@ -8,3 +9,4 @@ pub mod etcd_only_flags;
 pub mod local_cluster;
 pub mod logging;
 pub mod run;
+pub mod snapshot_cmd;

@@ -38,6 +38,9 @@ pub fn main_entry() -> ExitCode {
     if args.get(1).map(String::as_str) == Some("cluster") {
         return local_cluster::main(&args[2..]);
     }
+    if args.get(1).map(String::as_str) == Some("snapshot") {
+        return super::snapshot_cmd::main(&args[2..]);
+    }
     let config = match Config::try_parse_args(std::env::args_os()) {
         Ok(config) => config,
         Err(e) => {
@@ -121,6 +124,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         min_lease_ttl: i64::try_from((config.election_timeout * 3).div_ceil(2000)).unwrap_or(i64::MAX),
         storage_engine: config.storage_engine.as_deref().and_then(StorageEngine::from_name),
         warn_apply_duration: config.experimental_warning_apply_duration,
+        quota_backend_bytes: config.quota_backend_bytes,
         ..MemberOptions::default()
     };
     let peer_urls = config

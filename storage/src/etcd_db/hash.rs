@@ -3,7 +3,7 @@
 //! saved snapshot is a bbolt file (a multiple of the page size) plus 32 bytes. etcd's
 //! restore tells the two apart by the length: `len % 512 == 32` means a trailer.
 
-use sha2::{Digest, Sha256};
+use ring::digest::{digest, SHA256};
 
 use super::EtcdDbError;
 
@@ -20,17 +20,17 @@ pub fn split_sha256(file: &[u8]) -> Result<(&[u8], bool), EtcdDbError> {
         return Ok((file, false));
     }
     let (db, trailer) = file.split_at(file.len() - SHA256_LEN);
-    let actual = Sha256::digest(db);
-    if actual.as_slice() != trailer {
-        return Err(EtcdDbError::HashMismatch { expected: hex(trailer), actual: hex(&actual) });
+    let actual = digest(&SHA256, db);
+    if actual.as_ref() != trailer {
+        return Err(EtcdDbError::HashMismatch { expected: hex(trailer), actual: hex(actual.as_ref()) });
     }
     Ok((db, true))
 }
 
 /// Appends the SHA-256 of `db` to it, as etcd's snapshot files carry it.
 pub fn append_sha256(mut db: Vec<u8>) -> Vec<u8> {
-    let sum = Sha256::digest(&db);
-    db.extend_from_slice(&sum);
+    let sum = digest(&SHA256, &db);
+    db.extend_from_slice(sum.as_ref());
     db
 }
 
@@ -49,6 +49,6 @@ mod tests {
         bad[100] ^= 1;
         assert!(matches!(split_sha256(&bad), Err(EtcdDbError::HashMismatch { .. })));
         // the known vector: SHA-256 of "abc"
-        assert_eq!(hex(&Sha256::digest(b"abc")), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(hex(digest(&SHA256, b"abc").as_ref()), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     }
 }

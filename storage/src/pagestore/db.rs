@@ -439,6 +439,11 @@ impl Db {
         self.file_len
     }
 
+    /// Bytes below the high-water mark (the file without its preallocated tail).
+    pub(crate) fn size_allocated(&self) -> u64 {
+        self.hwm * PAGE
+    }
+
     /// Bytes of pages holding live data or the metas: below the high-water mark, neither
     /// free nor pending.
     pub(crate) fn size_in_use(&self) -> u64 {

@@ -277,6 +277,10 @@ impl Backend for PageStore {
         self.state.read().db.size_in_use()
     }
 
+    fn size_allocated(&self) -> u64 {
+        self.state.read().db.size_allocated()
+    }
+
     fn snapshot(&self, out: &mut dyn std::io::Write) -> Result<u64> {
         let view = self.read_view()?;
         write_snapshot(view.as_ref(), out)

@@ -1,0 +1,352 @@
+//! `cairn snapshot status FILE` and `cairn snapshot restore FILE ...`: etcdutl's commands
+//! (flags, `--write-out` formats) for the backups Maintenance.Snapshot streams.
+//!
+//! Restore reads the whole file, detects its format from its first bytes, verifies it
+//! (a cairn backup: SHA-256, stream and padding, `cairn_storage::backup`), turns it into
+//! a [`Dataset`] (keys with their history, leases, compaction revision) and seeds a new
+//! store from it (`cairn_storage::seed`) in a temporary folder next to `--data-dir`,
+//! renamed into place only once complete: a bad file or a failure leaves no data folder.
+//! A second format plugs in at [`SnapshotFormat`]: its reader produces a `Dataset`.
+//!
+//! The new member's identity and Raft log are created at its first start from the same
+//! `--name`, `--initial-cluster`, `--initial-cluster-token` and
+//! `--initial-advertise-peer-urls` (with `--initial-cluster-state new`), which derive the
+//! member and cluster IDs restore prints (etcd's derivation, `member/identity.rs`); the
+//! store starts at applied index 0, so every restored member of a cluster starts alike.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use cairn_storage::backup::{is_backup, read_backup, Backup};
+use cairn_storage::hash::ContentHash;
+use cairn_storage::seed::{write_store, Dataset};
+use cairn_storage::StorageEngine;
+use clap::{Parser, Subcommand};
+
+use crate::member::identity::Membership;
+use crate::startup::config::Config;
+
+/// `cairn snapshot ...`.
+#[derive(Debug, Parser)]
+#[command(name = "cairn snapshot", about = "Inspects and restores backups (etcdutl's snapshot commands)")]
+struct SnapshotCli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Prints a backup's hash, revision, total keys and total size.
+    Status {
+        /// The backup file (`etcdctl snapshot save`).
+        file: PathBuf,
+        /// Output format: simple, table or json.
+        #[arg(short = 'w', long = "write-out", default_value = "simple")]
+        write_out: String,
+    },
+    /// Builds a new member's data folder from a backup.
+    Restore {
+        /// The backup file.
+        file: PathBuf,
+        /// The data folder to create (must not exist); default `<name>.etcd`.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// The member's name.
+        #[arg(long, default_value = "default")]
+        name: String,
+        /// The initial cluster configuration.
+        #[arg(long, default_value = "default=http://localhost:2380")]
+        initial_cluster: String,
+        /// The initial cluster token.
+        #[arg(long, default_value = "etcd-cluster")]
+        initial_cluster_token: String,
+        /// The member's peer URLs.
+        #[arg(long, default_value = "http://localhost:2380", value_delimiter = ',')]
+        initial_advertise_peer_urls: Vec<String>,
+        /// Do not verify the SHA-256 (accepted for etcdutl's flag set; cairn always verifies).
+        #[arg(long)]
+        skip_hash_check: bool,
+    },
+}
+
+/// Why a snapshot command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotCmdError {
+    /// The file could not be read or the folder written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not a backup cairn reads.
+    #[error("{0}: unknown snapshot format (neither a cairn backup nor an etcd bbolt file)")]
+    UnknownFormat(PathBuf),
+    /// An etcd bbolt snapshot: its reader is not built in yet.
+    #[error("{0}: an etcd (bbolt) snapshot; this cairn reads only its own backups")]
+    BboltNotSupported(PathBuf),
+    /// The backup does not verify, or the store could not be seeded.
+    #[error("{path}: {source}")]
+    Storage {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        source: cairn_storage::Error,
+    },
+    /// The data folder exists already.
+    #[error("data-dir {0:?} exists")]
+    DataDirExists(PathBuf),
+    /// The membership flags do not work.
+    #[error(transparent)]
+    Config(#[from] crate::error::ConfigError),
+    /// The membership flags do not parse.
+    #[error("{0}")]
+    Flags(String),
+    /// An unknown `--write-out`.
+    #[error("unsupported output format {0:?} (simple, table or json)")]
+    WriteOut(String),
+}
+
+/// The snapshot formats restore and status know, told apart by their first bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SnapshotFormat {
+    /// A cairn backup (`cairn_storage::backup`).
+    Cairn,
+    /// An etcd bbolt file: the magic 0xED0CDAED of its first meta page at byte 32.
+    Bbolt,
+}
+
+impl SnapshotFormat {
+    /// The format of a file starting with `data`.
+    pub fn detect(data: &[u8]) -> Option<SnapshotFormat> {
+        const BBOLT_MAGIC: u32 = 0xED0C_DAED;
+        if is_backup(data) {
+            return Some(SnapshotFormat::Cairn);
+        }
+        let magic = data.get(32..36).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        (magic == Some(BBOLT_MAGIC)).then_some(SnapshotFormat::Bbolt)
+    }
+}
+
+/// Reads, detects and verifies `path` into a dataset, with the verified backup.
+fn load(path: &Path) -> Result<(Dataset, Backup, u64), SnapshotCmdError> {
+    let data = std::fs::read(path).map_err(|source| SnapshotCmdError::Io { path: path.to_owned(), source })?;
+    let storage = |source| SnapshotCmdError::Storage { path: path.to_owned(), source };
+    match SnapshotFormat::detect(&data) {
+        Some(SnapshotFormat::Cairn) => {
+            let backup = read_backup(&data).map_err(storage)?;
+            let dataset = Dataset::from_backup(&backup).map_err(storage)?;
+            Ok((dataset, backup, data.len() as u64))
+        }
+        Some(SnapshotFormat::Bbolt) => Err(SnapshotCmdError::BboltNotSupported(path.to_owned())),
+        None => Err(SnapshotCmdError::UnknownFormat(path.to_owned())),
+    }
+}
+
+/// What `snapshot status` reports (etcdutl's fields).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Status {
+    /// CRC-32 (IEEE) over every entry's bucket number, key and value, in stream order
+    /// (`cairn_storage::hash`; etcd hashes its bbolt buckets' names, keys and values alike).
+    pub hash: u32,
+    /// The store revision.
+    pub revision: i64,
+    /// Entries in every bucket.
+    pub total_key: usize,
+    /// File size in bytes.
+    pub total_size: u64,
+}
+
+fn status_of(d: &Dataset, b: &Backup, size: u64) -> Status {
+    let mut hash = ContentHash::default();
+    for (bucket, k, v) in &b.entries {
+        hash.entry(*bucket, k, v);
+    }
+    Status { hash: hash.finish(), revision: d.revision, total_key: b.entries.len(), total_size: size }
+}
+
+/// Go's `humanize.Bytes`, which etcdutl prints sizes with ("2.1 MB").
+pub fn humanize_bytes(s: u64) -> String {
+    const SIZES: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
+    if s < 10 {
+        return format!("{s} B");
+    }
+    let e = ((s as f64).ln() / 1000f64.ln()).floor();
+    let val = ((s as f64) / 1000f64.powf(e) * 10.0 + 0.5).floor() / 10.0;
+    let suffix = SIZES[e as usize];
+    if val < 10.0 {
+        format!("{val:.1} {suffix}")
+    } else {
+        format!("{val:.0} {suffix}")
+    }
+}
+
+/// `snapshot status` output in etcdutl's formats.
+pub fn format_status(s: &Status, write_out: &str) -> Result<String, SnapshotCmdError> {
+    let size = humanize_bytes(s.total_size);
+    match write_out {
+        "simple" => Ok(format!("{:x}, {}, {}, {}\n", s.hash, s.revision, s.total_key, size)),
+        "json" => Ok(format!(
+            "{{\"hash\":{},\"revision\":{},\"totalKey\":{},\"totalSize\":{}}}\n",
+            s.hash, s.revision, s.total_key, s.total_size
+        )),
+        "table" => {
+            let head = ["HASH", "REVISION", "TOTAL KEYS", "TOTAL SIZE"];
+            let row = [format!("{:x}", s.hash), s.revision.to_string(), s.total_key.to_string(), size];
+            Ok(table(&head, &row))
+        }
+        other => Err(SnapshotCmdError::WriteOut(other.to_owned())),
+    }
+}
+
+/// A one-row table as etcdctl's tablewriter draws it (centred headers, cells right-aligned
+/// for numbers and left otherwise, as in etcd's output).
+fn table(head: &[&str], row: &[String]) -> String {
+    let widths: Vec<usize> = head.iter().zip(row).map(|(h, c)| h.len().max(c.len()) + 2).collect();
+    let line: String = widths.iter().map(|w| format!("+{}", "-".repeat(*w))).collect::<String>() + "+\n";
+    let centre = |s: &str, w: usize| {
+        let pad = w - s.len();
+        format!("{}{}{}", " ".repeat(pad - pad / 2), s, " ".repeat(pad / 2))
+    };
+    let heads: String = head.iter().zip(&widths).map(|(h, w)| format!("|{}", centre(h, *w))).collect::<String>() + "|\n";
+    let cells: String = row
+        .iter()
+        .zip(&widths)
+        .enumerate()
+        .map(|(i, (c, w))| if i == 1 || i == 2 { format!("| {c:>width$} ", width = w - 2) } else { format!("| {c:<width$} ", width = w - 2) })
+        .collect::<String>()
+        + "|\n";
+    format!("{line}{heads}{line}{cells}{line}")
+}
+
+/// Restores `file` into a new data folder (module docs); returns (member ID, cluster ID,
+/// revision).
+#[allow(clippy::too_many_arguments)] // etcdutl's flags
+pub fn restore(
+    file: &Path,
+    data_dir: &Path,
+    name: &str,
+    initial_cluster: &str,
+    token: &str,
+    peer_urls: &[String],
+) -> Result<(u64, u64, i64), SnapshotCmdError> {
+    // the membership flags are checked as the server checks them at start
+    let config = Config::try_parse_args([
+        "cairn".to_owned(),
+        format!("--name={name}"),
+        format!("--initial-cluster={initial_cluster}"),
+        format!("--initial-cluster-token={token}"),
+        format!("--initial-advertise-peer-urls={}", peer_urls.join(",")),
+    ])
+    .map_err(|e| SnapshotCmdError::Flags(e.to_string()))?;
+    let membership = Membership::from_config(&config)?;
+    if data_dir.exists() {
+        return Err(SnapshotCmdError::DataDirExists(data_dir.to_owned()));
+    }
+    let (dataset, _, _) = load(file)?;
+    let tmp = tmp_dir(data_dir);
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| SnapshotCmdError::Io { path, source }
+    };
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+    }
+    let store_dir = tmp.join("member").join("cairn");
+    std::fs::create_dir_all(&store_dir).map_err(io(&store_dir))?;
+    let result = write_store(&store_dir, StorageEngine::default(), &dataset)
+        .map_err(|source| SnapshotCmdError::Storage { path: file.to_owned(), source })
+        .and_then(|rev| {
+            std::fs::rename(&tmp, data_dir).map_err(io(data_dir))?;
+            if let Some(parent) = data_dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::File::open(parent).and_then(|d| d.sync_all()).map_err(io(parent))?;
+            }
+            Ok(rev)
+        });
+    match result {
+        Ok(rev) => Ok((membership.member_id, membership.cluster_id, rev)),
+        Err(e) => {
+            // nothing partial stays behind
+            let _ = std::fs::remove_dir_all(&tmp);
+            Err(e)
+        }
+    }
+}
+
+fn tmp_dir(data_dir: &Path) -> PathBuf {
+    let mut name = data_dir.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".restore-tmp");
+    data_dir.with_file_name(name)
+}
+
+/// Runs `cairn snapshot ARGS` (after the word `snapshot`).
+pub fn main(args: &[String]) -> ExitCode {
+    let cli = match SnapshotCli::try_parse_from(std::iter::once("cairn snapshot".to_owned()).chain(args.iter().cloned())) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+        }
+    };
+    let result = match cli.command {
+        Command::Status { file, write_out } => load(&file).and_then(|(d, b, size)| format_status(&status_of(&d, &b, size), &write_out)).map(|out| print!("{out}")),
+        Command::Restore { file, data_dir, name, initial_cluster, initial_cluster_token, initial_advertise_peer_urls, skip_hash_check: _ } => {
+            let data_dir = data_dir.unwrap_or_else(|| PathBuf::from(format!("{name}.etcd")));
+            eprintln!("restoring snapshot {} to {}", file.display(), data_dir.display());
+            restore(&file, &data_dir, &name, &initial_cluster, &initial_cluster_token, &initial_advertise_peer_urls).map(|(member, cluster, rev)| {
+                eprintln!(
+                    "restored snapshot {} to {}: member-id {member:x}, cluster-id {cluster:x}, revision {rev}",
+                    file.display(),
+                    data_dir.display()
+                );
+            })
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn humanize_as_go() {
+        assert_eq!(humanize_bytes(5), "5 B");
+        assert_eq!(humanize_bytes(2592), "2.6 kB");
+        assert_eq!(humanize_bytes(2_105_344), "2.1 MB");
+        assert_eq!(humanize_bytes(20_480_000), "20 MB");
+    }
+
+    #[test]
+    fn status_formats() {
+        let s = Status { hash: 0xfe01cf57, revision: 10, total_key: 7, total_size: 2_105_344 };
+        assert_eq!(format_status(&s, "simple").unwrap(), "fe01cf57, 10, 7, 2.1 MB\n");
+        assert_eq!(format_status(&s, "json").unwrap(), "{\"hash\":4261531479,\"revision\":10,\"totalKey\":7,\"totalSize\":2105344}\n");
+        let t = format_status(&s, "table").unwrap();
+        assert_eq!(
+            t,
+            "+----------+----------+------------+------------+\n\
+             |   HASH   | REVISION | TOTAL KEYS | TOTAL SIZE |\n\
+             +----------+----------+------------+------------+\n\
+             | fe01cf57 |       10 |          7 | 2.1 MB     |\n\
+             +----------+----------+------------+------------+\n"
+        );
+        assert!(format_status(&s, "yaml").is_err());
+    }
+
+    #[test]
+    fn formats_are_told_apart() {
+        assert_eq!(SnapshotFormat::detect(b"CAIRNSNP\x01\0\0\0"), Some(SnapshotFormat::Cairn));
+        let mut bolt = vec![0u8; 64];
+        bolt[32..36].copy_from_slice(&0xED0C_DAEDu32.to_le_bytes());
+        assert_eq!(SnapshotFormat::detect(&bolt), Some(SnapshotFormat::Bbolt));
+        assert_eq!(SnapshotFormat::detect(b"junk"), None);
+    }
+}
