@@ -99,6 +99,13 @@ impl Write for Counting<'_> {
     }
 }
 
+/// The SHA-256 of `data`.
+pub fn sha256(data: &[u8]) -> [u8; SHA256_LEN] {
+    let mut out = [0u8; SHA256_LEN];
+    out.copy_from_slice(ring::digest::digest(&SHA256, data).as_ref());
+    out
+}
+
 /// True when `data` starts like a cairn backup (its stream's magic).
 pub fn is_backup(data: &[u8]) -> bool {
     data.starts_with(crate::snapshot::MAGIC)

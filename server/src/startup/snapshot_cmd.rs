@@ -17,7 +17,10 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use cairn_storage::backup::{is_backup, read_backup, Backup};
+use cairn_storage::backup::{is_backup, read_backup, sha256, Backup};
+use cairn_storage::bbolt::is_bbolt;
+use cairn_storage::etcd_db::import_snapshot;
+use cairn_storage::snapshot::read_snapshot;
 use cairn_storage::hash::ContentHash;
 use cairn_storage::seed::{write_store, Dataset};
 use cairn_storage::StorageEngine;
@@ -83,9 +86,14 @@ pub enum SnapshotCmdError {
     /// The file is not a backup cairn reads.
     #[error("{0}: unknown snapshot format (neither a cairn backup nor an etcd bbolt file)")]
     UnknownFormat(PathBuf),
-    /// An etcd bbolt snapshot: its reader is not built in yet.
-    #[error("{0}: an etcd (bbolt) snapshot; this cairn reads only its own backups")]
-    BboltNotSupported(PathBuf),
+    /// An etcd (bbolt) snapshot that does not import.
+    #[error("{path}: etcd snapshot: {source}")]
+    Etcd {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        source: cairn_storage::etcd_db::EtcdDbError,
+    },
     /// The backup does not verify, or the store could not be seeded.
     #[error("{path}: {source}")]
     Storage {
@@ -113,19 +121,17 @@ pub enum SnapshotCmdError {
 pub enum SnapshotFormat {
     /// A cairn backup (`cairn_storage::backup`).
     Cairn,
-    /// An etcd bbolt file: the magic 0xED0CDAED of its first meta page at byte 32.
+    /// An etcd bbolt file (`cairn_storage::bbolt::is_bbolt`).
     Bbolt,
 }
 
 impl SnapshotFormat {
     /// The format of a file starting with `data`.
     pub fn detect(data: &[u8]) -> Option<SnapshotFormat> {
-        const BBOLT_MAGIC: u32 = 0xED0C_DAED;
         if is_backup(data) {
             return Some(SnapshotFormat::Cairn);
         }
-        let magic = data.get(32..36).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
-        (magic == Some(BBOLT_MAGIC)).then_some(SnapshotFormat::Bbolt)
+        is_bbolt(data).then_some(SnapshotFormat::Bbolt)
     }
 }
 
@@ -139,7 +145,17 @@ fn load(path: &Path) -> Result<(Dataset, Backup, u64), SnapshotCmdError> {
             let dataset = Dataset::from_backup(&backup).map_err(storage)?;
             Ok((dataset, backup, data.len() as u64))
         }
-        Some(SnapshotFormat::Bbolt) => Err(SnapshotCmdError::BboltNotSupported(path.to_owned())),
+        Some(SnapshotFormat::Bbolt) => {
+            // etcd's snapshot (or `member/snap/db`): its keys, revisions, leases and
+            // compaction, as a cairn snapshot stream (`cairn_storage::etcd_db`)
+            let size = data.len() as u64;
+            let sha = sha256(&data);
+            let imported = import_snapshot(data).map_err(|source| SnapshotCmdError::Etcd { path: path.to_owned(), source })?;
+            let entries = read_snapshot(&mut imported.snapshot.as_slice()).map_err(storage)?;
+            let backup = Backup { entries, sha256: sha };
+            let dataset = Dataset::from_backup(&backup).map_err(storage)?;
+            Ok((dataset, backup, size))
+        }
         None => Err(SnapshotCmdError::UnknownFormat(path.to_owned())),
     }
 }
@@ -345,7 +361,7 @@ mod tests {
     fn formats_are_told_apart() {
         assert_eq!(SnapshotFormat::detect(b"CAIRNSNP\x01\0\0\0"), Some(SnapshotFormat::Cairn));
         let mut bolt = vec![0u8; 64];
-        bolt[32..36].copy_from_slice(&0xED0C_DAEDu32.to_le_bytes());
+        bolt[16..20].copy_from_slice(&0xED0C_DAEDu32.to_le_bytes());
         assert_eq!(SnapshotFormat::detect(&bolt), Some(SnapshotFormat::Bbolt));
         assert_eq!(SnapshotFormat::detect(b"junk"), None);
     }

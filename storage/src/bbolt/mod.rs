@@ -26,6 +26,13 @@ use std::collections::BTreeMap;
 pub use read::{BboltFile, BucketRef, Entry, VisitFn};
 pub use write::{write_file, MAX_KEY_SIZE, MAX_VALUE_SIZE};
 
+/// True when `data` starts like a bbolt file: its first meta page's magic, right after
+/// the page header (a cheap sniff; [`BboltFile::from_bytes`] verifies).
+pub fn is_bbolt(data: &[u8]) -> bool {
+    let at = layout::PAGE_HEADER_SIZE;
+    data.get(at..at + 4).is_some_and(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) == layout::MAGIC)
+}
+
 /// The page size etcd's files use (the OS page size on amd64 and arm64 Linux).
 pub const DEFAULT_PAGE_SIZE: usize = 4096;
 
