@@ -7,12 +7,14 @@
 //! * [`Store`]: open/rebuild, the read path, and the deterministic state machine
 //!   (`apply` in `apply.rs`, Put/DeleteRange/Txn in `txn.rs`); Raft snapshots and their
 //!   restore in `restore.rs`, over the rebuild of in-memory state in `rebuild.rs`;
+//! * [`auth`]: users, roles and permissions (replicated, applied by `Store::apply`);
 //! * [`validate`]: etcd's request checks done before proposing;
 //! * [`watch`]: the watch multiplexer ([`watch::WatchHub`]), reading history back through
 //!   [`Store::events_between`] (`history.rs`).
 #![deny(missing_docs)]
 
 mod apply;
+pub mod auth;
 pub mod backend;
 mod compactor;
 pub mod crc32;

@@ -26,7 +26,8 @@ use crate::index::TreeIndex;
 use crate::lease::LeaseTable;
 use crate::range::KeyValueHead;
 use crate::revision::Revision;
-use crate::store::{META_APPLIED_INDEX, META_COMPACT_FINISHED, META_COMPACT_SCHEDULED, META_CURRENT_REV, META_MEMBERS};
+use crate::auth::AuthState;
+use crate::store::{META_APPLIED_INDEX, META_AUTH, META_COMPACT_FINISHED, META_COMPACT_SCHEDULED, META_CURRENT_REV, META_MEMBERS};
 
 /// Backend contents to rebuild from: a live backend, or a snapshot image.
 pub(crate) trait Contents {
@@ -63,6 +64,8 @@ pub(crate) struct Rebuilt {
     pub compact_finished: i64,
     /// The member list blob (`members`), if one was ever applied.
     pub members: Option<Vec<u8>>,
+    /// The auth state (`auth`; the initial one when absent).
+    pub auth: AuthState,
 }
 
 /// Key-bucket entries handed from the scanner to the index builder per message.
@@ -124,6 +127,10 @@ pub(crate) fn rebuild(c: &(dyn Contents + Sync), min_lease_ttl: i64) -> Result<R
     let compact_scheduled = meta_i64(c, META_COMPACT_SCHEDULED)?.unwrap_or(-1);
     let compact_finished = meta_i64(c, META_COMPACT_FINISHED)?.unwrap_or(-1);
     let members = c.get(Bucket::Meta, META_MEMBERS)?;
+    let auth = match c.get(Bucket::Meta, META_AUTH)? {
+        None => AuthState::default(),
+        Some(b) => AuthState::decode(&b).map_err(|e| Error::corrupt("meta auth", e))?,
+    };
 
     // Two threads: this one builds the index (one batch: the new index is private until
     // returned, so nodes are built in place) while a scoped one scans and decodes the key
@@ -180,5 +187,6 @@ pub(crate) fn rebuild(c: &(dyn Contents + Sync), min_lease_ttl: i64) -> Result<R
         compact_scheduled,
         compact_finished,
         members,
+        auth,
     })
 }

@@ -22,8 +22,13 @@
 //! 4. the key index's `working` lock (`index/mod.rs`), a leaf; index readers take none.
 //!
 //! Leaf locks, never held while taking another: `compactor` (the compactor handle,
-//! replaced by a restore), `members` (the applied member list), `restored` (the restore
-//! mark and the durable-index updates it orders, see [`Store::sync_backend`]).
+//! replaced by a restore), `members` (the applied member list), `auth` (the current auth
+//! view, replaced whole under `apply`), `restored` (the restore mark and the
+//! durable-index updates it orders, see [`Store::sync_backend`]).
+//!
+//! The auth view is replaced when its entry is applied, before `publish`: the entry is
+//! already durable in the log, and permission checks must see it at once (as etcd's auth
+//! store does), so that no write is applied under a revoked grant.
 //!
 //! # Meta bucket
 //! Integer values are 8-byte big-endian.
@@ -32,7 +37,9 @@
 //! * `compact_scheduled`: the last compaction recorded;
 //! * `compact_finished`: the last one whose backend deletions are done;
 //! * `members`: the cluster's member list as the server encodes it (an opaque blob,
-//!   written by [`Store::apply_members`]; absent until the first one).
+//!   written by [`Store::apply_members`]; absent until the first one);
+//! * `auth`: the auth state, a `cairnpb.AuthState` record (`auth/state.rs`), rewritten
+//!   whole by every applied auth change; absent until the first one.
 //!
 //! All but `compact_finished` are written in the same batch as the data they describe, so
 //! snapshots (a copy of every bucket) carry them.
@@ -46,6 +53,7 @@ use cairn_proto::etcdserverpb::{RangeRequest, RangeResponse};
 use cairn_proto::mvccpb::KeyValue;
 use parking_lot::{Mutex, RwLock};
 
+use crate::auth::AuthView;
 use crate::backend::{Backend, Bucket, WriteBatch};
 use crate::compactor::Compactor;
 use crate::engine::{open_backend, StorageEngine};
@@ -63,6 +71,7 @@ pub(crate) const META_CURRENT_REV: &[u8] = b"current_rev";
 pub(crate) const META_COMPACT_SCHEDULED: &[u8] = b"compact_scheduled";
 pub(crate) const META_COMPACT_FINISHED: &[u8] = b"compact_finished";
 pub(crate) const META_MEMBERS: &[u8] = b"members";
+pub(crate) const META_AUTH: &[u8] = b"auth";
 
 /// How a store is opened.
 #[derive(Clone, Debug)]
@@ -154,6 +163,9 @@ pub struct Store {
     /// The member list of the last applied [`Store::apply_members`] (or restored
     /// snapshot); changed only under `apply`. Leaf lock.
     pub(crate) members: Mutex<Option<Vec<u8>>>,
+    /// The current auth state and its permission cache; replaced whole under `apply`
+    /// (module docs). Leaf lock.
+    pub(crate) auth: RwLock<Arc<AuthView>>,
     /// Leaf lock: the restore mark; also orders `sync_backend`'s raise of
     /// `durable_index` against a restore's reset of it.
     pub(crate) restored: Mutex<RestoreMark>,
@@ -196,6 +208,7 @@ impl Store {
             failed: AtomicBool::new(false),
             compactor: Mutex::new(Some(compactor)),
             members: Mutex::new(r.members),
+            auth: RwLock::new(Arc::new(AuthView::new(r.auth))),
             restored: Mutex::new(RestoreMark::default()),
         }))
     }
@@ -395,6 +408,11 @@ impl Store {
     /// The revisions a compaction at `rev` keeps (for hashing the store at a revision).
     pub fn keep_set(&self, rev: i64) -> HashSet<Revision> {
         self.index.keep(rev)
+    }
+
+    /// The current auth state (users, roles, permissions) with its permission cache.
+    pub fn auth(&self) -> Arc<AuthView> {
+        self.auth.read().clone()
     }
 
     /// The configuration the store was opened with.

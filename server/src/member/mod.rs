@@ -520,7 +520,7 @@ async fn publish_attributes(
         if done {
             return;
         }
-        let req = InternalRequest { id: 0, request: Some(Request::MemberAttr(attr.clone())) };
+        let req = InternalRequest { id: 0, request: Some(Request::MemberAttr(attr.clone())), auth: None };
         let result = proposer.handle().propose(req).await;
         if !matches!(result, Ok(Ok(Ok(ApplyResponse::Skipped)))) {
             tokio::select! {

@@ -46,7 +46,7 @@ pub fn node_error(e: NodeRequestError) -> RequestError {
 impl Proposer for RaftProposer {
     async fn propose(&self, request: Request) -> Result<ApplyResponse, RequestError> {
         self.role.refuse_learner()?;
-        let req = InternalRequest { id: 0, request: Some(request) };
+        let req = InternalRequest { id: 0, request: Some(request), auth: None };
         // the id the node assigns takes at most 10 more bytes
         if req.encoded_len() + 10 > self.max_request_bytes {
             return Err(StorageError::RequestTooLarge.into());
