@@ -104,6 +104,9 @@ pub enum ConfigError {
     /// Only one of `--cert-file` / `--key-file`.
     #[error("--cert-file and --key-file must be given together")]
     CertKeyPair,
+    /// An `--auth-token` kind other than `simple` (JWT is not supported yet).
+    #[error("--auth-token {0:?} is not supported (only \"simple\")")]
+    AuthToken(String),
     /// `--client-cert-auth` without a CA to verify against.
     #[error("--client-cert-auth needs --trusted-ca-file")]
     ClientCertAuthWithoutCa,

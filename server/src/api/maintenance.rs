@@ -21,19 +21,29 @@ use crate::member::control::ClusterControl;
 use crate::startup::config::ETCD_VERSION;
 use crate::api::status::rpc_error;
 use crate::member::identity::Membership;
-use crate::api::auth::not_yet;
+use crate::api::status::not_yet;
+use crate::auth::AuthGate;
 
 /// The Maintenance service.
 pub struct MaintenanceService {
     store: Arc<Store>,
     membership: Arc<Membership>,
     control: Arc<dyn ClusterControl>,
+    /// Defragment, Hash, HashKV, Snapshot, MoveLeader and Downgrade are admin-only while
+    /// auth is on (etcd's `authMaintenanceServer`).
+    auth: AuthGate,
 }
 
 impl MaintenanceService {
     /// A Maintenance service over `store`.
     pub fn new(store: Arc<Store>, membership: Arc<Membership>, control: Arc<dyn ClusterControl>) -> MaintenanceService {
-        MaintenanceService { store, membership, control }
+        MaintenanceService { store, membership, control, auth: AuthGate::default() }
+    }
+
+    /// Checks the admin-only calls through `auth`.
+    pub fn with_auth(mut self, auth: AuthGate) -> MaintenanceService {
+        self.auth = auth;
+        self
     }
 
     /// The Status response, with the Raft numbers the replication layer reports (one node
@@ -80,8 +90,9 @@ impl Maintenance for MaintenanceService {
 
     async fn defragment(
         &self,
-        _: Request<DefragmentRequest>,
+        request: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
+        self.auth.admin(&request)?;
         // this member's backend only, as etcd (`etcdctl defrag --cluster` asks each member);
         // applies and reads go on but for the engine's short swap of files
         let store = self.store.clone();
@@ -92,11 +103,13 @@ impl Maintenance for MaintenanceService {
         Ok(Response::new(DefragmentResponse { header: Some(self.membership.header(self.store.revision())) }))
     }
 
-    async fn hash(&self, _: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+    async fn hash(&self, request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        self.auth.admin(&request)?;
         Err(not_yet("Hash"))
     }
 
     async fn hash_kv(&self, request: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
+        self.auth.admin(&request)?;
         let store = self.store.clone();
         let revision = request.get_ref().revision;
         let (hash, compact_revision, hash_revision) =
@@ -116,8 +129,9 @@ impl Maintenance for MaintenanceService {
 
     async fn snapshot(
         &self,
-        _: Request<SnapshotRequest>,
+        request: Request<SnapshotRequest>,
     ) -> Result<Response<SnapshotStream>, Status> {
+        self.auth.admin(&request)?;
         Err(not_yet("Snapshot"))
     }
 
@@ -125,14 +139,16 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
+        self.auth.admin(&request)?;
         self.control.move_leader(request.get_ref().target_id).await.map_err(rpc_error)?;
         Ok(Response::new(MoveLeaderResponse { header: Some(self.membership.header(self.store.revision())) }))
     }
 
     async fn downgrade(
         &self,
-        _: Request<DowngradeRequest>,
+        request: Request<DowngradeRequest>,
     ) -> Result<Response<DowngradeResponse>, Status> {
+        self.auth.admin(&request)?;
         Err(not_yet("Downgrade"))
     }
 }

@@ -62,6 +62,7 @@ use self::bootstrap::{fetch_cluster, read_identity, write_identity, Identity};
 use self::identity::{compute_cluster_id, InitialMember, Membership, RaftTerm};
 use self::lease_forward::LeaseForwarder;
 use self::lessor::{Lessor, LessorConfig};
+use crate::auth::SimpleTokens;
 use self::machine::{stored_members, Output, RaftMachine};
 use self::raft_control::RaftControl;
 use self::raft_proposer::RaftProposer;
@@ -93,6 +94,8 @@ pub struct MemberOptions {
     /// default (cairn's page store) for a new folder. Naming the other engine of an
     /// existing folder is an error (see `cairn_storage::engine`).
     pub storage_engine: Option<StorageEngine>,
+    /// `--auth-token-ttl`: seconds a simple token lives after its last use.
+    pub token_ttl_secs: u64,
 }
 
 impl Default for MemberOptions {
@@ -106,6 +109,7 @@ impl Default for MemberOptions {
             clock: Arc::new(SystemClock::default()),
             lessor: LessorConfig::default(),
             storage_engine: None,
+            token_ttl_secs: crate::auth::DEFAULT_TOKEN_TTL_SECS,
         }
     }
 }
@@ -158,6 +162,8 @@ pub struct Member {
     pub lease_forward: Arc<LeaseForwarder>,
     /// The member table.
     pub members: Arc<Members>,
+    /// The simple tokens this member knows (added as logins are applied).
+    pub tokens: Arc<SimpleTokens>,
     /// Learner or voter, and the leader it knows, for the services' checks.
     pub role: Role,
     /// Says why this member must stop, once it must: it was removed from the cluster, or
@@ -247,7 +253,8 @@ impl Member {
                 l.observe_grant(id, ttl);
             }
         });
-        let machine = RaftMachine::new(store.clone(), hub.clone(), members.clone(), on_members, on_grant);
+        let tokens = Arc::new(SimpleTokens::new(setup.options.token_ttl_secs, setup.options.clock.clone()));
+        let machine = RaftMachine::new(store.clone(), hub.clone(), members.clone(), on_members, on_grant).with_tokens(tokens.clone());
 
         let tick = setup.heartbeat_ms.max(1);
         let mut cfg = NodeConfig::new(me);
@@ -354,6 +361,7 @@ impl Member {
             membership,
             peer_routes,
             lease_forward,
+            tokens,
             members,
             role,
             stop: stop_rx,

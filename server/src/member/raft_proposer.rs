@@ -3,7 +3,7 @@
 //! member applied the entry carrying them. Linearizable reads wait on a ReadIndex round.
 
 use cairn_proto::cairnpb::internal_request::Request;
-use cairn_proto::cairnpb::InternalRequest;
+use cairn_proto::cairnpb::{InternalRequest, RequestAuth};
 use cairn_raft_node::{NodeHandle, RequestError as NodeRequestError};
 use cairn_storage::{ApplyResponse, Error as StorageError};
 use prost::Message;
@@ -44,9 +44,9 @@ pub fn node_error(e: NodeRequestError) -> RequestError {
 }
 
 impl Proposer for RaftProposer {
-    async fn propose(&self, request: Request) -> Result<ApplyResponse, RequestError> {
+    async fn propose_as(&self, request: Request, auth: Option<RequestAuth>) -> Result<ApplyResponse, RequestError> {
         self.role.refuse_learner()?;
-        let req = InternalRequest { id: 0, request: Some(request), auth: None };
+        let req = InternalRequest { id: 0, request: Some(request), auth };
         // the id the node assigns takes at most 10 more bytes
         if req.encoded_len() + 10 > self.max_request_bytes {
             return Err(StorageError::RequestTooLarge.into());
