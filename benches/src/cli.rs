@@ -53,6 +53,11 @@ pub struct Cli {
     #[arg(long, global = true, default_value_t = 30)]
     pub timeout: u64,
 
+    /// Log in as `NAME:PASSWORD` once (Auth.Authenticate) and send the token with every
+    /// KV request (measures the cost of authentication and permission checks).
+    #[arg(long, global = true)]
+    pub user: Option<String>,
+
     #[command(subcommand)]
     pub cmd: Command,
 }

@@ -32,6 +32,8 @@ pub struct Workload {
     pub kind: OpKind,
     pub keys: KeyGen,
     pub val_size: usize,
+    /// The auth token sent with every request (`--user`), if any.
+    pub token: Option<String>,
 }
 
 /// How a successful operation ended.
@@ -45,6 +47,7 @@ pub enum Outcome {
 /// One client task's state: its stub on a shared channel and its RNG.
 pub struct Worker {
     kv: KvClient<Channel>,
+    token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
     work: Arc<Workload>,
     rng: Rng,
     value: Vec<u8>,
@@ -57,7 +60,17 @@ impl Worker {
         let kv = KvClient::new(channel)
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX);
-        Worker { kv, work, rng, value }
+        let token = work.token.as_deref().and_then(|t| t.parse().ok());
+        Worker { kv, work, rng, value, token }
+    }
+
+    /// `msg` as a request carrying the auth token, if there is one.
+    fn req<T>(&self, msg: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(msg);
+        if let Some(t) = &self.token {
+            r.metadata_mut().insert("token", t.clone());
+        }
+        r
     }
 
     fn put_req(&self, key: Vec<u8>) -> PutRequest {
@@ -70,12 +83,12 @@ impl Worker {
             OpKind::Put => {
                 let key = self.work.keys.key_for(seq, &mut self.rng);
                 let req = self.put_req(key);
-                self.kv.put(req).await?;
+                self.kv.put(self.req(req)).await?;
                 Ok(Outcome::Ok)
             }
             OpKind::Fill => {
                 let req = self.put_req(self.work.keys.key_at(seq));
-                self.kv.put(req).await?;
+                self.kv.put(self.req(req)).await?;
                 Ok(Outcome::Ok)
             }
             OpKind::Range { key, end, serializable } => {
@@ -85,7 +98,7 @@ impl Worker {
                     serializable: *serializable,
                     ..Default::default()
                 };
-                self.kv.range(req).await?;
+                self.kv.range(self.req(req)).await?;
                 Ok(Outcome::Ok)
             }
             OpKind::TxnPut => {
@@ -104,13 +117,13 @@ impl Worker {
                     success: vec![RequestOp { request: Some(request_op::Request::RequestPut(put)) }],
                     failure: vec![],
                 };
-                let resp = self.kv.txn(txn).await?.into_inner();
+                let resp = self.kv.txn(self.req(txn)).await?.into_inner();
                 Ok(if resp.succeeded { Outcome::Ok } else { Outcome::Conflict })
             }
             OpKind::Update => {
                 let key = self.work.keys.key_for(seq, &mut self.rng);
                 let get = RangeRequest { key: key.clone(), limit: 1, ..Default::default() };
-                let got = self.kv.range(get).await?.into_inner();
+                let got = self.kv.range(self.req(get)).await?.into_inner();
                 let rev = got.kvs.first().map_or(0, |kv| kv.mod_revision);
                 let cmp = Compare {
                     result: CompareResult::Equal as i32,
@@ -128,7 +141,7 @@ impl Worker {
                         request: Some(request_op::Request::RequestRange(reread)),
                     }],
                 };
-                let resp = self.kv.txn(txn).await?.into_inner();
+                let resp = self.kv.txn(self.req(txn)).await?.into_inner();
                 Ok(if resp.succeeded { Outcome::Ok } else { Outcome::Conflict })
             }
         }
