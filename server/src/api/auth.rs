@@ -69,6 +69,19 @@ impl<P: Proposer> AuthService<P> {
         }
     }
 
+    /// An admin's auth change: `command` of the request, proposed as its user; `response`
+    /// builds the answer around the header.
+    async fn admin_change<T, R>(
+        &self,
+        request: Request<T>,
+        command: impl FnOnce(T) -> Command,
+        response: impl FnOnce(Option<ResponseHeader>) -> R,
+    ) -> Result<Response<R>, Status> {
+        let who = self.admin(&request)?;
+        let header = self.change(command(request.into_inner()), &who).await?;
+        Ok(Response::new(response(header)))
+    }
+
     /// A linearizable read of the auth state by an admin, or by a user `own` allows
     /// (etcd lets users get themselves and their own roles).
     async fn admin_read<T>(&self, request: &Request<T>, own: impl Fn(&AuthInfo) -> bool) -> Result<(), Status> {
@@ -109,15 +122,11 @@ fn root_permission() -> Permission {
 #[tonic::async_trait]
 impl<P: Proposer> Auth for AuthService<P> {
     async fn auth_enable(&self, request: Request<AuthEnableRequest>) -> Result<Response<AuthEnableResponse>, Status> {
-        let who = self.admin(&request)?;
-        let header = self.change(Command::AuthEnable(request.into_inner()), &who).await?;
-        Ok(Response::new(AuthEnableResponse { header }))
+        self.admin_change(request, Command::AuthEnable, |header| AuthEnableResponse { header }).await
     }
 
     async fn auth_disable(&self, request: Request<AuthDisableRequest>) -> Result<Response<AuthDisableResponse>, Status> {
-        let who = self.admin(&request)?;
-        let header = self.change(Command::AuthDisable(request.into_inner()), &who).await?;
-        Ok(Response::new(AuthDisableResponse { header }))
+        self.admin_change(request, Command::AuthDisable, |header| AuthDisableResponse { header }).await
     }
 
     async fn auth_status(&self, request: Request<AuthStatusRequest>) -> Result<Response<AuthStatusResponse>, Status> {
@@ -177,9 +186,7 @@ impl<P: Proposer> Auth for AuthService<P> {
     }
 
     async fn user_delete(&self, request: Request<AuthUserDeleteRequest>) -> Result<Response<AuthUserDeleteResponse>, Status> {
-        let who = self.admin(&request)?;
-        let header = self.change(Command::AuthUserDelete(request.into_inner()), &who).await?;
-        Ok(Response::new(AuthUserDeleteResponse { header }))
+        self.admin_change(request, Command::AuthUserDelete, |header| AuthUserDeleteResponse { header }).await
     }
 
     async fn user_change_password(
@@ -197,21 +204,15 @@ impl<P: Proposer> Auth for AuthService<P> {
     }
 
     async fn user_grant_role(&self, request: Request<AuthUserGrantRoleRequest>) -> Result<Response<AuthUserGrantRoleResponse>, Status> {
-        let who = self.admin(&request)?;
-        let header = self.change(Command::AuthUserGrantRole(request.into_inner()), &who).await?;
-        Ok(Response::new(AuthUserGrantRoleResponse { header }))
+        self.admin_change(request, Command::AuthUserGrantRole, |header| AuthUserGrantRoleResponse { header }).await
     }
 
     async fn user_revoke_role(&self, request: Request<AuthUserRevokeRoleRequest>) -> Result<Response<AuthUserRevokeRoleResponse>, Status> {
-        let who = self.admin(&request)?;
-        let header = self.change(Command::AuthUserRevokeRole(request.into_inner()), &who).await?;
-        Ok(Response::new(AuthUserRevokeRoleResponse { header }))
+        self.admin_change(request, Command::AuthUserRevokeRole, |header| AuthUserRevokeRoleResponse { header }).await
     }
 
     async fn role_add(&self, request: Request<AuthRoleAddRequest>) -> Result<Response<AuthRoleAddResponse>, Status> {
-        let who = self.admin(&request)?;
-        let header = self.change(Command::AuthRoleAdd(request.into_inner()), &who).await?;
-        Ok(Response::new(AuthRoleAddResponse { header }))
+        self.admin_change(request, Command::AuthRoleAdd, |header| AuthRoleAddResponse { header }).await
     }
 
     async fn role_get(&self, request: Request<AuthRoleGetRequest>) -> Result<Response<AuthRoleGetResponse>, Status> {
@@ -232,26 +233,20 @@ impl<P: Proposer> Auth for AuthService<P> {
     }
 
     async fn role_delete(&self, request: Request<AuthRoleDeleteRequest>) -> Result<Response<AuthRoleDeleteResponse>, Status> {
-        let who = self.admin(&request)?;
-        let header = self.change(Command::AuthRoleDelete(request.into_inner()), &who).await?;
-        Ok(Response::new(AuthRoleDeleteResponse { header }))
+        self.admin_change(request, Command::AuthRoleDelete, |header| AuthRoleDeleteResponse { header }).await
     }
 
     async fn role_grant_permission(
         &self,
         request: Request<AuthRoleGrantPermissionRequest>,
     ) -> Result<Response<AuthRoleGrantPermissionResponse>, Status> {
-        let who = self.admin(&request)?;
-        let header = self.change(Command::AuthRoleGrantPermission(request.into_inner()), &who).await?;
-        Ok(Response::new(AuthRoleGrantPermissionResponse { header }))
+        self.admin_change(request, Command::AuthRoleGrantPermission, |header| AuthRoleGrantPermissionResponse { header }).await
     }
 
     async fn role_revoke_permission(
         &self,
         request: Request<AuthRoleRevokePermissionRequest>,
     ) -> Result<Response<AuthRoleRevokePermissionResponse>, Status> {
-        let who = self.admin(&request)?;
-        let header = self.change(Command::AuthRoleRevokePermission(request.into_inner()), &who).await?;
-        Ok(Response::new(AuthRoleRevokePermissionResponse { header }))
+        self.admin_change(request, Command::AuthRoleRevokePermission, |header| AuthRoleRevokePermissionResponse { header }).await
     }
 }
