@@ -121,6 +121,22 @@ mod store {
         store.apply(index, &InternalRequest { id: index, request: Some(r), auth })
     }
 
+    /// Opens the store in `dir` again once the previous one let go of it (its compactor
+    /// thread holds the backend until it notices the store is gone), within 5 s.
+    fn reopen(dir: &std::path::Path) -> std::sync::Arc<Store> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match Store::open(StoreConfig::new(dir)) {
+                Ok(s) => return s,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    let _ = e;
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                Err(e) => panic!("reopen: {e}"),
+            }
+        }
+    }
+
     fn put(key: &str) -> Request {
         Request::Put(PutRequest { key: key.into(), value: b"v".to_vec(), ..Default::default() })
     }
@@ -165,7 +181,7 @@ mod store {
             store.commit().unwrap();
             assert_eq!(store.applied_index(), index);
         }
-        let store = Store::open(StoreConfig::new(dir.path())).unwrap();
+        let store = reopen(dir.path());
         let view = store.auth();
         assert!(view.enabled());
         assert_eq!(view.state().user_names(), vec!["alice".to_string(), ROOT.to_string()]);
@@ -173,5 +189,28 @@ mod store {
         assert_eq!(view.state().role("a").unwrap().key_permission.len(), 2);
         let rev = view.revision();
         assert!(matches!(apply(&store, index + 1, Some(("alice", rev)), put("a/4")), Err(Error::Auth(AuthError::PermissionDenied))));
+    }
+
+    #[test]
+    fn raft_snapshots_carry_the_auth_state() {
+        let (src_dir, dst_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let src = Store::open(StoreConfig::new(src_dir.path())).unwrap();
+        let dst = Store::open(StoreConfig::new(dst_dir.path())).unwrap();
+        apply(&src, 1, None, Request::AuthUserAdd(AuthUserAddRequest { name: ROOT.into(), hashed_password: "h".into(), ..Default::default() })).unwrap();
+        apply(&src, 2, None, Request::AuthUserGrantRole(AuthUserGrantRoleRequest { user: ROOT.into(), role: ROOT.into() })).unwrap();
+        apply(&src, 3, None, Request::AuthEnable(AuthEnableRequest {})).unwrap();
+        src.commit().unwrap();
+        // the follower had other auth state, which the snapshot replaces
+        apply(&dst, 1, None, Request::AuthRoleAdd(AuthRoleAddRequest { name: "stale".into() })).unwrap();
+        dst.commit().unwrap();
+        let (index, bytes) = src.snapshot_bytes().unwrap();
+        dst.restore(index, &bytes).unwrap();
+        let view = dst.auth();
+        assert!(view.enabled());
+        assert_eq!(view.revision(), src.auth().revision());
+        assert_eq!(view.state(), src.auth().state());
+        assert!(view.state().role("stale").is_none());
+        let who = Some(("nobody", view.revision()));
+        assert!(matches!(apply(&dst, index + 1, who, put("k")), Err(Error::Auth(AuthError::PermissionDenied))));
     }
 }
