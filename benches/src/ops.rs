@@ -4,8 +4,9 @@ use std::sync::Arc;
 
 use cairn_proto::etcdserverpb::{
     compare::{CompareResult, CompareTarget, TargetUnion},
+    auth_client::AuthClient,
     kv_client::KvClient,
-    request_op, Compare, PutRequest, RangeRequest, RequestOp, TxnRequest,
+    request_op, AuthenticateRequest, Compare, PutRequest, RangeRequest, RequestOp, TxnRequest,
 };
 use tonic::transport::Channel;
 
@@ -22,6 +23,8 @@ pub enum OpKind {
     Range { key: Vec<u8>, end: Vec<u8>, serializable: bool },
     /// Txn{ compare(always true), success: Put(key, value) }.
     TxnPut,
+    /// Auth.Authenticate(name, password).
+    Authenticate { name: String, password: String },
     /// Range(key, limit 1) then Txn{ MOD(key) == rev ? Put(key, value) : Range(key) }.
     Update,
 }
@@ -47,6 +50,7 @@ pub enum Outcome {
 /// One client task's state: its stub on a shared channel and its RNG.
 pub struct Worker {
     kv: KvClient<Channel>,
+    auth: AuthClient<Channel>,
     token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
     work: Arc<Workload>,
     rng: Rng,
@@ -57,11 +61,12 @@ impl Worker {
     pub fn new(channel: Channel, work: Arc<Workload>) -> Self {
         let mut rng = Rng::from_entropy();
         let value = random_value(work.val_size, &mut rng);
+        let auth = AuthClient::new(channel.clone());
         let kv = KvClient::new(channel)
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX);
         let token = work.token.as_deref().and_then(|t| t.parse().ok());
-        Worker { kv, work, rng, value, token }
+        Worker { kv, auth, work, rng, value, token }
     }
 
     /// `msg` as a request carrying the auth token, if there is one.
@@ -99,6 +104,11 @@ impl Worker {
                     ..Default::default()
                 };
                 self.kv.range(self.req(req)).await?;
+                Ok(Outcome::Ok)
+            }
+            OpKind::Authenticate { name, password } => {
+                let req = AuthenticateRequest { name: name.clone(), password: password.clone() };
+                self.auth.authenticate(req).await?;
                 Ok(Outcome::Ok)
             }
             OpKind::TxnPut => {
