@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "etcd/kv.proto",
         "etcd/auth.proto",
         "etcd/rpc.proto",
+        "etcd/lease.proto",
         "cairn/internal.proto",
         "cairn/peer.proto",
     ];

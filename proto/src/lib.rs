@@ -9,6 +9,7 @@
 //! Modules:
 //! - [`mvccpb`]: `KeyValue` and `Event`.
 //! - [`authpb`]: users, roles and permissions.
+//! - [`leasepb`]: the lease record etcd stores in its backend file.
 //! - [`etcdserverpb`]: every request and response, plus clients
 //!   (`kv_client::KvClient`, ...) and servers (`kv_server::KvServer`, ...)
 //!   for the `KV`, `Watch`, `Lease`, `Cluster`, `Maintenance` and `Auth`
@@ -29,6 +30,13 @@ pub mod mvccpb {
 #[allow(missing_docs, clippy::all, clippy::pedantic, rustdoc::all)]
 pub mod authpb {
     tonic::include_proto!("authpb");
+}
+
+/// etcd's stored lease record (protobuf package `leasepb`), the values of the `lease`
+/// bucket in etcd's backend file.
+#[allow(missing_docs, clippy::all, clippy::pedantic, rustdoc::all)]
+pub mod leasepb {
+    tonic::include_proto!("leasepb");
 }
 
 /// etcd's v3 gRPC API (protobuf package `etcdserverpb`): messages, clients

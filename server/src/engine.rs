@@ -54,6 +54,7 @@ impl Engine {
             election_ms: 1000,
             snapshot_count: 100_000,
             peer_tls: None,
+            wal_dir: None,
             options,
         };
         let member = Member::open(setup).await?;

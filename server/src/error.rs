@@ -107,6 +107,14 @@ pub enum ConfigError {
     /// An `--auth-token` kind other than `simple` (JWT is not supported yet).
     #[error("--auth-token {0:?} is not supported (only \"simple\")")]
     AuthToken(String),
+    /// An etcd flag set to something cairn cannot honour (see `startup/etcd_only_flags.rs`).
+    #[error("{flag}: {why}")]
+    Refused {
+        /// The flag.
+        flag: &'static str,
+        /// Why it cannot be honoured.
+        why: &'static str,
+    },
     /// `--client-cert-auth` without a CA to verify against.
     #[error("--client-cert-auth needs --trusted-ca-file")]
     ClientCertAuthWithoutCa,

@@ -8,6 +8,9 @@
 //!   (`apply` in `apply.rs`, Put/DeleteRange/Txn in `txn.rs`); Raft snapshots and their
 //!   restore in `restore.rs`, over the rebuild of in-memory state in `rebuild.rs`;
 //! * [`auth`]: users, roles and permissions (replicated, applied by `Store::apply`);
+//! * [`bbolt`]: etcd's file format, read and written whole (for import and export);
+//! * [`etcd_db`]: etcd's schema over it: importing etcd's files into a store, exporting
+//!   a store's snapshot as one;
 //! * [`validate`]: etcd's request checks done before proposing;
 //! * [`watch`]: the watch multiplexer ([`watch::WatchHub`]), reading history back through
 //!   [`Store::events_between`] (`history.rs`).
@@ -16,10 +19,12 @@
 mod apply;
 pub mod auth;
 pub mod backend;
+pub mod bbolt;
 mod compactor;
 pub mod crc32;
 mod error;
 pub mod engine;
+pub mod etcd_db;
 mod history;
 pub mod index;
 pub mod key_index;

@@ -29,6 +29,9 @@ pub const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 /// The log line a server prints once it serves clients.
 pub const READY_MARKER: &str = "ready to serve client requests";
 
+/// What etcd 3.4 logs instead once it serves when started with `--logger=zap`.
+pub const ETCD_ZAP_READY_MARKER: &str = "\"msg\":\"serving client traffic ";
+
 /// Which server binary to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -473,7 +476,7 @@ fn spawn_reader<R: Read + Send + 'static>(
                 Ok(_) => {
                     let s = String::from_utf8_lossy(&line);
                     log.lock().unwrap().push_str(&s);
-                    if !signalled && s.contains(READY_MARKER) {
+                    if !signalled && (s.contains(READY_MARKER) || s.contains(ETCD_ZAP_READY_MARKER)) {
                         signalled = true;
                         if let Some(tx) = &ready {
                             let _ = tx.send(Event::Ready);
@@ -491,6 +494,46 @@ fn spawn_reader<R: Read + Send + 'static>(
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.stop();
+    }
+}
+
+/// A server process started with exactly the given flags (none of [`Server`]'s standard
+/// ones), e.g. a cluster member with TLS peer URLs or a `--config-file` start. Killed on drop.
+pub struct RawServer {
+    child: Option<Child>,
+    ready: Option<mpsc::Receiver<Event>>,
+    log: Arc<Mutex<String>>,
+}
+
+impl RawServer {
+    /// Starts `kind` with `args`; [`RawServer::wait_ready`] waits until it serves.
+    pub fn spawn(kind: Kind, args: &[String]) -> RawServer {
+        let log = Arc::new(Mutex::new(String::new()));
+        let (child, rx) = spawn_server(kind, args, &log).unwrap_or_else(|e| panic!("{e}"));
+        RawServer { child: Some(child), ready: Some(rx), log }
+    }
+
+    /// Waits until the process logged that it is ready; panics with its log otherwise.
+    pub fn wait_ready(&mut self) {
+        let rx = self.ready.take().expect("wait_ready once");
+        match rx.recv_timeout(READY_TIMEOUT) {
+            Ok(Event::Ready) => {}
+            _ => panic!("server not ready within {READY_TIMEOUT:?}; its log:\n{}", self.log()),
+        }
+    }
+
+    /// Everything it printed so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for RawServer {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
 

@@ -68,6 +68,7 @@
 //! the queues and aborts both tasks (an unfinished snapshot is then not reported: Raft no
 //! longer tracks a removed member).
 
+pub mod dial;
 mod sender;
 mod service;
 #[cfg(test)]
@@ -80,10 +81,10 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use raft::eraftpb::{Message, MessageType};
 use tokio::runtime::Handle;
-use tonic::transport::ClientTlsConfig;
 
 use crate::node::{Mailbox, Transport};
 use sender::{LinkCtx, PeerLink};
+pub use dial::{peer_endpoint, Dial, PeerTls};
 pub use service::{PeerService, ReceiveError, DEFAULT_MAX_SNAPSHOT_BYTES, MAX_PEER_MESSAGE_BYTES};
 
 /// Why [`GrpcTransport::set_peer`] refused a peer's addresses.
@@ -185,7 +186,7 @@ impl GrpcTransport {
         local_id: u64,
         cluster_id: u64,
         mailbox: Mailbox,
-        tls: Option<ClientTlsConfig>,
+        tls: Option<PeerTls>,
         runtime: Handle,
     ) -> Self {
         Self::with_options(local_id, cluster_id, mailbox, tls, runtime, TransportOptions::default())
@@ -196,7 +197,7 @@ impl GrpcTransport {
         local_id: u64,
         cluster_id: u64,
         mailbox: Mailbox,
-        tls: Option<ClientTlsConfig>,
+        tls: Option<PeerTls>,
         runtime: Handle,
         options: TransportOptions,
     ) -> Self {

@@ -16,7 +16,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Channel, Endpoint};
+
+use super::dial::{peer_endpoint, Dial, PeerTls};
 
 use super::{TransportError, TransportOptions, MAX_PEER_MESSAGE_BYTES};
 use crate::node::Mailbox;
@@ -27,7 +29,7 @@ pub(super) struct LinkCtx {
     pub(super) cluster_id: u64,
     /// The local node's mailbox, for reports about peers.
     pub(super) mailbox: Mailbox,
-    pub(super) tls: Option<ClientTlsConfig>,
+    pub(super) tls: Option<PeerTls>,
     pub(super) options: TransportOptions,
 }
 
@@ -133,40 +135,35 @@ struct TaskCtx {
     local_id: u64,
     cluster_id: u64,
     mailbox: Mailbox,
-    tls: Option<ClientTlsConfig>,
+    tls: Option<PeerTls>,
     options: TransportOptions,
 }
 
 impl TaskCtx {
-    fn endpoint(&self, url: &str) -> Result<Endpoint, LinkError> {
+    fn endpoint(&self, url: &str) -> Result<(Endpoint, Dial), LinkError> {
         let bad = |source| LinkError::BadUrl { url: url.to_owned(), source };
-        let mut endpoint = Endpoint::from_shared(url.to_owned())
-            .map_err(bad)?
+        let (endpoint, dial) = peer_endpoint(url, self.tls.as_ref()).map_err(bad)?;
+        let endpoint = endpoint
             .connect_timeout(self.options.connect_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(self.options.keepalive_interval)
             .keep_alive_timeout(self.options.keepalive_timeout)
             .keep_alive_while_idle(true);
-        if endpoint.uri().scheme_str() == Some("https") {
-            if let Some(tls) = &self.tls {
-                endpoint = endpoint.tls_config(tls.clone()).map_err(bad)?;
-            }
-        }
-        Ok(endpoint)
+        Ok((endpoint, dial))
     }
 
     /// Connects to the first of `urls` that answers.
     async fn connect(&self, urls: &[String]) -> Result<PeerClient<Channel>, LinkError> {
         let mut last = LinkError::NoUrls;
         for url in urls {
-            let endpoint = match self.endpoint(url) {
+            let (endpoint, dial) = match self.endpoint(url) {
                 Ok(endpoint) => endpoint,
                 Err(e) => {
                     last = e;
                     continue;
                 }
             };
-            match endpoint.connect().await {
+            match dial.connect(endpoint).await {
                 Ok(channel) => {
                     tracing::debug!(peer = self.peer, url = %url, "connected to peer");
                     return Ok(PeerClient::new(channel)

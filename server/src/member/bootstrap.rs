@@ -13,6 +13,7 @@ use std::time::Duration;
 use cairn_proto::cairnpb::MemberTable;
 use cairn_proto::etcdserverpb::cluster_client::ClusterClient;
 use cairn_proto::etcdserverpb::MemberListRequest;
+use cairn_raft_node::transport::peer_endpoint;
 
 use super::MemberSetup;
 use crate::error::ServerError;
@@ -68,23 +69,14 @@ pub(super) async fn fetch_cluster(setup: &MemberSetup) -> Result<(Identity, Memb
     let mut last_err = String::from("no other member in --initial-cluster");
     for _attempt in 0..50 {
         for url in &urls {
-            let mut endpoint = match tonic::transport::Endpoint::from_shared(url.clone()) {
-                Ok(e) => e.connect_timeout(Duration::from_secs(1)).timeout(Duration::from_secs(3)),
+            let (endpoint, dial) = match peer_endpoint(url, setup.peer_tls.as_ref()) {
+                Ok((e, dial)) => (e.connect_timeout(Duration::from_secs(1)).timeout(Duration::from_secs(3)), dial),
                 Err(e) => {
                     last_err = format!("{url}: {e}");
                     continue;
                 }
             };
-            if let Some(tls) = &setup.peer_tls {
-                endpoint = match endpoint.tls_config(tls.clone()) {
-                    Ok(e) => e,
-                    Err(e) => {
-                        last_err = format!("{url}: {e}");
-                        continue;
-                    }
-                };
-            }
-            let channel = match endpoint.connect().await {
+            let channel = match dial.connect(endpoint).await {
                 Ok(c) => c,
                 Err(e) => {
                     last_err = format!("{url}: {e}");

@@ -16,7 +16,8 @@ use cairn_proto::etcdserverpb::lease_client::LeaseClient;
 use cairn_proto::etcdserverpb::{LeaseKeepAliveRequest, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse};
 use cairn_raft_node::NodeHandle;
 use parking_lot::Mutex;
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use cairn_raft_node::transport::{peer_endpoint, PeerTls};
+use tonic::transport::Channel;
 use tonic::{Request, Status};
 
 use crate::error::RequestError;
@@ -34,14 +35,14 @@ pub struct LeaseForwarder {
     me: u64,
     handle: NodeHandle<Output>,
     members: Arc<Members>,
-    tls: Option<ClientTlsConfig>,
+    tls: Option<PeerTls>,
     /// Channels to peers by URL. Lock: guards the map only; never held across an await.
     channels: Mutex<HashMap<String, Channel>>,
 }
 
 impl LeaseForwarder {
     /// A forwarder for member `me`.
-    pub fn new(me: u64, handle: NodeHandle<Output>, members: Arc<Members>, tls: Option<ClientTlsConfig>) -> Self {
+    pub fn new(me: u64, handle: NodeHandle<Output>, members: Arc<Members>, tls: Option<PeerTls>) -> Self {
         LeaseForwarder { me, handle, members, tls, channels: Mutex::new(HashMap::new()) }
     }
 
@@ -69,14 +70,10 @@ impl LeaseForwarder {
         if let Some(c) = channels.get(&url) {
             return Ok(LeaseClient::new(c.clone()));
         }
-        let mut endpoint = Endpoint::from_shared(url.clone())
-            .map_err(|e| Status::unavailable(format!("cairn: leader peer URL {url}: {e}")))?
-            .connect_timeout(Duration::from_secs(1))
-            .timeout(FORWARD_TIMEOUT);
-        if let Some(tls) = &self.tls {
-            endpoint = endpoint.tls_config(tls.clone()).map_err(|e| Status::unavailable(format!("cairn: peer TLS: {e}")))?;
-        }
-        let channel = endpoint.connect_lazy();
+        let (endpoint, dial) = peer_endpoint(&url, self.tls.as_ref())
+            .map_err(|e| Status::unavailable(format!("cairn: leader peer URL {url}: {e}")))?;
+        let endpoint = endpoint.connect_timeout(Duration::from_secs(1)).timeout(FORWARD_TIMEOUT);
+        let channel = dial.connect_lazy(endpoint).map_err(|e| Status::unavailable(format!("cairn: peer TLS: {e}")))?;
         channels.insert(url, channel.clone());
         Ok(LeaseClient::new(channel))
     }

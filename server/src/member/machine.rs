@@ -14,6 +14,7 @@
 //!   password changes and AuthDisable drop tokens (`auth/tokens.rs`).
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use cairn_proto::cairnpb::internal_request::Request;
 use cairn_proto::cairnpb::{ConfChangeContext, InternalRequest, MemberTable};
@@ -22,6 +23,7 @@ use cairn_raft_node::{AppliedConfChange, SnapshotSource, StateMachine, StateMach
 use cairn_storage::watch::WatchHub;
 use cairn_storage::{ApplyResponse, Error as StorageError, Store};
 use prost::Message;
+use tracing::warn;
 
 use crate::auth::SimpleTokens;
 use crate::member::table::Members;
@@ -43,12 +45,20 @@ pub struct RaftMachine {
     on_members: MembersHook,
     on_grant: GrantHook,
     tokens: Option<Arc<SimpleTokens>>,
+    /// Applying one entry for longer logs a warning (`--experimental-warning-apply-duration`).
+    warn_apply: Duration,
 }
 
 impl RaftMachine {
     /// The machine over `store` and its `hub`, keeping `members`.
     pub fn new(store: Arc<Store>, hub: WatchHub, members: Arc<Members>, on_members: MembersHook, on_grant: GrantHook) -> RaftMachine {
-        RaftMachine { store, hub, members, on_members, on_grant, tokens: None }
+        RaftMachine { store, hub, members, on_members, on_grant, tokens: None, warn_apply: Duration::from_millis(100) }
+    }
+
+    /// Warns about entries whose apply takes longer than `d`.
+    pub fn warn_apply_after(mut self, d: Duration) -> Self {
+        self.warn_apply = d;
+        self
     }
 
     /// Keeps `tokens` up to date with applied logins and auth changes.
@@ -76,6 +86,24 @@ impl RaftMachine {
     }
 }
 
+/// The kind of a command, for the slow-apply warning (never its keys or values).
+fn request_kind(req: &InternalRequest) -> &'static str {
+    match &req.request {
+        Some(Request::Put(_)) => "put",
+        Some(Request::DeleteRange(_)) => "delete_range",
+        Some(Request::Txn(_)) => "txn",
+        Some(Request::Compaction(_)) => "compaction",
+        Some(Request::LeaseGrant(_)) => "lease_grant",
+        Some(Request::LeaseRevoke(_)) => "lease_revoke",
+        Some(Request::LeaseCheckpoint(_)) => "lease_checkpoint",
+        Some(Request::LeaseExpire(_)) => "lease_expire",
+        Some(Request::MemberAttr(_)) => "member_attr",
+        // the auth commands, named as their RPCs
+        Some(other) => crate::member::proposer::request_kind(other),
+        None => "empty",
+    }
+}
+
 /// The member table a store holds, if it holds one that decodes.
 pub fn stored_members(store: &Store) -> Result<Option<MemberTable>, prost::DecodeError> {
     store.members().map(|b| MemberTable::decode(b.as_slice())).transpose()
@@ -100,7 +128,20 @@ impl StateMachine for RaftMachine {
             }
             return Ok(Ok(ApplyResponse::Skipped));
         }
-        match self.store.apply(index, req) {
+        let started = Instant::now();
+        let applied = self.store.apply(index, req);
+        let took = started.elapsed();
+        if took > self.warn_apply {
+            // etcd's wording and fields, so that log searches and alerts carry over
+            warn!(
+                took = ?took,
+                expected_duration = ?self.warn_apply,
+                index,
+                request = request_kind(req),
+                "apply request took too long"
+            );
+        }
+        match applied {
             Ok(ApplyResponse::LeaseGrant(g)) => {
                 (self.on_grant)(g.id, g.ttl);
                 Ok(Ok(ApplyResponse::LeaseGrant(g)))

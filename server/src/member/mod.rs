@@ -96,6 +96,9 @@ pub struct MemberOptions {
     pub storage_engine: Option<StorageEngine>,
     /// `--auth-token-ttl`: seconds a simple token lives after its last use.
     pub token_ttl_secs: u64,
+    /// `--experimental-warning-apply-duration`: applying one entry for longer logs
+    /// "apply request took too long".
+    pub warn_apply_duration: Duration,
 }
 
 impl Default for MemberOptions {
@@ -110,6 +113,7 @@ impl Default for MemberOptions {
             lessor: LessorConfig::default(),
             storage_engine: None,
             token_ttl_secs: crate::auth::DEFAULT_TOKEN_TTL_SECS,
+            warn_apply_duration: Duration::from_millis(100),
         }
     }
 }
@@ -137,7 +141,9 @@ pub struct MemberSetup {
     /// `--snapshot-count`.
     pub snapshot_count: u64,
     /// Client TLS for connections to peers (`--peer-*` flags), if any.
-    pub peer_tls: Option<tonic::transport::ClientTlsConfig>,
+    pub peer_tls: Option<cairn_raft_node::transport::PeerTls>,
+    /// `--wal-dir`: the Raft log's folder when not `<data-dir>/member/raft`.
+    pub wal_dir: Option<PathBuf>,
     /// Limits and tuning.
     pub options: MemberOptions,
 }
@@ -254,7 +260,9 @@ impl Member {
             }
         });
         let tokens = Arc::new(SimpleTokens::new(setup.options.token_ttl_secs, setup.options.clock.clone()));
-        let machine = RaftMachine::new(store.clone(), hub.clone(), members.clone(), on_members, on_grant).with_tokens(tokens.clone());
+        let machine = RaftMachine::new(store.clone(), hub.clone(), members.clone(), on_members, on_grant)
+            .warn_apply_after(setup.options.warn_apply_duration)
+            .with_tokens(tokens.clone());
 
         let tick = setup.heartbeat_ms.max(1);
         let mut cfg = NodeConfig::new(me);
@@ -268,7 +276,7 @@ impl Member {
         // node also starts above every id of its own still in the log, see `IdGen`)
         let unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         cfg.request_id_clock_ms = unix_ms;
-        let raft_dir = member_dir.join("raft");
+        let raft_dir = setup.wal_dir.clone().unwrap_or_else(|| member_dir.join("raft"));
         let peer_mailbox = inbox.mailbox();
         let node = {
             let raft_dir = raft_dir.clone();
@@ -383,6 +391,13 @@ impl Member {
             loop {
                 let published = members.get(me).is_some_and(|m| m.name == name && m.client_urls == urls);
                 if published && handle.leader().id != 0 {
+                    // etcd's start-up milestones, which harnesses and scripts wait for
+                    info!(
+                        local_member_id = %format!("{me:x}"),
+                        local_member_attributes = %format!("{{Name:{name} ClientURLs:[{}]}}", urls.join(" ")),
+                        "published local member to cluster through raft"
+                    );
+                    info!(cluster_version = CLUSTER_VERSION, "enabled capabilities for version");
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -418,6 +433,9 @@ impl Member {
         }
     }
 }
+
+/// The cluster version cairn's members run (etcd's major.minor of [`crate::startup::config::ETCD_VERSION`]).
+pub const CLUSTER_VERSION: &str = "3.5";
 
 /// How often the store's backend catches up with what was applied (etcd commits its
 /// backend every 100 ms, `--backend-batch-interval`).

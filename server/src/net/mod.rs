@@ -1,5 +1,5 @@
 //! Networking: client and peer listeners (`listen`, `incoming`, `serve`), TLS (`tls`,
-//! `peer_tls`), the HTTP endpoints for probes and scrapers (`http`), and adapters that make
+//! `peer_tls`, `tls_policy`), the HTTP endpoints for probes and scrapers (`http`), and adapters that make
 //! hyper/tonic answer like grpc-go (`authority`, `limits`).
 
 pub mod authority;
@@ -10,3 +10,4 @@ pub mod listen;
 pub mod peer_tls;
 pub mod serve;
 pub mod tls;
+pub mod tls_policy;

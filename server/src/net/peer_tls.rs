@@ -3,20 +3,22 @@
 //! the client configuration for connections to other members.
 //!
 //! As in etcd, a member presents its peer certificate both as a server and as a client, and
-//! verifies other members against `--peer-trusted-ca-file`. Limitation: with
-//! `--peer-auto-tls` etcd's client skips verifying the other side's self-signed
-//! certificate; tonic's client always verifies, so auto-TLS peers need
-//! `--peer-trusted-ca-file` naming a CA that signed them (otherwise start-up refuses).
+//! verifies other members against `--peer-trusted-ca-file`. With `--peer-auto-tls` and no
+//! CA, peer traffic is encrypted but certificates are not verified, as in etcd (a warning
+//! says so at start-up); `--peer-crl-file` refuses revoked peer certificates.
 
 use std::path::Path;
 
 use tokio_rustls::TlsAcceptor;
+use cairn_raft_node::transport::PeerTls;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+use tracing::warn;
 
 use crate::startup::config::Config;
 use crate::error::ServerError;
 use crate::net::listen::ClientUrl;
 use crate::net::tls::{read, server_tls, TlsFlags};
+use crate::net::tls_policy::TlsPolicy;
 
 /// The acceptor for peer listeners and the client TLS for dialling peers; each `None`
 /// when not configured.
@@ -24,7 +26,7 @@ pub fn peer_tls(
     config: &Config,
     data_dir: &Path,
     listen: &[ClientUrl],
-) -> Result<(Option<TlsAcceptor>, Option<ClientTlsConfig>), ServerError> {
+) -> Result<(Option<TlsAcceptor>, Option<PeerTls>), ServerError> {
     let flags = TlsFlags {
         cert_file: config.peer_cert_file.clone(),
         key_file: config.peer_key_file.clone(),
@@ -32,6 +34,8 @@ pub fn peer_tls(
         trusted_ca_file: config.peer_trusted_ca_file.clone(),
         auto_tls: config.peer_auto_tls,
         fixture_dir: data_dir.join("fixtures").join("peer"),
+        crl_file: config.peer_crl_file.clone(),
+        policy: TlsPolicy::from_config(config)?,
     };
     let hosts: Vec<String> = listen.iter().map(|u| u.host.clone()).collect();
     let acceptor = server_tls(&flags, &hosts)?;
@@ -40,18 +44,23 @@ pub fn peer_tls(
     if !dials_tls && flags.trusted_ca_file.is_none() && flags.cert_file.is_none() {
         return Ok((acceptor, None));
     }
-    let mut client = ClientTlsConfig::new();
-    if let Some(ca) = &flags.trusted_ca_file {
-        client = client.ca_certificate(Certificate::from_pem(read(ca)?));
-    } else if dials_tls {
-        return Err(ServerError::Identity(
-            "https:// peer URLs need --peer-trusted-ca-file (cairn verifies peer certificates, \\
-             also with --peer-auto-tls)"
-                .into(),
-        ));
-    }
+    let Some(ca) = &flags.trusted_ca_file else {
+        if flags.auto_tls && flags.cert_file.is_none() {
+            // as etcd: auto-TLS peers encrypt but cannot verify each other's self-signed
+            // certificates
+            warn!("--peer-auto-tls without --peer-trusted-ca-file: peer certificates are not verified");
+            return Ok((acceptor, Some(PeerTls::unverified())));
+        }
+        if dials_tls {
+            return Err(ServerError::Identity(
+                "https:// peer URLs need --peer-trusted-ca-file (or --peer-auto-tls)".into(),
+            ));
+        }
+        return Ok((acceptor, None));
+    };
+    let mut client = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca)?));
     if let (Some(cert), Some(key)) = (&flags.cert_file, &flags.key_file) {
         client = client.identity(Identity::from_pem(read(cert)?, read(key)?));
     }
-    Ok((acceptor, Some(client)))
+    Ok((acceptor, Some(PeerTls::Verified(client))))
 }

@@ -54,6 +54,28 @@ pub(crate) struct Services<P> {
     watch_shutdown: WatchShutdown,
     lease: LeaseServer<LeaseService<P>>,
     auth: AuthServer<AuthService<P>>,
+    /// HTTP/2 settings of client connections.
+    http2: Http2Settings,
+}
+
+/// HTTP/2 settings of client connections: `--max-concurrent-streams`,
+/// `--grpc-keepalive-interval` and `--grpc-keepalive-timeout` (etcd's defaults: unlimited
+/// streams, a ping after 2 h of silence, 20 s for its answer).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Http2Settings {
+    pub(crate) max_concurrent_streams: u32,
+    pub(crate) keepalive_interval: std::time::Duration,
+    pub(crate) keepalive_timeout: std::time::Duration,
+}
+
+impl Default for Http2Settings {
+    fn default() -> Self {
+        Http2Settings {
+            max_concurrent_streams: u32::MAX,
+            keepalive_interval: std::time::Duration::from_secs(2 * 3600),
+            keepalive_timeout: std::time::Duration::from_secs(20),
+        }
+    }
 }
 
 impl<P> Clone for Services<P> {
@@ -66,6 +88,7 @@ impl<P> Clone for Services<P> {
             watch_shutdown: self.watch_shutdown.clone(),
             lease: self.lease.clone(),
             auth: self.auth.clone(),
+            http2: self.http2,
         }
     }
 }
@@ -114,7 +137,14 @@ impl<P: Proposer> Services<P> {
             auth: AuthServer::new(auth)
                 .max_decoding_message_size(decode)
                 .max_encoding_message_size(MAX_ENCODING_BYTES),
+            http2: Http2Settings::default(),
         }
+    }
+
+    /// Serves client connections with `http2`'s settings.
+    pub(crate) fn with_http2(mut self, http2: Http2Settings) -> Self {
+        self.http2 = http2;
+        self
     }
 }
 
@@ -144,8 +174,12 @@ pub(crate) async fn serve<P: Proposer>(
     let mut sigterm = signal(SignalKind::terminate()).map_err(ServerError::Signals)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(ServerError::Signals)?;
 
+    let http2 = services.http2;
     let client_router = || {
         Server::builder()
+            .max_concurrent_streams(http2.max_concurrent_streams)
+            .http2_keepalive_interval(Some(http2.keepalive_interval))
+            .http2_keepalive_timeout(Some(http2.keepalive_timeout))
             .layer(LimitStatusLayer)
             .add_service(services.kv.clone())
             .add_service(services.maintenance.clone())

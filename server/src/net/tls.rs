@@ -7,7 +7,9 @@
 //!   `--trusted-ca-file`;
 //! - `--auto-tls` (when no certificate is given) uses a self-signed certificate kept in
 //!   `<data-dir>/fixtures/client/{cert,key}.pem`, generated on first start and reused after;
-//!   client-certificate authentication does not apply to it (etcd ignores it too).
+//!   client-certificate authentication does not apply to it (etcd ignores it too);
+//! - `--client-crl-file` refuses client certificates the list revokes;
+//! - `--tls-min-version`, `--tls-max-version`, `--cipher-suites`: see `tls_policy.rs`.
 //!
 //! The server does the TLS handshake itself (not through tonic) so that the decrypted stream
 //! can pass through [`crate::net::authority::AuthorityFix`] before hyper sees it. ALPN offers
@@ -18,7 +20,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use tokio_rustls::rustls::server::WebPkiClientVerifier;
 use tokio_rustls::rustls::{self, RootCertStore, ServerConfig};
 use tokio_rustls::TlsAcceptor;
@@ -26,6 +28,7 @@ use tracing::{info, warn};
 
 use crate::startup::config::Config;
 use crate::error::{ConfigError, ServerError};
+use crate::net::tls_policy::TlsPolicy;
 
 /// TLS material that could not be read, generated or used.
 #[derive(Debug, thiserror::Error)]
@@ -60,9 +63,12 @@ pub enum TlsError {
     /// rustls refused the certificate, key or CA.
     #[error("invalid client TLS configuration: {0}")]
     Rustls(#[from] rustls::Error),
-    /// The client-certificate verifier could not be built from the CA file.
-    #[error("invalid --trusted-ca-file: {0}")]
+    /// The client-certificate verifier could not be built from the CA or CRL file.
+    #[error("invalid --trusted-ca-file or CRL file: {0}")]
     Verifier(#[from] rustls::server::VerifierBuilderError),
+    /// `--tls-min-version`, `--tls-max-version` or `--cipher-suites` cannot be honoured.
+    #[error("{0}")]
+    Policy(String),
 }
 
 /// The TLS acceptor for `https://` client listeners, or `None` when no certificate is
@@ -79,6 +85,8 @@ pub fn client_tls(
         trusted_ca_file: config.trusted_ca_file.clone(),
         auto_tls: config.auto_tls,
         fixture_dir: data_dir.join("fixtures").join("client"),
+        crl_file: config.client_crl_file.clone(),
+        policy: TlsPolicy::from_config(config)?,
     };
     server_tls(&flags, hosts)
 }
@@ -98,6 +106,10 @@ pub struct TlsFlags {
     pub auto_tls: bool,
     /// Where the auto-TLS certificate is kept.
     pub fixture_dir: PathBuf,
+    /// Revoked certificates (PEM CRL), refused when the other side presents one.
+    pub crl_file: Option<PathBuf>,
+    /// Versions and cipher suites offered.
+    pub policy: TlsPolicy,
 }
 
 /// The TLS acceptor for listeners configured by `flags`, or `None` without a certificate.
@@ -119,9 +131,9 @@ pub fn server_tls(flags: &TlsFlags, hosts: &[String]) -> Result<Option<TlsAccept
         }
         _ => return Err(ConfigError::CertKeyPair.into()),
     };
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = config.policy.provider.clone();
     let builder = ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(&config.policy.versions)
         .map_err(TlsError::Rustls)?;
     let builder = if config.client_cert_auth && config.cert_file.is_some() {
         let ca = config
@@ -132,9 +144,11 @@ pub fn server_tls(flags: &TlsFlags, hosts: &[String]) -> Result<Option<TlsAccept
         for cert in read_certs(ca)? {
             roots.add(cert).map_err(TlsError::Rustls)?;
         }
-        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-            .build()
-            .map_err(TlsError::Verifier)?;
+        let mut verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+        if let Some(crl) = &config.crl_file {
+            verifier = verifier.with_crls(read_crls(crl)?);
+        }
+        let verifier = verifier.build().map_err(TlsError::Verifier)?;
         builder.with_client_cert_verifier(verifier)
     } else {
         if config.client_cert_auth {
@@ -171,6 +185,21 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
         });
     }
     Ok(certs)
+}
+
+fn read_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
+    let pem = read(path)?;
+    let crls = rustls_pemfile::crls(&mut pem.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| TlsError::Read { path: path.to_owned(), source })?;
+    if !crls.is_empty() {
+        return Ok(crls);
+    }
+    // a DER file (etcd, through Go's x509.ParseCRL, takes both forms): one ASN.1 SEQUENCE
+    if pem.first() == Some(&0x30) {
+        return Ok(vec![CertificateRevocationListDer::from(pem)]);
+    }
+    Err(TlsError::Pem { path: path.to_owned(), what: "no certificate revocation list (PEM or DER) found" })
 }
 
 fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {

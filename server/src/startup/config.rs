@@ -6,16 +6,19 @@
 //! `--client-cert-auth=false` (and Go's spellings `1`, `t`, `TRUE`, `0`, `f`, ...). Go also
 //! accepts a single dash (`-name x`); [`normalize_args`] rewrites those to two dashes.
 //!
-//! Flags of features this version does not have yet (quota, auto-compaction...) are
-//! accepted so that existing etcd command lines keep working; their help ends in
-//! [`IGNORED_MARK`], and [`Config::ignored`] lists the ones that were set so the server can
-//! say once that they have no effect.
+//! Every etcd 3.4/3.5 flag is accepted. Those cairn does not act on live in one table,
+//! `etcd_only_flags.rs`: their help ends in [`IGNORED_MARK`] with the reason, and
+//! [`Config::ignored`] lists the ones that were set so the server can say once that they
+//! have no effect (a few that cannot be ignored safely make it refuse to start).
 
 use std::ffi::OsString;
 use std::path::PathBuf;
 
 use clap::parser::ValueSource;
 use clap::{ArgAction, CommandFactory, FromArgMatches, Parser};
+
+use super::config_file;
+use super::etcd_only_flags::EtcdOnlyFlags;
 
 /// The etcd version cairn reports (`--version`, Maintenance.Status). kube-apiserver enables
 /// features by this number (RequestWatchProgress needs ≥ 3.5.13).
@@ -31,7 +34,10 @@ pub const IGNORED_MARK: &str = "(accepted, ignored)";
 #[command(
     name = "cairn",
     about = "cairn: an etcd-compatible key-value store",
-    disable_version_flag = true
+    disable_version_flag = true,
+    // Go's flag package lets a flag repeat, the last value winning (etcd's e2e harness
+    // passes `--client-cert-auth` twice)
+    args_override_self = true
 )]
 pub struct Config {
     /// Print the version and exit. (Not read from ETCD_VERSION, as in etcd.)
@@ -121,22 +127,48 @@ pub struct Config {
     #[arg(long, env = "ETCD_MAX_TXN_OPS", default_value_t = 128)]
     pub max_txn_ops: u32,
 
-    /// `periodic` or `revision` (accepted, ignored)
-    #[arg(long, env = "ETCD_AUTO_COMPACTION_MODE", default_value = "periodic")]
-    pub auto_compaction_mode: String,
-
-    /// Auto-compaction retention (accepted, ignored)
-    #[arg(long, env = "ETCD_AUTO_COMPACTION_RETENTION", default_value = "0")]
-    pub auto_compaction_retention: String,
-
     /// Log level: debug, info, warn, error, dpanic, panic, fatal.
     #[arg(long, env = "ETCD_LOG_LEVEL", default_value = "info",
           value_parser = ["debug", "info", "warn", "error", "dpanic", "panic", "fatal"])]
     pub log_level: String,
 
-    /// Logger, `zap` or `capnslog`; cairn always logs to stderr (accepted, ignored)
-    #[arg(long, env = "ETCD_LOGGER", default_value = "zap")]
+    /// Logger: `zap` writes etcd's JSON lines (level, ts, caller, msg, fields); `capnslog`
+    /// (etcd 3.4's) writes plain text lines.
+    #[arg(long, env = "ETCD_LOGGER", default_value = "zap", value_parser = ["zap", "capnslog"])]
     pub logger: String,
+
+    /// Where logs go, comma-separated: `default` or `stderr`, `stdout`, or file paths
+    /// (appended to).
+    #[arg(long, env = "ETCD_LOG_OUTPUTS", value_delimiter = ',', default_value = "default")]
+    pub log_outputs: Vec<String>,
+
+    /// Warn ("apply request took too long") when applying one entry takes longer (Go duration).
+    #[arg(long, env = "ETCD_EXPERIMENTAL_WARNING_APPLY_DURATION", default_value = "100ms",
+          value_parser = parse_go_duration)]
+    pub experimental_warning_apply_duration: std::time::Duration,
+
+    /// Dedicated folder for the Raft log [default: ${data-dir}/member/raft].
+    #[arg(long, env = "ETCD_WAL_DIR")]
+    pub wal_dir: Option<PathBuf>,
+
+    /// Most concurrent gRPC streams per client connection.
+    #[arg(long, env = "ETCD_MAX_CONCURRENT_STREAMS", default_value_t = u32::MAX)]
+    pub max_concurrent_streams: u32,
+
+    /// Idle time after which the server pings a client connection (Go duration).
+    #[arg(long, env = "ETCD_GRPC_KEEPALIVE_INTERVAL", default_value = "2h",
+          value_parser = parse_go_duration)]
+    pub grpc_keepalive_interval: std::time::Duration,
+
+    /// How long the server waits for a ping's answer before closing the connection.
+    #[arg(long, env = "ETCD_GRPC_KEEPALIVE_TIMEOUT", default_value = "20s",
+          value_parser = parse_go_duration)]
+    pub grpc_keepalive_timeout: std::time::Duration,
+
+    /// A YAML file holding the configuration (etcd's keys); when set, the file is the whole
+    /// configuration and other flags are ignored, as in etcd.
+    #[arg(long, env = "ETCD_CONFIG_FILE")]
+    pub config_file: Option<PathBuf>,
 
     /// Raft heartbeat interval in ms (one Raft tick).
     #[arg(long, env = "ETCD_HEARTBEAT_INTERVAL", default_value_t = 100)]
@@ -149,12 +181,6 @@ pub struct Config {
     /// URLs for /metrics, /health, /livez and /readyz (http:// only).
     #[arg(long, env = "ETCD_LISTEN_METRICS_URLS", value_delimiter = ',')]
     pub listen_metrics_urls: Vec<String>,
-
-    /// Check data corruption before serving (accepted, ignored)
-    #[arg(long, env = "ETCD_EXPERIMENTAL_INITIAL_CORRUPT_CHECK", num_args = 0..=1,
-          require_equals = true, default_value = "false", default_missing_value = "true",
-          value_parser = parse_go_bool, action = ArgAction::Set)]
-    pub experimental_initial_corrupt_check: bool,
 
     /// Interval of periodic watch progress notifications (Go duration, e.g. `5s`), etcd
     /// 3.4/3.5's name; see [`Config::watch_progress_notify_interval`].
@@ -228,18 +254,40 @@ pub struct Config {
           value_parser = parse_go_bool, action = ArgAction::Set)]
     pub peer_auto_tls: bool,
 
-    /// TLS cipher suites; rustls chooses its own (accepted, ignored)
-    #[arg(long, env = "ETCD_CIPHER_SUITES")]
-    pub cipher_suites: Option<String>,
+    /// TLS cipher suites (Go's names, comma-separated) for client and peer TLS 1.2;
+    /// [default: rustls's secure set].
+    #[arg(long, env = "ETCD_CIPHER_SUITES", value_delimiter = ',')]
+    pub cipher_suites: Vec<String>,
 
-    /// Minimum TLS version; rustls speaks 1.2 and 1.3 (accepted, ignored)
-    #[arg(long, env = "ETCD_TLS_MIN_VERSION")]
-    pub tls_min_version: Option<String>,
+    /// Minimum TLS version: TLS1.2 or TLS1.3 (TLS1.0 and TLS1.1 are refused, as rustls has
+    /// neither).
+    #[arg(long, env = "ETCD_TLS_MIN_VERSION", default_value = "TLS1.2")]
+    pub tls_min_version: String,
+
+    /// Maximum TLS version: TLS1.2 or TLS1.3 [default: TLS1.3].
+    #[arg(long, env = "ETCD_TLS_MAX_VERSION")]
+    pub tls_max_version: Option<String>,
+
+    /// Certificate revocation list (PEM) checked against client certificates.
+    #[arg(long, env = "ETCD_CLIENT_CRL_FILE")]
+    pub client_crl_file: Option<PathBuf>,
+
+    /// Certificate revocation list (PEM) checked against peer certificates.
+    #[arg(long, env = "ETCD_PEER_CRL_FILE")]
+    pub peer_crl_file: Option<PathBuf>,
+
+    /// etcd flags cairn accepts without acting on them (see `etcd_only_flags.rs`).
+    #[command(flatten)]
+    pub etcd_only: EtcdOnlyFlags,
 
     /// Ignored flags (help ending in [`IGNORED_MARK`]) that were set on the command line or
     /// in the environment.
     #[arg(skip)]
     pub ignored: Vec<String>,
+
+    /// Keys of `--config-file` that no flag has.
+    #[arg(skip)]
+    pub unknown_file_keys: Vec<String>,
 }
 
 impl Config {
@@ -250,11 +298,25 @@ impl Config {
         I: IntoIterator<Item = T>,
         T: Into<OsString>,
     {
-        let args = normalize_args(args.into_iter().map(Into::into));
-        let command = Config::command();
+        let mut args = normalize_args(args.into_iter().map(Into::into));
+        let mut command = Config::command();
+        let mut unknown_file_keys = Vec::new();
+        let file = config_file_arg(&args).or_else(|| std::env::var_os("ETCD_CONFIG_FILE").filter(|v| !v.is_empty()).map(PathBuf::from));
+        if let Some(path) = &file {
+            // the file is the whole configuration: other flags and ETCD_* variables are ignored
+            let known: Vec<String> = command.get_arguments().filter_map(|a| a.get_long().map(str::to_owned)).collect();
+            let from_file = config_file::read(path, &known)
+                .map_err(|e| command.error(clap::error::ErrorKind::ValueValidation, e))?;
+            let program = args.first().cloned().unwrap_or_else(|| OsString::from("cairn"));
+            args = std::iter::once(program).chain(from_file.args).collect();
+            unknown_file_keys = from_file.unknown;
+            command = command.mut_args(|a| a.env(None));
+        }
         let ignored: Vec<String> = ignored_flag_ids(&command);
         let matches = command.try_get_matches_from(args)?;
         let mut config = Config::from_arg_matches(&matches)?;
+        config.config_file = file;
+        config.unknown_file_keys = unknown_file_keys;
         config.ignored = ignored
             .iter()
             .filter(|id| {
@@ -307,6 +369,24 @@ impl Config {
     }
 }
 
+/// The value of `--config-file` on the command line, if given.
+fn config_file_arg(args: &[OsString]) -> Option<PathBuf> {
+    let mut it = args.iter().skip(1).map(|a| a.to_str());
+    while let Some(arg) = it.next() {
+        match arg {
+            Some("--") => return None,
+            Some("--config-file") => return it.next().flatten().map(PathBuf::from),
+            Some(a) => {
+                if let Some(v) = a.strip_prefix("--config-file=") {
+                    return Some(PathBuf::from(v));
+                }
+            }
+            None => {}
+        }
+    }
+    None
+}
+
 /// The ids of the flags whose help ends in [`IGNORED_MARK`].
 pub fn ignored_flag_ids(command: &clap::Command) -> Vec<String> {
     command
@@ -317,7 +397,7 @@ pub fn ignored_flag_ids(command: &clap::Command) -> Vec<String> {
 }
 
 /// Parses a boolean the way Go's `strconv.ParseBool` (and so etcd's flags) does.
-fn parse_go_bool(s: &str) -> Result<bool, String> {
+pub(super) fn parse_go_bool(s: &str) -> Result<bool, String> {
     match s {
         "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
         "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),

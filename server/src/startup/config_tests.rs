@@ -111,11 +111,12 @@ fn ignored_flags_are_reported() {
         "--quota-backend-bytes=8589934592",
         "--experimental-watch-progress-notify-interval=5s",
         "--initial-cluster-state=existing",
-        "--cipher-suites=TLS_AES_128_GCM_SHA256",
+        "--cipher-suites=TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+        "--enable-v2",
     ])
     .unwrap();
-    // flags that work (snapshot count, peer TLS, cluster state) are not reported
-    assert_eq!(c.ignored, vec!["--quota-backend-bytes", "--cipher-suites"]);
+    // flags that work (snapshot count, peer TLS, cluster state, cipher suites) are not reported
+    assert_eq!(c.ignored, vec!["--quota-backend-bytes", "--enable-v2"]);
 }
 
 #[test]
@@ -125,7 +126,7 @@ fn the_ignored_list_and_help_come_from_one_table() {
     for used in ["snapshot_count", "heartbeat_interval", "election_timeout", "listen_peer_urls", "peer_cert_file"] {
         assert!(!ids.iter().any(|i| i == used), "{used} works and must not be listed as ignored");
     }
-    for ignored in ["quota_backend_bytes", "auto_compaction_mode", "tls_min_version"] {
+    for ignored in ["quota_backend_bytes", "auto_compaction_mode", "enable_v2", "metrics"] {
         assert!(ids.iter().any(|i| i == ignored), "{ignored} has no effect yet and must be listed");
     }
     let help = command.clone().render_long_help().to_string();
@@ -201,4 +202,113 @@ fn environment_variables() {
     let c = flag_wins.unwrap();
     assert_eq!(c.name, "flag");
     assert!(!c.client_cert_auth);
+}
+
+/// Every flag etcd 3.5's `--help` lists (server/etcdmain/help.go, v3.5.17), plus etcd 3.4's
+/// that 3.5 dropped: each must parse, so no manifest written for etcd stops cairn.
+const ETCD_FLAGS: &[&str] = &[
+    "advertise-client-urls", "auth-token", "auth-token-ttl", "auto-compaction-mode", "auto-compaction-retention",
+    "auto-tls", "backend-batch-interval", "backend-batch-limit", "backend-bbolt-freelist-type", "bcrypt-cost",
+    "cert-file", "cipher-suites", "client-cert-allowed-hostname", "client-cert-auth", "client-cert-file",
+    "client-crl-file", "client-key-file", "config-file", "cors", "data-dir", "debug", "discovery",
+    "discovery-fallback", "discovery-proxy", "discovery-srv", "discovery-srv-name", "election-timeout",
+    "enable-grpc-gateway", "enable-log-rotation", "enable-pprof", "enable-v2",
+    "experimental-backend-bbolt-freelist-type", "experimental-bootstrap-defrag-threshold-megabytes",
+    "experimental-compact-hash-check-enabled", "experimental-compact-hash-check-time",
+    "experimental-compaction-batch-limit", "experimental-compaction-sleep-interval",
+    "experimental-corrupt-check-time", "experimental-distributed-tracing-address",
+    "experimental-distributed-tracing-instance-id", "experimental-distributed-tracing-sampling-rate",
+    "experimental-distributed-tracing-service-name", "experimental-downgrade-check-time",
+    "experimental-enable-distributed-tracing", "experimental-enable-lease-checkpoint",
+    "experimental-enable-lease-checkpoint-persist", "experimental-enable-v2v3",
+    "experimental-initial-corrupt-check", "experimental-memory-mlock",
+    "experimental-peer-skip-client-san-verification", "experimental-snapshot-catchup-entries",
+    "experimental-stop-grpc-service-on-defrag", "experimental-txn-mode-write-with-shared-buffer",
+    "experimental-warning-apply-duration", "experimental-watch-progress-notify-interval",
+    "force-new-cluster", "grpc-keepalive-interval", "grpc-keepalive-min-time", "grpc-keepalive-timeout",
+    "heartbeat-interval", "host-whitelist", "initial-advertise-peer-urls", "initial-cluster",
+    "initial-cluster-state", "initial-cluster-token", "initial-election-tick-advance", "key-file",
+    "listen-client-http-urls", "listen-client-urls", "listen-metrics-urls", "listen-peer-urls", "log-level",
+    "log-outputs", "log-package-levels", "log-rotation-config-json", "logger", "max-concurrent-streams",
+    "max-request-bytes", "max-snapshots", "max-txn-ops", "max-wals", "metrics", "name", "peer-auto-tls",
+    "peer-cert-allowed-cn", "peer-cert-allowed-hostname", "peer-cert-file", "peer-client-cert-auth",
+    "peer-client-cert-file", "peer-client-key-file", "peer-crl-file", "peer-key-file", "peer-trusted-ca-file",
+    "pre-vote", "proxy", "proxy-dial-timeout", "proxy-failure-wait", "proxy-read-timeout",
+    "proxy-refresh-interval", "proxy-write-timeout", "quota-backend-bytes", "raft-read-timeout",
+    "raft-write-timeout", "self-signed-cert-validity", "snapshot-count", "socket-reuse-address",
+    "socket-reuse-port", "strict-reconfig-check", "tls-max-version", "tls-min-version", "trusted-ca-file",
+    "unsafe-no-fsync", "v2-deprecation", "version", "wal-dir",
+];
+
+#[test]
+fn every_etcd_flag_is_known() {
+    let command = <Config as clap::CommandFactory>::command();
+    let known: Vec<&str> = command.get_arguments().filter_map(|a| a.get_long()).collect();
+    let missing: Vec<&&str> = ETCD_FLAGS.iter().filter(|f| !known.contains(f)).collect();
+    assert!(missing.is_empty(), "etcd flags cairn does not accept: {missing:?}");
+}
+
+#[test]
+fn the_e2e_harness_command_line_parses() {
+    let _env = ENV_LOCK.lock();
+    // what etcd's own e2e suite (tests/e2e/cluster_test.go) passes
+    let c = parse(&[
+        "--name", "test-0", "--listen-client-urls", "http://localhost:20000",
+        "--advertise-client-urls", "http://localhost:20000", "--listen-peer-urls", "https://localhost:20001",
+        "--initial-advertise-peer-urls", "https://localhost:20001", "--initial-cluster-token", "new",
+        "--data-dir", "/tmp/x", "--snapshot-count", "100000", "--strict-reconfig-check=false",
+        "--enable-v2", "--experimental-initial-corrupt-check", "--max-concurrent-streams", "100",
+        "--peer-auto-tls", "--client-crl-file", "/tmp/crl.pem", "--client-cert-auth",
+        "--cipher-suites", "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305",
+        "--initial-cluster", "test-0=https://localhost:20001",
+    ])
+    .unwrap();
+    assert_eq!(c.max_concurrent_streams, 100);
+    assert_eq!(c.cipher_suites.len(), 2);
+    assert_eq!(c.client_crl_file.as_deref(), Some(std::path::Path::new("/tmp/crl.pem")));
+    assert!(!c.etcd_only.strict_reconfig_check);
+    assert!(c.etcd_only.refused().is_none());
+}
+
+#[test]
+fn flags_cairn_cannot_honour_are_refused() {
+    let _env = ENV_LOCK.lock();
+    for args in [&["--force-new-cluster"][..], &["--discovery=https://d/x"], &["--proxy=on"], &["--peer-cert-allowed-cn=etcd"]] {
+        assert!(parse(args).unwrap().etcd_only.refused().is_some(), "{args:?}");
+    }
+    assert!(parse(&["--proxy=off"]).unwrap().etcd_only.refused().is_none());
+}
+
+#[test]
+fn config_file_is_the_whole_configuration() {
+    let _env = ENV_LOCK.lock();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("etcd.yaml");
+    std::fs::write(
+        &path,
+        "name: from-file\nsnapshot-count: 42\nlog-outputs: [stderr]\nlisten-client-urls: http://127.0.0.1:1,http://127.0.0.1:2\n\
+         client-transport-security:\n  client-cert-auth: true\n  trusted-ca-file: ca.crt\nno-such-key: 1\n",
+    )
+    .unwrap();
+    let file = format!("--config-file={}", path.display());
+    // flags beside the file are ignored, as in etcd
+    let c = parse(&[&file, "--name", "from-flag"]).unwrap();
+    assert_eq!(c.name, "from-file");
+    assert_eq!(c.snapshot_count, 42);
+    assert_eq!(c.listen_client_urls.len(), 2);
+    assert!(c.client_cert_auth);
+    assert_eq!(c.trusted_ca_file.as_deref(), Some(std::path::Path::new("ca.crt")));
+    assert_eq!(c.unknown_file_keys, ["no-such-key"]);
+    assert_eq!(c.config_file.as_deref(), Some(path.as_path()));
+    std::fs::write(&path, "name: [unclosed\n").unwrap();
+    assert!(parse(&[&file]).is_err());
+    assert!(parse(&["--config-file", "/nonexistent/etcd.yaml"]).is_err());
+}
+
+#[test]
+fn a_repeated_flag_takes_its_last_value_as_in_go() {
+    let _env = ENV_LOCK.lock();
+    let c = parse(&["--client-cert-auth", "--name=a", "--client-cert-auth", "--name=b"]).unwrap();
+    assert!(c.client_cert_auth);
+    assert_eq!(c.name, "b");
 }

@@ -8,7 +8,6 @@
 //! requests`, and serve until SIGTERM or SIGINT (or this member's removal). Shutdown stops
 //! accepting, lets in-flight requests finish, stops the node.
 
-use std::io::IsTerminal;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -18,7 +17,7 @@ use cairn_storage::{StorageEngine, Store};
 use tracing::{error, info, warn};
 
 use super::config::Config;
-use super::local_cluster;
+use super::{local_cluster, logging};
 use crate::api::watch::WatchService;
 use crate::error::{ConfigError, ServerError};
 use crate::member::control::ClusterControl;
@@ -55,7 +54,10 @@ pub fn main_entry() -> ExitCode {
         print!("{}", Config::version_text());
         return ExitCode::SUCCESS;
     }
-    init_logging(&config.log_level);
+    if let Err(e) = logging::init(&config.logger, &config.log_outputs, &config.log_level) {
+        eprintln!("cairn: {e}");
+        return ExitCode::FAILURE;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("cairn-worker")
@@ -71,35 +73,16 @@ pub fn main_entry() -> ExitCode {
     }
 }
 
-/// Logs to stderr at `--log-level` (etcd's names; `dpanic`, `panic` and `fatal` log errors
-/// only). `RUST_LOG`, when set, overrides it. Dependencies log warnings and errors only.
-fn init_logging(level: &str) {
-    let level = match level {
-        "debug" | "info" | "warn" | "error" => level,
-        _ => "error",
-    };
-    let deps = if level == "error" { "error" } else { "warn" };
-    let directives = std::env::var("RUST_LOG").unwrap_or_else(|_| {
-        format!("{level},h2={deps},hyper={deps},hyper_util={deps},tower={deps},rustls={deps},sled={deps}")
-    });
-    let filter = tracing_subscriber::EnvFilter::try_new(&directives)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    // A second initialisation (tests calling main_entry twice) keeps the first subscriber.
-    if tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(filter)
-        .try_init()
-        .is_err()
-    {
-        warn!("logging was already initialised");
-    }
-}
-
 /// Runs one member until SIGTERM/SIGINT, then shuts down gracefully.
 pub async fn run(config: Config) -> Result<(), ServerError> {
     if !config.ignored.is_empty() {
         warn!(flags = %config.ignored.join(" "), "accepted but ignored by this version");
+    }
+    if !config.unknown_file_keys.is_empty() {
+        warn!(keys = %config.unknown_file_keys.join(" "), "--config-file keys no flag has; ignored");
+    }
+    if let Some((flag, why)) = config.etcd_only.refused() {
+        return Err(ConfigError::Refused { flag, why }.into());
     }
     if config.max_request_bytes == 0 {
         return Err(ConfigError::Zero("max-request-bytes").into());
@@ -142,6 +125,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         min_lease_ttl: i64::try_from((config.election_timeout * 3).div_ceil(2000)).unwrap_or(i64::MAX),
         storage_engine: config.storage_engine.as_deref().and_then(StorageEngine::from_name),
         token_ttl_secs: config.auth_token_ttl,
+        warn_apply_duration: config.experimental_warning_apply_duration,
         ..MemberOptions::default()
     };
     let peer_urls = config
@@ -162,6 +146,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         election_ms: config.election_timeout,
         snapshot_count: config.snapshot_count,
         peer_tls: peer_client_tls,
+        wal_dir: config.wal_dir.clone(),
         options,
     };
     let engine = Member::open(setup).await?;
@@ -253,7 +238,12 @@ async fn serve_services(
         Some(s.role),
         config.max_txn_ops as usize,
         config.max_request_bytes as usize,
-    );
+    )
+    .with_http2(serve::Http2Settings {
+        max_concurrent_streams: config.max_concurrent_streams,
+        keepalive_interval: config.grpc_keepalive_interval,
+        keepalive_timeout: config.grpc_keepalive_timeout,
+    });
     let served = serve::serve(urls, tls, services, peers).await;
     // The gRPC listeners stopped (signal or failure): stop the metrics listeners too.
     if stop_metrics.send(true).is_err() && !metrics_urls.is_empty() {

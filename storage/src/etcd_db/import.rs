@@ -1,0 +1,186 @@
+//! etcd file → a cairn snapshot stream (module docs in `mod.rs` give both schemas).
+//!
+//! The key bucket is copied entry by entry straight from the file's pages (no copy of
+//! the whole bucket in between); its keys are checked to be revisions here and its
+//! values are decoded by [`crate::Store::restore`]'s rebuild, which refuses the stream
+//! whole if one does not. Meta translation, as etcd's own `store.restore` reads them:
+//! * etcd's compacted revision is `finishedCompactRev`; a `scheduledCompactRev` above it
+//!   is a compaction etcd would re-run at start: cairn's `compact_scheduled` is the
+//!   greater one, `compact_finished` the finished one, so cairn re-runs it too;
+//! * the store revision is the greater of the newest key revision and the finished
+//!   compaction (every key at or below a compaction may have been removed).
+
+use std::collections::BTreeMap;
+
+use cairn_proto::cairnpb::LeaseRecord;
+use cairn_proto::leasepb;
+use prost::Message;
+
+use super::{split_sha256, EtcdDbError, BUCKET_KEY, BUCKET_LEASE, BUCKET_META};
+use super::{META_CONSISTENT_INDEX, META_FINISHED_COMPACT, META_SCHEDULED_COMPACT, META_TERM};
+use crate::backend::Bucket;
+use crate::bbolt::{BboltFile, BucketData, BucketRef, Entry};
+use crate::revision::{Revision, REV_BYTES_LEN};
+use crate::snapshot::SnapshotWriter;
+use crate::store::{META_APPLIED_INDEX, META_COMPACT_FINISHED, META_COMPACT_SCHEDULED, META_CURRENT_REV};
+
+/// An imported etcd file.
+#[derive(Debug)]
+pub struct Imported {
+    /// A cairn snapshot stream of etcd's keys, leases and compaction, for
+    /// [`crate::Store::restore`] (which sets the applied index it is given).
+    pub snapshot: Vec<u8>,
+    /// etcd's `consistent_index`: the Raft index the db reflects (0 if absent).
+    pub consistent_index: u64,
+    /// etcd's `term` (3.5 and later).
+    pub term: Option<u64>,
+    /// The store revision etcd would start at.
+    pub revision: i64,
+    /// etcd's compacted revision (`finishedCompactRev`; 0 if never compacted).
+    pub compact_revision: i64,
+    /// Entries of the key bucket (revisions, tombstones included).
+    pub key_entries: u64,
+    /// Leases.
+    pub leases: u64,
+    /// Whether the file carried a verified SHA-256 trailer.
+    pub had_hash: bool,
+    /// Every bucket other than key, meta and lease (members, cluster, alarm, auth...),
+    /// verbatim, by name.
+    pub other_buckets: BTreeMap<Vec<u8>, BucketData>,
+}
+
+/// Imports a snapshot file's bytes (a db with or without etcd's SHA-256 trailer, which
+/// is verified when present).
+pub fn import_snapshot(mut file: Vec<u8>) -> Result<Imported, EtcdDbError> {
+    let (db, had_hash) = split_sha256(&file)?;
+    let db_len = db.len();
+    file.truncate(db_len);
+    let mut imported = import_db(file)?;
+    imported.had_hash = had_hash;
+    Ok(imported)
+}
+
+/// Reads an 8-byte big-endian meta value.
+fn meta_u64(meta: &BucketData, key: &'static [u8]) -> Result<Option<u64>, EtcdDbError> {
+    let name = std::str::from_utf8(key).unwrap_or("?");
+    match meta.items.get(key) {
+        None => Ok(None),
+        Some(crate::bbolt::Item::Bucket(_)) => Err(EtcdDbError::NestedBucket("meta")),
+        Some(crate::bbolt::Item::Value(v)) => {
+            let b: [u8; 8] = v.as_slice().try_into().map_err(|_| EtcdDbError::BadMeta { key: name, len: v.len() })?;
+            Ok(Some(u64::from_be_bytes(b)))
+        }
+    }
+}
+
+/// Reads a revision meta value's main revision.
+fn meta_rev(meta: &BucketData, key: &'static [u8]) -> Result<Option<i64>, EtcdDbError> {
+    let name = std::str::from_utf8(key).unwrap_or("?");
+    match meta.items.get(key) {
+        None => Ok(None),
+        Some(crate::bbolt::Item::Bucket(_)) => Err(EtcdDbError::NestedBucket("meta")),
+        Some(crate::bbolt::Item::Value(v)) if v.len() != REV_BYTES_LEN => Err(EtcdDbError::BadMeta { key: name, len: v.len() }),
+        Some(crate::bbolt::Item::Value(v)) => Ok(Some(Revision::from_bytes(v).map_err(EtcdDbError::BadRevision)?.0.main)),
+    }
+}
+
+fn bucket<'a>(root: &BucketRef<'a>, name: &'static str) -> Result<Option<BucketRef<'a>>, EtcdDbError> {
+    Ok(root.bucket(name.as_bytes())?)
+}
+
+/// Imports a bare db file's bytes (etcd's `member/snap/db`, or a snapshot without its
+/// trailer).
+pub fn import_db(db: Vec<u8>) -> Result<Imported, EtcdDbError> {
+    let file = BboltFile::from_bytes(db)?;
+    let root = file.root();
+    let key = bucket(&root, "key")?.ok_or(EtcdDbError::MissingBucket("key"))?;
+    let meta = bucket(&root, "meta")?.ok_or(EtcdDbError::MissingBucket("meta"))?.load()?;
+    let consistent_index = meta_u64(&meta, META_CONSISTENT_INDEX)?.unwrap_or(0);
+    let term = meta_u64(&meta, META_TERM)?;
+    let finished = meta_rev(&meta, META_FINISHED_COMPACT)?;
+    let scheduled = meta_rev(&meta, META_SCHEDULED_COMPACT)?;
+
+    let mut snapshot = Vec::new();
+    let mut w = SnapshotWriter::new(&mut snapshot).map_err(EtcdDbError::BadStream)?;
+    let mut revision = 1i64;
+    let mut key_entries = 0u64;
+    let mut stream_err = None;
+    key.for_each(&mut |k, e| {
+        let Entry::Value(v) = e else {
+            stream_err = Some(EtcdDbError::NestedBucket("key"));
+            return Ok(false);
+        };
+        match Revision::from_bytes(k) {
+            Ok((rev, _)) => revision = revision.max(rev.main),
+            Err(e) => {
+                stream_err = Some(EtcdDbError::BadRevision(e));
+                return Ok(false);
+            }
+        }
+        if let Err(e) = w.entry(Bucket::Key, k, v) {
+            stream_err = Some(EtcdDbError::BadStream(e));
+            return Ok(false);
+        }
+        key_entries += 1;
+        Ok(true)
+    })?;
+    if let Some(e) = stream_err {
+        return Err(e);
+    }
+
+    let mut leases = 0u64;
+    if let Some(lease) = bucket(&root, "lease")? {
+        for (k, v) in lease.load()?.values() {
+            let l = leasepb::Lease::decode(v)?;
+            if k != (l.id as u64).to_be_bytes() {
+                return Err(EtcdDbError::LeaseKeyMismatch { id: l.id, key: k.to_vec() });
+            }
+            let rec = LeaseRecord { id: l.id, ttl: l.ttl, remaining_ttl: l.remaining_ttl };
+            w.entry(Bucket::Lease, k, &rec.encode_to_vec()).map_err(EtcdDbError::BadStream)?;
+            leases += 1;
+        }
+    }
+
+    let compact_finished = finished.unwrap_or(-1);
+    let compact_scheduled = scheduled.unwrap_or(-1).max(compact_finished);
+    revision = revision.max(compact_finished);
+    let mut meta_out = vec![
+        (META_APPLIED_INDEX, consistent_index.to_be_bytes()),
+        (META_CURRENT_REV, revision.to_be_bytes()),
+    ];
+    if compact_scheduled >= 0 {
+        meta_out.push((META_COMPACT_SCHEDULED, compact_scheduled.to_be_bytes()));
+    }
+    if compact_finished >= 0 {
+        meta_out.push((META_COMPACT_FINISHED, compact_finished.to_be_bytes()));
+    }
+    for (k, v) in meta_out {
+        w.entry(Bucket::Meta, k, &v).map_err(EtcdDbError::BadStream)?;
+    }
+    w.finish().map_err(EtcdDbError::BadStream)?;
+
+    let mut other_buckets = BTreeMap::new();
+    let mut nested = Vec::new();
+    root.for_each(&mut |name, e| {
+        if let Entry::Bucket(b) = e {
+            if ![BUCKET_KEY, BUCKET_META, BUCKET_LEASE].contains(&name) {
+                nested.push((name, b));
+            }
+        }
+        Ok(true)
+    })?;
+    for (name, b) in nested {
+        other_buckets.insert(name.to_vec(), b.load()?);
+    }
+    Ok(Imported {
+        snapshot,
+        consistent_index,
+        term,
+        revision,
+        compact_revision: compact_finished.max(0),
+        key_entries,
+        leases,
+        had_hash: false,
+        other_buckets,
+    })
+}

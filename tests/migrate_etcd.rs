@@ -1,0 +1,362 @@
+//! Two-way migration with real etcd through its file format (issue 10, item 4):
+//! * in: real etcd writes a history (puts, overwrites, deletes, a txn, leased keys, a
+//!   compaction), `etcdctl snapshot save` saves it, `cairn_storage::etcd_db` imports the
+//!   file into a fresh store, and the store answers Range at every kept revision (keys,
+//!   values, create/mod revisions, versions, leases) and the leases as etcd did;
+//! * out: cairn writes the same history, its store is exported as an etcd snapshot file,
+//!   `etcdctl snapshot status` accepts it (revision, key count, and the hash of the
+//!   contents as etcd reads them), `etcdctl snapshot restore` builds a data folder from
+//!   it, and real etcd started on that folder answers every kept revision as cairn did;
+//!   etcd then writes on it, and its snapshot comes back to cairn with the same history;
+//! * out, at size: an exported store of 100k keys (several branch levels) passes
+//!   `etcdctl snapshot status` (whose bbolt consistency check walks every page) and
+//!   restore, and etcd serves every key from it.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use cairn_proto::etcdserverpb::kv_client::KvClient;
+use cairn_proto::etcdserverpb::lease_client::LeaseClient;
+use cairn_proto::etcdserverpb::{
+    compare, request_op, CompactionRequest, Compare, DeleteRangeRequest, LeaseGrantRequest, LeaseLeasesRequest,
+    LeaseTimeToLiveRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
+};
+use cairn_proto::mvccpb::KeyValue;
+use cairn_storage::bbolt::{BboltFile, Entry};
+use cairn_storage::{etcd_db, Store, StoreConfig};
+use common::{etcdctl_command, Kind, Options, Server};
+use tonic::transport::Channel;
+
+/// The revision the history compacts at: every revision from it on is kept.
+const COMPACT_AT: i64 = 8;
+/// Keys written in a row after the first ones (enough for several leaf pages).
+const MANY: usize = 200;
+
+/// One range's answer: the key-values and the count.
+type Answer = (Vec<KeyValue>, i64);
+
+/// What a server answered: the range of the whole key space at every kept revision,
+/// the current revision, and each lease's granted TTL and keys.
+#[derive(Debug, PartialEq)]
+struct Observed {
+    revision: i64,
+    ranges: BTreeMap<i64, Answer>,
+    leases: BTreeMap<i64, (i64, Vec<Vec<u8>>)>,
+}
+
+fn whole(rev: i64) -> RangeRequest {
+    RangeRequest { key: vec![0], range_end: vec![0], revision: rev, ..Default::default() }
+}
+
+fn put(key: &str, value: &[u8], lease: i64) -> PutRequest {
+    PutRequest { key: key.into(), value: value.to_vec(), lease, ..Default::default() }
+}
+
+/// Writes the history through the v3 API; returns nothing: what matters is what the
+/// server answers afterwards.
+async fn write_history(endpoint: String) {
+    let ch = Channel::from_shared(endpoint).unwrap().connect().await.expect("connect");
+    let mut kv = KvClient::new(ch.clone());
+    let mut lease = LeaseClient::new(ch);
+    kv.put(put("a", b"1", 0)).await.unwrap(); // 2
+    kv.put(put("b", b"1", 0)).await.unwrap(); // 3
+    kv.put(put("a", b"2", 0)).await.unwrap(); // 4
+    lease.lease_grant(LeaseGrantRequest { id: 1000, ttl: 600 }).await.unwrap();
+    kv.put(put("c", b"leased", 1000)).await.unwrap(); // 5
+    let txn = TxnRequest {
+        compare: vec![Compare {
+            key: b"a".to_vec(),
+            result: compare::CompareResult::Equal as i32,
+            target: compare::CompareTarget::Value as i32,
+            target_union: Some(compare::TargetUnion::Value(b"2".to_vec())),
+            ..Default::default()
+        }],
+        success: vec![
+            RequestOp { request: Some(request_op::Request::RequestPut(put("d", b"txn", 0))) },
+            RequestOp { request: Some(request_op::Request::RequestPut(put("e", b"txn", 1000))) },
+            RequestOp { request: Some(request_op::Request::RequestDeleteRange(DeleteRangeRequest { key: b"b".to_vec(), ..Default::default() })) },
+        ],
+        failure: vec![],
+    };
+    assert!(kv.txn(txn).await.unwrap().into_inner().succeeded); // 6
+    kv.delete_range(DeleteRangeRequest { key: b"a".to_vec(), ..Default::default() }).await.unwrap(); // 7
+    kv.put(put("a", b"3", 0)).await.unwrap(); // 8
+    // a value over several pages (bbolt overflow pages)
+    kv.put(put("big", &vec![b'z'; 20_000], 0)).await.unwrap(); // 9
+    for i in 0..MANY {
+        kv.put(put(&format!("k/{i:03}"), format!("value {i}").as_bytes(), 0)).await.unwrap();
+    }
+    kv.compact(CompactionRequest { revision: COMPACT_AT, physical: true }).await.unwrap();
+    kv.put(put("c", b"again", 1000)).await.unwrap();
+    lease.lease_grant(LeaseGrantRequest { id: 2000, ttl: 900 }).await.unwrap();
+    lease.lease_grant(LeaseGrantRequest { id: 3000, ttl: 700 }).await.unwrap();
+    kv.put(put("f", b"leased too", 3000)).await.unwrap();
+    kv.put(put("f", b"detached", 0)).await.unwrap();
+    kv.put(put("big", b"small now", 2000)).await.unwrap();
+    let range_end = b"k/050".to_vec();
+    kv.delete_range(DeleteRangeRequest { key: b"k/".to_vec(), range_end, ..Default::default() }).await.unwrap();
+}
+
+/// What the server at `endpoint` answers (see [`Observed`]).
+async fn observe(endpoint: String) -> Observed {
+    let ch = Channel::from_shared(endpoint).unwrap().connect().await.expect("connect");
+    let mut kv = KvClient::new(ch.clone());
+    let mut lease = LeaseClient::new(ch);
+    let now = kv.range(whole(0)).await.unwrap().into_inner();
+    let revision = now.header.unwrap().revision;
+    let mut ranges = BTreeMap::new();
+    for rev in COMPACT_AT..=revision {
+        let r = kv.range(whole(rev)).await.unwrap().into_inner();
+        ranges.insert(rev, (r.kvs, r.count));
+    }
+    let below = kv.range(whole(COMPACT_AT - 1)).await.unwrap_err();
+    assert_eq!(below.message(), "etcdserver: mvcc: required revision has been compacted");
+    let mut leases = BTreeMap::new();
+    for l in lease.lease_leases(LeaseLeasesRequest {}).await.unwrap().into_inner().leases {
+        let t = lease.lease_time_to_live(LeaseTimeToLiveRequest { id: l.id, keys: true }).await.unwrap().into_inner();
+        let mut keys = t.keys;
+        keys.sort();
+        leases.insert(l.id, (t.granted_ttl, keys));
+    }
+    Observed { revision, ranges, leases }
+}
+
+/// What a store answers, as [`observe`] asks a server.
+fn observe_store(store: &Store) -> Observed {
+    let revision = store.range(&whole(0)).unwrap().header.unwrap().revision;
+    let ranges = (COMPACT_AT..=revision)
+        .map(|rev| {
+            let r = store.range(&whole(rev)).unwrap();
+            (rev, (r.kvs, r.count))
+        })
+        .collect();
+    assert!(matches!(store.range(&whole(COMPACT_AT - 1)), Err(cairn_storage::Error::Compacted)));
+    let leases = store
+        .lease_ids()
+        .into_iter()
+        .map(|id| {
+            let l = store.lease(id).unwrap();
+            (id, (l.ttl, l.keys.into_iter().collect()))
+        })
+        .collect();
+    Observed { revision, ranges, leases }
+}
+
+fn etcdctl_ok(args: &[&str]) -> String {
+    let out = etcdctl_command("http://127.0.0.1:1", args).output().expect("run etcdctl");
+    assert!(out.status.success(), "etcdctl {args:?}: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `etcdctl snapshot status FILE -w json`.
+fn snapshot_status(file: &Path) -> serde_json::Value {
+    serde_json::from_str(&etcdctl_ok(&["snapshot", "status", file.to_str().unwrap(), "-w", "json"])).unwrap()
+}
+
+fn assert_same(got: &Observed, want: &Observed) {
+    assert_eq!(got.revision, want.revision, "current revision");
+    assert_eq!(got.ranges.len(), want.ranges.len());
+    for (rev, answer) in &want.ranges {
+        assert_eq!(got.ranges.get(rev), Some(answer), "range at revision {rev}");
+    }
+    assert_eq!(got.leases, want.leases, "leases");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_snapshot_imports_into_a_cairn_store() {
+    let etcd = Server::start(Kind::Etcd);
+    write_history(etcd.endpoint()).await;
+    let want = observe(etcd.endpoint()).await;
+    assert!(want.ranges.len() > MANY, "{} revisions kept", want.ranges.len());
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("etcd.snapshot");
+    etcd.ctl_ok(&["snapshot", "save", file.to_str().unwrap()]);
+    let saved = std::fs::read(&file).unwrap();
+    // our reader sees every byte of every bucket as etcd's own status does
+    let status = snapshot_status(&file);
+    let (hash, revision, total) = status_of(&saved[..saved.len() - 32]);
+    assert_eq!((status["hash"].as_u64(), status["revision"].as_i64(), status["totalKey"].as_u64()), (Some(u64::from(hash)), Some(revision), Some(total)));
+    let imported = etcd_db::import_snapshot(saved).expect("import");
+    assert!(imported.had_hash, "etcdctl snapshot save keeps etcd's SHA-256 trailer");
+    assert_eq!((imported.revision, imported.compact_revision, imported.leases), (want.revision, COMPACT_AT, 3));
+    assert!(imported.other_buckets.contains_key(&b"members"[..]));
+
+    let store = Store::open(StoreConfig::new(dir.path().join("store"))).unwrap();
+    store.restore(imported.consistent_index, &imported.snapshot).expect("restore");
+    assert_same(&observe_store(&store), &want);
+
+    // etcd's live backend file too (what cairn finds in an etcd data folder): written in
+    // place by many transactions, so it has a newer meta and pages no tree references
+    // (etcd 3.4 does not persist the freelist: its meta records none)
+    let mut etcd = etcd;
+    assert!(matches!(etcd.stop(), Some((_, true))), "etcd exits on SIGTERM");
+    let db = std::fs::read(etcd.data_dir().join("member").join("snap").join("db")).unwrap();
+    let live = BboltFile::from_bytes(db.clone()).unwrap();
+    assert!(live.txid() > 1, "txid {}", live.txid());
+    live.free_pages().unwrap();
+    let imported = etcd_db::import_db(db).expect("import the live db");
+    assert!(!imported.had_hash);
+    let store = Store::open(StoreConfig::new(dir.path().join("store-live"))).unwrap();
+    store.restore(imported.consistent_index, &imported.snapshot).expect("restore");
+    assert_same(&observe_store(&store), &want);
+}
+
+/// CRC-32C (Castagnoli), the hash `etcdctl snapshot status` reports.
+fn crc32c(crc: u32, bytes: &[u8]) -> u32 {
+    let mut c = !crc;
+    for &b in bytes {
+        c ^= u32::from(b);
+        for _ in 0..8 {
+            c = if c & 1 == 1 { (c >> 1) ^ 0x82F6_3B78 } else { c >> 1 };
+        }
+    }
+    !c
+}
+
+/// The hash, last key revision and entry count etcd's `snapshot status` computes, over
+/// the file as our reader sees it: every bucket name, then its keys and values.
+fn status_of(db: &[u8]) -> (u32, i64, u64) {
+    let file = BboltFile::from_bytes(db.to_vec()).unwrap();
+    let (mut hash, mut revision, mut total) = (0u32, 0i64, 0u64);
+    let mut buckets = Vec::new();
+    file.root()
+        .for_each(&mut |name, e| {
+            if let Entry::Bucket(b) = e {
+                buckets.push((name, b));
+            }
+            Ok(true)
+        })
+        .unwrap();
+    for (name, b) in buckets {
+        hash = crc32c(hash, name);
+        b.for_each(&mut |k, e| {
+            let Entry::Value(v) = e else { panic!("nested bucket in {name:?}") };
+            hash = crc32c(crc32c(hash, k), v);
+            if name == b"key" {
+                revision = i64::from_be_bytes(k[..8].try_into().unwrap());
+            }
+            total += 1;
+            Ok(true)
+        })
+        .unwrap();
+    }
+    (hash, revision, total)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cairn_store_exports_to_etcd() {
+    let mut cairn = Server::start(Kind::Cairn);
+    write_history(cairn.endpoint()).await;
+    let want = observe(cairn.endpoint()).await;
+    assert!(matches!(cairn.stop(), Some((_, true))), "cairn exits on SIGTERM");
+
+    // the stopped member's store, as `cairn snapshot` would read it
+    let store_dir = cairn.data_dir().join("member").join("cairn");
+    let engine = cairn_storage::engine::detect(&store_dir).unwrap().unwrap_or_default();
+    let store = Store::open(StoreConfig { engine, ..StoreConfig::new(&store_dir) }).unwrap();
+    assert_same(&observe_store(&store), &want);
+    let (_, stream) = store.snapshot_bytes().unwrap();
+    drop(store);
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cairn.snapshot");
+    let exported = etcd_db::export_snapshot(&stream).expect("export");
+    std::fs::write(&file, &exported).unwrap();
+
+    let status = snapshot_status(&file);
+    let (hash, revision, total) = status_of(&exported[..exported.len() - 32]);
+    assert_eq!(status["hash"].as_u64(), Some(u64::from(hash)), "{status}");
+    assert_eq!(status["revision"].as_i64(), Some(revision), "{status}");
+    assert_eq!(revision, want.revision, "the newest key revision is the current one in this history");
+    assert_eq!(status["totalKey"].as_u64(), Some(total), "{status}");
+    assert_eq!(status["totalSize"].as_u64(), Some(exported.len() as u64 - 32), "{status}");
+
+    restore_and_compare(&file, dir.path(), &want).await;
+}
+
+/// `etcdctl snapshot restore`s `file` into a new one-member cluster's data folder under
+/// `dir` and starts etcd on it (the member's recorded peer URL is not the one the
+/// server then listens on: a one-member cluster does not dial it).
+fn restore_and_start_etcd(file: &Path, dir: &Path) -> Server {
+    let data = dir.join("etcd-data");
+    let peer = format!("http://{}", common::free_addr());
+    etcdctl_ok(&[
+        "snapshot",
+        "restore",
+        file.to_str().unwrap(),
+        &format!("--data-dir={}", data.display()),
+        "--name=default",
+        &format!("--initial-cluster=default={peer}"),
+        &format!("--initial-advertise-peer-urls={peer}"),
+        "--initial-cluster-token=cairn-test",
+    ]);
+    Server::start_with(Kind::Etcd, Options { data_dir: Some(data), ..Default::default() })
+}
+
+/// Restores `file` into real etcd ([`restore_and_start_etcd`]) and compares its answers
+/// with `want`.
+async fn restore_and_compare(file: &Path, dir: &Path, want: &Observed) {
+    let mut etcd = restore_and_start_etcd(file, dir);
+    assert_same(&observe(etcd.endpoint()).await, want);
+
+    // etcd writes on the file it was given (bbolt allocates, frees and commits on it),
+    // and the data comes back to cairn whole
+    etcd.restart();
+    let ch = Channel::from_shared(etcd.endpoint()).unwrap().connect().await.unwrap();
+    let after = KvClient::new(ch).put(put("written by etcd", b"x", 0)).await.unwrap().into_inner();
+    assert_eq!(after.header.unwrap().revision, want.revision + 1);
+    let back = dir.join("back.snapshot");
+    etcd.ctl_ok(&["snapshot", "save", back.to_str().unwrap()]);
+    let imported = etcd_db::import_snapshot(std::fs::read(&back).unwrap()).expect("import");
+    let store = Store::open(StoreConfig::new(dir.join("store-back"))).unwrap();
+    store.restore(imported.consistent_index, &imported.snapshot).expect("restore");
+    let mut round_trip = observe_store(&store);
+    let last = round_trip.ranges.remove(&(want.revision + 1)).expect("the write etcd added");
+    assert!(last.0.iter().any(|kv| kv.key == b"written by etcd" && kv.mod_revision == want.revision + 1));
+    round_trip.revision -= 1;
+    assert_same(&round_trip, want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_export_passes_etcd_checks() {
+    use cairn_storage::revision::Revision;
+    use cairn_storage::snapshot::SnapshotWriter;
+    use prost::Message;
+
+    const N: i64 = 100_000;
+    let key = |i: i64| format!("/registry/configmaps/ns-{:03}/cm-{i:06}", i % 97).into_bytes();
+    let mut stream = Vec::new();
+    let mut w = SnapshotWriter::new(&mut stream).unwrap();
+    for i in 0..N {
+        let rev = i + 2;
+        let kv = KeyValue { key: key(i), create_revision: rev, mod_revision: rev, version: 1, value: vec![b'a' + (i % 26) as u8; 300], lease: 0 };
+        w.entry(cairn_storage::backend::Bucket::Key, &Revision::new(rev, 0).to_bytes(false), &kv.encode_to_vec()).unwrap();
+    }
+    w.finish().unwrap();
+    let exported = etcd_db::export_snapshot(&stream).expect("export");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("large.snapshot");
+    std::fs::write(&file, &exported).unwrap();
+
+    let status = snapshot_status(&file);
+    let (hash, revision, total) = status_of(&exported[..exported.len() - 32]);
+    assert_eq!(revision, N + 1);
+    assert_eq!(status["hash"].as_u64(), Some(u64::from(hash)), "{status}");
+    assert_eq!(status["revision"].as_i64(), Some(revision), "{status}");
+    // the key entries and the meta's consistent_index
+    assert_eq!((status["totalKey"].as_u64(), total), (Some(N as u64 + 1), N as u64 + 1), "{status}");
+
+    let etcd = restore_and_start_etcd(&file, dir.path());
+    let ch = Channel::from_shared(etcd.endpoint()).unwrap().connect().await.unwrap();
+    let mut kv = KvClient::new(ch);
+    let all = kv.range(RangeRequest { count_only: true, ..whole(0) }).await.unwrap().into_inner();
+    assert_eq!((all.count, all.header.unwrap().revision), (N, N + 1));
+    for i in [0, 1, N / 2, N - 1] {
+        let r = kv.range(RangeRequest { key: key(i), ..Default::default() }).await.unwrap().into_inner();
+        let got = &r.kvs[0];
+        assert_eq!((got.mod_revision, got.value.len(), got.value[0]), (i + 2, 300, b'a' + (i % 26) as u8), "key {i}");
+    }
+}
