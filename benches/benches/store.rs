@@ -26,6 +26,7 @@ fn bench(c: &mut Criterion) {
             let req = InternalRequest {
                 id: index,
                 request: Some(Request::Put(PutRequest { key: key(base + i), value: vec![7u8; 256], ..Default::default() })),
+                auth: None,
             };
             store.apply(index, &req).expect("apply");
         }

@@ -42,7 +42,7 @@ fn main() {
         for i in chunk * 1000..((chunk + 1) * 1000).min(n) {
             index += 1;
             let put = PutRequest { key: key(i), value: vec![7u8; 256], ..Default::default() };
-            store.apply(index, &InternalRequest { id: index, request: Some(Request::Put(put)) }).expect("apply");
+            store.apply(index, &InternalRequest { id: index, request: Some(Request::Put(put)), auth: None }).expect("apply");
         }
         store.commit().expect("commit");
     }

@@ -53,6 +53,11 @@ pub struct Cli {
     #[arg(long, global = true, default_value_t = 30)]
     pub timeout: u64,
 
+    /// Log in as `NAME:PASSWORD` once (Auth.Authenticate) and send the token with every
+    /// KV request (measures the cost of authentication and permission checks).
+    #[arg(long, global = true)]
+    pub user: Option<String>,
+
     #[command(subcommand)]
     pub cmd: Command,
 }
@@ -85,6 +90,9 @@ pub enum Command {
     },
     /// Txn requests with one compare and one put (like etcd's `txn-put`).
     TxnPut,
+    /// Auth.Authenticate requests as --user (logins/s: bcrypt at --bcrypt-cost, then a
+    /// Raft round).
+    Authenticate,
     /// kube-apiserver update shape: Range(key, limit 1) then
     /// Txn{ MOD(key) == rev ? Put(key) : Range(key) }; one op = the pair.
     Update,
@@ -162,6 +170,7 @@ impl Command {
             Command::Put => "put",
             Command::Range { .. } => "range",
             Command::TxnPut => "txn-put",
+            Command::Authenticate => "authenticate",
             Command::Update => "update",
             Command::LeaseExpiry { .. } => "lease-expiry",
             Command::Watch(_) => "watch",

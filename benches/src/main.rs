@@ -80,6 +80,11 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
         }
         Command::Put => OpKind::Put,
         Command::TxnPut => OpKind::TxnPut,
+        Command::Authenticate => {
+            let user = cli.user.as_deref().ok_or("authenticate needs --user NAME:PASSWORD")?;
+            let (name, password) = user.split_once(':').ok_or("--user takes NAME:PASSWORD")?;
+            OpKind::Authenticate { name: name.into(), password: password.into() }
+        }
         Command::Update => OpKind::Update,
         Command::Range { key, end, prepopulate } => {
             if *prepopulate {
@@ -104,7 +109,11 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
         prepopulate(&cli, &channels, &keys, timeout).await?;
     }
 
-    let work = Arc::new(Workload { kind, keys, val_size: cli.val_size });
+    let token = match &cli.user {
+        Some(user) => Some(login(&channels[0], user).await?),
+        None => None,
+    };
+    let work = Arc::new(Workload { kind, keys, val_size: cli.val_size, token });
     let cfg = RunConfig { op: cli.op_label(), clients: cli.clients, total: cli.total, timeout };
     let mut result = runner::run(&cfg, &channels, work).await;
 
@@ -163,7 +172,7 @@ async fn prepopulate(
     timeout: Option<Duration>,
 ) -> Result<(), String> {
     let n = keys.key_space();
-    let work = Arc::new(Workload { kind: OpKind::Fill, keys: keys.clone(), val_size: cli.val_size });
+    let work = Arc::new(Workload { kind: OpKind::Fill, keys: keys.clone(), val_size: cli.val_size, token: None });
     let clients = cli.clients.min(n as usize).max(1);
     let cfg = RunConfig { op: "prepopulate".into(), clients, total: n, timeout };
     let res = runner::run(&cfg, channels, work).await;
@@ -177,4 +186,15 @@ async fn prepopulate(
         return Err(format!("prepopulate failed for {} of {n} keys", res.errors));
     }
     Ok(())
+}
+
+/// Logs in as `NAME:PASSWORD`; the token.
+async fn login(channel: &tonic::transport::Channel, user: &str) -> Result<String, String> {
+    let (name, password) = user.split_once(':').ok_or("--user takes NAME:PASSWORD")?;
+    let req = cairn_proto::etcdserverpb::AuthenticateRequest { name: name.into(), password: password.into() };
+    let resp = cairn_proto::etcdserverpb::auth_client::AuthClient::new(channel.clone())
+        .authenticate(req)
+        .await
+        .map_err(|e| format!("authenticate {name}: {e}"))?;
+    Ok(resp.into_inner().token)
 }

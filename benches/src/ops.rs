@@ -4,8 +4,9 @@ use std::sync::Arc;
 
 use cairn_proto::etcdserverpb::{
     compare::{CompareResult, CompareTarget, TargetUnion},
+    auth_client::AuthClient,
     kv_client::KvClient,
-    request_op, Compare, PutRequest, RangeRequest, RequestOp, TxnRequest,
+    request_op, AuthenticateRequest, Compare, PutRequest, RangeRequest, RequestOp, TxnRequest,
 };
 use tonic::transport::Channel;
 
@@ -22,6 +23,8 @@ pub enum OpKind {
     Range { key: Vec<u8>, end: Vec<u8>, serializable: bool },
     /// Txn{ compare(always true), success: Put(key, value) }.
     TxnPut,
+    /// Auth.Authenticate(name, password).
+    Authenticate { name: String, password: String },
     /// Range(key, limit 1) then Txn{ MOD(key) == rev ? Put(key, value) : Range(key) }.
     Update,
 }
@@ -32,6 +35,8 @@ pub struct Workload {
     pub kind: OpKind,
     pub keys: KeyGen,
     pub val_size: usize,
+    /// The auth token sent with every request (`--user`), if any.
+    pub token: Option<String>,
 }
 
 /// How a successful operation ended.
@@ -45,6 +50,8 @@ pub enum Outcome {
 /// One client task's state: its stub on a shared channel and its RNG.
 pub struct Worker {
     kv: KvClient<Channel>,
+    auth: AuthClient<Channel>,
+    token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
     work: Arc<Workload>,
     rng: Rng,
     value: Vec<u8>,
@@ -54,10 +61,21 @@ impl Worker {
     pub fn new(channel: Channel, work: Arc<Workload>) -> Self {
         let mut rng = Rng::from_entropy();
         let value = random_value(work.val_size, &mut rng);
+        let auth = AuthClient::new(channel.clone());
         let kv = KvClient::new(channel)
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX);
-        Worker { kv, work, rng, value }
+        let token = work.token.as_deref().and_then(|t| t.parse().ok());
+        Worker { kv, auth, work, rng, value, token }
+    }
+
+    /// `msg` as a request carrying the auth token, if there is one.
+    fn req<T>(&self, msg: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(msg);
+        if let Some(t) = &self.token {
+            r.metadata_mut().insert("token", t.clone());
+        }
+        r
     }
 
     fn put_req(&self, key: Vec<u8>) -> PutRequest {
@@ -70,12 +88,12 @@ impl Worker {
             OpKind::Put => {
                 let key = self.work.keys.key_for(seq, &mut self.rng);
                 let req = self.put_req(key);
-                self.kv.put(req).await?;
+                self.kv.put(self.req(req)).await?;
                 Ok(Outcome::Ok)
             }
             OpKind::Fill => {
                 let req = self.put_req(self.work.keys.key_at(seq));
-                self.kv.put(req).await?;
+                self.kv.put(self.req(req)).await?;
                 Ok(Outcome::Ok)
             }
             OpKind::Range { key, end, serializable } => {
@@ -85,7 +103,12 @@ impl Worker {
                     serializable: *serializable,
                     ..Default::default()
                 };
-                self.kv.range(req).await?;
+                self.kv.range(self.req(req)).await?;
+                Ok(Outcome::Ok)
+            }
+            OpKind::Authenticate { name, password } => {
+                let req = AuthenticateRequest { name: name.clone(), password: password.clone() };
+                self.auth.authenticate(req).await?;
                 Ok(Outcome::Ok)
             }
             OpKind::TxnPut => {
@@ -104,13 +127,13 @@ impl Worker {
                     success: vec![RequestOp { request: Some(request_op::Request::RequestPut(put)) }],
                     failure: vec![],
                 };
-                let resp = self.kv.txn(txn).await?.into_inner();
+                let resp = self.kv.txn(self.req(txn)).await?.into_inner();
                 Ok(if resp.succeeded { Outcome::Ok } else { Outcome::Conflict })
             }
             OpKind::Update => {
                 let key = self.work.keys.key_for(seq, &mut self.rng);
                 let get = RangeRequest { key: key.clone(), limit: 1, ..Default::default() };
-                let got = self.kv.range(get).await?.into_inner();
+                let got = self.kv.range(self.req(get)).await?.into_inner();
                 let rev = got.kvs.first().map_or(0, |kv| kv.mod_revision);
                 let cmp = Compare {
                     result: CompareResult::Equal as i32,
@@ -128,7 +151,7 @@ impl Worker {
                         request: Some(request_op::Request::RequestRange(reread)),
                     }],
                 };
-                let resp = self.kv.txn(txn).await?.into_inner();
+                let resp = self.kv.txn(self.req(txn)).await?.into_inner();
                 Ok(if resp.succeeded { Outcome::Ok } else { Outcome::Conflict })
             }
         }

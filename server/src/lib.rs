@@ -3,6 +3,8 @@
 //! Modules, one folder per role:
 //! - `api/`: the gRPC services clients call (KV, Watch, Lease, Cluster, Maintenance, Auth)
 //!   and `status.rs`, the one place errors become etcd's gRPC statuses;
+//! - `auth/`: who a request runs as (tokens, client certificates) and the password work
+//!   (bcrypt, off every lock); the replicated auth state itself is the storage crate's;
 //! - `member/`: the Raft member: the store as state machine, proposals, the member table,
 //!   membership and leadership, lease expiry on the leader, bootstrap;
 //! - `net/`: listeners, client and peer TLS, the HTTP endpoints (`/health`, `/metrics`),
@@ -15,6 +17,7 @@
 #![deny(missing_docs)]
 
 pub mod api;
+pub mod auth;
 pub mod clock;
 pub mod engine;
 pub mod error;

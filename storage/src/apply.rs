@@ -6,8 +6,15 @@
 //! key order; lease IDs are chosen by the proposer, never here. Request errors are checked
 //! before anything changes (see `txn.rs`), so an entry either applies whole or only
 //! advances the applied index.
+//!
+//! Access control: while authentication is on, writes are checked here against the auth
+//! state current at apply, as the user and auth revision the proposer recorded in the
+//! entry (`InternalRequest.auth`): the same answer on every member, and a write proposed
+//! before a revoke is refused (`auth/mod.rs`). Auth commands change that state
+//! (`auth::apply_command`) and persist it under the Meta key `auth` in the same batch.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use cairn_proto::cairnpb::{internal_request::Request, InternalRequest, LeaseExpireRequest, LeaseRecord};
 use cairn_proto::etcdserverpb::{
@@ -18,10 +25,11 @@ use cairn_proto::etcdserverpb::{
 use prost::Message;
 
 use crate::alarm::{adds_data, META_ALARMS};
+use crate::auth::{self, AuthApplied, AuthInfo, AuthView};
 use crate::backend::{Bucket, WriteBatch};
 use crate::error::{Error, Result};
 use crate::lease::LeaseTable;
-use crate::store::{Store, META_COMPACT_SCHEDULED, META_MEMBERS};
+use crate::store::{Store, META_AUTH, META_COMPACT_SCHEDULED, META_MEMBERS};
 use crate::txn;
 use crate::write_txn::WriteTxn;
 
@@ -47,6 +55,21 @@ pub enum ApplyResponse {
     /// A batch of expired leases was revoked; the store revision after it.
     LeaseExpire {
         /// Revision after the revocations.
+        revision: i64,
+    },
+    /// An auth command other than Authenticate was applied; the store revision (for the
+    /// response header).
+    Auth {
+        /// The store revision.
+        revision: i64,
+    },
+    /// A login was applied: `token` now names `user` on every member.
+    Authenticated {
+        /// The user.
+        user: String,
+        /// The simple token.
+        token: String,
+        /// The store revision.
         revision: i64,
     },
     /// The entry was at or below the applied index (a replay after restart): nothing done.
@@ -75,7 +98,26 @@ impl Store {
         if index <= st.applied_index {
             return Ok(ApplyResponse::Skipped);
         }
+        let view = self.auth.read().clone();
+        let who = req.auth.as_ref().map(|a| AuthInfo { username: a.username.clone(), revision: a.auth_revision });
+        if let Some(out) = req.request.as_ref().and_then(|cmd| auth::apply_command(&view, who.as_ref(), cmd, index)) {
+            st.applied_index = index;
+            let (next, applied) = out?;
+            if let Some(next) = next {
+                st.staged.put(Bucket::Meta, META_AUTH.to_vec(), next.encode());
+                *self.auth.write() = Arc::new(AuthView::new(next));
+            }
+            let revision = st.current_rev;
+            return Ok(match applied {
+                AuthApplied::Changed => ApplyResponse::Auth { revision },
+                AuthApplied::Token { user, token } => ApplyResponse::Authenticated { user, token, revision },
+            });
+        }
         let mut lessor = self.lessor.write();
+        if let Err(e) = check_permission(&view, who.as_ref(), &lessor, req.request.as_ref()) {
+            st.applied_index = index;
+            return Err(e.into());
+        }
         let st = &mut *st;
         let mut tx = WriteTxn::new(self, &mut lessor, &mut st.overlay, st.current_rev, st.compact_rev);
         let mut extra = WriteBatch::default();
@@ -98,6 +140,21 @@ impl Store {
             // the member table is the server's state machine's (it never reaches a store)
             Some(Request::MemberAttr(_)) => Err(Error::EmptyRequest),
             Some(Request::Alarm(a)) => Ok(self.apply_alarm(a, st.current_rev, &mut extra)),
+            // answered by `auth::apply_command` above
+            Some(
+                Request::AuthEnable(_)
+                | Request::AuthDisable(_)
+                | Request::Authenticate(_)
+                | Request::AuthUserAdd(_)
+                | Request::AuthUserDelete(_)
+                | Request::AuthUserChangePassword(_)
+                | Request::AuthUserGrantRole(_)
+                | Request::AuthUserRevokeRole(_)
+                | Request::AuthRoleAdd(_)
+                | Request::AuthRoleDelete(_)
+                | Request::AuthRoleGrantPermission(_)
+                | Request::AuthRoleRevokePermission(_),
+            ) => Err(Error::EmptyRequest),
         };
         if let Err(e) = &result {
             if e.is_fatal() {
@@ -172,6 +229,37 @@ impl Store {
             tracing::warn!(member = %format!("{:x}", r.member_id), alarm = r.alarm, action = r.action, "alarm changed");
         }
         ApplyResponse::Alarm(AlarmResponse { header: header(rev), alarms: listed })
+    }
+}
+
+/// etcd's `authApplierV3` checks of a write, made before it changes anything: Put needs
+/// write on its key, read too with `prev_kv`, and write on every key of the lease it
+/// attaches; DeleteRange write (and read with `prev_kv`); Txn every compare and op;
+/// LeaseRevoke write on every attached key. A no-op while auth is off.
+fn check_permission(view: &AuthView, who: Option<&AuthInfo>, lessor: &LeaseTable, req: Option<&Request>) -> Result<(), auth::AuthError> {
+    if !view.enabled() {
+        return Ok(());
+    }
+    let lease_keys = |id: i64| lessor.get(id).map(|l| l.keys.iter()).into_iter().flatten();
+    match req {
+        Some(Request::Put(p)) => {
+            view.check_put(who, &p.key)?;
+            view.check_lease_keys(who, lease_keys(p.lease))?;
+            if p.prev_kv {
+                view.check_range(who, &p.key, &[])?;
+            }
+            Ok(())
+        }
+        Some(Request::DeleteRange(d)) => {
+            view.check_delete(who, &d.key, &d.range_end)?;
+            if d.prev_kv {
+                view.check_range(who, &d.key, &d.range_end)?;
+            }
+            Ok(())
+        }
+        Some(Request::Txn(t)) => view.check_txn(who, t),
+        Some(Request::LeaseRevoke(r)) => view.check_lease_keys(who, lease_keys(r.id)),
+        _ => Ok(()),
     }
 }
 

@@ -58,6 +58,9 @@ pub enum Error {
     /// A request carries no operation (an empty oneof).
     #[error("empty request")]
     EmptyRequest,
+    /// Authentication or access control refused the request.
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
     /// The backend failed (I/O). Fatal and sticky.
     #[error("backend failure: {0}")]
     Backend(String),

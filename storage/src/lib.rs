@@ -7,6 +7,7 @@
 //! * [`Store`]: open/rebuild, the read path, and the deterministic state machine
 //!   (`apply` in `apply.rs`, Put/DeleteRange/Txn in `txn.rs`); Raft snapshots and their
 //!   restore in `restore.rs`, over the rebuild of in-memory state in `rebuild.rs`;
+//! * [`auth`]: users, roles and permissions (replicated, applied by `Store::apply`);
 //! * [`bbolt`]: etcd's file format, read and written whole (for import and export);
 //! * [`etcd_db`]: etcd's schema over it: importing etcd's files into a store, exporting
 //!   a store's snapshot as one;
@@ -21,6 +22,7 @@
 
 pub mod alarm;
 mod apply;
+pub mod auth;
 pub mod backend;
 pub mod bbolt;
 pub mod backup;

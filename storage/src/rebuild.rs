@@ -27,7 +27,8 @@ use crate::index::TreeIndex;
 use crate::lease::LeaseTable;
 use crate::range::KeyValueHead;
 use crate::revision::Revision;
-use crate::store::{META_APPLIED_INDEX, META_COMPACT_FINISHED, META_COMPACT_SCHEDULED, META_CURRENT_REV, META_MEMBERS};
+use crate::auth::AuthState;
+use crate::store::{META_APPLIED_INDEX, META_AUTH, META_COMPACT_FINISHED, META_COMPACT_SCHEDULED, META_CURRENT_REV, META_MEMBERS};
 
 /// Backend contents to rebuild from: a live backend, or a snapshot image.
 pub(crate) trait Contents {
@@ -66,6 +67,8 @@ pub(crate) struct Rebuilt {
     pub members: Option<Vec<u8>>,
     /// The active alarms (`alarms`).
     pub alarms: Alarms,
+    /// The auth state (`auth`; the initial one when absent).
+    pub auth: AuthState,
 }
 
 /// Key-bucket entries handed from the scanner to the index builder per message.
@@ -131,6 +134,10 @@ pub(crate) fn rebuild(c: &(dyn Contents + Sync), min_lease_ttl: i64) -> Result<R
         Some(b) => Alarms::decode(&b)?,
         None => Alarms::default(),
     };
+    let auth = match c.get(Bucket::Meta, META_AUTH)? {
+        None => AuthState::default(),
+        Some(b) => AuthState::decode(&b).map_err(|e| Error::corrupt("meta auth", e))?,
+    };
 
     // Two threads: this one builds the index (one batch: the new index is private until
     // returned, so nodes are built in place) while a scoped one scans and decodes the key
@@ -188,5 +195,6 @@ pub(crate) fn rebuild(c: &(dyn Contents + Sync), min_lease_ttl: i64) -> Result<R
         compact_finished,
         members,
         alarms,
+        auth,
     })
 }

@@ -213,6 +213,7 @@ impl Store {
             *st = ApplyState::new(index, rev, scheduled);
             *self.members.lock() = r.members;
             *self.alarms.write() = r.alarms;
+            *self.auth.write() = std::sync::Arc::new(crate::auth::AuthView::new(r.auth));
             self.compact_rev.store(scheduled, Release);
             self.committed_rev.store(rev, Release);
             self.applied_index.store(index, Release);

@@ -23,8 +23,12 @@
 //!
 //! Leaf locks, never held while taking another: `compactor` (the compactor handle,
 //! replaced by a restore), `members` (the applied member list), `alarms` (the applied
-//! alarm set), `restored` (the restore
-//! mark and the durable-index updates it orders, see [`Store::sync_backend`]).
+//! alarm set), `auth` (the current auth view, replaced whole under `apply`), `restored`
+//! (the restore mark and the durable-index updates it orders, see [`Store::sync_backend`]).
+//!
+//! The auth view is replaced when its entry is applied, before `publish`: the entry is
+//! already durable in the log, and permission checks must see it at once (as etcd's auth
+//! store does), so that no write is applied under a revoked grant.
 //!
 //! # Meta bucket
 //! Integer values are 8-byte big-endian.
@@ -35,6 +39,8 @@
 //! * `members`: the cluster's member list as the server encodes it (an opaque blob,
 //!   written by [`Store::apply_members`]; absent until the first one);
 //! * `alarms`: the active alarms, an encoded `cairnpb.AlarmList` (see `alarm.rs`).
+//! * `auth`: the auth state, a `cairnpb.AuthState` record (`auth/state.rs`), rewritten
+//!   whole by every applied auth change; absent until the first one.
 //!
 //! All but `compact_finished` are written in the same batch as the data they describe, so
 //! snapshots (a copy of every bucket) carry them.
@@ -49,6 +55,7 @@ use cairn_proto::mvccpb::KeyValue;
 use parking_lot::{Mutex, RwLock};
 
 use crate::alarm::Alarms;
+use crate::auth::AuthView;
 use crate::backend::{Backend, Bucket, WriteBatch};
 use crate::compactor::Compactor;
 use crate::engine::{open_backend, StorageEngine};
@@ -66,6 +73,7 @@ pub(crate) const META_CURRENT_REV: &[u8] = b"current_rev";
 pub(crate) const META_COMPACT_SCHEDULED: &[u8] = b"compact_scheduled";
 pub(crate) const META_COMPACT_FINISHED: &[u8] = b"compact_finished";
 pub(crate) const META_MEMBERS: &[u8] = b"members";
+pub(crate) const META_AUTH: &[u8] = b"auth";
 
 /// How a store is opened.
 #[derive(Clone, Debug)]
@@ -159,6 +167,9 @@ pub struct Store {
     pub(crate) members: Mutex<Option<Vec<u8>>>,
     /// The active alarms as applied (or restored); changed only under `apply`. Leaf lock.
     pub(crate) alarms: RwLock<Alarms>,
+    /// The current auth state and its permission cache; replaced whole under `apply`
+    /// (module docs). Leaf lock.
+    pub(crate) auth: RwLock<Arc<AuthView>>,
     /// Leaf lock: the restore mark; also orders `sync_backend`'s raise of
     /// `durable_index` against a restore's reset of it.
     pub(crate) restored: Mutex<RestoreMark>,
@@ -202,6 +213,7 @@ impl Store {
             compactor: Mutex::new(Some(compactor)),
             members: Mutex::new(r.members),
             alarms: RwLock::new(r.alarms),
+            auth: RwLock::new(Arc::new(AuthView::new(r.auth))),
             restored: Mutex::new(RestoreMark::default()),
         }))
     }
@@ -411,6 +423,11 @@ impl Store {
     /// The active alarms (as applied; see `alarm.rs`).
     pub fn alarms(&self) -> Alarms {
         self.alarms.read().clone()
+    }
+
+    /// The current auth state (users, roles, permissions) with its permission cache.
+    pub fn auth(&self) -> Arc<AuthView> {
+        self.auth.read().clone()
     }
 
     /// The configuration the store was opened with.

@@ -34,7 +34,7 @@ impl WritePath for DirectWrite {
         }
         let mut index = self.index.lock().expect("write path lock");
         *index += 1;
-        let result = self.store.apply(*index, &InternalRequest { id: *index, request: Some(request) });
+        let result = self.store.apply(*index, &InternalRequest { id: *index, request: Some(request), auth: None });
         let committed = self.store.commit()?;
         self.hub.publish(committed);
         Ok(result?)

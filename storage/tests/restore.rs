@@ -53,7 +53,7 @@ impl Member {
     /// Applies the next entry without committing it.
     fn stage(&mut self, r: Request) -> Result<ApplyResponse, Error> {
         self.index += 1;
-        self.store.apply(self.index, &InternalRequest { id: self.index, request: Some(r) })
+        self.store.apply(self.index, &InternalRequest { id: self.index, request: Some(r), auth: None })
     }
 
     fn apply(&mut self, r: Request) -> Result<ApplyResponse, Error> {
@@ -266,7 +266,7 @@ fn a_restore_is_durable_and_survives_reopen() {
     assert_eq!(dst.store.snapshot_bytes().unwrap(), (index, data));
     assert_same_state(&src, &dst);
     // replayed entries at or below the restored index are skipped
-    let r = dst.store.apply(index, &InternalRequest { id: 1, request: Some(Request::Put(PutRequest::default())) });
+    let r = dst.store.apply(index, &InternalRequest { id: 1, request: Some(Request::Put(PutRequest::default())), auth: None });
     assert!(matches!(r, Ok(ApplyResponse::Skipped)));
 }
 
@@ -294,7 +294,7 @@ fn note_applied_and_members_persist_and_never_go_back() {
     assert_eq!((m.store.applied_index(), m.store.durable_index()), (7, 7));
     assert_eq!(m.store.members().as_deref(), Some(&b"m1"[..]));
     assert_eq!(m.store.revision(), 2);
-    let r = m.store.apply(7, &InternalRequest { id: 7, request: Some(Request::Put(PutRequest::default())) });
+    let r = m.store.apply(7, &InternalRequest { id: 7, request: Some(Request::Put(PutRequest::default())), auth: None });
     assert!(matches!(r, Ok(ApplyResponse::Skipped)));
     m.apply(Request::Put(PutRequest { key: "b".into(), value: "2".into(), ..Default::default() })).unwrap();
     assert_eq!(m.store.applied_index(), 8);

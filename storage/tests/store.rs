@@ -50,7 +50,7 @@ impl Harness {
 
     fn apply(&mut self, r: Request) -> Result<ApplyResponse, Error> {
         self.index += 1;
-        let out = self.store.apply(self.index, &InternalRequest { id: self.index, request: Some(r) });
+        let out = self.store.apply(self.index, &InternalRequest { id: self.index, request: Some(r), auth: None });
         self.store.commit().unwrap();
         out
     }
@@ -195,7 +195,7 @@ fn reads_during_compaction_are_whole_or_refused() {
         for i in 0..N {
             index += 1;
             let put = PutRequest { key: format!("/k/{i:06}").into_bytes(), value: vec![round as u8; 8], ..Default::default() };
-            store.apply(index, &InternalRequest { id: index, request: Some(Request::Put(put)) }).unwrap();
+            store.apply(index, &InternalRequest { id: index, request: Some(Request::Put(put)), auth: None }).unwrap();
         }
         store.commit().unwrap();
     }
@@ -236,7 +236,7 @@ fn reads_during_compaction_are_whole_or_refused() {
     start.wait();
     index += 1;
     store
-        .apply(index, &InternalRequest { id: index, request: Some(Request::Compaction(CompactionRequest { revision: new, physical: false })) })
+        .apply(index, &InternalRequest { id: index, request: Some(Request::Compaction(CompactionRequest { revision: new, physical: false })), auth: None })
         .unwrap();
     store.commit().unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -353,7 +353,7 @@ fn compaction_and_restart() {
     assert_eq!(h.get("k", 0).unwrap()[0].version, 12);
     // already-applied indexes are skipped after restart
     let idx = h.store.applied_index();
-    assert_eq!(h.store.apply(idx, &InternalRequest { id: 1, request: Some(Request::Put(put_req("k", "dup"))) }).unwrap(), ApplyResponse::Skipped);
+    assert_eq!(h.store.apply(idx, &InternalRequest { id: 1, request: Some(Request::Put(put_req("k", "dup"))), auth: None }).unwrap(), ApplyResponse::Skipped);
 }
 
 fn put_req(k: &str, v: &str) -> PutRequest {

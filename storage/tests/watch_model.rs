@@ -102,7 +102,7 @@ impl World {
     fn apply(&mut self, r: Request) {
         self.index += 1;
         // a deterministic rejection (e.g. compacting a compacted revision) changes nothing
-        if let Err(e) = self.store.apply(self.index, &InternalRequest { id: self.index, request: Some(r) }) {
+        if let Err(e) = self.store.apply(self.index, &InternalRequest { id: self.index, request: Some(r), auth: None }) {
             assert!(!e.is_fatal(), "{e}");
         }
         let committed = self.store.commit().expect("commit");

@@ -145,6 +145,7 @@ pub fn put_request(key: &str, value: &str) -> InternalRequest {
     InternalRequest {
         id: 0,
         request: Some(Request::Put(PutRequest { key: key.into(), value: value.into(), ..Default::default() })),
+        auth: None,
     }
 }
 

@@ -14,17 +14,27 @@ use tonic::{Request, Response, Status};
 use crate::member::control::ClusterControl;
 use crate::member::identity::Membership;
 use crate::api::status::rpc_error;
+use crate::auth::AuthGate;
 
 /// The Cluster service.
 pub struct ClusterService {
     membership: Arc<Membership>,
     control: Arc<dyn ClusterControl>,
+    /// MemberAdd/Remove/Update/Promote are admin-only while auth is on (etcd's
+    /// `checkMembershipOperationPermission`); none on the peer listener.
+    auth: AuthGate,
 }
 
 impl ClusterService {
     /// A Cluster service for this member over `control`.
     pub fn new(membership: Arc<Membership>, control: Arc<dyn ClusterControl>) -> ClusterService {
-        ClusterService { membership, control }
+        ClusterService { membership, control, auth: AuthGate::default() }
+    }
+
+    /// Checks the membership changes through `auth`.
+    pub fn with_auth(mut self, auth: AuthGate) -> ClusterService {
+        self.auth = auth;
+        self
     }
 
     /// etcd's cluster responses carry no revision (`ClusterServer.header()`).
@@ -63,6 +73,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
+        self.auth.admin(&request)?;
         let req = request.into_inner();
         check_urls(&req.peer_ur_ls)?;
         let member = self.control.add_member(req.peer_ur_ls, req.is_learner).await.map_err(rpc_error)?;
@@ -77,6 +88,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
+        self.auth.admin(&request)?;
         self.control.remove_member(request.get_ref().id).await.map_err(rpc_error)?;
         Ok(Response::new(MemberRemoveResponse { header: self.header(), members: self.control.members() }))
     }
@@ -85,6 +97,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
+        self.auth.admin(&request)?;
         let req = request.into_inner();
         check_urls(&req.peer_ur_ls)?;
         self.control.update_member(req.id, req.peer_ur_ls).await.map_err(rpc_error)?;
@@ -95,6 +108,7 @@ impl Cluster for ClusterService {
         &self,
         request: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
+        self.auth.admin(&request)?;
         self.control.promote_member(request.get_ref().id).await.map_err(rpc_error)?;
         Ok(Response::new(MemberPromoteResponse { header: self.header(), members: self.control.members() }))
     }

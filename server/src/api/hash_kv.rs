@@ -61,6 +61,7 @@ mod tests {
         let req = InternalRequest {
             id: index,
             request: Some(Request::Put(PutRequest { key: key.into(), value: value.into(), ..Default::default() })),
+            auth: None,
         };
         store.apply(index, &req).expect("put");
         store.commit().expect("commit");

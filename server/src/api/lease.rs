@@ -14,6 +14,7 @@ use cairn_storage::{Error as StorageError, Store};
 use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::auth::{request_auth, AuthGate};
 use crate::error::RequestError;
 use crate::member::lease_forward::{is_forwarded, LeaseForwarder};
 use crate::member::lessor::Lessor;
@@ -31,12 +32,20 @@ pub struct LeaseService<P> {
     forward: Option<Arc<LeaseForwarder>>,
     /// The member's role: a learner refuses lease calls, as etcd's does.
     role: Option<Role>,
+    /// Access control (LeaseRevoke runs as its user); none on the peer listener.
+    auth: AuthGate,
 }
 
 impl<P: Proposer> LeaseService<P> {
     /// A Lease service.
     pub fn new(store: Arc<Store>, lessor: Arc<Lessor<P>>, membership: Arc<Membership>) -> Self {
-        LeaseService { store, lessor, membership, forward: None, role: None }
+        LeaseService { store, lessor, membership, forward: None, role: None, auth: AuthGate::default() }
+    }
+
+    /// Proposes revocations as the caller's user, checked through `auth`.
+    pub fn with_auth(mut self, auth: AuthGate) -> Self {
+        self.auth = auth;
+        self
     }
 
     /// Refuses calls on a learner (grants and revocations already fail in the proposer).
@@ -71,7 +80,8 @@ impl<P: Proposer> Lease for LeaseService<P> {
     }
 
     async fn lease_revoke(&self, request: Request<LeaseRevokeRequest>) -> Result<Response<LeaseRevokeResponse>, Status> {
-        let mut resp = self.lessor.revoke(request.into_inner().id).await.map_err(rpc_error)?;
+        let who = self.auth.who(&request)?;
+        let mut resp = self.lessor.revoke_as(request.into_inner().id, request_auth(&who)).await.map_err(rpc_error)?;
         self.membership.fill(&mut resp.header);
         Ok(Response::new(resp))
     }

@@ -26,8 +26,9 @@ use crate::member::control::ClusterControl;
 use crate::startup::config::ETCD_VERSION;
 use crate::api::status::rpc_error;
 use crate::member::identity::Membership;
-use crate::api::auth::not_yet;
 use crate::api::kv::mismatch;
+use crate::api::status::not_yet;
+use crate::auth::AuthGate;
 use crate::member::proposer::{request_kind, Proposer};
 
 /// The Maintenance service.
@@ -36,6 +37,9 @@ pub struct MaintenanceService<P> {
     proposer: Arc<P>,
     membership: Arc<Membership>,
     control: Arc<dyn ClusterControl>,
+    /// Defragment, Hash, HashKV, Snapshot, MoveLeader and Downgrade are admin-only while
+    /// auth is on (etcd's `authMaintenanceServer`).
+    auth: AuthGate,
 }
 
 /// An alarm as etcd's Status `errors` and `etcdctl alarm list` print it (the protobuf
@@ -49,7 +53,13 @@ pub fn alarm_text(a: &AlarmMember) -> String {
 impl<P: Proposer> MaintenanceService<P> {
     /// A Maintenance service over `store`, raising and clearing alarms through `proposer`.
     pub fn new(store: Arc<Store>, proposer: Arc<P>, membership: Arc<Membership>, control: Arc<dyn ClusterControl>) -> Self {
-        MaintenanceService { store, proposer, membership, control }
+        MaintenanceService { store, proposer, membership, control, auth: AuthGate::default() }
+    }
+
+    /// Checks the admin-only calls through `auth`.
+    pub fn with_auth(mut self, auth: AuthGate) -> Self {
+        self.auth = auth;
+        self
     }
 
     /// The Status response, with the Raft numbers the replication layer reports (one node
@@ -118,8 +128,9 @@ impl<P: Proposer> Maintenance for MaintenanceService<P> {
 
     async fn defragment(
         &self,
-        _: Request<DefragmentRequest>,
+        request: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
+        self.auth.admin(&request)?;
         // this member's backend only, as etcd (`etcdctl defrag --cluster` asks each member);
         // applies and reads go on but for the engine's short swap of files
         let store = self.store.clone();
@@ -130,7 +141,8 @@ impl<P: Proposer> Maintenance for MaintenanceService<P> {
         Ok(Response::new(DefragmentResponse { header: Some(self.membership.header(self.store.revision())) }))
     }
 
-    async fn hash(&self, _: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+    async fn hash(&self, request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        self.auth.admin(&request)?;
         // the logical content of one read view (cairn_storage::hash says why not the file)
         let store = self.store.clone();
         let (hash, revision) = tokio::task::spawn_blocking(move || {
@@ -145,6 +157,7 @@ impl<P: Proposer> Maintenance for MaintenanceService<P> {
     }
 
     async fn hash_kv(&self, request: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
+        self.auth.admin(&request)?;
         let store = self.store.clone();
         let revision = request.get_ref().revision;
         let (hash, compact_revision, hash_revision) =
@@ -164,8 +177,9 @@ impl<P: Proposer> Maintenance for MaintenanceService<P> {
 
     async fn snapshot(
         &self,
-        _: Request<SnapshotRequest>,
+        request: Request<SnapshotRequest>,
     ) -> Result<Response<SnapshotStream>, Status> {
+        self.auth.admin(&request)?;
         let header = self.membership.header(self.store.revision());
         let rx = crate::api::snapshot::start(self.store.clone(), header, ETCD_VERSION);
         Ok(Response::new(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))))
@@ -175,14 +189,16 @@ impl<P: Proposer> Maintenance for MaintenanceService<P> {
         &self,
         request: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
+        self.auth.admin(&request)?;
         self.control.move_leader(request.get_ref().target_id).await.map_err(rpc_error)?;
         Ok(Response::new(MoveLeaderResponse { header: Some(self.membership.header(self.store.revision())) }))
     }
 
     async fn downgrade(
         &self,
-        _: Request<DowngradeRequest>,
+        request: Request<DowngradeRequest>,
     ) -> Result<Response<DowngradeResponse>, Status> {
+        self.auth.admin(&request)?;
         Err(not_yet("Downgrade"))
     }
 }

@@ -29,6 +29,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::debug;
 
 use crate::api::status::rpc_error;
+use crate::auth::{common_name, AuthGate};
 use crate::error::RequestError;
 use crate::member::identity::Membership;
 use crate::member::role::{requires_leader, Role};
@@ -49,6 +50,8 @@ pub struct WatchService {
     /// The member's role, when served by a member: learners refuse watches, and
     /// require-leader streams end once the leader is lost.
     role: Option<Role>,
+    /// Access control of watch creations.
+    auth: AuthGate,
 }
 
 /// Ends every watch call of a [`WatchService`] (at server shutdown).
@@ -91,7 +94,14 @@ impl WatchService {
             stop,
             stop_tx: Arc::new(stop_tx),
             role: None,
+            auth: AuthGate::default(),
         }
+    }
+
+    /// Checks each watch creation through `auth` (read permission on its range).
+    pub fn with_auth(mut self, auth: AuthGate) -> WatchService {
+        self.auth = auth;
+        self
     }
 
     /// Checks every call against this member's `role` (see [`Role`]).
@@ -115,10 +125,35 @@ impl WatchService {
     }
 }
 
+/// Who a watch call's creations are checked as: its metadata and client certificate,
+/// taken once when the call starts (etcd checks each creation against the stream's context).
+struct Caller {
+    auth: AuthGate,
+    metadata: tonic::metadata::MetadataMap,
+    common_name: Option<String>,
+}
+
+impl Caller {
+    /// etcd's `isWatchPermitted`: read permission on the watched range; an invalid token
+    /// refuses the creation too.
+    fn may_watch(&self, key: &[u8], range_end: &[u8]) -> bool {
+        self.auth
+            .who_parts(&self.metadata, self.common_name.clone())
+            .and_then(|who| self.auth.check_range(&who, key, range_end))
+            .is_ok()
+    }
+}
+
 /// Hands one client request to the stream (etcd's `recvLoop`): never waits.
-fn handle(stream: &WatchStream, request: WatchRequest) {
+fn handle(stream: &WatchStream, caller: &Caller, request: WatchRequest) {
     match request.request_union {
-        Some(RequestUnion::CreateRequest(create)) => stream.create(&create),
+        Some(RequestUnion::CreateRequest(create)) => {
+            if caller.may_watch(&create.key, &create.range_end) {
+                stream.create(&create)
+            } else {
+                stream.refuse_create()
+            }
+        }
         Some(RequestUnion::CancelRequest(cancel)) => stream.cancel(cancel.watch_id),
         Some(RequestUnion::ProgressRequest(_)) => stream.request_progress(),
         // etcd ignores a request with no known member instead of closing the stream
@@ -202,6 +237,7 @@ impl Watch for WatchService {
                 leader_lost = Some(Box::pin(async move { role.leader_lost().await }));
             }
         }
+        let caller = Caller { auth: self.auth.clone(), metadata: request.metadata().clone(), common_name: common_name(&request) };
         let stream = Arc::new(self.hub.open_stream());
         let mut inbound = request.into_inner();
         let receiving = stream.clone();
@@ -213,7 +249,7 @@ impl Watch for WatchService {
                     _ = stopped(&mut stop) => break,
                 };
                 match message {
-                    Ok(Some(request)) => handle(&receiving, request),
+                    Ok(Some(request)) => handle(&receiving, &caller, request),
                     Ok(None) => break,
                     Err(status) => {
                         debug!(error = %status, "watch stream receive failed");

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_proto::cairnpb::internal_request::Request;
-use cairn_proto::cairnpb::LeaseExpireRequest;
+use cairn_proto::cairnpb::{LeaseExpireRequest, RequestAuth};
 use cairn_proto::etcdserverpb::{
     LeaseCheckpoint, LeaseCheckpointRequest, LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest,
     LeaseRevokeResponse,
@@ -201,7 +201,13 @@ impl<P: Proposer> Lessor<P> {
 
     /// LeaseRevoke: deletes the lease and its keys in one revision.
     pub async fn revoke(&self, id: i64) -> Result<LeaseRevokeResponse, RequestError> {
-        match self.proposer.propose(Request::LeaseRevoke(LeaseRevokeRequest { id })).await? {
+        self.revoke_as(id, None).await
+    }
+
+    /// LeaseRevoke on behalf of the user `auth` names (who needs write permission on every
+    /// key of the lease, checked at apply).
+    pub async fn revoke_as(&self, id: i64, auth: Option<RequestAuth>) -> Result<LeaseRevokeResponse, RequestError> {
+        match self.proposer.propose_as(Request::LeaseRevoke(LeaseRevokeRequest { id }), auth).await? {
             ApplyResponse::LeaseRevoke(resp) => {
                 self.queue.lock().remove(id);
                 Ok(resp)

@@ -10,6 +10,8 @@
 //!   behind it); `restore` installs a leader's snapshot.
 //! - After every member table change, `on_members` runs on the apply thread (the transport
 //!   learns new peer addresses there; the server notices its own removal).
+//! - Applied logins add their simple token to this member's table; applied user deletions,
+//!   password changes and AuthDisable drop tokens (`auth/tokens.rs`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,6 +25,7 @@ use cairn_storage::{ApplyResponse, Error as StorageError, Store};
 use prost::Message;
 use tracing::warn;
 
+use crate::auth::SimpleTokens;
 use crate::member::table::Members;
 
 /// What applying one entry answers its proposer.
@@ -41,6 +44,7 @@ pub struct RaftMachine {
     members: Arc<Members>,
     on_members: MembersHook,
     on_grant: GrantHook,
+    tokens: Option<Arc<SimpleTokens>>,
     /// Applying one entry for longer logs a warning (`--experimental-warning-apply-duration`).
     warn_apply: Duration,
 }
@@ -48,13 +52,31 @@ pub struct RaftMachine {
 impl RaftMachine {
     /// The machine over `store` and its `hub`, keeping `members`.
     pub fn new(store: Arc<Store>, hub: WatchHub, members: Arc<Members>, on_members: MembersHook, on_grant: GrantHook) -> RaftMachine {
-        RaftMachine { store, hub, members, on_members, on_grant, warn_apply: Duration::from_millis(100) }
+        RaftMachine { store, hub, members, on_members, on_grant, tokens: None, warn_apply: Duration::from_millis(100) }
     }
 
     /// Warns about entries whose apply takes longer than `d`.
     pub fn warn_apply_after(mut self, d: Duration) -> Self {
         self.warn_apply = d;
         self
+    }
+
+    /// Keeps `tokens` up to date with applied logins and auth changes.
+    pub fn with_tokens(mut self, tokens: Arc<SimpleTokens>) -> RaftMachine {
+        self.tokens = Some(tokens);
+        self
+    }
+
+    /// Token bookkeeping after an applied auth entry (module docs).
+    fn track_tokens(&self, req: &InternalRequest, applied: &ApplyResponse) {
+        let Some(tokens) = &self.tokens else { return };
+        match (applied, &req.request) {
+            (ApplyResponse::Authenticated { user, token, .. }, _) => tokens.assign(token.clone(), user.clone()),
+            (ApplyResponse::Auth { .. }, Some(Request::AuthUserDelete(r))) => tokens.invalidate_user(&r.name),
+            (ApplyResponse::Auth { .. }, Some(Request::AuthUserChangePassword(r))) => tokens.invalidate_user(&r.name),
+            (ApplyResponse::Auth { .. }, Some(Request::AuthDisable(_))) => tokens.clear(),
+            _ => {}
+        }
     }
 
     fn save_members(&mut self, index: u64, table: &MemberTable) -> Result<(), StateMachineError> {
@@ -77,6 +99,8 @@ fn request_kind(req: &InternalRequest) -> &'static str {
         Some(Request::LeaseExpire(_)) => "lease_expire",
         Some(Request::MemberAttr(_)) => "member_attr",
         Some(Request::Alarm(_)) => "alarm",
+        // the auth commands, named as their RPCs
+        Some(other) => crate::member::proposer::request_kind(other),
         None => "empty",
     }
 }
@@ -123,7 +147,10 @@ impl StateMachine for RaftMachine {
                 (self.on_grant)(g.id, g.ttl);
                 Ok(Ok(ApplyResponse::LeaseGrant(g)))
             }
-            Ok(r) => Ok(Ok(r)),
+            Ok(r) => {
+                self.track_tokens(req, &r);
+                Ok(Ok(r))
+            }
             Err(e) if e.is_fatal() => Err(fatal(e)),
             Err(e) => Ok(Err(e)),
         }

@@ -63,6 +63,7 @@ use self::bootstrap::{fetch_cluster, read_identity, write_identity, Identity};
 use self::identity::{compute_cluster_id, InitialMember, Membership, RaftTerm};
 use self::lease_forward::LeaseForwarder;
 use self::lessor::{Lessor, LessorConfig};
+use crate::auth::SimpleTokens;
 use self::machine::{stored_members, Output, RaftMachine};
 use self::raft_control::RaftControl;
 use self::quota::Quota;
@@ -95,6 +96,8 @@ pub struct MemberOptions {
     /// default (cairn's page store) for a new folder. Naming the other engine of an
     /// existing folder is an error (see `cairn_storage::engine`).
     pub storage_engine: Option<StorageEngine>,
+    /// `--auth-token-ttl`: seconds a simple token lives after its last use.
+    pub token_ttl_secs: u64,
     /// `--experimental-warning-apply-duration`: applying one entry for longer logs
     /// "apply request took too long".
     pub warn_apply_duration: Duration,
@@ -113,6 +116,7 @@ impl Default for MemberOptions {
             clock: Arc::new(SystemClock::default()),
             lessor: LessorConfig::default(),
             storage_engine: None,
+            token_ttl_secs: crate::auth::DEFAULT_TOKEN_TTL_SECS,
             warn_apply_duration: Duration::from_millis(100),
             quota_backend_bytes: 0,
         }
@@ -169,6 +173,8 @@ pub struct Member {
     pub lease_forward: Arc<LeaseForwarder>,
     /// The member table.
     pub members: Arc<Members>,
+    /// The simple tokens this member knows (added as logins are applied).
+    pub tokens: Arc<SimpleTokens>,
     /// Learner or voter, and the leader it knows, for the services' checks.
     pub role: Role,
     /// Says why this member must stop, once it must: it was removed from the cluster, or
@@ -258,8 +264,10 @@ impl Member {
                 l.observe_grant(id, ttl);
             }
         });
+        let tokens = Arc::new(SimpleTokens::new(setup.options.token_ttl_secs, setup.options.clock.clone()));
         let machine = RaftMachine::new(store.clone(), hub.clone(), members.clone(), on_members, on_grant)
-            .warn_apply_after(setup.options.warn_apply_duration);
+            .warn_apply_after(setup.options.warn_apply_duration)
+            .with_tokens(tokens.clone());
 
         let tick = setup.heartbeat_ms.max(1);
         let mut cfg = NodeConfig::new(me);
@@ -369,6 +377,7 @@ impl Member {
             membership,
             peer_routes,
             lease_forward,
+            tokens,
             members,
             role,
             stop: stop_rx,
@@ -545,7 +554,7 @@ async fn publish_attributes(
         if done {
             return;
         }
-        let req = InternalRequest { id: 0, request: Some(Request::MemberAttr(attr.clone())) };
+        let req = InternalRequest { id: 0, request: Some(Request::MemberAttr(attr.clone())), auth: None };
         let result = proposer.handle().propose(req).await;
         if !matches!(result, Ok(Ok(Ok(ApplyResponse::Skipped)))) {
             tokio::select! {

@@ -8,6 +8,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use cairn_proto::cairnpb::internal_request::Request;
+use cairn_proto::cairnpb::RequestAuth;
 use cairn_storage::ApplyResponse;
 
 use crate::error::RequestError;
@@ -24,10 +25,21 @@ use crate::error::RequestError;
 ///   ([`RequestError::Halted`]); nothing is acknowledged on top of lost data;
 /// - dropping the future abandons the wait, not the command: it may still be applied.
 pub trait Proposer: Send + Sync + 'static {
-    /// Proposes `request` and waits for its result.
+    /// Proposes `request` as no user (the server's own commands, or auth off) and waits
+    /// for its result.
     fn propose(
         &self,
         request: Request,
+    ) -> impl Future<Output = Result<ApplyResponse, RequestError>> + Send {
+        self.propose_as(request, None)
+    }
+
+    /// Proposes `request` on behalf of the user `auth` names (the apply re-checks its
+    /// permissions at the auth revision recorded there) and waits for its result.
+    fn propose_as(
+        &self,
+        request: Request,
+        auth: Option<RequestAuth>,
     ) -> impl Future<Output = Result<ApplyResponse, RequestError>> + Send;
 
     /// Waits until a read served from the local store afterwards is linearizable: it sees
@@ -57,6 +69,18 @@ pub fn request_kind(request: &Request) -> &'static str {
         Request::LeaseExpire(_) => "LeaseExpire",
         Request::MemberAttr(_) => "MemberAttr",
         Request::Alarm(_) => "Alarm",
+        Request::AuthEnable(_) => "AuthEnable",
+        Request::AuthDisable(_) => "AuthDisable",
+        Request::Authenticate(_) => "Authenticate",
+        Request::AuthUserAdd(_) => "UserAdd",
+        Request::AuthUserDelete(_) => "UserDelete",
+        Request::AuthUserChangePassword(_) => "UserChangePassword",
+        Request::AuthUserGrantRole(_) => "UserGrantRole",
+        Request::AuthUserRevokeRole(_) => "UserRevokeRole",
+        Request::AuthRoleAdd(_) => "RoleAdd",
+        Request::AuthRoleDelete(_) => "RoleDelete",
+        Request::AuthRoleGrantPermission(_) => "RoleGrantPermission",
+        Request::AuthRoleRevokePermission(_) => "RoleRevokePermission",
     }
 }
 
@@ -72,6 +96,8 @@ pub fn response_kind(response: &ApplyResponse) -> &'static str {
         ApplyResponse::LeaseCheckpoint(_) => "LeaseCheckpoint",
         ApplyResponse::LeaseExpire { .. } => "LeaseExpire",
         ApplyResponse::Alarm(_) => "Alarm",
+        ApplyResponse::Auth { .. } => "Auth",
+        ApplyResponse::Authenticated { .. } => "Authenticated",
         ApplyResponse::Skipped => "Skipped",
     }
 }

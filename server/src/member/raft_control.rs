@@ -112,7 +112,7 @@ impl ClusterControl for RaftControl {
             return Err(RequestError::PeerUrlExists);
         }
         let attr = MemberAttrRequest { id, peer_urls, ..Default::default() };
-        let req = InternalRequest { id: 0, request: Some(Request::MemberAttr(attr)) };
+        let req = InternalRequest { id: 0, request: Some(Request::MemberAttr(attr)), auth: None };
         match self.handle.propose(req).await {
             Err(_) => Err(RequestError::Stopped),
             Ok(Err(e)) => Err(node_error(e)),

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use cairn_proto::cairnpb::internal_request::Request;
-use cairn_proto::cairnpb::InternalRequest;
+use cairn_proto::cairnpb::{InternalRequest, RequestAuth};
 use cairn_raft_node::{NodeHandle, RequestError as NodeRequestError};
 use cairn_proto::etcdserverpb::alarm_request::AlarmAction;
 use cairn_proto::etcdserverpb::{AlarmRequest, AlarmType};
@@ -51,8 +51,8 @@ impl RaftProposer {
     }
 
     /// Proposes `command` and maps every failure to etcd's answer.
-    async fn propose_command(&self, request: Request) -> Result<ApplyResponse, RequestError> {
-        let req = InternalRequest { id: 0, request: Some(request) };
+    async fn propose_command(&self, request: Request, auth: Option<RequestAuth>) -> Result<ApplyResponse, RequestError> {
+        let req = InternalRequest { id: 0, request: Some(request), auth };
         // the id the node assigns takes at most 10 more bytes
         if req.encoded_len() + 10 > self.max_request_bytes {
             return Err(StorageError::RequestTooLarge.into());
@@ -73,7 +73,7 @@ impl RaftProposer {
             return Ok(());
         }
         let alarm = AlarmRequest { action: AlarmAction::Activate as i32, member_id: g.member_id, alarm: AlarmType::Nospace as i32 };
-        if let Err(e) = self.propose_command(Request::Alarm(alarm)).await {
+        if let Err(e) = self.propose_command(Request::Alarm(alarm), None).await {
             tracing::warn!(error = %e, "raising the NOSPACE alarm failed");
         }
         Err(StorageError::NoSpace.into())
@@ -96,10 +96,10 @@ pub fn node_error(e: NodeRequestError) -> RequestError {
 }
 
 impl Proposer for RaftProposer {
-    async fn propose(&self, request: Request) -> Result<ApplyResponse, RequestError> {
+    async fn propose_as(&self, request: Request, auth: Option<RequestAuth>) -> Result<ApplyResponse, RequestError> {
         self.role.refuse_learner()?;
         self.check_quota(&request).await?;
-        self.propose_command(request).await
+        self.propose_command(request, auth).await
     }
 
     async fn read_barrier(&self) -> Result<(), RequestError> {

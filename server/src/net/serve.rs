@@ -33,7 +33,8 @@ use crate::net::limits::LimitStatusLayer;
 use crate::net::listen::ClientUrl;
 use crate::api::maintenance::MaintenanceService;
 use crate::member::identity::Membership;
-use crate::api::auth::Unimplemented;
+use crate::api::auth::AuthService;
+use crate::auth::{AuthGate, Authenticator};
 use crate::api::watch::{WatchService, WatchShutdown};
 
 /// etcd allows this much gRPC framing on top of `--max-request-bytes`.
@@ -52,7 +53,7 @@ pub(crate) struct Services<P> {
     /// Ends every watch stream at shutdown (they never end by themselves).
     watch_shutdown: WatchShutdown,
     lease: LeaseServer<LeaseService<P>>,
-    auth: AuthServer<Unimplemented>,
+    auth: AuthServer<AuthService<P>>,
     /// HTTP/2 settings of client connections.
     http2: Http2Settings,
 }
@@ -96,6 +97,7 @@ impl<P: Proposer> Services<P> {
     #[allow(clippy::too_many_arguments)] // one constructor wiring every service
     pub(crate) fn new(
         store: Arc<Store>,
+        auth: Arc<Authenticator>,
         proposer: Arc<P>,
         lessor: Arc<Lessor<P>>,
         watch: WatchService,
@@ -107,16 +109,22 @@ impl<P: Proposer> Services<P> {
         max_request_bytes: usize,
     ) -> Services<P> {
         let decode = max_request_bytes.saturating_add(GRPC_OVERHEAD_BYTES);
-        let kv = KvService::new(store.clone(), proposer.clone(), membership.clone(), max_txn_ops);
-        let lease = LeaseService::new(store.clone(), lessor, membership.clone()).with_forwarder(lease_forward).with_role(role);
+        let gate = AuthGate::new(auth.clone());
+        let auth = AuthService::new(store.clone(), proposer.clone(), membership.clone(), auth);
+        let kv = KvService::new(store.clone(), proposer.clone(), membership.clone(), max_txn_ops).with_auth(gate.clone());
+        let lease = LeaseService::new(store.clone(), lessor, membership.clone())
+            .with_forwarder(lease_forward)
+            .with_role(role)
+            .with_auth(gate.clone());
+        let watch = watch.with_auth(gate.clone());
         Services {
             kv: KvServer::new(kv)
                 .max_decoding_message_size(decode)
                 .max_encoding_message_size(MAX_ENCODING_BYTES),
-            maintenance: MaintenanceServer::new(MaintenanceService::new(store, proposer, membership.clone(), control.clone()))
+            maintenance: MaintenanceServer::new(MaintenanceService::new(store, proposer, membership.clone(), control.clone()).with_auth(gate.clone()))
                 .max_decoding_message_size(decode)
                 .max_encoding_message_size(MAX_ENCODING_BYTES),
-            cluster: ClusterServer::new(ClusterService::new(membership, control))
+            cluster: ClusterServer::new(ClusterService::new(membership, control).with_auth(gate))
                 .max_decoding_message_size(decode)
                 .max_encoding_message_size(MAX_ENCODING_BYTES),
             watch_shutdown: watch.shutdown_handle(),
@@ -126,7 +134,9 @@ impl<P: Proposer> Services<P> {
             lease: LeaseServer::new(lease)
                 .max_decoding_message_size(decode)
                 .max_encoding_message_size(MAX_ENCODING_BYTES),
-            auth: AuthServer::new(Unimplemented),
+            auth: AuthServer::new(auth)
+                .max_decoding_message_size(decode)
+                .max_encoding_message_size(MAX_ENCODING_BYTES),
             http2: Http2Settings::default(),
         }
     }

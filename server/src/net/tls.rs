@@ -348,3 +348,11 @@ mod tests {
         ));
     }
 }
+
+/// The common name (CN) of a DER certificate's subject (`--client-cert-auth` maps it to
+/// the user); `None` if the certificate does not parse or has no CN.
+pub fn certificate_common_name(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let cn = cert.subject().iter_common_name().next()?;
+    cn.as_str().ok().map(str::to_string)
+}

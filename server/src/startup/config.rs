@@ -207,6 +207,19 @@ pub struct Config {
           value_parser = parse_go_bool, action = ArgAction::Set)]
     pub client_cert_auth: bool,
 
+    /// Token kind: `simple` (random tokens kept by each member). JWT tokens are not
+    /// supported yet; naming them is an error at startup.
+    #[arg(long, env = "ETCD_AUTH_TOKEN", default_value = "simple")]
+    pub auth_token: String,
+
+    /// Seconds a simple token lives after its last use.
+    #[arg(long, env = "ETCD_AUTH_TOKEN_TTL", default_value_t = 300)]
+    pub auth_token_ttl: u64,
+
+    /// bcrypt cost of stored passwords (4 to 31; etcd's default 10).
+    #[arg(long, env = "ETCD_BCRYPT_COST", default_value_t = 10)]
+    pub bcrypt_cost: u32,
+
     /// CA that signs client certificates (PEM).
     #[arg(long, env = "ETCD_TRUSTED_CA_FILE")]
     pub trusted_ca_file: Option<PathBuf>,

@@ -329,18 +329,6 @@ pub struct EtcdOnlyFlags {
           value_parser = parse_go_bool, action = ArgAction::Set)]
     pub experimental_initial_corrupt_check: bool,
 
-    /// Auth token type; the Auth service is not implemented yet (accepted, ignored)
-    #[arg(long, env = "ETCD_AUTH_TOKEN")]
-    pub auth_token: Option<String>,
-
-    /// Lifetime of simple auth tokens; the Auth service is not implemented yet (accepted, ignored)
-    #[arg(long, env = "ETCD_AUTH_TOKEN_TTL")]
-    pub auth_token_ttl: Option<String>,
-
-    /// bcrypt cost of auth passwords; the Auth service is not implemented yet (accepted, ignored)
-    #[arg(long, env = "ETCD_BCRYPT_COST")]
-    pub bcrypt_cost: Option<String>,
-
     /// `periodic` or `revision`; auto-compaction is not implemented yet: clients compact (accepted, ignored)
     #[arg(long, env = "ETCD_AUTO_COMPACTION_MODE", default_value = "periodic")]
     pub auto_compaction_mode: String,

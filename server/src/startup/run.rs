@@ -26,6 +26,7 @@ use crate::member::lease_forward::LeaseForwarder;
 use crate::member::lessor::Lessor;
 use crate::member::raft_proposer::RaftProposer;
 use crate::member::role::Role;
+use crate::auth::{Authenticator, SimpleTokens};
 use crate::member::{Member, MemberOptions, MemberSetup};
 use crate::net::listen::ClientUrl;
 use crate::net::{http, peer_tls, serve, tls};
@@ -92,6 +93,9 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     if config.max_txn_ops == 0 {
         return Err(ConfigError::Zero("max-txn-ops").into());
     }
+    if config.auth_token.split(',').next() != Some("simple") {
+        return Err(ConfigError::AuthToken(config.auth_token.clone()).into());
+    }
     // etcd checks --initial-cluster against this member's flags before anything else
     Membership::from_config(&config)?;
     let initial = initial_members(&config)?;
@@ -123,6 +127,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         // etcd's minimum lease TTL: ⌈1.5 × election timeout⌉ seconds
         min_lease_ttl: i64::try_from((config.election_timeout * 3).div_ceil(2000)).unwrap_or(i64::MAX),
         storage_engine: config.storage_engine.as_deref().and_then(StorageEngine::from_name),
+        token_ttl_secs: config.auth_token_ttl,
         warn_apply_duration: config.experimental_warning_apply_duration,
         quota_backend_bytes: config.quota_backend_bytes,
         ..MemberOptions::default()
@@ -182,6 +187,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
             control: engine.control.clone(),
             health: engine.health(),
             lease_forward: Some(engine.lease_forward.clone()),
+            tokens: engine.tokens.clone(),
         },
         Some(peers),
     )
@@ -203,6 +209,7 @@ struct Served {
     control: Arc<dyn ClusterControl>,
     health: Arc<dyn Fn() -> http::MemberHealth + Send + Sync>,
     lease_forward: Option<Arc<LeaseForwarder>>,
+    tokens: Arc<SimpleTokens>,
 }
 
 /// Serves the client (and peer) listeners and the metrics listeners until a signal.
@@ -222,8 +229,10 @@ async fn serve_services(
         http::StatusSource { store: s.store.clone(), health: s.health },
         metrics_stopped,
     ));
+    let auth = Arc::new(Authenticator::new(s.store.clone(), s.tokens, config.bcrypt_cost, config.client_cert_auth));
     let services = serve::Services::new(
         s.store,
+        auth,
         s.proposer,
         s.lessor,
         WatchService::new(s.hub, s.membership.clone(), config.watch_progress_notify_interval()).with_role(s.role.clone()),

@@ -198,6 +198,13 @@ impl HubState {
         }
     }
 
+    /// Queues the refusal of a creation on `stream` (see `WatchStream::refuse_create`).
+    pub fn refuse_locked(&mut self, stream: u32, reason: Refusal) {
+        if let Some(st) = self.streams.get(stream) {
+            st.queue.push_control(Item::Refused { revision: self.published, reason });
+        }
+    }
+
     /// Creates a watch as etcd's `serverWatchStream.recvLoop` + `watchStream.Watch` do.
     /// Its created (or refused) response is enqueued before anything else of it. Returns
     /// true when the watch needs the catch-up task.

@@ -66,6 +66,8 @@ pub enum Refusal {
     EmptyRange,
     /// The client-chosen ID is in use on this stream.
     DuplicateId,
+    /// Auth is on and the stream's user may not read the range (checked by the server).
+    PermissionDenied,
 }
 
 impl Refusal {
@@ -74,6 +76,8 @@ impl Refusal {
         match self {
             Refusal::EmptyRange => "mvcc: watcher range is empty",
             Refusal::DuplicateId => "mvcc: duplicate watch ID provided on the WatchStream",
+            // etcd sends its gRPC error's text
+            Refusal::PermissionDenied => "rpc error: code = PermissionDenied desc = etcdserver: permission denied",
         }
     }
 }

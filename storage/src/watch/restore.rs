@@ -118,7 +118,7 @@ mod tests {
 
         fn apply(&mut self, r: Request) {
             self.index += 1;
-            self.store.apply(self.index, &InternalRequest { id: self.index, request: Some(r) }).expect("apply");
+            self.store.apply(self.index, &InternalRequest { id: self.index, request: Some(r), auth: None }).expect("apply");
             let committed = self.store.commit().expect("commit");
             self.hub.publish(committed);
         }

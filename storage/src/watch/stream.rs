@@ -7,7 +7,7 @@ use std::sync::Arc;
 use cairn_proto::etcdserverpb::{WatchCreateRequest, WatchResponse};
 
 use super::hub::CreateCtx;
-use super::queue::StreamQueue;
+use super::queue::{Refusal, StreamQueue};
 use super::response;
 use super::Shared;
 
@@ -39,6 +39,14 @@ impl WatchStream {
         let needs_catchup = self.shared.state.lock().create_locked(self.slot, req, &ctx);
         if needs_catchup {
             self.shared.wake_catchup();
+        }
+    }
+
+    /// Refuses a create request the server's access control denied, in order with the
+    /// stream's other answers (etcd: a created-and-canceled response, watch ID -1).
+    pub fn refuse_create(&self) {
+        if self.open() {
+            self.shared.state.lock().refuse_locked(self.slot, Refusal::PermissionDenied);
         }
     }
 
