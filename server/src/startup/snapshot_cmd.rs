@@ -19,7 +19,7 @@ use std::process::ExitCode;
 
 use cairn_storage::backup::{is_backup, read_backup, sha256, Backup};
 use cairn_storage::bbolt::is_bbolt;
-use cairn_storage::etcd_db::import_snapshot;
+use cairn_storage::etcd_db::{export_snapshot, import_snapshot};
 use cairn_storage::snapshot::read_snapshot;
 use cairn_storage::hash::ContentHash;
 use cairn_storage::seed::{write_store, Dataset};
@@ -31,7 +31,7 @@ use crate::startup::config::Config;
 
 /// `cairn snapshot ...`.
 #[derive(Debug, Parser)]
-#[command(name = "cairn snapshot", about = "Inspects and restores backups (etcdutl's snapshot commands)")]
+#[command(name = "cairn snapshot", about = "Inspects, restores and converts backups (etcdutl's snapshot commands)")]
 struct SnapshotCli {
     #[command(subcommand)]
     command: Command,
@@ -46,6 +46,14 @@ enum Command {
         /// Output format: simple, table or json.
         #[arg(short = 'w', long = "write-out", default_value = "simple")]
         write_out: String,
+    },
+    /// Converts a cairn backup into an etcd snapshot file, which `etcdctl snapshot
+    /// status|restore` (etcdutl) and etcd read: the way back from cairn to etcd.
+    ExportEtcd {
+        /// The cairn backup (`etcdctl snapshot save` against cairn).
+        file: PathBuf,
+        /// The etcd snapshot file to write (must not exist).
+        out: PathBuf,
     },
     /// Builds a new member's data folder from a backup.
     Restore {
@@ -102,6 +110,12 @@ pub enum SnapshotCmdError {
         /// What is wrong.
         source: cairn_storage::Error,
     },
+    /// `export-etcd` was given an etcd snapshot.
+    #[error("{0}: already an etcd (bbolt) snapshot")]
+    AlreadyEtcd(PathBuf),
+    /// `export-etcd`'s output exists already.
+    #[error("{0:?} exists")]
+    OutputExists(PathBuf),
     /// The data folder exists already.
     #[error("data-dir {0:?} exists")]
     DataDirExists(PathBuf),
@@ -296,6 +310,30 @@ fn tmp_dir(data_dir: &Path) -> PathBuf {
     data_dir.with_file_name(name)
 }
 
+/// Writes the etcd snapshot file holding the cairn backup `file`'s state to `out`
+/// (through a temporary file renamed when complete); returns its size.
+fn export_etcd(file: &Path, out: &Path) -> Result<u64, SnapshotCmdError> {
+    let data = std::fs::read(file).map_err(|source| SnapshotCmdError::Io { path: file.to_owned(), source })?;
+    match SnapshotFormat::detect(&data) {
+        Some(SnapshotFormat::Cairn) => {}
+        Some(SnapshotFormat::Bbolt) => return Err(SnapshotCmdError::AlreadyEtcd(file.to_owned())),
+        None => return Err(SnapshotCmdError::UnknownFormat(file.to_owned())),
+    }
+    // verified whole first (length, SHA-256, stream); the stream and its zero padding are
+    // what the export reads
+    read_backup(&data).map_err(|source| SnapshotCmdError::Storage { path: file.to_owned(), source })?;
+    let body = &data[..data.len() - cairn_storage::backup::SHA256_LEN];
+    let etcd = export_snapshot(body).map_err(|source| SnapshotCmdError::Etcd { path: file.to_owned(), source })?;
+    if out.exists() {
+        return Err(SnapshotCmdError::OutputExists(out.to_owned()));
+    }
+    let tmp = out.with_extension("export-tmp");
+    let io = |source| SnapshotCmdError::Io { path: out.to_owned(), source };
+    std::fs::write(&tmp, &etcd).map_err(io)?;
+    std::fs::rename(&tmp, out).map_err(io)?;
+    Ok(etcd.len() as u64)
+}
+
 /// Runs `cairn snapshot ARGS` (after the word `snapshot`).
 pub fn main(args: &[String]) -> ExitCode {
     let cli = match SnapshotCli::try_parse_from(std::iter::once("cairn snapshot".to_owned()).chain(args.iter().cloned())) {
@@ -306,6 +344,9 @@ pub fn main(args: &[String]) -> ExitCode {
         }
     };
     let result = match cli.command {
+        Command::ExportEtcd { file, out } => export_etcd(&file, &out).map(|size| {
+            eprintln!("exported {} to {} ({size} bytes, an etcd snapshot)", file.display(), out.display());
+        }),
         Command::Status { file, write_out } => load(&file).and_then(|(d, b, size)| format_status(&status_of(&d, &b, size), &write_out)).map(|out| print!("{out}")),
         Command::Restore { file, data_dir, name, initial_cluster, initial_cluster_token, initial_advertise_peer_urls, skip_hash_check: _ } => {
             let data_dir = data_dir.unwrap_or_else(|| PathBuf::from(format!("{name}.etcd")));
