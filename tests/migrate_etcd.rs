@@ -361,19 +361,24 @@ async fn large_export_passes_etcd_checks() {
     }
 }
 
+/// Writes the history on a fresh server of `kind`, observes it, and saves it with
+/// `etcdctl snapshot save` into `dir`; the server is stopped on return.
+async fn saved_history(kind: Kind, dir: &Path) -> (Observed, std::path::PathBuf) {
+    let server = Server::start(kind);
+    write_history(server.endpoint()).await;
+    let want = observe(server.endpoint()).await;
+    let file = dir.join(format!("{kind:?}.snapshot"));
+    server.ctl_ok(&["snapshot", "save", file.to_str().unwrap()]);
+    (want, file)
+}
+
 /// etcd → cairn through the command a user runs: `cairn snapshot restore` of a snapshot
 /// `etcdctl snapshot save` took from real etcd, then a cairn member started on the folder
 /// answers every kept revision and every lease as etcd did, and takes writes after them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cairn_snapshot_restore_takes_an_etcd_snapshot() {
-    let etcd = Server::start(Kind::Etcd);
-    write_history(etcd.endpoint()).await;
-    let want = observe(etcd.endpoint()).await;
     let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("etcd.snapshot");
-    etcd.ctl_ok(&["snapshot", "save", file.to_str().unwrap()]);
-    drop(etcd);
-
+    let (want, file) = saved_history(Kind::Etcd, dir.path()).await;
     let data = dir.path().join("cairn-data");
     let peer = format!("http://{}", common::free_addr());
     let out = std::process::Command::new(Kind::Cairn.binary())
@@ -402,13 +407,8 @@ async fn cairn_snapshot_restore_takes_an_etcd_snapshot() {
 /// every kept revision and lease as cairn did.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cairn_backup_exported_for_etcd_restores_into_etcd() {
-    let cairn = Server::start(Kind::Cairn);
-    write_history(cairn.endpoint()).await;
-    let want = observe(cairn.endpoint()).await;
     let dir = tempfile::tempdir().unwrap();
-    let backup = dir.path().join("cairn.backup");
-    cairn.ctl_ok(&["snapshot", "save", backup.to_str().unwrap()]);
-    drop(cairn);
+    let (want, backup) = saved_history(Kind::Cairn, dir.path()).await;
 
     let file = dir.path().join("for-etcd.snapshot");
     let export = |out: &Path| {
