@@ -1,6 +1,7 @@
 //! The metrics listener (`--listen-metrics-urls`) end to end: kubeadm's liveness probe
 //! (`GET /health`), the `/livez` and `/readyz` probes, Prometheus' `/metrics` with etcd's
-//! metric names, and 404 for anything else. Plain HTTP/1.1 over a `TcpStream`.
+//! metric names, and 404 for anything else; the same endpoints (and `/version`) on the
+//! client URL beside gRPC, as etcd serves them. Plain HTTP/1.1 over a `TcpStream`.
 
 mod common;
 
@@ -8,7 +9,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use common::{Kind, Options, Server};
+use common::{target_kind, Kind, Options, Server};
 
 /// One `GET path`, answered and closed by the server: (status, body).
 fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {
@@ -19,7 +20,7 @@ fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {
         .unwrap();
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: */*\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: */*\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
     let mut raw = String::new();
@@ -131,4 +132,26 @@ fn https_metrics_url_is_a_startup_error() {
         stderr.contains("listen-metrics-urls") && stderr.contains("not supported yet"),
         "{stderr}"
     );
+}
+
+/// etcd serves `/health`, `/metrics` and `/version` on its client URLs too (gRPC and
+/// HTTP/1.1 on one port); probes and etcd's own tests use them there.
+#[test]
+fn health_metrics_and_version_on_the_client_url() {
+    let server = Server::start(target_kind());
+    let client = server.client_addr();
+    let (status, head, body) = get(client, "/health");
+    assert_eq!(status, 200, "{head}");
+    let health: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    assert_eq!(health["health"], "true", "{body}");
+    let (status, _, metrics) = get(client, "/metrics");
+    assert_eq!(status, 200);
+    assert!(metrics.lines().any(|l| l.starts_with("etcd_server_has_leader 1")), "{metrics}");
+    let (status, _, version) = get(client, "/version");
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&version).unwrap_or_else(|e| panic!("{e}: {version}"));
+    assert!(v["etcdserver"].as_str().is_some_and(|s| s.starts_with("3.")), "{version}");
+    // gRPC keeps working on the same port
+    server.ctl_ok(&["put", "k", "v"]);
+    assert_eq!(server.ctl_ok(&["get", "k", "--print-value-only"]).trim(), "v");
 }

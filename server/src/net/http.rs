@@ -264,6 +264,13 @@ impl Response {
     }
 }
 
+/// Answers a request that came in on a client URL beside gRPC (see `client_http.rs`):
+/// its status, content type and body, as the metrics listeners answer it.
+pub(crate) fn answer_parts(source: &StatusSource, method: &str, path: &str, query: &str) -> (u16, &'static str, String) {
+    let r = route(method, path, query, || source.snapshot());
+    (r.status, r.content_type, r.body)
+}
+
 /// Answers one request; `snapshot` is called only for routes that report values.
 fn route(method: &str, path: &str, query: &str, snapshot: impl FnOnce() -> Snapshot) -> Response {
     let known = matches!(path, "/health" | "/livez" | "/readyz" | "/metrics");

@@ -1,8 +1,10 @@
 //! Networking: client and peer listeners (`listen`, `incoming`, `serve`), TLS (`tls`,
-//! `peer_tls`, `tls_policy`), the HTTP endpoints for probes and scrapers (`http`), and adapters that make
-//! hyper/tonic answer like grpc-go (`authority`, `limits`).
+//! `peer_tls`, `tls_policy`), the HTTP endpoints for probes and scrapers (`http`; on the
+//! client URLs beside gRPC, `client_http`), and adapters that make hyper/tonic answer like
+//! grpc-go (`authority`, `limits`).
 
 pub mod authority;
+pub mod client_http;
 pub mod http;
 pub mod incoming;
 pub mod limits;

@@ -15,6 +15,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
+use tonic::service::Routes;
 use tonic::transport::Server;
 use tracing::{error, info, warn};
 
@@ -27,7 +28,8 @@ use crate::api::lease::LeaseService;
 use crate::member::lease_forward::LeaseForwarder;
 use crate::member::lessor::Lessor;
 use crate::member::role::Role;
-use crate::net::incoming;
+use crate::net::http::StatusSource;
+use crate::net::{client_http, incoming};
 use crate::api::kv::KvService;
 use crate::net::limits::LimitStatusLayer;
 use crate::net::listen::ClientUrl;
@@ -56,6 +58,8 @@ pub(crate) struct Services<P> {
     auth: AuthServer<AuthService<P>>,
     /// HTTP/2 settings of client connections.
     http2: Http2Settings,
+    /// What plain HTTP requests on client URLs report (`client_http.rs`).
+    status: Option<StatusSource>,
 }
 
 /// HTTP/2 settings of client connections: `--max-concurrent-streams`,
@@ -89,6 +93,7 @@ impl<P> Clone for Services<P> {
             lease: self.lease.clone(),
             auth: self.auth.clone(),
             http2: self.http2,
+            status: self.status.clone(),
         }
     }
 }
@@ -138,7 +143,14 @@ impl<P: Proposer> Services<P> {
                 .max_decoding_message_size(decode)
                 .max_encoding_message_size(MAX_ENCODING_BYTES),
             http2: Http2Settings::default(),
+            status: None,
         }
+    }
+
+    /// Answers `/health`, `/metrics`... on client URLs from `status`.
+    pub(crate) fn with_status(mut self, status: StatusSource) -> Self {
+        self.status = Some(status);
+        self
     }
 
     /// Serves client connections with `http2`'s settings.
@@ -176,17 +188,24 @@ pub(crate) async fn serve<P: Proposer>(
 
     let http2 = services.http2;
     let client_router = || {
-        Server::builder()
-            .max_concurrent_streams(http2.max_concurrent_streams)
-            .http2_keepalive_interval(Some(http2.keepalive_interval))
-            .http2_keepalive_timeout(Some(http2.keepalive_timeout))
-            .layer(LimitStatusLayer)
-            .add_service(services.kv.clone())
+        let routes = Routes::new(services.kv.clone())
             .add_service(services.maintenance.clone())
             .add_service(services.cluster.clone())
             .add_service(services.watch.clone())
             .add_service(services.lease.clone())
-            .add_service(services.auth.clone())
+            .add_service(services.auth.clone());
+        let status = services.status.clone();
+        let router = routes
+            .into_axum_router()
+            .fallback(move |req: axum::extract::Request| client_http::answer(status.clone(), req));
+        Server::builder()
+            .max_concurrent_streams(http2.max_concurrent_streams)
+            .http2_keepalive_interval(Some(http2.keepalive_interval))
+            .http2_keepalive_timeout(Some(http2.keepalive_timeout))
+            // plain HTTP (probes, scrapers) beside gRPC, as etcd
+            .accept_http1(true)
+            .layer(LimitStatusLayer)
+            .add_routes(Routes::from(router))
     };
     let mut peer_listeners = Vec::new();
     let mut ready_gate = None;

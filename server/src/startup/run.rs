@@ -224,11 +224,8 @@ async fn serve_services(
     // Bound before "ready to serve client requests", so a probe never sees a refused port.
     let metrics_listeners = http::bind(metrics_urls).await?;
     let (stop_metrics, metrics_stopped) = tokio::sync::watch::channel(false);
-    let metrics = tokio::spawn(http::serve(
-        metrics_listeners,
-        http::StatusSource { store: s.store.clone(), health: s.health },
-        metrics_stopped,
-    ));
+    let status = http::StatusSource { store: s.store.clone(), health: s.health };
+    let metrics = tokio::spawn(http::serve(metrics_listeners, status.clone(), metrics_stopped));
     let auth = Arc::new(Authenticator::new(s.store.clone(), s.tokens, config.bcrypt_cost, config.client_cert_auth));
     let services = serve::Services::new(
         s.store,
@@ -243,6 +240,7 @@ async fn serve_services(
         config.max_txn_ops as usize,
         config.max_request_bytes as usize,
     )
+    .with_status(status)
     .with_http2(serve::Http2Settings {
         max_concurrent_streams: config.max_concurrent_streams,
         keepalive_interval: config.grpc_keepalive_interval,
