@@ -194,6 +194,60 @@ fn a_killed_leader_is_replaced_within_seconds_and_catches_up_after_restart() {
 }
 
 #[test]
+fn a_stopped_leader_hands_leadership_over_before_it_exits() {
+    let _serial = one_at_a_time();
+    // slow elections: a leader that vanished without a hand-over stays named by the others
+    // for at least 3 s; a handed-over one is in place before the old leader exits
+    const ELECTION: Duration = Duration::from_secs(3);
+    let slow = MemberOptions {
+        extra_args: vec![
+            "--heartbeat-interval=100".into(),
+            format!("--election-timeout={}", ELECTION.as_millis()),
+        ],
+        ..Default::default()
+    };
+    let opts: Vec<(usize, MemberOptions)> = (0..3).map(|i| (i, slow.clone())).collect();
+    let mut c = ProcCluster::start_with(target_kind(), 3, &opts);
+    c.ctl_ok(0, &["put", "/h", "before"]);
+    let old = c.wait_leader_agreed(Duration::from_secs(20));
+    let before = c.status(old, T).expect("the leader answers");
+    assert!(
+        c.stop(old, Duration::from_secs(10)),
+        "{} did not exit after SIGTERM\n{}",
+        c.name(old),
+        c.logs()
+    );
+    let stopped = Instant::now();
+    let rest: Vec<usize> = (0..3).filter(|&i| i != old).collect();
+    let after: Vec<_> = rest
+        .iter()
+        .map(|&i| c.status(i, T).unwrap_or_else(|| panic!("{} answers no status", c.name(i))))
+        .collect();
+    let asked = stopped.elapsed();
+    assert!(
+        asked < ELECTION,
+        "inconclusive: asking the other members took {asked:?}, beyond the election timeout"
+    );
+    let new = after[0].leader;
+    assert!(
+        new != 0 && new != before.member_id && after.iter().all(|s| s.leader == new),
+        "right after the leader {:x} stopped the others name {:?} as leader, not a new one it \
+         handed over to\n{}",
+        before.member_id,
+        after.iter().map(|s| format!("{:x}", s.leader)).collect::<Vec<_>>(),
+        c.logs()
+    );
+    assert!(after.iter().all(|s| s.raft_term > before.raft_term));
+    if c.kind() == common::Kind::Cairn {
+        let log = c.log(old);
+        assert!(log.contains("leadership transfer finished"), "{log}");
+    }
+    // and the cluster serves writes at once
+    put_until(&c, rest[0], "/h", "after", T);
+    wait_value(&c, rest[1], "/h", "after", T);
+}
+
+#[test]
 fn a_learner_is_added_promoted_and_another_member_removed() {
     let _serial = one_at_a_time();
     let mut c = ProcCluster::start(target_kind(), 3);

@@ -367,6 +367,24 @@ impl ProcCluster {
         self.links.unidentified()
     }
 
+    /// SIGTERM member `i` and wait (up to `timeout`) until it exits; true if it exited in
+    /// time (otherwise it is killed).
+    pub fn stop(&mut self, i: usize, timeout: Duration) -> bool {
+        self.members[i].signal(libc::SIGTERM);
+        let deadline = Instant::now() + timeout;
+        let exited = loop {
+            if self.exit_status(i).is_some() {
+                break true;
+            }
+            if Instant::now() >= deadline {
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        self.kill9(i);
+        exited
+    }
+
     /// SIGKILL member `i` (no chance to flush anything).
     pub fn kill9(&mut self, i: usize) {
         self.members[i].kill9();

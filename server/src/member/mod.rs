@@ -59,6 +59,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
+use self::control::ClusterControl as _;
+
 use self::bootstrap::{fetch_cluster, read_identity, write_identity, Identity};
 use self::identity::{compute_cluster_id, InitialMember, Membership, RaftTerm};
 use self::lease_forward::LeaseForwarder;
@@ -424,8 +426,10 @@ impl Member {
         })
     }
 
-    /// Stops the tasks, then the node (its log holds everything acknowledged).
+    /// Hands leadership over (see [`Member::hand_over_leadership`]), stops the tasks, then
+    /// the node (its log holds everything acknowledged).
     pub async fn shutdown(mut self) {
+        self.hand_over_leadership().await;
         let _ = self.stop_tasks.send(true);
         for t in self.tasks.drain(..) {
             if let Err(e) = t.await {
@@ -438,6 +442,42 @@ impl Member {
         }
         if let Err(e) = self.store.sync_backend() {
             warn!(error = %e, "syncing the store at shutdown failed (the log replays it)");
+        }
+    }
+}
+
+impl Member {
+    /// etcd's `TransferLeadership` on stop: a leader that is told to stop first hands its
+    /// leadership to the voter holding the most of its log (ties: the lowest id), so the
+    /// cluster does not wait an election timeout without a leader (clients see no gap in a
+    /// rolling restart). A member that failed or was removed just stops; a failed transfer
+    /// is logged and the member stops anyway, as etcd's.
+    async fn hand_over_leadership(&self) {
+        let me = self.membership.member_id;
+        if self.failed.get().is_some() || self.stop.borrow().is_some() {
+            return;
+        }
+        let Ok(status) = self.handle.status().await else { return };
+        let local = format!("{me:x}");
+        if status.leader.id != me {
+            info!(local_member_id = %local, "skipped leadership transfer; local server is not leader");
+            return;
+        }
+        let transferee = status
+            .progress
+            .iter()
+            .filter(|(id, _)| *id != me && status.conf.voters.contains(id))
+            .max_by_key(|(id, matched)| (*matched, std::cmp::Reverse(*id)))
+            .map(|(id, _)| *id);
+        let Some(transferee) = transferee else {
+            info!(local_member_id = %local, "skipped leadership transfer for single voting member cluster");
+            return;
+        };
+        let target = format!("{transferee:x}");
+        info!(local_member_id = %local, current_leader_member_id = %local, transferee_member_id = %target, "leadership transfer starting");
+        match self.control.move_leader(transferee).await {
+            Ok(()) => info!(local_member_id = %local, old_leader_member_id = %local, new_leader_member_id = %target, "leadership transfer finished"),
+            Err(e) => warn!(local_member_id = %local, error = %e, "leadership transfer failed"),
         }
     }
 }
