@@ -248,6 +248,41 @@ fn a_stopped_leader_hands_leadership_over_before_it_exits() {
 }
 
 #[test]
+fn membership_changes_that_would_lose_quorum_are_refused() {
+    let _serial = one_at_a_time();
+    let mut c = ProcCluster::start(target_kind(), 3);
+    c.ctl_ok(0, &["put", "/q", "v"]);
+    let leader = c.wait_leader_agreed(T);
+    let (up, down) = ((leader + 1) % 3, (leader + 2) % 3);
+    let ids: Vec<String> = (0..3)
+        .map(|i| format!("{:x}", c.status(i, T).expect("status").member_id))
+        .collect();
+    c.kill9(down);
+    // a member counts as connected while heard within an election timeout (1 s; etcd:
+    // while its peer stream is up): past twice that, the leader knows it is gone
+    std::thread::sleep(Duration::from_secs(2));
+
+    let refused = |c: &ProcCluster, args: &[&str]| {
+        let out = c.ctl(leader, args);
+        assert!(!out.status.success(), "etcdctl {args:?} succeeded with a member down");
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    // removing a healthy voter would leave one live member of two
+    let e = refused(&c, &["member", "remove", &ids[up]]);
+    assert!(e.contains("etcdserver: unhealthy cluster"), "{e}");
+    // a fourth voter would need all three for quorum
+    let e = refused(&c, &["member", "add", "extra", "--peer-urls=http://127.0.0.1:9"]);
+    assert!(e.contains("etcdserver: unhealthy cluster"), "{e}");
+    assert_eq!(c.member_list(leader).len(), 3, "nothing changed");
+
+    // the member that is down is not part of the active quorum: it can go
+    c.ctl_ok(leader, &["member", "remove", &ids[down]]);
+    assert_eq!(c.member_list(leader).len(), 2);
+    put_until(&c, up, "/q", "after", T);
+    wait_value(&c, leader, "/q", "after", T);
+}
+
+#[test]
 fn a_learner_is_added_promoted_and_another_member_removed() {
     let _serial = one_at_a_time();
     let mut c = ProcCluster::start(target_kind(), 3);

@@ -49,6 +49,10 @@ pub enum RequestError {
     /// MemberRemove/MemberAdd/MemberPromote that would leave the cluster without quorum.
     #[error("unhealthy cluster")]
     UnhealthyCluster,
+    /// MemberRemove/MemberAdd/MemberPromote that would leave too few started members for a
+    /// quorum (`--strict-reconfig-check`).
+    #[error("re-configuration failed due to not enough started members")]
+    NotEnoughStartedMembers,
     /// MoveLeader to a member that is not a voter, or sent to a non-leader.
     #[error("{0}")]
     NotLeader(&'static str),

@@ -38,6 +38,7 @@ pub mod machine;
 pub mod proposer;
 pub mod quota;
 pub mod raft_control;
+mod reconfig;
 pub mod raft_proposer;
 pub mod role;
 pub mod table;
@@ -105,6 +106,8 @@ pub struct MemberOptions {
     pub warn_apply_duration: Duration,
     /// `--quota-backend-bytes`: 0 is etcd's default (2 GiB), negative disables it.
     pub quota_backend_bytes: i64,
+    /// `--strict-reconfig-check`: refuse membership changes that would lose quorum.
+    pub strict_reconfig_check: bool,
 }
 
 impl Default for MemberOptions {
@@ -121,6 +124,7 @@ impl Default for MemberOptions {
             token_ttl_secs: crate::auth::DEFAULT_TOKEN_TTL_SECS,
             warn_apply_duration: Duration::from_millis(100),
             quota_backend_bytes: 0,
+            strict_reconfig_check: true,
         }
     }
 }
@@ -349,7 +353,13 @@ impl Member {
             client_urls: setup.client_urls.clone(),
             raft_term: RaftTerm::new(handle.leader().term),
         });
-        let control = Arc::new(RaftControl::new(me, setup.token.clone(), handle.clone(), members.clone()));
+        let control = Arc::new(RaftControl::new(
+            me,
+            setup.token.clone(),
+            handle.clone(),
+            members.clone(),
+            setup.options.strict_reconfig_check.then_some(setup.election_ms / tick),
+        ));
         let peer_service = PeerService::new(me, identity.cluster_id, peer_mailbox, 8 << 30);
         let lease_forward =
             Arc::new(LeaseForwarder::new(me, handle.clone(), members.clone(), setup.peer_tls.clone()));

@@ -77,7 +77,7 @@ pub struct EtcdOnlyFlags {
     #[arg(long, env = "ETCD_CLIENT_CERT_ALLOWED_HOSTNAME")]
     pub client_cert_allowed_hostname: Option<String>,
 
-    /// Refuse reconfigurations that would lose quorum; cairn does not check started members yet (accepted, ignored)
+    /// Refuse membership changes that would lose quorum (too few started or connected members)
     #[arg(long, env = "ETCD_STRICT_RECONFIG_CHECK", num_args = 0..=1, require_equals = true,
           default_value = "true", default_missing_value = "true",
           value_parser = parse_go_bool, action = ArgAction::Set)]

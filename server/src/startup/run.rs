@@ -130,6 +130,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         token_ttl_secs: config.auth_token_ttl,
         warn_apply_duration: config.experimental_warning_apply_duration,
         quota_backend_bytes: config.quota_backend_bytes,
+        strict_reconfig_check: config.etcd_only.strict_reconfig_check,
         ..MemberOptions::default()
     };
     let peer_urls = config
