@@ -218,7 +218,7 @@ async fn serve_services(
     config: &Config,
     urls: &[ClientUrl],
     metrics_urls: &[ClientUrl],
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Option<crate::net::tls_reload::ServerTls>,
     s: Served,
     peers: Option<serve::PeerListeners>,
 ) -> Result<(), ServerError> {
