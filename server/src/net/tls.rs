@@ -9,6 +9,8 @@
 //!   `<data-dir>/fixtures/client/{cert,key}.pem`, generated on first start and reused after;
 //!   client-certificate authentication does not apply to it (etcd ignores it too);
 //! - `--client-crl-file` refuses client certificates the list revokes;
+//! - a client certificate that is itself in the trusted CA file is accepted, as Go does
+//!   (see `tls_verify.rs`);
 //! - `--tls-min-version`, `--tls-max-version`, `--cipher-suites`: see `tls_policy.rs`;
 //! - certificates rotated on disk are served to new connections: see `tls_reload.rs`.
 //!
@@ -31,6 +33,7 @@ use crate::startup::config::Config;
 use crate::error::{ConfigError, ServerError};
 use crate::net::tls_policy::TlsPolicy;
 use crate::net::tls_reload::ServerTls;
+use crate::net::tls_verify::GoClientVerifier;
 
 /// TLS material that could not be read, generated or used.
 #[derive(Debug, thiserror::Error)]
@@ -144,15 +147,16 @@ pub(crate) fn build_acceptor(flags: &TlsFlags, hosts: &[String]) -> Result<Optio
             .as_ref()
             .ok_or(ConfigError::ClientCertAuthWithoutCa)?;
         let mut roots = RootCertStore::empty();
-        for cert in read_certs(ca)? {
-            roots.add(cert).map_err(TlsError::Rustls)?;
+        let ca_certs = read_certs(ca)?;
+        for cert in &ca_certs {
+            roots.add(cert.clone()).map_err(TlsError::Rustls)?;
         }
         let mut verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
         if let Some(crl) = &config.crl_file {
             verifier = verifier.with_crls(read_crls(crl)?);
         }
         let verifier = verifier.build().map_err(TlsError::Verifier)?;
-        builder.with_client_cert_verifier(verifier)
+        builder.with_client_cert_verifier(Arc::new(GoClientVerifier::new(verifier, ca_certs)))
     } else {
         if config.client_cert_auth {
             warn!("--client-cert-auth is ignored with --auto-tls, as in etcd");
