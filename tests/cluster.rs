@@ -283,6 +283,39 @@ fn membership_changes_that_would_lose_quorum_are_refused() {
 }
 
 #[test]
+fn force_new_cluster_restarts_a_survivor_alone_with_its_data_and_it_grows_again() {
+    let _serial = one_at_a_time();
+    let mut c = ProcCluster::start(target_kind(), 3);
+    for n in 0..30 {
+        c.ctl_ok(n % 3, &["put", &format!("/f/{n:02}"), &format!("v{n}")]);
+    }
+    // the survivor applied every write (etcd drops what it had not seen committed)
+    wait_value(&c, 0, "/f/29", "v29", T);
+    // two members are lost for good: no quorum, no writes
+    c.forget_removed(1, Duration::ZERO);
+    c.forget_removed(2, Duration::ZERO);
+    c.kill9(0);
+    c.set_extra_args(0, &["--force-new-cluster"]);
+    c.restart(0);
+    c.wait_leader_agreed(Duration::from_secs(20));
+    let members = c.member_list(0);
+    assert_eq!(members.len(), 1, "a one-member cluster: {members:?}");
+    // with every acknowledged write
+    let kvs = c.ctl_json(0, &["get", "/f/", "--prefix"]);
+    assert_eq!(kvs["count"].as_i64(), Some(30), "{kvs}");
+    c.ctl_ok(0, &["put", "/f/new", "after"]);
+
+    // without the flag from now on, it grows again
+    c.set_extra_args(0, &[]);
+    let grown = c.add_member(false);
+    wait_value(&c, grown, "/f/new", "after", Duration::from_secs(10));
+    wait_value(&c, grown, "/f/00", "v0", Duration::from_secs(10));
+    assert_eq!(c.member_list(grown).len(), 2);
+    c.ctl_ok(grown, &["put", "/f/grown", "yes"]);
+    wait_value(&c, 0, "/f/grown", "yes", T);
+}
+
+#[test]
 fn a_learner_is_added_promoted_and_another_member_removed() {
     let _serial = one_at_a_time();
     let mut c = ProcCluster::start(target_kind(), 3);

@@ -385,6 +385,11 @@ impl ProcCluster {
         exited
     }
 
+    /// Replaces member `i`'s extra flags (from its next start on).
+    pub fn set_extra_args(&mut self, i: usize, args: &[&str]) {
+        self.members[i].extra_args = args.iter().map(|a| a.to_string()).collect();
+    }
+
     /// SIGKILL member `i` (no chance to flush anything).
     pub fn kill9(&mut self, i: usize) {
         self.members[i].kill9();

@@ -43,7 +43,7 @@ pub mod raft_proposer;
 pub mod role;
 pub mod table;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -155,6 +155,8 @@ pub struct MemberSetup {
     pub peer_tls: Option<cairn_raft_node::transport::PeerTls>,
     /// `--wal-dir`: the Raft log's folder when not `<data-dir>/member/raft`.
     pub wal_dir: Option<PathBuf>,
+    /// `--force-new-cluster`: start as a one-member cluster with this member's data.
+    pub force_new_cluster: bool,
     /// Limits and tuning.
     pub options: MemberOptions,
 }
@@ -288,6 +290,9 @@ impl Member {
         let unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         cfg.request_id_clock_ms = unix_ms;
         let raft_dir = setup.wal_dir.clone().unwrap_or_else(|| member_dir.join("raft"));
+        if setup.force_new_cluster {
+            force_new_cluster(&raft_dir, cfg.wal.clone(), me, identity.cluster_id).await?;
+        }
         let peer_mailbox = inbox.mailbox();
         let node = {
             let raft_dir = raft_dir.clone();
@@ -545,6 +550,26 @@ impl Halt {
         let _ = self.failed.set(reason.clone());
         self.stop.send_if_modified(|s| s.is_none() && s.replace(MemberStop::Failed(reason)).is_none());
     }
+}
+
+/// `--force-new-cluster`: rewrites the member's Raft log into a one-member cluster's (see
+/// `cairn_raft_node::WalStorage::force_new_cluster`) before the node opens it.
+async fn force_new_cluster(raft_dir: &Path, wal: cairn_raft_node::WalOptions, me: u64, cluster_id: u64) -> Result<(), ServerError> {
+    let dir = raft_dir.to_path_buf();
+    let forced = tokio::task::spawn_blocking(move || cairn_raft_node::force_new_cluster(&dir, wal, me))
+        .await
+        .map_err(|e| ServerError::ProposerThread(std::io::Error::other(e)))?
+        .map_err(|e| ServerError::Raft(e.to_string()))?;
+    match forced {
+        None => info!("--force-new-cluster: no earlier Raft state, starting a new cluster"),
+        Some(removed) => warn!(
+            cluster_id = %format!("{cluster_id:x}"),
+            local_member_id = %format!("{me:x}"),
+            removed_member_ids = ?removed.iter().map(|id| format!("{id:x}")).collect::<Vec<_>>(),
+            "forcing restart member: a one-member cluster with this member's data (remove --force-new-cluster before the next start)"
+        ),
+    }
+    Ok(())
 }
 
 /// Tells the transport where every other member is.

@@ -152,6 +152,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         snapshot_count: config.snapshot_count,
         peer_tls: peer_client_tls,
         wal_dir: config.wal_dir.clone(),
+        force_new_cluster: config.etcd_only.force_new_cluster,
         options,
     };
     let engine = Member::open(setup).await?;
