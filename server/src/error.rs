@@ -108,8 +108,8 @@ pub enum ConfigError {
     /// Only one of `--cert-file` / `--key-file`.
     #[error("--cert-file and --key-file must be given together")]
     CertKeyPair,
-    /// An `--auth-token` kind other than `simple` (JWT is not supported yet).
-    #[error("--auth-token {0:?} is not supported (only \"simple\")")]
+    /// An `--auth-token` that cannot be used (see `auth/jwt.rs`).
+    #[error("{0}")]
     AuthToken(String),
     /// An etcd flag set to something cairn cannot honour (see `startup/etcd_only_flags.rs`).
     #[error("{flag}: {why}")]

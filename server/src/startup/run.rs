@@ -93,9 +93,9 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     if config.max_txn_ops == 0 {
         return Err(ConfigError::Zero("max-txn-ops").into());
     }
-    if config.auth_token.split(',').next() != Some("simple") {
-        return Err(ConfigError::AuthToken(config.auth_token.clone()).into());
-    }
+    let jwt = crate::auth::JwtTokens::from_flag(&config.auth_token)
+        .map_err(|e| ConfigError::AuthToken(e.to_string()))?
+        .map(Arc::new);
     // etcd checks --initial-cluster against this member's flags before anything else
     Membership::from_config(&config)?;
     let initial = initial_members(&config)?;
@@ -190,6 +190,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
             health: engine.health(),
             lease_forward: Some(engine.lease_forward.clone()),
             tokens: engine.tokens.clone(),
+            jwt,
         },
         Some(peers),
     )
@@ -212,6 +213,8 @@ struct Served {
     health: Arc<dyn Fn() -> http::MemberHealth + Send + Sync>,
     lease_forward: Option<Arc<LeaseForwarder>>,
     tokens: Arc<SimpleTokens>,
+    /// `--auth-token jwt,…`.
+    jwt: Option<Arc<crate::auth::JwtTokens>>,
 }
 
 /// Serves the client (and peer) listeners and the metrics listeners until a signal.
@@ -228,7 +231,9 @@ async fn serve_services(
     let (stop_metrics, metrics_stopped) = tokio::sync::watch::channel(false);
     let status = http::StatusSource { store: s.store.clone(), health: s.health };
     let metrics = tokio::spawn(http::serve(metrics_listeners, status.clone(), metrics_stopped));
-    let auth = Arc::new(Authenticator::new(s.store.clone(), s.tokens, config.bcrypt_cost, config.client_cert_auth));
+    let auth = Arc::new(
+        Authenticator::new(s.store.clone(), s.tokens, config.bcrypt_cost, config.client_cert_auth).with_jwt(s.jwt),
+    );
     let services = serve::Services::new(
         s.store,
         auth,
