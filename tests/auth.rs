@@ -17,7 +17,8 @@ use cairn_proto::etcdserverpb::auth_client::AuthClient;
 use cairn_proto::etcdserverpb::kv_client::KvClient;
 use cairn_proto::etcdserverpb::watch_client::WatchClient;
 use cairn_proto::etcdserverpb::{
-    watch_request, AuthenticateRequest, PutRequest, RangeRequest, WatchCreateRequest, WatchRequest, WatchResponse,
+    request_op, watch_request, AuthenticateRequest, PutRequest, RangeRequest, RequestOp, TxnRequest, WatchCreateRequest,
+    WatchRequest, WatchResponse,
 };
 use common::{Kind, Options, Server};
 use tonic::metadata::MetadataValue;
@@ -261,6 +262,17 @@ async fn tenants_are_confined(kind: Kind) {
         assert_eq!((err.code(), err.message()), (Code::PermissionDenied, "etcdserver: permission denied"));
         let err = get(&ch, token, other).await.expect_err("read outside the prefix");
         assert_eq!((err.code(), err.message()), (Code::PermissionDenied, "etcdserver: permission denied"));
+    }
+    // a read-only Txn (served as a read) is checked as a Txn: its compares and both branches
+    for (token, own, other) in [(&ta, "a/1", "b/1"), (&tb, "b/1", "a/1")] {
+        let read = |k: &str| RequestOp { request: Some(request_op::Request::RequestRange(RangeRequest { key: k.into(), ..Default::default() })) };
+        let txn = TxnRequest { compare: vec![], success: vec![read(own)], failure: vec![read(other)] };
+        let err = KvClient::new(ch.clone()).txn(with_token(token, txn)).await.expect_err("a txn reading outside the prefix");
+        assert_eq!((err.code(), err.message()), (Code::PermissionDenied, "etcdserver: permission denied"), "{kind:?}");
+        let txn = TxnRequest { compare: vec![], success: vec![read(own)], failure: vec![] };
+        let r = KvClient::new(ch.clone()).txn(with_token(token, txn)).await.expect("a read-only txn of its prefix").into_inner();
+        assert!(r.succeeded, "{kind:?}");
+        assert_eq!(r.responses.len(), 1, "{kind:?}");
     }
     let all = RangeRequest { key: b"\0".to_vec(), range_end: b"\0".to_vec(), ..Default::default() };
     let err = KvClient::new(ch.clone()).range(with_token(&ta, all)).await.expect_err("reading everything");

@@ -203,6 +203,15 @@ impl AuthGate {
         }
     }
 
+    /// Refuses a Txn `who` may not run (a read-only Txn, served without the write path
+    /// whose apply would check it).
+    pub fn check_txn(&self, who: &Option<AuthInfo>, txn: &cairn_proto::etcdserverpb::TxnRequest) -> Result<(), tonic::Status> {
+        match &self.0 {
+            Some(a) => a.view().check_txn(who.as_ref(), txn).map_err(|e| crate::api::status::rpc_error(StorageError::Auth(e))),
+            None => Ok(()),
+        }
+    }
+
     /// Refuses a read of `(key, range_end)` by `who` (Range, Watch creation).
     pub fn check_range(&self, who: &Option<AuthInfo>, key: &[u8], range_end: &[u8]) -> Result<(), tonic::Status> {
         match &self.0 {
