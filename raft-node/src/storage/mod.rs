@@ -105,6 +105,12 @@ pub fn force_new_cluster(dir: &Path, opts: WalOptions, me: u64) -> Result<Option
     storage.force_new_cluster(me).map(Some)
 }
 
+/// A conf-change entry (the v1 `ConfChange` cairn writes) changing member `id`.
+fn conf_change_entry(kind: ConfChangeType, id: u64, term: u64, index: u64) -> Entry {
+    let cc = ConfChange { change_type: kind as i32, node_id: id, ..Default::default() };
+    Entry { entry_type: EntryType::EntryConfChange as i32, term, index, data: cc.encode_to_vec(), ..Default::default() }
+}
+
 /// raft-rs's storage over our WAL (see the module docs).
 pub struct WalStorage {
     snap_dir: PathBuf,
@@ -164,20 +170,8 @@ impl WalStorage {
         let cs = ConfState { voters: voters.clone(), ..Default::default() };
         self.put(records::CONF_STATE, records::conf_state_record(0, &cs))?;
         self.st.conf_states.push((0, cs));
-        let entries: Vec<Entry> = voters
-            .iter()
-            .enumerate()
-            .map(|(i, &id)| {
-                let cc = ConfChange { change_type: ConfChangeType::AddNode as i32, node_id: id, ..Default::default() };
-                Entry {
-                    entry_type: EntryType::EntryConfChange as i32,
-                    term: 1,
-                    index: i as u64 + 1,
-                    data: cc.encode_to_vec(),
-                    ..Default::default()
-                }
-            })
-            .collect();
+        let entries: Vec<Entry> =
+            voters.iter().enumerate().map(|(i, &id)| conf_change_entry(ConfChangeType::AddNode, id, 1, i as u64 + 1)).collect();
         self.append(entries)?;
         self.set_hard_state(&HardState { term: 1, vote: 0, commit: voters.len() as u64 })?;
         self.sync()
@@ -227,16 +221,7 @@ impl WalStorage {
         let entries: Vec<Entry> = removed
             .iter()
             .enumerate()
-            .map(|(i, &id)| {
-                let cc = ConfChange { change_type: ConfChangeType::RemoveNode as i32, node_id: id, ..Default::default() };
-                Entry {
-                    entry_type: EntryType::EntryConfChange as i32,
-                    term,
-                    index: last + 1 + i as u64,
-                    data: cc.encode_to_vec(),
-                    ..Default::default()
-                }
-            })
+            .map(|(i, &id)| conf_change_entry(ConfChangeType::RemoveNode, id, term, last + 1 + i as u64))
             .collect();
         let commit = last + entries.len() as u64;
         self.append(entries)?;
