@@ -90,6 +90,9 @@ pub enum Command {
     },
     /// Txn requests with one compare and one put (like etcd's `txn-put`).
     TxnPut,
+    /// Read-only Txn requests: one compare and one Range of a key from --key-space
+    /// (answered as reads by cairn and etcd).
+    TxnRange,
     /// Auth.Authenticate requests as --user (logins/s: bcrypt at --bcrypt-cost, then a
     /// Raft round).
     Authenticate,
@@ -170,6 +173,7 @@ impl Command {
             Command::Put => "put",
             Command::Range { .. } => "range",
             Command::TxnPut => "txn-put",
+            Command::TxnRange => "txn-range",
             Command::Authenticate => "authenticate",
             Command::Update => "update",
             Command::LeaseExpiry { .. } => "lease-expiry",

@@ -80,6 +80,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
         }
         Command::Put => OpKind::Put,
         Command::TxnPut => OpKind::TxnPut,
+        Command::TxnRange => OpKind::TxnRange,
         Command::Authenticate => {
             let user = cli.user.as_deref().ok_or("authenticate needs --user NAME:PASSWORD")?;
             let (name, password) = user.split_once(':').ok_or("--user takes NAME:PASSWORD")?;

@@ -23,6 +23,8 @@ pub enum OpKind {
     Range { key: Vec<u8>, end: Vec<u8>, serializable: bool },
     /// Txn{ compare(always true), success: Put(key, value) }.
     TxnPut,
+    /// Txn{ compare(always true), success: Range(key) }: a read-only Txn.
+    TxnRange,
     /// Auth.Authenticate(name, password).
     Authenticate { name: String, password: String },
     /// Range(key, limit 1) then Txn{ MOD(key) == rev ? Put(key, value) : Range(key) }.
@@ -111,7 +113,7 @@ impl Worker {
                 self.auth.authenticate(req).await?;
                 Ok(Outcome::Ok)
             }
-            OpKind::TxnPut => {
+            OpKind::TxnPut | OpKind::TxnRange => {
                 let key = self.work.keys.key_for(seq, &mut self.rng);
                 // mod_revision > -1 holds for every key, present or not.
                 let cmp = Compare {
@@ -121,12 +123,11 @@ impl Worker {
                     target_union: Some(TargetUnion::ModRevision(-1)),
                     ..Default::default()
                 };
-                let put = self.put_req(key);
-                let txn = TxnRequest {
-                    compare: vec![cmp],
-                    success: vec![RequestOp { request: Some(request_op::Request::RequestPut(put)) }],
-                    failure: vec![],
+                let op = match &self.work.kind {
+                    OpKind::TxnRange => request_op::Request::RequestRange(RangeRequest { key, ..Default::default() }),
+                    _ => request_op::Request::RequestPut(self.put_req(key)),
                 };
+                let txn = TxnRequest { compare: vec![cmp], success: vec![RequestOp { request: Some(op) }], failure: vec![] };
                 let resp = self.kv.txn(self.req(txn)).await?.into_inner();
                 Ok(if resp.succeeded { Outcome::Ok } else { Outcome::Conflict })
             }

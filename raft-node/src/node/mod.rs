@@ -185,6 +185,9 @@ pub struct RaftNode<M: StateMachine, T: Transport> {
     now: u64,
     /// The tick (`now`) at which a message from each peer last arrived.
     heard: std::collections::HashMap<u64, u64>,
+    /// A campaign was asked for while raft could not start one yet (committed entries, such
+    /// as the bootstrap's conf change, still to apply): it starts once they are applied.
+    campaign_wanted: bool,
     failed: bool,
     stopped: bool,
 }
@@ -271,6 +274,7 @@ impl<M: StateMachine, T: Transport> RaftNode<M, T> {
             compacted_at: applied,
             now: 0,
             heard: std::collections::HashMap::new(),
+            campaign_wanted: false,
             failed: false,
             stopped: false,
         })
@@ -435,9 +439,8 @@ impl<M: StateMachine, T: Transport> RaftNode<M, T> {
             Command::Read(tx) => self.pending.add_read(tx, deadline),
             Command::TransferLeader(to) => self.raw.transfer_leader(to),
             Command::Campaign => {
-                if let Err(e) = self.raw.campaign() {
-                    tracing::warn!(id = self.cfg.id, error = %e, "raft: campaign refused");
-                }
+                self.campaign_wanted = true;
+                self.campaign_when_ready();
             }
             Command::Status(tx) => {
                 let _receiver_may_be_gone = tx.send(self.status());
@@ -519,10 +522,29 @@ impl<M: StateMachine, T: Transport> RaftNode<M, T> {
         }
         self.apply_entries(light.take_committed_entries())?;
         self.raw.advance_apply();
+        self.campaign_when_ready();
         // reads whose index was already applied when raft answered them
         self.pending.applied(self.applied);
         self.publish_leader();
         self.maybe_compact()
+    }
+
+    /// Starts the campaign asked for ([`Command::Campaign`]) once raft can: not while a
+    /// conf change is still to apply (raft-rs would refuse it), never once a leader is known.
+    fn campaign_when_ready(&mut self) {
+        // raft-rs refuses a campaign while a committed conf change is unapplied: wait
+        // until everything committed is applied
+        let log = &self.raw.raft.raft_log;
+        if !self.campaign_wanted || log.applied < log.committed || self.raw.raft.has_pending_conf() {
+            return;
+        }
+        self.campaign_wanted = false;
+        if self.raw.raft.leader_id != raft::INVALID_ID {
+            return;
+        }
+        if let Err(e) = self.raw.campaign() {
+            tracing::warn!(id = self.cfg.id, error = %e, "raft: campaign refused");
+        }
     }
 
     fn install_snapshot(&mut self, snap: &Snapshot) -> Result<(), NodeError> {
