@@ -14,6 +14,8 @@ mod raw;
 use std::collections::HashSet;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cairn_proto::etcdserverpb::watch_request::RequestUnion;
@@ -128,7 +130,7 @@ fn pipelined_lease_keepalives_are_all_answered() {
 fn concurrent_unary_calls_on_one_connection_are_all_answered() {
     let server = Server::start(target_kind());
     run(async {
-        let conn = std::sync::Arc::new(Conn::connect(server.client_addr()).await);
+        let conn = Arc::new(Conn::connect(server.client_addr()).await);
         let put: PutResponse = conn
             .unary("/etcdserverpb.KV/Put", &PutRequest { key: b"k".to_vec(), value: b"v".to_vec(), ..Default::default() })
             .await
@@ -159,6 +161,91 @@ fn concurrent_unary_calls_on_one_connection_are_all_answered() {
         }
         assert_eq!(answered, n);
         assert_eq!(conn.ended(), None, "the connection ended");
+    });
+}
+
+/// Pipelines `n` requests made by `request` on one call to `path` without reading any
+/// answer until the writer stalls, then reads `n` answers and passes each to `check`.
+/// Fails if the server read everything without answering (no backpressure), or if the
+/// connection ended.
+async fn held_back_then_answered<Req, Resp>(
+    addr: SocketAddr,
+    path: &str,
+    n: usize,
+    request: impl Fn(usize) -> Req + Send + 'static,
+    mut check: impl FnMut(Resp),
+) where
+    Req: prost::Message + 'static,
+    Resp: prost::Message + Default,
+{
+    // small receive windows: answers the client does not read back up quickly
+    let conn = Conn::connect_with_windows(addr, 64 * 1024, 64 * 1024).await;
+    let (mut sender, body) = conn.call(path).await;
+    let sent = Arc::new(AtomicUsize::new(0));
+    let writer = tokio::spawn({
+        let sent = sent.clone();
+        async move {
+            for i in 0..n {
+                sender.send(&request(i), false).await;
+                sent.fetch_add(1, Ordering::Relaxed);
+            }
+            sender
+        }
+    });
+    // The writer stalls once the server stops reading (flow control). Quiescence can only
+    // be observed over time: no progress for a whole second, or everything sent.
+    let mut last = usize::MAX;
+    let stalled_at = loop {
+        let now = sent.load(Ordering::Relaxed);
+        if now == n || now == last {
+            break now;
+        }
+        last = now;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    assert!(stalled_at < n, "the server read all {n} requests without any being answered");
+    assert_eq!(conn.ended(), None, "the connection ended while the client was held back");
+    eprintln!("{path}: held back after {stalled_at} of {n} requests");
+    let mut body = body.await.expect("response task");
+    let mut reader = Reader::default();
+    for answered in 0..n {
+        let Some(resp) = reader.next::<Resp>(&mut body).await else {
+            panic!("{path}: the call ended after {answered} of {n} answers; connection: {:?}", conn.ended());
+        };
+        check(resp);
+    }
+    let _sender = writer.await.expect("writer");
+    assert_eq!(conn.ended(), None, "the connection ended");
+}
+
+#[test]
+fn a_watch_client_that_does_not_read_is_held_back_not_disconnected() {
+    let server = Server::start(target_kind());
+    let mut ids = HashSet::new();
+    run(held_back_then_answered(server.client_addr(), "/etcdserverpb.Watch/Watch", 100_000, create, |resp: WatchResponse| {
+        assert!(resp.created && !resp.canceled, "{resp:?}");
+        assert!(ids.insert(resp.watch_id), "watch ID {} answered twice", resp.watch_id);
+    }));
+}
+
+#[test]
+fn a_keepalive_client_that_does_not_read_is_held_back_not_disconnected() {
+    let server = Server::start(target_kind());
+    run(async {
+        let conn = Conn::connect(server.client_addr()).await;
+        let lease: LeaseGrantResponse = conn
+            .unary("/etcdserverpb.Lease/LeaseGrant", &LeaseGrantRequest { ttl: 600, id: 0 })
+            .await
+            .expect("grant");
+        let id = lease.id;
+        held_back_then_answered(
+            server.client_addr(),
+            "/etcdserverpb.Lease/LeaseKeepAlive",
+            100_000,
+            move |_| LeaseKeepAliveRequest { id },
+            |resp: LeaseKeepAliveResponse| assert!(resp.id == id && resp.ttl > 0, "{resp:?}"),
+        )
+        .await;
     });
 }
 

@@ -21,14 +21,22 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// Connects and starts the connection's driver task.
+    /// Connects and starts the connection's driver task; responses are read
+    /// concurrently, so the receive windows let them flow.
     pub async fn connect(addr: SocketAddr) -> Conn {
+        Conn::connect_with_windows(addr, 8 << 20, 64 << 20).await
+    }
+
+    /// Connects with these receive windows (per stream and for the connection).
+    pub async fn connect_with_windows(addr: SocketAddr, stream_window: u32, connection_window: u32) -> Conn {
         let tcp = TcpStream::connect(addr).await.expect("connect");
         tcp.set_nodelay(true).expect("nodelay");
         let (send, connection) = h2::client::Builder::new()
-            // responses are read concurrently: let them flow
-            .initial_window_size(8 << 20)
-            .initial_connection_window_size(64 << 20)
+            .initial_window_size(stream_window)
+            .initial_connection_window_size(connection_window)
+            // etcd answers in one DATA frame per message too; a client that does not read
+            // them for a while must not close its own connection
+            .data_frame_budget(usize::MAX / 2)
             .handshake::<_, Bytes>(tcp)
             .await
             .expect("h2 handshake");

@@ -4,8 +4,14 @@
 //!
 //! Per call: a task reads the client's requests and hands each to the hub's stream at
 //! once (a creation never waits for anything, so thousands of creations sent back to back
-//! are answered as fast as they arrive); the response stream takes the stream's answers in
-//! order, completes their headers (cluster ID, member ID, Raft term, as the KV service
+//! are answered as fast as they arrive). Reading promptly matters: HTTP/2 frames the task
+//! has not read yet are held by h2, which closes the whole connection when too many small
+//! ones pile up (see `net/serve.rs`). The task stops reading only while the stream holds
+//! `MAX_UNANSWERED` answers the client has not taken yet
+//! ([`WatchStream::accepting`]): a client that sends faster than it reads is then held
+//! back by HTTP/2 flow control, never disconnected.
+//!
+//! The response stream takes the stream's answers in order, completes their headers (cluster ID, member ID, Raft term, as the KV service
 //! does) and runs the periodic progress ticker (`--watch-progress-notify-interval`, etcd's
 //! `--experimental-watch-progress-notify-interval`, 10 minutes by default, with etcd's
 //! jitter of up to a tenth). As in etcd, the call ends when the client closes its side,
@@ -245,7 +251,10 @@ impl Watch for WatchService {
         tokio::spawn(async move {
             loop {
                 let message = tokio::select! {
-                    message = inbound.message() => message,
+                    message = async {
+                        receiving.accepting().await;
+                        inbound.message().await
+                    } => message,
                     _ = stopped(&mut stop) => break,
                 };
                 match message {

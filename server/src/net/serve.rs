@@ -70,8 +70,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// hold a client back): with 128 KiB per stream and a 128 MiB connection window (a 64 MiB
 /// budget), a stream window full of the smallest gRPC messages (5 bytes: 26,214 frames,
 /// 6.6 MB charged) fits ten times over, a window of watch creations forty times. The
-/// budget still closes connections that send DATA frames smaller than any gRPC message
-/// across many streams at once, which is what it is for.
+/// budget still closes a connection that makes the server hold tens of megabytes of tiny
+/// frames on many streams at once, which is what it is for.
 pub(crate) const STREAM_WINDOW_BYTES: u32 = 128 * 1024;
 /// HTTP/2 receive window of a client connection: see [`STREAM_WINDOW_BYTES`].
 pub(crate) const CONNECTION_WINDOW_BYTES: u32 = 128 * 1024 * 1024;
