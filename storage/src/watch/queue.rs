@@ -99,6 +99,10 @@ pub(crate) enum Item {
     Compacted { watch_id: i64, compact_revision: i64 },
     /// `bytes`: the size of the selected changes, counted against the byte bound.
     Events { watch_id: i64, revision: i64, changes: Arc<RevChanges>, sel: Sel, opts: u8, bytes: usize },
+    /// One catch-up batch of a watch (etcd's `eventBatch`): the changes of up to
+    /// [`super::WATCH_BATCH_MAX_REVS`] revisions, sent as one response (split only into
+    /// fragments), never merged with anything else; `revision` is the header revision.
+    Batch { watch_id: i64, revision: i64, revs: Vec<(Arc<RevChanges>, Sel)>, opts: u8, bytes: usize },
     /// The answer to a RequestProgress (watch_id -1); never refused.
     Progress { revision: i64 },
     /// A periodic progress notification of one watch; bounded like events.
@@ -268,7 +272,7 @@ impl StreamQueue {
 
 fn item_bytes(item: &Item) -> usize {
     match item {
-        Item::Events { bytes, .. } => *bytes,
+        Item::Events { bytes, .. } | Item::Batch { bytes, .. } => *bytes,
         _ => 0,
     }
 }
@@ -279,7 +283,7 @@ pub(crate) fn change_bytes(c: &crate::write_txn::Change) -> usize {
 }
 
 fn is_bounded(item: &Item) -> bool {
-    matches!(item, Item::Events { .. } | Item::Tick { .. })
+    matches!(item, Item::Events { .. } | Item::Batch { .. } | Item::Tick { .. })
 }
 
 #[cfg(test)]
