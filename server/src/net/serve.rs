@@ -95,6 +95,11 @@ pub(crate) struct Services<P> {
 /// HTTP/2 settings of client connections: `--max-concurrent-streams`,
 /// `--grpc-keepalive-interval` and `--grpc-keepalive-timeout` (etcd's defaults: unlimited
 /// streams, a ping after 2 h of silence, 20 s for its answer).
+///
+/// Not here: `--grpc-keepalive-min-time`. grpc-go's server closes a connection whose
+/// client pings more often than that (GOAWAY ENHANCE_YOUR_CALM "too_many_pings"); h2
+/// answers every PING inside its codec and neither h2 nor hyper lets a server see, count
+/// or refuse them, so the flag is accepted and ignored (`startup/etcd_only_flags.rs`).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Http2Settings {
     pub(crate) max_concurrent_streams: u32,
