@@ -94,16 +94,21 @@ fn pipelined_watch_creates_are_all_answered() {
     eprintln!("{:?}: {n} pipelined creations in {took:?}", server.kind());
 }
 
+/// A connection and a lease granted on it (TTL 10 minutes).
+async fn granted(addr: SocketAddr) -> (Conn, i64) {
+    let conn = Conn::connect(addr).await;
+    let lease: LeaseGrantResponse = conn
+        .unary("/etcdserverpb.Lease/LeaseGrant", &LeaseGrantRequest { ttl: 600, id: 0 })
+        .await
+        .expect("grant");
+    (conn, lease.id)
+}
+
 #[test]
 fn pipelined_lease_keepalives_are_all_answered() {
     let server = Server::start(target_kind());
     run(async {
-        let conn = Conn::connect(server.client_addr()).await;
-        let lease: LeaseGrantResponse = conn
-            .unary("/etcdserverpb.Lease/LeaseGrant", &LeaseGrantRequest { ttl: 600, id: 0 })
-            .await
-            .expect("grant");
-        let id = lease.id;
+        let (conn, id) = granted(server.client_addr()).await;
         let n = 20_000;
         let (mut sender, body) = conn.call("/etcdserverpb.Lease/LeaseKeepAlive").await;
         let writer = tokio::spawn(async move {
@@ -232,12 +237,7 @@ fn a_watch_client_that_does_not_read_is_held_back_not_disconnected() {
 fn a_keepalive_client_that_does_not_read_is_held_back_not_disconnected() {
     let server = Server::start(target_kind());
     run(async {
-        let conn = Conn::connect(server.client_addr()).await;
-        let lease: LeaseGrantResponse = conn
-            .unary("/etcdserverpb.Lease/LeaseGrant", &LeaseGrantRequest { ttl: 600, id: 0 })
-            .await
-            .expect("grant");
-        let id = lease.id;
+        let (_conn, id) = granted(server.client_addr()).await;
         held_back_then_answered(
             server.client_addr(),
             "/etcdserverpb.Lease/LeaseKeepAlive",
