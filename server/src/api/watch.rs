@@ -182,6 +182,15 @@ struct Outgoing {
 
 type LeaderLost = Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
+impl Drop for Outgoing {
+    /// The call is over (the client went away or the call ended): close the stream, which
+    /// also releases a request reader waiting in [`WatchStream::accepting`] for answers
+    /// nobody will take any more.
+    fn drop(&mut self) {
+        self.stream.close();
+    }
+}
+
 /// Resolves when `lost` does; never without one.
 async fn lost(lost: &mut Option<LeaderLost>) {
     match lost {
@@ -290,8 +299,8 @@ impl Watch for WatchService {
 mod tests {
     use super::*;
 
-    #[test]
-    fn jitter_stays_within_a_tenth() {
+    /// A Watch service over a fresh store (keep the directory while it runs).
+    fn service(progress: Duration) -> (tempfile::TempDir, WatchHub, WatchService) {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = cairn_storage::Store::open(cairn_storage::StoreConfig::new(dir.path())).expect("store");
         let hub = WatchHub::new(store, Default::default()).expect("hub");
@@ -303,7 +312,13 @@ mod tests {
             client_urls: vec![],
             raft_term: crate::member::identity::RaftTerm::new(2),
         });
-        let svc = WatchService::new(hub, membership, Duration::from_secs(10));
+        let svc = WatchService::new(hub.clone(), membership, progress);
+        (dir, hub, svc)
+    }
+
+    #[test]
+    fn jitter_stays_within_a_tenth() {
+        let (_dir, _hub, svc) = service(Duration::from_secs(10));
         for _ in 0..100 {
             let d = svc.jittered_interval();
             assert!(
