@@ -1,5 +1,12 @@
 //! The Lease service: LeaseGrant, LeaseRevoke, LeaseKeepAlive (a bidirectional stream),
 //! LeaseTimeToLive and LeaseLeases, answered as etcd answers them (etcd: `v3rpc/lease.go`).
+//!
+//! LeaseKeepAlive reads its requests in a task of its own, ahead of their answers, into a
+//! queue of [`KEEPALIVE_READ_AHEAD`] requests: HTTP/2 frames nobody has read yet are held
+//! by h2, which closes the whole connection when too many small ones pile up (see
+//! `net/serve.rs`), so they are taken off h2 promptly. When the queue is full (the client
+//! sends faster than its renewals are answered, or does not read its answers) the task
+//! stops reading and HTTP/2 flow control holds the client back.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -22,6 +29,33 @@ use crate::member::identity::Membership;
 use crate::member::proposer::Proposer;
 use crate::member::role::Role;
 use crate::api::status::rpc_error;
+
+/// Keep-alive requests read ahead of their answers on one LeaseKeepAlive call.
+const KEEPALIVE_READ_AHEAD: usize = 1024;
+
+/// Reads `incoming` into a queue of [`KEEPALIVE_READ_AHEAD`] requests (see the module docs)
+/// until the client ends its side, the call fails, or the answers are no longer wanted.
+fn read_ahead<T: Send + 'static>(mut incoming: Streaming<T>) -> impl Stream<Item = Result<T, Status>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(KEEPALIVE_READ_AHEAD);
+    tokio::spawn(async move {
+        loop {
+            let message = tokio::select! {
+                message = incoming.message() => message,
+                // the call's answers were dropped: nobody needs the rest
+                () = tx.closed() => break,
+            };
+            let (item, last) = match message {
+                Ok(Some(request)) => (Ok(request), false),
+                Ok(None) => break,
+                Err(status) => (Err(status), true),
+            };
+            if tx.send(item).await.is_err() || last {
+                break;
+            }
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
 
 /// The Lease service over the leader's lessor.
 pub struct LeaseService<P> {
@@ -98,7 +132,7 @@ impl<P: Proposer> Lease for LeaseService<P> {
         let store = self.store.clone();
         let forward = self.forward.clone();
         let forwarded = is_forwarded(&request);
-        let incoming = request.into_inner();
+        let incoming = read_ahead(request.into_inner());
         // one response per request, in order; a lease that does not exist answers TTL 0
         let out = incoming.then(move |req| {
             let (lessor, membership, store, forward) = (lessor.clone(), membership.clone(), store.clone(), forward.clone());

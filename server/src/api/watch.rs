@@ -4,8 +4,14 @@
 //!
 //! Per call: a task reads the client's requests and hands each to the hub's stream at
 //! once (a creation never waits for anything, so thousands of creations sent back to back
-//! are answered as fast as they arrive); the response stream takes the stream's answers in
-//! order, completes their headers (cluster ID, member ID, Raft term, as the KV service
+//! are answered as fast as they arrive). Reading promptly matters: HTTP/2 frames the task
+//! has not read yet are held by h2, which closes the whole connection when too many small
+//! ones pile up (see `net/serve.rs`). The task stops reading only while the stream holds
+//! `MAX_UNANSWERED` answers the client has not taken yet
+//! ([`WatchStream::accepting`]): a client that sends faster than it reads is then held
+//! back by HTTP/2 flow control, never disconnected.
+//!
+//! The response stream takes the stream's answers in order, completes their headers (cluster ID, member ID, Raft term, as the KV service
 //! does) and runs the periodic progress ticker (`--watch-progress-notify-interval`, etcd's
 //! `--experimental-watch-progress-notify-interval`, 10 minutes by default, with etcd's
 //! jitter of up to a tenth). As in etcd, the call ends when the client closes its side,
@@ -176,6 +182,15 @@ struct Outgoing {
 
 type LeaderLost = Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
+impl Drop for Outgoing {
+    /// The call is over (the client went away or the call ended): close the stream, which
+    /// also releases a request reader waiting in [`WatchStream::accepting`] for answers
+    /// nobody will take any more.
+    fn drop(&mut self) {
+        self.stream.close();
+    }
+}
+
 /// Resolves when `lost` does; never without one.
 async fn lost(lost: &mut Option<LeaderLost>) {
     match lost {
@@ -245,7 +260,10 @@ impl Watch for WatchService {
         tokio::spawn(async move {
             loop {
                 let message = tokio::select! {
-                    message = inbound.message() => message,
+                    message = async {
+                        receiving.accepting().await;
+                        inbound.message().await
+                    } => message,
                     _ = stopped(&mut stop) => break,
                 };
                 match message {
@@ -281,8 +299,8 @@ impl Watch for WatchService {
 mod tests {
     use super::*;
 
-    #[test]
-    fn jitter_stays_within_a_tenth() {
+    /// A Watch service over a fresh store (keep the directory while it runs).
+    fn service(progress: Duration) -> (tempfile::TempDir, WatchHub, WatchService) {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = cairn_storage::Store::open(cairn_storage::StoreConfig::new(dir.path())).expect("store");
         let hub = WatchHub::new(store, Default::default()).expect("hub");
@@ -294,7 +312,13 @@ mod tests {
             client_urls: vec![],
             raft_term: crate::member::identity::RaftTerm::new(2),
         });
-        let svc = WatchService::new(hub, membership, Duration::from_secs(10));
+        let svc = WatchService::new(hub.clone(), membership, progress);
+        (dir, hub, svc)
+    }
+
+    #[test]
+    fn jitter_stays_within_a_tenth() {
+        let (_dir, _hub, svc) = service(Duration::from_secs(10));
         for _ in 0..100 {
             let d = svc.jittered_interval();
             assert!(

@@ -46,6 +46,36 @@ const MAX_ENCODING_BYTES: usize = i32::MAX as usize;
 /// How long shutdown waits for in-flight requests before closing connections anyway.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// HTTP/2 receive window of each client stream (what a client may send on one call before
+/// the server reads it): grpc-go's 64 KiB default window, doubled.
+///
+/// # Why the windows are sized as they are: h2's small DATA frame budget
+///
+/// `h2` (under hyper and tonic) charges every received DATA frame smaller than 256 bytes
+/// `256 - payload` bytes of a per-connection *budget* until the application reads that
+/// frame, and closes the whole connection with GOAWAY `ENHANCE_YOUR_CALM`
+/// "too_many_data_frames" when the budget runs out. The budget is half the connection
+/// window (hyper exposes no other knob). Go's gRPC sends every message of a stream in its
+/// own DATA frame, and watch creations or lease keep-alives are 15-30 bytes each: a client
+/// that pipelines them fills a window of `W` bytes with `W / 20` frames charged
+/// `236 * W / 20 ≈ 12 W` — twelve times more than the budget `W / 2` when the connection
+/// and stream windows are equal, as they are by default (1 MiB each: the connection died
+/// after ~2,200 unread creations). Reading promptly (the Watch and LeaseKeepAlive services
+/// drain their requests into bounded queues) keeps h2's buffer short, but a server that
+/// is slower than its client must stop reading at some point so that flow control slows
+/// the client, and then h2 holds one full stream window of frames.
+///
+/// So the connection window is much larger than a stream window, as in grpc-go (whose
+/// connection-level window is returned as soon as data arrives; only stream windows
+/// hold a client back): with 128 KiB per stream and a 128 MiB connection window (a 64 MiB
+/// budget), a stream window full of the smallest gRPC messages (5 bytes: 26,214 frames,
+/// 6.6 MB charged) fits ten times over, a window of watch creations forty times. The
+/// budget still closes a connection that makes the server hold tens of megabytes of tiny
+/// frames on many streams at once, which is what it is for.
+pub(crate) const STREAM_WINDOW_BYTES: u32 = 128 * 1024;
+/// HTTP/2 receive window of a client connection: see [`STREAM_WINDOW_BYTES`].
+pub(crate) const CONNECTION_WINDOW_BYTES: u32 = 128 * 1024 * 1024;
+
 /// The gRPC services, built once and cloned (cheaply, they hold `Arc`s) into each listener.
 pub(crate) struct Services<P> {
     kv: KvServer<KvService<P>>,
@@ -65,6 +95,11 @@ pub(crate) struct Services<P> {
 /// HTTP/2 settings of client connections: `--max-concurrent-streams`,
 /// `--grpc-keepalive-interval` and `--grpc-keepalive-timeout` (etcd's defaults: unlimited
 /// streams, a ping after 2 h of silence, 20 s for its answer).
+///
+/// Not here: `--grpc-keepalive-min-time`. grpc-go's server closes a connection whose
+/// client pings more often than that (GOAWAY ENHANCE_YOUR_CALM "too_many_pings"); h2
+/// answers every PING inside its codec and neither h2 nor hyper lets a server see, count
+/// or refuse them, so the flag is accepted and ignored (`startup/etcd_only_flags.rs`).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Http2Settings {
     pub(crate) max_concurrent_streams: u32,
@@ -202,6 +237,9 @@ pub(crate) async fn serve<P: Proposer>(
             .max_concurrent_streams(http2.max_concurrent_streams)
             .http2_keepalive_interval(Some(http2.keepalive_interval))
             .http2_keepalive_timeout(Some(http2.keepalive_timeout))
+            // no adaptive (BDP) window: it makes both windows equal again
+            .initial_stream_window_size(STREAM_WINDOW_BYTES)
+            .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
             // plain HTTP (probes, scrapers) beside gRPC, as etcd
             .accept_http1(true)
             .layer(LimitStatusLayer)

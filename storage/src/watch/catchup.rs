@@ -10,10 +10,15 @@
 //!    ([`Store::events_between`]) and work out, for every claimed watch, which events of
 //!    the window are its own: one scan serves every claimed watch;
 //! 3. under the hub lock again, for each claimed watch still as claimed (same generation,
-//!    still unsynced at the same revision) enqueue its events while its queue has room,
-//!    then either move it back into the index (it reached `published`: nothing can have
+//!    still unsynced at the same revision) enqueue its events as one batch, as etcd's
+//!    `syncWatchers` does: the events of its first [`WATCH_BATCH_MAX_REVS`] revisions
+//!    (counting only revisions with events for it) become one response whose header
+//!    revision is `published` (etcd: the current revision), split only by `fragment`.
+//!    Then either move it back into the index (it reached `published`: nothing can have
 //!    been published for it in between, since publishing skips unsynced watches and
-//!    step 3 holds the lock) or leave it unsynced at its new next revision.
+//!    step 3 holds the lock) or leave it unsynced at its new next revision (the first
+//!    revision left out of the batch, or the end of the window). A batch the queue
+//!    refuses (full) is not sent in part: the watch stays where it was.
 //!
 //! A watch whose next revision is below the compaction floor is cancelled with
 //! `compact_revision` set, as etcd does, and kept as dead until the client cancels it.
@@ -26,7 +31,7 @@ use std::sync::{mpsc, Arc, Weak};
 use super::hub::HubState;
 use super::queue::{change_bytes, Item, Pushed, RevChanges, Sel, OPT_FRAGMENT, OPT_PREV_KV};
 use super::watcher::{Kind, Span, State, EVENTS_SINCE_TICK, FRAGMENT, NO_DELETE, NO_PUT, PREV_KV};
-use super::Shared;
+use super::{Shared, WATCH_BATCH_MAX_REVS};
 use crate::error::{Error, Result};
 use crate::write_txn::Change;
 
@@ -100,16 +105,28 @@ impl HubState {
             }
             let opts = (if w.has(PREV_KV) { OPT_PREV_KV } else { 0 }) | (if w.has(FRAGMENT) { OPT_FRAGMENT } else { 0 });
             let mut next = f.claim.next.max(through + 1);
-            for (pos, sel) in f.items {
-                let rc = &revs[pos as usize];
+            let mut items = f.items;
+            if items.len() > WATCH_BATCH_MAX_REVS {
+                // etcd's `moreRev`: the rest comes in the next round
+                next = revs[items[WATCH_BATCH_MAX_REVS].0 as usize].revision;
+                items.truncate(WATCH_BATCH_MAX_REVS);
+            }
+            if !items.is_empty() {
                 let mut bytes = 0;
-                sel.for_each(&rc.changes, |c| bytes += change_bytes(c));
-                let item = Item::Events { watch_id: w.id, revision: published, changes: rc.clone(), sel, opts, bytes };
+                let batch: Vec<(Arc<RevChanges>, Sel)> = items
+                    .into_iter()
+                    .map(|(pos, sel)| {
+                        let rc = &revs[pos as usize];
+                        sel.for_each(&rc.changes, |c| bytes += change_bytes(c));
+                        (rc.clone(), sel)
+                    })
+                    .collect();
+                let item = Item::Batch { watch_id: w.id, revision: published, revs: batch, opts, bytes };
                 if st.queue.push_event(item) == Pushed::Full {
-                    next = rc.revision;
-                    break;
+                    next = f.claim.next;
+                } else {
+                    w.set(EVENTS_SINCE_TICK, true);
                 }
-                w.set(EVENTS_SINCE_TICK, true);
             }
             moved |= next != f.claim.next;
             if next > published {

@@ -76,6 +76,12 @@ use crate::write_txn::Change;
 use hub::HubState;
 use queue::StreamQueue;
 
+/// Most revisions of one watch's events in one catch-up response (etcd's
+/// `watchBatchMaxRevs`): a watch further behind gets its backlog in responses of this many
+/// revisions (counting only revisions with events for it), all events of a revision in the
+/// same response.
+pub const WATCH_BATCH_MAX_REVS: usize = 1000;
+
 /// Tuning of a [`WatchHub`].
 #[derive(Clone, Debug)]
 pub struct HubConfig {
@@ -90,7 +96,9 @@ pub struct HubConfig {
     pub max_request_bytes: usize,
     /// Most revisions one catch-up scan reads.
     pub catchup_window_revs: i64,
-    /// Bytes of values after which a catch-up scan stops (at a revision boundary).
+    /// Bytes of values after which a catch-up scan stops (at a revision boundary). etcd
+    /// reads the whole backlog at once; a batch of values larger than this may be sent in
+    /// more responses than etcd sends.
     pub catchup_window_bytes: usize,
     /// Most watches one catch-up round serves.
     pub catchup_max_watches: usize,
@@ -103,7 +111,7 @@ impl Default for HubConfig {
             queue_bytes: 16 << 20,
             max_request_bytes: 1536 * 1024,
             catchup_window_revs: 10_000,
-            catchup_window_bytes: 4 << 20,
+            catchup_window_bytes: 64 << 20,
             catchup_max_watches: 10_000,
         }
     }

@@ -7,7 +7,11 @@
 //! wait in the queue. Publishing into a full queue does not wait: the watch is parked
 //! (`hub.rs`) and caught up from history later. Control items (created, cancelled,
 //! compacted, answers to RequestProgress) are never refused, so nothing a client asked
-//! for is ever dropped; there is at most one per request the client sent.
+//! for is ever dropped; there is at most one per request the client sent (plus one per
+//! watch a compaction cancels). They are bounded upstream instead: the server reads the
+//! next request only while fewer than a bound of them wait ([`StreamQueue::control_room`]),
+//! so a client that sends requests faster than it reads answers is held back by HTTP/2
+//! flow control.
 //!
 //! Lock: `inner` guards the items and counters. It is a leaf: taken under the hub lock by
 //! the hub, alone by the sender, and nothing is locked or awaited while it is held.
@@ -95,6 +99,10 @@ pub(crate) enum Item {
     Compacted { watch_id: i64, compact_revision: i64 },
     /// `bytes`: the size of the selected changes, counted against the byte bound.
     Events { watch_id: i64, revision: i64, changes: Arc<RevChanges>, sel: Sel, opts: u8, bytes: usize },
+    /// One catch-up batch of a watch (etcd's `eventBatch`): the changes of up to
+    /// [`super::WATCH_BATCH_MAX_REVS`] revisions, sent as one response (split only into
+    /// fragments), never merged with anything else; `revision` is the header revision.
+    Batch { watch_id: i64, revision: i64, revs: Vec<(Arc<RevChanges>, Sel)>, opts: u8, bytes: usize },
     /// The answer to a RequestProgress (watch_id -1); never refused.
     Progress { revision: i64 },
     /// A periodic progress notification of one watch; bounded like events.
@@ -109,13 +117,18 @@ struct Inner {
     /// A watch was parked or a catch-up stopped for lack of room: wake the catch-up task
     /// once the sender has made room.
     wants_room: bool,
+    /// Control items waiting (the others of `items`).
+    controls: usize,
     closed: bool,
 }
 
 /// A stream's outgoing FIFO (see the module docs).
 pub(crate) struct StreamQueue {
     inner: Mutex<Inner>,
+    /// Something to pop (the sender waits on it).
     notify: Notify,
+    /// Control items were popped (the request reader waits on it).
+    room: Notify,
     capacity: usize,
     max_bytes: usize,
 }
@@ -130,8 +143,9 @@ pub(crate) enum Pushed {
 impl StreamQueue {
     pub fn new(capacity: usize, max_bytes: usize) -> StreamQueue {
         StreamQueue {
-            inner: Mutex::new(Inner { items: VecDeque::new(), bounded: 0, bytes: 0, wants_room: false, closed: false }),
+            inner: Mutex::new(Inner { items: VecDeque::new(), bounded: 0, bytes: 0, wants_room: false, controls: 0, closed: false }),
             notify: Notify::new(),
+            room: Notify::new(),
             capacity: capacity.max(1),
             max_bytes,
         }
@@ -144,6 +158,7 @@ impl StreamQueue {
             return;
         }
         q.items.push_back(item);
+        q.controls += 1;
         drop(q);
         self.notify.notify_one();
     }
@@ -190,6 +205,8 @@ impl StreamQueue {
         let bounded = out.iter().filter(|i| is_bounded(i)).count();
         q.bounded -= bounded;
         q.bytes -= out.iter().map(item_bytes).sum::<usize>();
+        let controls = out.len() - bounded;
+        q.controls -= controls;
         let wake = q.wants_room && q.bounded <= self.capacity / 2 && q.bytes <= self.max_bytes / 2;
         if wake {
             q.wants_room = false;
@@ -198,7 +215,26 @@ impl StreamQueue {
             // a burst is over: give its memory back
             q.items = VecDeque::new();
         }
-        (out, wake, q.closed)
+        let closed = q.closed;
+        drop(q);
+        if controls > 0 {
+            self.room.notify_one();
+        }
+        (out, wake, closed)
+    }
+
+    /// Waits until fewer than `max` control items wait, or the queue is closed.
+    pub async fn control_room(&self, max: usize) {
+        loop {
+            {
+                let q = self.inner.lock();
+                if q.controls < max || q.closed {
+                    return;
+                }
+            }
+            // as in `ready`: a notify_one before this await leaves a permit
+            self.room.notified().await;
+        }
     }
 
     /// Waits until there is something to pop or the queue is closed.
@@ -222,8 +258,10 @@ impl StreamQueue {
         q.items = VecDeque::new();
         q.bounded = 0;
         q.bytes = 0;
+        q.controls = 0;
         drop(q);
         self.notify.notify_one();
+        self.room.notify_one();
     }
 
     /// Items waiting (tests, stats).
@@ -234,7 +272,7 @@ impl StreamQueue {
 
 fn item_bytes(item: &Item) -> usize {
     match item {
-        Item::Events { bytes, .. } => *bytes,
+        Item::Events { bytes, .. } | Item::Batch { bytes, .. } => *bytes,
         _ => 0,
     }
 }
@@ -245,7 +283,7 @@ pub(crate) fn change_bytes(c: &crate::write_txn::Change) -> usize {
 }
 
 fn is_bounded(item: &Item) -> bool {
-    matches!(item, Item::Events { .. } | Item::Tick { .. })
+    matches!(item, Item::Events { .. } | Item::Batch { .. } | Item::Tick { .. })
 }
 
 #[cfg(test)]
@@ -267,5 +305,32 @@ mod tests {
         assert!(wake, "two of four left: room again");
         let (rest, wake, _) = q.pop(10);
         assert_eq!((rest.len(), wake), (3, false));
+    }
+
+    #[tokio::test]
+    async fn control_room_waits_for_the_sender_to_pop_controls() {
+        let q = Arc::new(StreamQueue::new(4, 1 << 20));
+        for i in 0..3 {
+            q.push_control(Item::Created { watch_id: i, revision: 1 });
+        }
+        q.push_event(Item::Tick { watch_id: 0, revision: 1 });
+        // fewer than 4 controls: room at once
+        q.control_room(4).await;
+        let waiter = tokio::spawn({
+            let q = q.clone();
+            async move { q.control_room(3).await }
+        });
+        // popping an event makes no room for requests; popping a control does
+        let (items, _, _) = q.pop(1);
+        assert!(matches!(items[0], Item::Created { watch_id: 0, .. }));
+        tokio::time::timeout(std::time::Duration::from_secs(10), waiter)
+            .await
+            .expect("room after a control was popped")
+            .expect("waiter");
+        // a closed queue never holds the reader back
+        let q = StreamQueue::new(4, 1 << 20);
+        q.push_control(Item::Progress { revision: 1 });
+        q.close();
+        q.control_room(1).await;
     }
 }

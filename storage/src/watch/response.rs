@@ -4,7 +4,9 @@
 //! * `prev_kv` is read here, lazily, per event: the value at `mod_revision − 1`, for
 //!   every event but a creation (put with `create_revision == mod_revision`), left out
 //!   when that revision is compacted. Publishing never reads anything.
-//! * Adjacent event items of the same watch are merged into one response (several
+//! * A catch-up batch (`Item::Batch`, etcd's `eventBatch`: up to 1000 revisions) is one
+//!   response, as etcd's `syncWatchers` sends it, never merged with anything.
+//! * Adjacent live event items of the same watch are merged into one response (several
 //!   revisions may share a response; a revision is never split across responses).
 //! * A response of a watch created with `fragment` that reaches `max_request_bytes` is
 //!   split into pieces, all with `fragment = true` but the last; without `fragment` it is
@@ -33,8 +35,16 @@ fn header(revision: i64) -> Option<ResponseHeader> {
 pub(crate) fn build(items: Vec<Item>, store: &Store, max_request_bytes: usize, out: &mut Vec<WatchResponse>) {
     let mut items = items.into_iter().peekable();
     while let Some(item) = items.next() {
-        let (watch_id, mut revision, opts) = match &item {
-            Item::Events { watch_id, revision, opts, .. } => (*watch_id, *revision, *opts),
+        let (watch_id, mut revision, opts) = match item {
+            Item::Batch { watch_id, revision, revs, opts, .. } => {
+                let mut events = Vec::new();
+                for (changes, sel) in &revs {
+                    sel.for_each(&changes.changes, |c| events.push(event(c)));
+                }
+                finish(WatchResponse { header: header(revision), watch_id, events, ..Default::default() }, opts, store, max_request_bytes, out);
+                continue;
+            }
+            Item::Events { watch_id, revision, opts, .. } => (watch_id, revision, opts),
             _ => {
                 out.push(control(item));
                 continue;
@@ -46,8 +56,7 @@ pub(crate) fn build(items: Vec<Item>, store: &Store, max_request_bytes: usize, o
             if let Item::Events { changes, sel, .. } = item {
                 sel.for_each(&changes.changes, |c| {
                     bytes += c.kv.encoded_len();
-                    let kind = if c.tombstone { EventType::Delete } else { EventType::Put };
-                    events.push(Event { r#type: kind as i32, kv: Some(c.kv.clone()), prev_kv: None });
+                    events.push(event(c));
                 });
             }
             bytes
@@ -61,17 +70,27 @@ pub(crate) fn build(items: Vec<Item>, store: &Store, max_request_bytes: usize, o
             let Some(next) = items.next() else { break };
             size = add(next, &mut events);
         }
-        if opts & OPT_PREV_KV != 0 {
-            for ev in &mut events {
-                ev.prev_kv = prev_kv(store, ev);
-            }
-        }
         let resp = WatchResponse { header: header(revision), watch_id, events, ..Default::default() };
-        if opts & OPT_FRAGMENT != 0 {
-            fragments(resp, max_request_bytes, out);
-        } else {
-            out.push(resp);
+        finish(resp, opts, store, max_request_bytes, out);
+    }
+}
+
+fn event(c: &crate::write_txn::Change) -> Event {
+    let kind = if c.tombstone { EventType::Delete } else { EventType::Put };
+    Event { r#type: kind as i32, kv: Some(c.kv.clone()), prev_kv: None }
+}
+
+/// Adds `prev_kv` if the watch asked for it, and fragments if it asked for that.
+fn finish(mut resp: WatchResponse, opts: u8, store: &Store, max_request_bytes: usize, out: &mut Vec<WatchResponse>) {
+    if opts & OPT_PREV_KV != 0 {
+        for ev in &mut resp.events {
+            ev.prev_kv = prev_kv(store, ev);
         }
+    }
+    if opts & OPT_FRAGMENT != 0 {
+        fragments(resp, max_request_bytes, out);
+    } else {
+        out.push(resp);
     }
 }
 
@@ -100,7 +119,7 @@ fn control(item: Item) -> WatchResponse {
             ..Default::default()
         },
         Item::Progress { revision } => WatchResponse { header: header(revision), watch_id: -1, ..Default::default() },
-        Item::Tick { watch_id, revision } | Item::Events { watch_id, revision, .. } => {
+        Item::Tick { watch_id, revision } | Item::Events { watch_id, revision, .. } | Item::Batch { watch_id, revision, .. } => {
             WatchResponse { header: header(revision), watch_id, ..Default::default() }
         }
     }

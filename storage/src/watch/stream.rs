@@ -14,6 +14,10 @@ use super::Shared;
 /// Items taken from the queue per [`WatchStream::next`] call.
 const POP_BATCH: usize = 256;
 
+/// How many answers to requests (created, cancelled, progress) may wait for the client
+/// before [`WatchStream::accepting`] holds the next request back.
+pub const MAX_UNANSWERED: usize = 1024;
+
 /// One watch stream. Every request method returns at once: answers come, in order,
 /// from [`WatchStream::next`]. Dropping the handle (or [`WatchStream::close`]) removes the
 /// stream and all its watches.
@@ -73,6 +77,14 @@ impl WatchStream {
         if self.open() {
             self.shared.state.lock().tick_locked(self.slot);
         }
+    }
+
+    /// Waits until the stream takes another request: while [`MAX_UNANSWERED`] answers
+    /// wait to be sent, the caller should not read the client's next request, so that
+    /// HTTP/2 flow control slows a client that sends faster than it reads (the queue of
+    /// answers stays bounded). Returns at once once the stream is closed.
+    pub async fn accepting(&self) {
+        self.queue.control_room(MAX_UNANSWERED).await
     }
 
     /// The next responses, in order; waits until there are some. `None` once the stream

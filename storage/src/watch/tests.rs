@@ -403,3 +403,28 @@ fn closing_a_stream_removes_its_watches() {
     assert_eq!((h.hub.stats().watches, h.hub.stats().streams), (0, 0));
 }
 
+
+#[tokio::test]
+async fn catch_up_comes_in_batches_of_1000_revisions_like_etcd() {
+    let mut h = H::new(HubConfig::default());
+    // 2,400 revisions for the watch (one a txn of two of its keys), other keys between
+    for i in 0..2399 {
+        h.put(&format!("b/{}", i % 7), "v");
+        if i % 500 == 0 {
+            h.put("elsewhere", "x");
+        }
+    }
+    let both = h.txn_puts(&[("b/x", "1"), ("b/y", "2")]);
+    let current = h.store.revision();
+    let s = h.hub.open_stream();
+    s.create(&req("b/", "b0", 1));
+    let got = collect_until(&s, |r| r.iter().map(|r| r.events.len()).sum::<usize>() >= 2401).await;
+    assert!(got[0].created);
+    let sizes: Vec<usize> = got[1..].iter().map(|r| r.events.len()).collect();
+    assert_eq!(sizes, vec![1000, 1000, 401], "events per response");
+    // the header revision of every batch is the current revision, as etcd's syncWatchers
+    assert!(got[1..].iter().all(|r| rev(r) == current), "{:?}", got.iter().map(rev).collect::<Vec<_>>());
+    // both events of the txn's revision in the last response
+    let last: Vec<i64> = got[3].events.iter().map(|e| e.kv.as_ref().map_or(0, |kv| kv.mod_revision)).collect();
+    assert_eq!(&last[last.len() - 2..], &[both, both]);
+}
