@@ -188,6 +188,8 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
             health: engine.health(),
             lease_forward: Some(engine.lease_forward.clone()),
             tokens: engine.tokens.clone(),
+            metrics: engine.metrics.clone(),
+            leader: engine.leader_watch(),
         },
         Some(peers),
     )
@@ -210,6 +212,8 @@ struct Served {
     health: Arc<dyn Fn() -> http::MemberHealth + Send + Sync>,
     lease_forward: Option<Arc<LeaseForwarder>>,
     tokens: Arc<SimpleTokens>,
+    metrics: Arc<crate::metrics::Metrics>,
+    leader: tokio::sync::watch::Receiver<cairn_raft_node::LeaderInfo>,
 }
 
 /// Serves the client (and peer) listeners and the metrics listeners until a signal.
@@ -224,7 +228,7 @@ async fn serve_services(
     // Bound before "ready to serve client requests", so a probe never sees a refused port.
     let metrics_listeners = http::bind(metrics_urls).await?;
     let (stop_metrics, metrics_stopped) = tokio::sync::watch::channel(false);
-    let status = http::StatusSource { store: s.store.clone(), health: s.health };
+    let status = http::StatusSource { store: s.store.clone(), hub: s.hub.clone(), health: s.health, metrics: s.metrics.clone() };
     let metrics = tokio::spawn(http::serve(metrics_listeners, status.clone(), metrics_stopped));
     let auth = Arc::new(Authenticator::new(s.store.clone(), s.tokens, config.bcrypt_cost, config.client_cert_auth));
     let services = serve::Services::new(
@@ -239,8 +243,10 @@ async fn serve_services(
         Some(s.role),
         config.max_txn_ops as usize,
         config.max_request_bytes as usize,
+        s.metrics,
     )
     .with_status(status)
+    .with_leader(s.leader)
     .with_http2(serve::Http2Settings {
         max_concurrent_streams: config.max_concurrent_streams,
         keepalive_interval: config.grpc_keepalive_interval,
