@@ -7,16 +7,18 @@
 //!
 //! [`GrpcMetricsLayer`] wraps the client router and counts by the request's path:
 //! - started when the call arrives;
-//! - a message received for each gRPC message in the request body, a message sent for each
-//!   one in the response body (each message is a 5-byte prefix and its payload; the layer
-//!   follows the prefixes across data frames without copying);
+//! - a message received for each gRPC message in a bidi stream's request body (one when a
+//!   unary or server-streaming call starts, as go-grpc-prometheus counts it), a message sent
+//!   for each one in the response body (each message is a 5-byte prefix and its payload;
+//!   the layer follows the prefixes across data frames without copying);
 //! - handled once, with the code of the call's end: `grpc-status` in the response headers
 //!   (a trailers-only answer, e.g. an error before any message) or in the trailers; a
 //!   response body dropped before its trailers (the client cancelled, the connection
 //!   broke) counts as `Canceled`, which is what etcd's handlers return then.
 //!
 //! Paths of no known method (plain HTTP on the client URLs, unknown methods) are not
-//! counted. The method table is built once; counting is atomic adds on series it holds.
+//! counted. The method table is built once; counting is atomic adds on series it holds, and
+//! a unary call costs no allocation beyond the router's own.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -24,7 +26,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
-use futures::future::BoxFuture;
+use std::future::Future;
 use http::{HeaderMap, Request, Response};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use tower_layer::Layer;
@@ -105,6 +107,10 @@ const METHODS: &[(&str, &str, &str)] = &[
 
 /// One method's series.
 pub(crate) struct MethodSeries {
+    /// The client sends a stream (bidi_stream): its messages are counted from the request
+    /// body; a unary or server_stream call receives exactly one, counted when it starts (as
+    /// go-grpc-prometheus counts it, before the handler runs).
+    client_streams: bool,
     started: Arc<Counter>,
     received: Arc<Counter>,
     sent: Arc<Counter>,
@@ -139,6 +145,7 @@ impl GrpcMetrics {
             .iter()
             .map(|&(service, method, kind)| {
                 let series = MethodSeries {
+                    client_streams: kind.starts_with("bidi") || kind.starts_with("client"),
                     started: started.with(&[method, service, kind]),
                     received: msg_received.with(&[method, service, kind]),
                     sent: msg_sent.with(&[method, service, kind]),
@@ -180,12 +187,11 @@ pub struct GrpcCounting<S> {
 impl<S, RB> Service<Request<tonic::body::Body>> for GrpcCounting<S>
 where
     S: Service<Request<tonic::body::Body>, Response = Response<RB>>,
-    S::Future: Send + 'static,
     RB: HttpBody<Data = Bytes> + Unpin,
 {
     type Response = Response<CountedBody<RB>>;
     type Error = S::Error;
-    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+    type Future = CountingFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -196,27 +202,49 @@ where
         let request = match &series {
             Some(s) => {
                 s.started.inc();
-                let counter = s.received.clone();
-                request.map(|body| tonic::body::Body::new(CountedRequest { inner: body, frames: Frames::default(), counter }))
+                if s.client_streams {
+                    let counter = s.received.clone();
+                    request.map(|body| tonic::body::Body::new(CountedRequest { inner: body, frames: Frames::default(), counter }))
+                } else {
+                    s.received.inc();
+                    request
+                }
             }
             None => request,
         };
-        let fut = self.inner.call(request);
-        Box::pin(async move {
-            let response = fut.await?;
-            Ok(match series {
-                None => response.map(|inner| CountedBody { inner, frames: Frames::default(), series: None }),
-                Some(series) => {
-                    let (parts, inner) = response.into_parts();
-                    let mut body = CountedBody { inner, frames: Frames::default(), series: Some(series) };
-                    if let Some(code) = status_code(&parts.headers) {
-                        // trailers-only: the call ended with the headers
-                        body.finish(code);
-                    }
-                    Response::from_parts(parts, body)
-                }
-            })
-        })
+        CountingFuture { inner: self.inner.call(request), series }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The router's answer, its body wrapped to count what is sent and how the call ends.
+    pub struct CountingFuture<F> {
+        #[pin]
+        inner: F,
+        series: Option<Arc<MethodSeries>>,
+    }
+}
+
+impl<F, RB, E> Future for CountingFuture<F>
+where
+    F: Future<Output = Result<Response<RB>, E>>,
+{
+    type Output = Result<Response<CountedBody<RB>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = match this.inner.poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Ready(Ok(response)) => response,
+        };
+        let (parts, inner) = response.into_parts();
+        let mut body = CountedBody { inner, frames: Frames::default(), series: this.series.take() };
+        if let Some(code) = status_code(&parts.headers) {
+            // trailers-only: the call ended with the headers
+            body.finish(code);
+        }
+        Poll::Ready(Ok(Response::from_parts(parts, body)))
     }
 }
 
