@@ -8,7 +8,8 @@
 //! `exclude=` parameter (an unknown name is ignored, as etcd). Success is 200 `ok\n`, with
 //! `?verbose` preceded by one `[+]name ok` line per check run; failure is 503 with the
 //! `[+]`/`[-]name failed: reason` lines. The checks: `serializable_read` reads the local
-//! store (fails on a halted member); `linearizable_read` needs a known leader (what a
+//! store (a one-key, keys-only range, as etcd's); `linearizable_read` needs a member that
+//! has not halted and a known leader (what a
 //! ReadIndex round needs; a leader without quorum steps down within an election timeout);
 //! `data_corruption` fails while the CORRUPT alarm is raised.
 //!
@@ -17,7 +18,9 @@
 //! reconnect after a close, so keep-alive, bodies and chunking are not needed. Plain HTTP
 //! only; an `https://` metrics URL is a startup error.
 //!
-//! Values are read from the store at request time; nothing is cached.
+//! Health and the gauges of state (leader, sizes, revisions, keys, watches) are read from the
+//! member at request time; counters and histograms are counted where the work happens
+//! (`crate::metrics`).
 
 use std::sync::Arc;
 use std::time::Duration;
