@@ -207,16 +207,14 @@ impl<S: Series> Family<S> {
         Family { name, help, label_names, make: Box::new(make), series: RwLock::new(BTreeMap::new()) }
     }
 
-    /// The series for `values` (one per label name), made if new.
+    /// The series for `values` (one per label name), made if new. Not for a hot path: it
+    /// builds the key; callers keep the `Arc`.
     pub fn with(&self, values: &[&str]) -> Arc<S> {
         debug_assert_eq!(values.len(), self.label_names.len(), "{}", self.name);
-        {
-            let series = self.series.read();
-            if let Some(s) = series.iter().find(|(k, _)| k.iter().map(String::as_str).eq(values.iter().copied())) {
-                return s.1.clone();
-            }
-        }
         let key: Vec<String> = values.iter().map(|v| (*v).to_owned()).collect();
+        if let Some(s) = self.series.read().get(&key) {
+            return s.clone();
+        }
         self.series.write().entry(key).or_insert_with(|| Arc::new((self.make)())).clone()
     }
 
