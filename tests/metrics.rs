@@ -30,6 +30,7 @@ use tonic_health::pb::HealthCheckRequest;
 const FAMILIES: &[(&str, &str, &[&str])] = &[
     ("etcd_server_has_leader", "gauge", &[]),
     ("etcd_server_is_leader", "gauge", &[]),
+    ("etcd_server_is_learner", "gauge", &[]),
     ("etcd_server_leader_changes_seen_total", "counter", &[]),
     ("etcd_server_proposals_committed_total", "gauge", &[]),
     ("etcd_server_proposals_applied_total", "gauge", &[]),
@@ -295,6 +296,7 @@ async fn three_members_report_leadership_peers_and_losing_quorum() {
         .collect();
     for s in &scrapes {
         assert_eq!(s.value("etcd_server_has_leader", &[]), 1.0);
+        assert_eq!(s.value("etcd_server_is_learner", &[]), 0.0);
         for (name, family_kind, labels) in PEER_FAMILIES {
             if kind == Kind::Cairn || !name.contains("round_trip") {
                 s.check_family(name, family_kind, labels);

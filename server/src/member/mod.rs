@@ -432,9 +432,11 @@ impl Member {
         let handle = self.handle.clone();
         let failed = self.failed.clone();
         let me = self.membership.member_id;
+        let members = self.members.clone();
         Arc::new(move || {
             let leader = handle.leader().id;
-            MemberHealth { failed: failed.get().cloned(), has_leader: leader != 0, is_leader: leader == me }
+            let is_learner = members.get(me).is_some_and(|m| m.is_learner);
+            MemberHealth { failed: failed.get().cloned(), has_leader: leader != 0, is_leader: leader == me, is_learner }
         })
     }
 

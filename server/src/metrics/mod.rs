@@ -93,6 +93,7 @@ pub struct Metrics {
     // etcd_server_*
     pub(crate) has_leader: One<Gauge>,
     pub(crate) is_leader: One<Gauge>,
+    pub(crate) is_learner: One<Gauge>,
     leader_changes: One<Counter>,
     proposals_committed: One<Gauge>,
     proposals_applied: One<Gauge>,
@@ -140,6 +141,7 @@ impl Metrics {
         let m = Metrics {
             has_leader: gauge("etcd_server_has_leader", "Whether or not a leader exists. 1 is existence, 0 is not."),
             is_leader: gauge("etcd_server_is_leader", "Whether or not this member is a leader. 1 if is, 0 otherwise."),
+            is_learner: gauge("etcd_server_is_learner", "Whether or not this member is a learner. 1 if is, 0 otherwise."),
             leader_changes: counter("etcd_server_leader_changes_seen_total", "The number of leader changes seen."),
             proposals_committed: gauge("etcd_server_proposals_committed_total", "The total number of consensus proposals committed."),
             proposals_applied: gauge("etcd_server_proposals_applied_total", "The total number of consensus proposals applied."),
@@ -227,9 +229,10 @@ impl Metrics {
 
     /// Every family in Prometheus' text format.
     pub fn render(&self) -> String {
-        let ones: [&dyn Collect; 37] = [
+        let ones: [&dyn Collect; 38] = [
             &self.has_leader.family,
             &self.is_leader.family,
+            &self.is_learner.family,
             &self.leader_changes.family,
             &self.proposals_committed.family,
             &self.proposals_applied.family,

@@ -86,6 +86,8 @@ pub struct MemberHealth {
     pub has_leader: bool,
     /// This member is the leader.
     pub is_leader: bool,
+    /// This member is a learner.
+    pub is_learner: bool,
 }
 
 /// What the endpoints report on; cheap to clone.
@@ -114,6 +116,7 @@ impl StatusSource {
             halted: health.failed,
             has_leader: health.has_leader,
             is_leader: health.is_leader,
+            is_learner: health.is_learner,
             db_size: self.store.db_size(),
             db_size_in_use: self.store.db_size_in_use(),
             revision: self.store.revision(),
@@ -249,6 +252,7 @@ struct Snapshot {
     halted: Option<Arc<str>>,
     has_leader: bool,
     is_leader: bool,
+    is_learner: bool,
     db_size: u64,
     db_size_in_use: u64,
     revision: i64,
@@ -484,6 +488,7 @@ fn metrics(s: &Snapshot) -> String {
     let Some(m) = &s.metrics else { return String::new() };
     m.has_leader.set(f64::from(u8::from(s.has_leader)));
     m.is_leader.set(f64::from(u8::from(s.is_leader)));
+    m.is_learner.set(f64::from(u8::from(s.is_learner)));
     m.db_total_size.set(s.db_size as f64);
     m.db_total_size_in_use.set(s.db_size_in_use as f64);
     m.current_revision.set(s.revision as f64);
