@@ -5,7 +5,9 @@
 //! * token expiry with a short `--auth-token-ttl`, through raw gRPC with the token in
 //!   the `token` metadata, against both;
 //! * two tenants each confined to their prefix through KV and Watch;
-//! * cairn's auth state surviving a restart.
+//! * cairn's auth state surviving a restart;
+//! * JWT tokens (`--auth-token jwt,…`): claims, old auth revisions, expiry and restarts,
+//!   against both.
 
 mod common;
 
@@ -15,7 +17,8 @@ use cairn_proto::etcdserverpb::auth_client::AuthClient;
 use cairn_proto::etcdserverpb::kv_client::KvClient;
 use cairn_proto::etcdserverpb::watch_client::WatchClient;
 use cairn_proto::etcdserverpb::{
-    watch_request, AuthenticateRequest, PutRequest, RangeRequest, WatchCreateRequest, WatchRequest, WatchResponse,
+    request_op, watch_request, AuthenticateRequest, PutRequest, RangeRequest, RequestOp, TxnRequest, WatchCreateRequest,
+    WatchRequest, WatchResponse,
 };
 use common::{Kind, Options, Server};
 use tonic::metadata::MetadataValue;
@@ -260,6 +263,17 @@ async fn tenants_are_confined(kind: Kind) {
         let err = get(&ch, token, other).await.expect_err("read outside the prefix");
         assert_eq!((err.code(), err.message()), (Code::PermissionDenied, "etcdserver: permission denied"));
     }
+    // a read-only Txn (served as a read) is checked as a Txn: its compares and both branches
+    for (token, own, other) in [(&ta, "a/1", "b/1"), (&tb, "b/1", "a/1")] {
+        let read = |k: &str| RequestOp { request: Some(request_op::Request::RequestRange(RangeRequest { key: k.into(), ..Default::default() })) };
+        let txn = TxnRequest { compare: vec![], success: vec![read(own)], failure: vec![read(other)] };
+        let err = KvClient::new(ch.clone()).txn(with_token(token, txn)).await.expect_err("a txn reading outside the prefix");
+        assert_eq!((err.code(), err.message()), (Code::PermissionDenied, "etcdserver: permission denied"), "{kind:?}");
+        let txn = TxnRequest { compare: vec![], success: vec![read(own)], failure: vec![] };
+        let r = KvClient::new(ch.clone()).txn(with_token(token, txn)).await.expect("a read-only txn of its prefix").into_inner();
+        assert!(r.succeeded, "{kind:?}");
+        assert_eq!(r.responses.len(), 1, "{kind:?}");
+    }
     let all = RangeRequest { key: b"\0".to_vec(), range_end: b"\0".to_vec(), ..Default::default() };
     let err = KvClient::new(ch.clone()).range(with_token(&ta, all)).await.expect_err("reading everything");
     assert_eq!(err.code(), Code::PermissionDenied);
@@ -298,4 +312,62 @@ fn auth_state_survives_a_restart() {
     assert!(s.ctl_err(&["get", "a/k"]).contains("etcdserver: user name is empty"));
     assert!(s.ctl_err(&["--user=a:apw", "put", "b", "v"]).contains("etcdserver: permission denied"));
     assert!(s.ctl_err(&["--user=a:wrong", "get", "a/k"]).contains("etcdserver: authentication failed, invalid user ID or password"));
+}
+
+/// A JWT's claims, decoded (not verified).
+fn jwt_claims(token: &str) -> serde_json::Value {
+    use base64::Engine as _;
+    let parts: Vec<&str> = token.split('.').collect();
+    assert_eq!(parts.len(), 3, "a JWT has three parts: {token}");
+    let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(parts[1]).expect("base64url claims");
+    serde_json::from_slice(&payload).expect("JSON claims")
+}
+
+async fn jwt_tokens(kind: Kind) {
+    let keys = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let (private, public) = (keys.path().join("jwt.key"), keys.path().join("jwt.pub"));
+    std::fs::write(&private, key.serialize_pem()).unwrap();
+    std::fs::write(&public, key.public_key_pem()).unwrap();
+    let flag = format!(
+        "--auth-token=jwt,pub-key={},priv-key={},sign-method=ES256,ttl=5s",
+        public.display(),
+        private.display()
+    );
+    let mut s = Server::start_with(kind, Options { extra_args: vec![flag], ..Default::default() });
+    tenants(&s, &["a"]);
+    let ch = channel(&s).await;
+    let token = login(&ch, "a", "apw").await;
+    let claims = jwt_claims(&token);
+    assert_eq!(claims["username"], "a", "{kind:?}: {claims}");
+    assert!(claims["revision"].as_u64().is_some_and(|r| r > 0), "{kind:?}: {claims}");
+    assert!(claims["exp"].as_u64().is_some(), "{kind:?}: {claims}");
+    put(&ch, &token, "a/1").await.expect("a fresh JWT");
+
+    // a permission change moves the auth revision: the old token must log in again
+    s.ctl_ok(&["--user=root:rootpw", "role", "grant-permission", "a", "read", "x"]);
+    let err = put(&ch, &token, "a/2").await.expect_err("a token of an older auth revision");
+    assert_eq!((err.code(), err.message()), (Code::InvalidArgument, "etcdserver: revision of auth store is old"), "{kind:?}");
+
+    // the token is the whole state: it outlives a restart
+    let fresh = login(&ch, "a", "apw").await;
+    s.restart();
+    let ch = channel(&s).await;
+    put(&ch, &fresh, "a/3").await.unwrap_or_else(|e| panic!("{kind:?}: a JWT after a restart: {e}"));
+
+    // and it expires after its TTL, used or not
+    let exp = jwt_claims(&fresh)["exp"].as_u64().expect("exp");
+    while std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() <= exp {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let err = get(&ch, &fresh, "a/1").await.expect_err("an expired JWT");
+    assert_eq!((err.code(), err.message()), (Code::Unauthenticated, "etcdserver: invalid auth token"), "{kind:?}");
+    let err = get(&ch, "x.y.z", "a/1").await.expect_err("a forged JWT");
+    assert_eq!((err.code(), err.message()), (Code::Unauthenticated, "etcdserver: invalid auth token"), "{kind:?}");
+}
+
+#[tokio::test]
+async fn jwt_tokens_as_etcd() {
+    jwt_tokens(Kind::Etcd).await;
+    jwt_tokens(Kind::Cairn).await;
 }

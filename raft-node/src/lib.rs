@@ -42,7 +42,7 @@ pub use node::{IdGen, PeerInbox,
     RequestError, Transport,
 };
 #[cfg(feature = "raft")]
-pub use storage::{StorageError, WalStorage};
+pub use storage::{force_new_cluster, StorageError, WalStorage};
 #[cfg(feature = "raft")]
 pub use transport::{GrpcTransport, PeerService, TransportError, TransportOptions};
 pub use observe::{NodeObserver, Observer};

@@ -55,6 +55,7 @@ impl Engine {
             snapshot_count: 100_000,
             peer_tls: None,
             wal_dir: None,
+            force_new_cluster: false,
             options,
         };
         let member = Member::open(setup).await?;

@@ -49,6 +49,10 @@ pub enum RequestError {
     /// MemberRemove/MemberAdd/MemberPromote that would leave the cluster without quorum.
     #[error("unhealthy cluster")]
     UnhealthyCluster,
+    /// MemberRemove/MemberAdd/MemberPromote that would leave too few started members for a
+    /// quorum (`--strict-reconfig-check`).
+    #[error("re-configuration failed due to not enough started members")]
+    NotEnoughStartedMembers,
     /// MoveLeader to a member that is not a voter, or sent to a non-leader.
     #[error("{0}")]
     NotLeader(&'static str),
@@ -104,8 +108,8 @@ pub enum ConfigError {
     /// Only one of `--cert-file` / `--key-file`.
     #[error("--cert-file and --key-file must be given together")]
     CertKeyPair,
-    /// An `--auth-token` kind other than `simple` (JWT is not supported yet).
-    #[error("--auth-token {0:?} is not supported (only \"simple\")")]
+    /// An `--auth-token` that cannot be used (see `auth/jwt.rs`).
+    #[error("{0}")]
     AuthToken(String),
     /// An etcd flag set to something cairn cannot honour (see `startup/etcd_only_flags.rs`).
     #[error("{flag}: {why}")]

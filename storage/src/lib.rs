@@ -48,7 +48,7 @@ pub mod seed;
 pub mod sled_backend;
 pub mod snapshot;
 mod store;
-mod txn;
+pub mod txn;
 pub mod validate;
 pub mod watch;
 mod write_txn;

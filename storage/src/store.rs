@@ -50,7 +50,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use cairn_proto::etcdserverpb::{RangeRequest, RangeResponse};
+use cairn_proto::etcdserverpb::{RangeRequest, RangeResponse, TxnRequest, TxnResponse};
 use cairn_proto::mvccpb::KeyValue;
 use parking_lot::{Mutex, RwLock};
 
@@ -236,6 +236,18 @@ impl Store {
         let floor = self.compact_rev.load(Ordering::Acquire);
         let cur = self.committed_rev.load(Ordering::Acquire);
         self.read_ctx(None, floor).range(req, cur)
+    }
+
+    /// A Txn without writes ([`crate::txn::is_read_only`]) at the committed revision, as a
+    /// read: nothing goes through the write path (etcd serves read-only Txns this way).
+    /// Compares and ranges all read one revision. Sets only the header's revision.
+    pub fn read_txn(&self, t: &TxnRequest) -> Result<TxnResponse> {
+        let _gate = self.gate.read();
+        // load the floor before the revision: a commit in between only raises both
+        let floor = self.compact_rev.load(Ordering::Acquire);
+        let cur = self.committed_rev.load(Ordering::Acquire);
+        let view = crate::txn::CommittedView { ctx: self.read_ctx(None, floor), rev: cur, floor };
+        crate::txn::read_only(&view, t)
     }
 
     /// Makes every applied request durable, then lets readers see it. On failure the store

@@ -7,16 +7,124 @@
 //! every range (revision not compacted, not future) on that path — the only request errors
 //! a Txn can have; (3) execute. An error in step 3 would leave a half-applied Txn, so it is
 //! reported as corruption (fatal), never as a request error.
+//!
+//! A Txn without writes anywhere (etcd's `isTxnReadonly`) is evaluated the same way over a
+//! committed revision instead of a write transaction ([`read_only`]): the server answers it
+//! as a read, without the write path, as etcd does. Steps 1 and 2 read through
+//! [`TxnView`], which both provide.
 
 use cairn_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use cairn_proto::etcdserverpb::{
     request_op::Request, response_op::Response, Compare, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
-    PutResponse, RangeRequest, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
+    PutResponse, RangeRequest, RangeResponse, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
 };
 use cairn_proto::mvccpb::KeyValue;
 
 use crate::error::{Error, Result};
+use crate::range::ReadCtx;
 use crate::write_txn::WriteTxn;
+
+/// The state a Txn's compares and ranges read: one revision of the store.
+pub(crate) trait TxnView {
+    /// The revision read (a write transaction's own once it wrote).
+    fn rev(&self) -> i64;
+    /// Revisions below this are compacted.
+    fn compact_floor(&self) -> i64;
+    /// A range at [`TxnView::rev`] (or the older revision it asks for).
+    fn range(&self, r: &RangeRequest) -> Result<RangeResponse>;
+    /// The values of a span at [`TxnView::rev`].
+    fn kvs(&self, key: &[u8], range_end: &[u8]) -> Result<Vec<KeyValue>>;
+}
+
+impl TxnView for WriteTxn<'_> {
+    fn rev(&self) -> i64 {
+        WriteTxn::rev(self)
+    }
+    fn compact_floor(&self) -> i64 {
+        WriteTxn::compact_floor(self)
+    }
+    fn range(&self, r: &RangeRequest) -> Result<RangeResponse> {
+        WriteTxn::range(self, r)
+    }
+    fn kvs(&self, key: &[u8], range_end: &[u8]) -> Result<Vec<KeyValue>> {
+        WriteTxn::kvs(self, key, range_end)
+    }
+}
+
+/// A committed revision, for read-only Txns.
+pub(crate) struct CommittedView<'a> {
+    pub(crate) ctx: ReadCtx<'a>,
+    pub(crate) rev: i64,
+    pub(crate) floor: i64,
+}
+
+impl TxnView for CommittedView<'_> {
+    fn rev(&self) -> i64 {
+        self.rev
+    }
+    fn compact_floor(&self) -> i64 {
+        self.floor
+    }
+    fn range(&self, r: &RangeRequest) -> Result<RangeResponse> {
+        self.ctx.range(r, self.rev)
+    }
+    fn kvs(&self, key: &[u8], range_end: &[u8]) -> Result<Vec<KeyValue>> {
+        self.ctx.kvs(&crate::index::KeySpan::new(key, range_end), self.rev)
+    }
+}
+
+/// Whether no branch of `t` (nested Txns included) writes (etcd's `isTxnReadonly`).
+pub fn is_read_only(t: &TxnRequest) -> bool {
+    t.success.iter().chain(&t.failure).all(|op| match &op.request {
+        Some(Request::RequestPut(_)) | Some(Request::RequestDeleteRange(_)) => false,
+        Some(Request::RequestTxn(nested)) => is_read_only(nested),
+        Some(Request::RequestRange(_)) | None => true,
+    })
+}
+
+/// Whether every range of a read-only `t` is serializable (etcd's `isTxnSerializable`).
+pub fn is_serializable(t: &TxnRequest) -> bool {
+    t.success.iter().chain(&t.failure).all(|op| match &op.request {
+        Some(Request::RequestRange(r)) => r.serializable,
+        Some(Request::RequestTxn(nested)) => is_serializable(nested),
+        _ => true,
+    })
+}
+
+/// A read-only Txn (see [`is_read_only`]) at `view`'s revision: the same compares, checks
+/// and responses as [`txn`] would give, without a write transaction.
+pub(crate) fn read_only(view: &impl TxnView, t: &TxnRequest) -> Result<TxnResponse> {
+    let path = compare_path(view, t)?;
+    walk_ops(t, &path, &mut |op| match op {
+        Request::RequestRange(r) => check_range_rev(view, r),
+        Request::RequestPut(_) | Request::RequestDeleteRange(_) => Err(Error::corrupt("txn", "a write in a read-only txn")),
+        _ => Ok(()),
+    })?;
+    let mut resp = read_ops(view, t, &path)?;
+    resp.header = header(view.rev());
+    Ok(resp)
+}
+
+fn read_ops(view: &impl TxnView, t: &TxnRequest, path: &Path) -> Result<TxnResponse> {
+    let ops = if path.succeeded { &t.success } else { &t.failure };
+    let mut children = path.children.iter();
+    let mut responses = Vec::with_capacity(ops.len());
+    for op in ops {
+        let response = match &op.request {
+            Some(Request::RequestRange(r)) => Some(Response::ResponseRange(view.range(r)?)),
+            Some(Request::RequestTxn(nested)) => {
+                let child = children.next().ok_or_else(|| Error::corrupt("txn", "path shorter than ops"))?;
+                Some(Response::ResponseTxn(read_ops(view, nested, child)?))
+            }
+            Some(Request::RequestPut(_)) | Some(Request::RequestDeleteRange(_)) => {
+                return Err(Error::corrupt("txn", "a write in a read-only txn"))
+            }
+            None => None,
+        };
+        responses.push(ResponseOp { response });
+    }
+    Ok(TxnResponse { header: Some(ResponseHeader::default()), succeeded: path.succeeded, responses })
+}
 
 fn header(revision: i64) -> Option<ResponseHeader> {
     Some(ResponseHeader { revision, ..Default::default() })
@@ -88,7 +196,7 @@ pub(crate) fn txn(tx: &mut WriteTxn<'_>, t: &TxnRequest) -> Result<TxnResponse> 
     Ok(resp)
 }
 
-fn compare_path(tx: &WriteTxn<'_>, t: &TxnRequest) -> Result<Path> {
+fn compare_path(tx: &impl TxnView, t: &TxnRequest) -> Result<Path> {
     let mut succeeded = true;
     for c in &t.compare {
         if !compare(tx, c)? {
@@ -122,7 +230,7 @@ fn walk_ops(t: &TxnRequest, path: &Path, f: &mut dyn FnMut(&Request) -> Result<(
     Ok(())
 }
 
-fn check_range_rev(tx: &WriteTxn<'_>, r: &RangeRequest) -> Result<()> {
+fn check_range_rev(tx: &impl TxnView, r: &RangeRequest) -> Result<()> {
     match r.revision {
         0 => Ok(()),
         x if x > tx.rev() => Err(Error::FutureRev),
@@ -153,7 +261,7 @@ fn execute(tx: &mut WriteTxn<'_>, t: &TxnRequest, path: &Path) -> Result<TxnResp
 
 /// One compare over every key of its span (etcd's `applyCompare`): all must satisfy it;
 /// with no key, a value compare fails and the others compare against zero.
-fn compare(tx: &WriteTxn<'_>, c: &Compare) -> Result<bool> {
+fn compare(tx: &impl TxnView, c: &Compare) -> Result<bool> {
     let kvs = tx.kvs(&c.key, &c.range_end)?;
     if kvs.is_empty() {
         if c.target == CompareTarget::Value as i32 {

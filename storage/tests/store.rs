@@ -497,3 +497,69 @@ fn defragment_after_delete_and_compaction_shrinks_the_file() {
     assert_eq!(h.store.range(&all).unwrap().kvs, want);
     assert_eq!(h.get("/after", 0).unwrap()[0].value, b"defrag");
 }
+
+/// A read-only Txn of random compares (every target and result) and ranges (at random
+/// revisions, nested Txns), over keys k0..k4.
+fn read_only_txn(depth: u32) -> BoxedStrategy<TxnRequest> {
+    let key = (0..5u8).prop_map(|k| format!("k{k}"));
+    let compare = (key.clone(), 0..5i32, 0..4i32, 0..6i64, proptest::bool::ANY).prop_map(|(k, target, result, n, span)| {
+        let u = match target {
+            0 => TargetUnion::Version(n),
+            1 => TargetUnion::CreateRevision(n),
+            2 => TargetUnion::ModRevision(n),
+            3 => TargetUnion::Value(format!("v{n}").into_bytes()),
+            _ => TargetUnion::Lease(0),
+        };
+        let range_end = if span { b"k9".to_vec() } else { Vec::new() };
+        Compare { key: k.into_bytes(), target, result, target_union: Some(u), range_end }
+    });
+    let range = (key, -1..12i64, proptest::bool::ANY).prop_map(|(k, rev, span)| {
+        let range_end = if span { b"k9".to_vec() } else { Vec::new() };
+        let r = RangeRequest { key: k.into_bytes(), range_end, revision: rev.max(0), serializable: rev < 0, ..Default::default() };
+        RequestOp { request: Some(request_op::Request::RequestRange(r)) }
+    });
+    let op: BoxedStrategy<RequestOp> = if depth == 0 {
+        range.boxed()
+    } else {
+        prop_oneof![3 => range, 1 => read_only_txn(depth - 1).prop_map(|t| RequestOp { request: Some(request_op::Request::RequestTxn(t)) })].boxed()
+    };
+    (proptest::collection::vec(compare, 0..3), proptest::collection::vec(op.clone(), 0..3), proptest::collection::vec(op, 0..3))
+        .prop_map(|(compare, success, failure)| TxnRequest { compare, success, failure })
+        .boxed()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// A read-only Txn answered as a read gives what the write path gives (responses,
+    /// branch taken, revision, and errors for compacted or future revisions).
+    #[test]
+    fn read_only_txns_read_as_the_write_path_answers(
+        writes in proptest::collection::vec((0..5u8, 0..6u8, proptest::bool::ANY), 1..12),
+        compact in 0..4i64,
+        txns in proptest::collection::vec(read_only_txn(2), 1..8),
+    ) {
+        let mut h = Harness::new();
+        for (k, v, delete) in writes {
+            let key = format!("k{k}");
+            if delete {
+                h.apply(Request::DeleteRange(DeleteRangeRequest { key: key.into(), ..Default::default() })).unwrap();
+            } else {
+                h.put(&key, &format!("v{v}"));
+            }
+        }
+        if compact > 1 && compact <= h.store.revision() {
+            h.apply(Request::Compaction(CompactionRequest { revision: compact, physical: true })).unwrap();
+        }
+        for t in txns {
+            prop_assert!(cairn_storage::txn::is_read_only(&t));
+            let read = h.store.read_txn(&t);
+            let written = h.apply(Request::Txn(t.clone()));
+            match (read, written) {
+                (Ok(r), Ok(ApplyResponse::Txn(w))) => prop_assert_eq!(r, w),
+                (Err(r), Err(w)) => prop_assert_eq!(format!("{r:?}"), format!("{w:?}")),
+                (r, w) => prop_assert!(false, "read {:?} but the write path {:?} for {:?}", r, w, t),
+            }
+        }
+    }
+}

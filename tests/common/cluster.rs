@@ -367,6 +367,38 @@ impl ProcCluster {
         self.links.unidentified()
     }
 
+    /// SIGTERM member `i` and wait (up to `timeout`) until it exits; true if it exited in
+    /// time (otherwise it is killed).
+    pub fn stop(&mut self, i: usize, timeout: Duration) -> bool {
+        self.members[i].signal(libc::SIGTERM);
+        let exited = self.wait_exit(i, timeout);
+        self.kill9(i);
+        exited
+    }
+
+    /// Waits (up to `timeout`) until member `i`'s process exits on its own; true if it did
+    /// (or none runs).
+    fn wait_exit(&mut self, i: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let Some(c) = self.members[i].child.as_mut() else {
+                return true;
+            };
+            if matches!(c.try_wait(), Ok(Some(_))) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Replaces member `i`'s extra flags (from its next start on).
+    pub fn set_extra_args(&mut self, i: usize, args: &[&str]) {
+        self.members[i].extra_args = args.iter().map(|a| a.to_string()).collect();
+    }
+
     /// SIGKILL member `i` (no chance to flush anything).
     pub fn kill9(&mut self, i: usize) {
         self.members[i].kill9();
@@ -604,19 +636,7 @@ impl ProcCluster {
     /// its process to exit on its own, then kills it if it did not. True if it exited.
     pub fn forget_removed(&mut self, i: usize, timeout: Duration) -> bool {
         self.members[i].removed = true;
-        let deadline = Instant::now() + timeout;
-        let exited = loop {
-            let Some(c) = self.members[i].child.as_mut() else {
-                break true;
-            };
-            if matches!(c.try_wait(), Ok(Some(_))) {
-                break true;
-            }
-            if Instant::now() >= deadline {
-                break false;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        let exited = self.wait_exit(i, timeout);
         self.kill9(i);
         exited
     }

@@ -69,6 +69,9 @@ pub struct NodeStatus {
     pub conf: ConfState,
     /// On the leader: every member's matched log index, by member id (empty elsewhere).
     pub progress: Vec<(u64, u64)>,
+    /// Every peer a message ever arrived from, with how many ticks ago the last one did, by
+    /// member id. A follower hears (mostly) the leader; the leader hears every live member.
+    pub heard: Vec<(u64, u64)>,
 }
 
 /// The answer to a proposal.

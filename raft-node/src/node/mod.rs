@@ -194,6 +194,8 @@ pub struct RaftNode<M: StateMachine, T: Transport> {
     /// `applied` at the last compaction.
     compacted_at: u64,
     now: u64,
+    /// The tick (`now`) at which a message from each peer last arrived.
+    heard: std::collections::HashMap<u64, u64>,
     failed: bool,
     stopped: bool,
 }
@@ -282,6 +284,7 @@ impl<M: StateMachine, T: Transport> RaftNode<M, T> {
             applied,
             compacted_at: applied,
             now: 0,
+            heard: std::collections::HashMap::new(),
             failed: false,
             stopped: false,
         })
@@ -334,6 +337,11 @@ impl<M: StateMachine, T: Transport> RaftNode<M, T> {
                 p
             } else {
                 Vec::new()
+            },
+            heard: {
+                let mut h: Vec<(u64, u64)> = self.heard.iter().map(|(id, at)| (*id, self.now - *at)).collect();
+                h.sort_unstable();
+                h
             },
         }
     }
@@ -390,6 +398,7 @@ impl<M: StateMachine, T: Transport> RaftNode<M, T> {
         match input {
             PeerInput::Message(m) => {
                 let from = m.from;
+                self.heard.insert(from, self.now);
                 if let Err(e) = self.raw.step(*m) {
                     // from a member not (or no longer) in the configuration, or malformed
                     tracing::debug!(id = self.cfg.id, from, error = %e, "raft: message ignored");

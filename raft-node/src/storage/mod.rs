@@ -88,6 +88,29 @@ pub enum StorageError {
     },
 }
 
+/// Opens the raft storage in `dir` only to run [`WalStorage::force_new_cluster`] for member
+/// `me`; `None` when it holds no raft state yet (a new member: nothing to force).
+pub fn force_new_cluster(dir: &Path, opts: WalOptions, me: u64) -> Result<Option<Vec<u64>>, StorageError> {
+    /// The storage is opened without a state machine: it is never asked for a snapshot.
+    struct NoSnapshots;
+    impl SnapshotSource for NoSnapshots {
+        fn snapshot(&self) -> Result<(u64, Vec<u8>), crate::machine::StateMachineError> {
+            Err(crate::machine::StateMachineError::new(std::io::Error::other("no state machine while forcing a new cluster")))
+        }
+    }
+    let mut storage = WalStorage::open(dir, opts, Box::new(NoSnapshots))?;
+    if !storage.is_initialized() {
+        return Ok(None);
+    }
+    storage.force_new_cluster(me).map(Some)
+}
+
+/// A conf-change entry (the v1 `ConfChange` cairn writes) changing member `id`.
+fn conf_change_entry(kind: ConfChangeType, id: u64, term: u64, index: u64) -> Entry {
+    let cc = ConfChange { change_type: kind as i32, node_id: id, ..Default::default() };
+    Entry { entry_type: EntryType::EntryConfChange as i32, term, index, data: cc.encode_to_vec(), ..Default::default() }
+}
+
 /// raft-rs's storage over our WAL (see the module docs).
 pub struct WalStorage {
     snap_dir: PathBuf,
@@ -147,23 +170,69 @@ impl WalStorage {
         let cs = ConfState { voters: voters.clone(), ..Default::default() };
         self.put(records::CONF_STATE, records::conf_state_record(0, &cs))?;
         self.st.conf_states.push((0, cs));
-        let entries: Vec<Entry> = voters
-            .iter()
-            .enumerate()
-            .map(|(i, &id)| {
-                let cc = ConfChange { change_type: ConfChangeType::AddNode as i32, node_id: id, ..Default::default() };
-                Entry {
-                    entry_type: EntryType::EntryConfChange as i32,
-                    term: 1,
-                    index: i as u64 + 1,
-                    data: cc.encode_to_vec(),
-                    ..Default::default()
-                }
-            })
-            .collect();
+        let entries: Vec<Entry> =
+            voters.iter().enumerate().map(|(i, &id)| conf_change_entry(ConfChangeType::AddNode, id, 1, i as u64 + 1)).collect();
         self.append(entries)?;
         self.set_hard_state(&HardState { term: 1, vote: 0, commit: voters.len() as u64 })?;
         self.sync()
+    }
+
+    /// etcd's `--force-new-cluster`: turns this member's log into that of a one-member
+    /// cluster holding everything it has, for recovery after a permanent loss of quorum.
+    /// One `RemoveNode` conf-change entry per other member is appended at the current term
+    /// and the log is committed through them. Unlike etcd, which drops the entries this
+    /// member had not yet seen committed, they are kept: a write the cluster acknowledged
+    /// may have been committed elsewhere before this member heard so, and nothing but this
+    /// log holds it any more (an entry never acknowledged may be applied too, which a
+    /// client whose request failed must expect anyway). When the member starts, it applies
+    /// the entries like any committed ones (its member table and conf state shrink to
+    /// itself) and elects itself. Returns the members removed (members of the newest conf
+    /// state, with the logged conf changes not yet applied played forward). Durable when
+    /// it returns.
+    pub fn force_new_cluster(&mut self, me: u64) -> Result<Vec<u64>, StorageError> {
+        let hs = self.st.hard_state.clone();
+        let (since, cs) = self.st.conf_states.last().cloned().unwrap_or_default();
+        let mut members: std::collections::BTreeSet<u64> = cs.voters.iter().chain(&cs.learners).copied().collect();
+        for e in self.st.entries.iter().filter(|e| e.index > since) {
+            let changes: Vec<(i32, u64)> = match EntryType::from_i32(e.entry_type) {
+                Some(EntryType::EntryConfChange) => {
+                    let cc = ConfChange::decode(e.data.as_slice()).map_err(|err| self.corrupt_entry(e.index, err))?;
+                    vec![(cc.change_type, cc.node_id)]
+                }
+                Some(EntryType::EntryConfChangeV2) => raft::eraftpb::ConfChangeV2::decode(e.data.as_slice())
+                    .map_err(|err| self.corrupt_entry(e.index, err))?
+                    .changes
+                    .iter()
+                    .map(|c| (c.change_type, c.node_id))
+                    .collect(),
+                _ => continue,
+            };
+            for (kind, id) in changes {
+                if kind == ConfChangeType::RemoveNode as i32 {
+                    members.remove(&id);
+                } else {
+                    members.insert(id);
+                }
+            }
+        }
+        let removed: Vec<u64> = members.into_iter().filter(|id| *id != me).collect();
+        let last = self.st.last_index();
+        let term = self.st.entries.last().map_or(hs.term, |e| e.term.max(hs.term));
+        let entries: Vec<Entry> = removed
+            .iter()
+            .enumerate()
+            .map(|(i, &id)| conf_change_entry(ConfChangeType::RemoveNode, id, term, last + 1 + i as u64))
+            .collect();
+        let commit = last + entries.len() as u64;
+        self.append(entries)?;
+        self.set_hard_state(&HardState { term, commit, ..hs })?;
+        self.sync()?;
+        Ok(removed)
+    }
+
+    fn corrupt_entry(&self, index: u64, err: raft_prost::DecodeError) -> StorageError {
+        let pos = self.st.entries.iter().position(|e| e.index == index).map_or(0, |i| self.st.entry_pos[i]);
+        StorageError::Corrupt { pos, kind: records::ENTRY, detail: format!("conf change entry {index}: {err}") }
     }
 
     /// Sets the applied index the driver starts from (see `applied_hint`).

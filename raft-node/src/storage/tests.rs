@@ -168,3 +168,69 @@ fn snapshot_pairs_source_data_with_term_and_conf_state() {
     assert_eq!(snap.data, b"state");
     assert!(s.snapshot(4, 2).is_err(), "the source is behind the requested index");
 }
+
+fn conf_change(index: u64, term: u64, kind: ConfChangeType, node_id: u64) -> Entry {
+    let cc = ConfChange { change_type: kind as i32, node_id, ..Default::default() };
+    Entry { index, term, entry_type: EntryType::EntryConfChange as i32, data: cc.encode_to_vec(), ..Default::default() }
+}
+
+fn removals(s: &WalStorage, from: u64) -> Vec<u64> {
+    let last = s.last_index().unwrap();
+    s.entries(from, last + 1, None, GetEntriesContext::empty(false))
+        .unwrap()
+        .iter()
+        .map(|e| {
+            assert_eq!(e.entry_type, EntryType::EntryConfChange as i32);
+            let cc = ConfChange::decode(e.data.as_slice()).unwrap();
+            assert_eq!(cc.change_type, ConfChangeType::RemoveNode as i32);
+            cc.node_id
+        })
+        .collect()
+}
+
+#[test]
+fn force_new_cluster_keeps_the_log_and_removes_every_other_member() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = open(dir.path(), 1 << 20);
+    s.bootstrap(&[1, 2, 3]).unwrap(); // entries 1..=3, committed
+    s.record_conf_state(3, &ConfState { voters: vec![1, 2, 3], ..Default::default() }).unwrap();
+    // 4: data; 5: learner 7 added (not applied yet); 6: data not known to be committed;
+    // 7: member 3 removed (not known to be committed)
+    let log = vec![
+        ent(4, 2),
+        conf_change(5, 2, ConfChangeType::AddLearnerNode, 7),
+        ent(6, 2),
+        conf_change(7, 2, ConfChangeType::RemoveNode, 3),
+    ];
+    s.append(log).unwrap();
+    s.set_hard_state(&HardState { term: 3, vote: 1, commit: 5 }).unwrap();
+    s.sync().unwrap();
+
+    assert_eq!(s.force_new_cluster(1).unwrap(), vec![2, 7]);
+    let check = |s: &WalStorage| {
+        assert_eq!(s.last_index().unwrap(), 9, "two removals after the log");
+        assert_eq!(removals(s, 8), vec![2, 7]);
+        assert_eq!(s.term(8).unwrap(), 3);
+        assert_eq!(s.hard_state(), &HardState { term: 3, vote: 1, commit: 9 });
+        assert_eq!(s.entries(6, 7, None, GetEntriesContext::empty(false)).unwrap()[0].data, b"e6t2", "kept");
+    };
+    check(&s);
+    drop(s);
+    check(&open(dir.path(), 1 << 20));
+}
+
+#[test]
+fn force_new_cluster_of_a_lone_member_commits_its_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = open(dir.path(), 1 << 20);
+    s.bootstrap(&[1]).unwrap();
+    s.record_conf_state(1, &ConfState { voters: vec![1], ..Default::default() }).unwrap();
+    s.append(vec![ent(2, 2), ent(3, 2)]).unwrap();
+    s.set_hard_state(&HardState { term: 2, vote: 1, commit: 2 }).unwrap();
+    s.sync().unwrap();
+    assert_eq!(s.force_new_cluster(1).unwrap(), Vec::<u64>::new());
+    drop(s);
+    let s = open(dir.path(), 1 << 20);
+    assert_eq!(terms(&s), vec![(1, 1), (2, 2), (3, 2)]);
+    assert_eq!(s.hard_state().commit, 3);
+}

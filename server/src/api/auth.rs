@@ -156,6 +156,10 @@ impl<P: Proposer> Auth for AuthService<P> {
                 other => return Err(mismatch(kind, &other)),
             };
             if checked == self.auth.view().revision() {
+                let token = self.auth.token_for(token, &name, checked).ok_or_else(|| {
+                    tracing::warn!(user = %name, "cannot issue a JWT: this member has no --auth-token priv-key");
+                    rpc_error(RequestError::Storage(cairn_storage::Error::Auth(cairn_storage::auth::AuthError::AuthFailed)))
+                })?;
                 return Ok(Response::new(AuthenticateResponse { header: self.header(revision), token }));
             }
             tracing::info!(user = %name, "the auth revision moved while the password was checked; checking again");

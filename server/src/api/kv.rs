@@ -151,7 +151,18 @@ impl<P: Proposer> Kv for KvService<P> {
         validate::check_txn(request.get_ref(), self.max_txn_ops).map_err(rpc_error)?;
         let who = self.auth.who(&request)?;
         let request = request.into_inner();
-        // Always through the write path, read-only or not: one order for all transactions.
+        if cairn_storage::txn::is_read_only(&request) {
+            // as etcd: a Txn that writes nothing is a read (a ReadIndex round unless every
+            // range in it is serializable), answered from one committed revision
+            if !cairn_storage::txn::is_serializable(&request) {
+                self.proposer.read_barrier().await.map_err(rpc_error)?;
+            }
+            self.auth.check_txn(&who, &request)?;
+            let mut response = self.store.read_txn(&request).map_err(rpc_error)?;
+            self.metrics.count_txn(&response);
+            self.membership.fill(&mut response.header);
+            return Ok(Response::new(response));
+        }
         let command = Command::Txn(request);
         let kind = request_kind(&command);
         match self.propose(&who, command).await? {

@@ -36,6 +36,9 @@ pub fn to_status(err: &RequestError) -> Status {
         ),
         RequestError::NotSupportedForLearner => (Code::Unavailable, "etcdserver: rpc not supported for learner"),
         RequestError::UnhealthyCluster => (Code::Unavailable, "etcdserver: unhealthy cluster"),
+        RequestError::NotEnoughStartedMembers => {
+            (Code::FailedPrecondition, "etcdserver: re-configuration failed due to not enough started members")
+        }
         RequestError::NotLeader(message) => (Code::FailedPrecondition, *message),
         RequestError::ResponseMismatch { .. } => {
             return Status::internal(format!("cairn: {err}"));

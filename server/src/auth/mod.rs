@@ -10,8 +10,10 @@
 //! * bcrypt runs only here, on the blocking pool, never under a lock nor on the apply
 //!   thread: hashing a new password before proposing it (as etcd 3.5 does), checking a
 //!   login's password before proposing the login.
-//! * `tokens.rs`: the simple-token table.
+//! * `tokens.rs`: the simple-token table; `jwt.rs`: JWT tokens (`--auth-token jwt,…`),
+//!   which carry the user and auth revision themselves.
 
+pub mod jwt;
 pub mod tokens;
 
 use std::sync::Arc;
@@ -23,6 +25,7 @@ use tonic::metadata::MetadataMap;
 
 use crate::error::RequestError;
 
+pub use jwt::JwtTokens;
 pub use tokens::SimpleTokens;
 
 /// etcd's `--bcrypt-cost` default (bcrypt.DefaultCost).
@@ -38,6 +41,8 @@ fn refused(e: AuthError) -> RequestError {
 pub struct Authenticator {
     store: Arc<Store>,
     tokens: Arc<SimpleTokens>,
+    /// `--auth-token jwt,…`: tokens are JWTs, not simple tokens.
+    jwt: Option<Arc<JwtTokens>>,
     bcrypt_cost: u32,
     client_cert_auth: bool,
 }
@@ -47,7 +52,22 @@ impl Authenticator {
     /// `--bcrypt-cost` (etcd's default replaces a cost bcrypt refuses).
     pub fn new(store: Arc<Store>, tokens: Arc<SimpleTokens>, bcrypt_cost: u32, client_cert_auth: bool) -> Authenticator {
         let bcrypt_cost = if (4..=31).contains(&bcrypt_cost) { bcrypt_cost } else { DEFAULT_BCRYPT_COST };
-        Authenticator { store, tokens, bcrypt_cost, client_cert_auth }
+        Authenticator { store, tokens, jwt: None, bcrypt_cost, client_cert_auth }
+    }
+
+    /// Tokens are the JWTs `jwt` issues and checks instead of simple tokens.
+    pub fn with_jwt(mut self, jwt: Option<Arc<JwtTokens>>) -> Authenticator {
+        self.jwt = jwt;
+        self
+    }
+
+    /// The token for `user`, who logged in at auth revision `revision` (proposed as
+    /// `simple`): a JWT when tokens are JWTs; `None` on a member that can only verify them.
+    pub fn token_for(&self, simple: String, user: &str, revision: u64) -> Option<String> {
+        match &self.jwt {
+            None => Some(simple),
+            Some(jwt) => jwt.assign(user, revision),
+        }
     }
 
     /// The current auth state.
@@ -69,8 +89,15 @@ impl Authenticator {
         }
         let token = metadata.get("token").or_else(|| metadata.get("authorization"));
         if let Some(token) = token {
-            let user = token.to_str().ok().and_then(|t| self.tokens.user(t)).ok_or(refused(AuthError::InvalidAuthToken))?;
-            return Ok(Some(AuthInfo { username: user, revision: view.revision() }));
+            let token = token.to_str().map_err(|_| refused(AuthError::InvalidAuthToken))?;
+            let (username, revision) = match &self.jwt {
+                // a JWT carries the revision it was issued at; an old one is refused
+                // where permissions are checked
+                Some(jwt) => jwt.info(token),
+                None => self.tokens.user(token).map(|u| (u, view.revision())),
+            }
+            .ok_or(refused(AuthError::InvalidAuthToken))?;
+            return Ok(Some(AuthInfo { username, revision }));
         }
         if self.client_cert_auth {
             if let Some(cn) = common_name.filter(|cn| !cn.is_empty()) {
@@ -172,6 +199,15 @@ impl AuthGate {
         let who = self.who(request)?;
         match &self.0 {
             Some(a) => a.check_admin(&who).map_err(crate::api::status::rpc_error),
+            None => Ok(()),
+        }
+    }
+
+    /// Refuses a Txn `who` may not run (a read-only Txn, served without the write path
+    /// whose apply would check it).
+    pub fn check_txn(&self, who: &Option<AuthInfo>, txn: &cairn_proto::etcdserverpb::TxnRequest) -> Result<(), tonic::Status> {
+        match &self.0 {
+            Some(a) => a.view().check_txn(who.as_ref(), txn).map_err(|e| crate::api::status::rpc_error(StorageError::Auth(e))),
             None => Ok(()),
         }
     }

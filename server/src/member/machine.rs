@@ -20,8 +20,6 @@ use cairn_proto::cairnpb::internal_request::Request;
 use cairn_proto::cairnpb::{ConfChangeContext, InternalRequest, MemberTable};
 use cairn_raft_node::raft::eraftpb::ConfState;
 use cairn_raft_node::{AppliedConfChange, SnapshotSource, StateMachine, StateMachineError};
-use cairn_proto::etcdserverpb::response_op::Response;
-use cairn_proto::etcdserverpb::TxnResponse;
 use cairn_storage::watch::WatchHub;
 use cairn_storage::{ApplyResponse, Error as StorageError, Store};
 use prost::Message;
@@ -123,38 +121,12 @@ fn count_applied(m: &Metrics, req: &InternalRequest, applied: &ApplyResponse) {
     match (applied, &req.request) {
         (ApplyResponse::Put(_), _) => m.puts.inc(),
         (ApplyResponse::DeleteRange(_), _) => m.deletes.inc(),
-        (ApplyResponse::Txn(t), _) => {
-            let (ranges, puts, deletes) = txn_ops(t);
-            m.ranges.add(ranges);
-            m.puts.add(puts);
-            m.deletes.add(deletes);
-            if ranges + puts + deletes > 1 {
-                m.txns.inc();
-            }
-        }
+        (ApplyResponse::Txn(t), _) => m.count_txn(t),
         (ApplyResponse::LeaseGrant(_), _) => m.leases_granted.inc(),
         (ApplyResponse::LeaseRevoke(_), _) => m.leases_revoked.inc(),
         (ApplyResponse::LeaseExpire { .. }, Some(Request::LeaseExpire(e))) => m.leases_revoked.add(e.ids.len() as u64),
         _ => {}
     }
-}
-
-/// The (ranges, puts, deletes) a txn ran, nested txns included.
-fn txn_ops(t: &TxnResponse) -> (u64, u64, u64) {
-    let mut counts = (0, 0, 0);
-    for op in &t.responses {
-        match &op.response {
-            Some(Response::ResponseRange(_)) => counts.0 += 1,
-            Some(Response::ResponsePut(_)) => counts.1 += 1,
-            Some(Response::ResponseDeleteRange(_)) => counts.2 += 1,
-            Some(Response::ResponseTxn(inner)) => {
-                let (r, p, d) = txn_ops(inner);
-                counts = (counts.0 + r, counts.1 + p, counts.2 + d);
-            }
-            None => {}
-        }
-    }
-    counts
 }
 
 /// The member table a store holds, if it holds one that decodes.

@@ -38,11 +38,12 @@ pub mod machine;
 pub mod proposer;
 pub mod quota;
 pub mod raft_control;
+mod reconfig;
 pub mod raft_proposer;
 pub mod role;
 pub mod table;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -58,6 +59,8 @@ use cairn_storage::{ApplyResponse, StorageEngine, Store, StoreConfig};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
+
+use self::control::ClusterControl as _;
 
 use self::bootstrap::{fetch_cluster, read_identity, write_identity, Identity};
 use self::identity::{compute_cluster_id, InitialMember, Membership, RaftTerm};
@@ -106,6 +109,8 @@ pub struct MemberOptions {
     pub quota_backend_bytes: i64,
     /// Where the member's metrics are counted (`/metrics` renders them).
     pub metrics: Arc<Metrics>,
+    /// `--strict-reconfig-check`: refuse membership changes that would lose quorum.
+    pub strict_reconfig_check: bool,
 }
 
 impl Default for MemberOptions {
@@ -123,6 +128,7 @@ impl Default for MemberOptions {
             warn_apply_duration: Duration::from_millis(100),
             quota_backend_bytes: 0,
             metrics: Arc::new(Metrics::new()),
+            strict_reconfig_check: true,
         }
     }
 }
@@ -153,6 +159,8 @@ pub struct MemberSetup {
     pub peer_tls: Option<cairn_raft_node::transport::PeerTls>,
     /// `--wal-dir`: the Raft log's folder when not `<data-dir>/member/raft`.
     pub wal_dir: Option<PathBuf>,
+    /// `--force-new-cluster`: start as a one-member cluster with this member's data.
+    pub force_new_cluster: bool,
     /// Limits and tuning.
     pub options: MemberOptions,
 }
@@ -295,6 +303,9 @@ impl Member {
         let unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         cfg.request_id_clock_ms = unix_ms;
         let raft_dir = setup.wal_dir.clone().unwrap_or_else(|| member_dir.join("raft"));
+        if setup.force_new_cluster {
+            force_new_cluster(&raft_dir, cfg.wal.clone(), me, identity.cluster_id).await?;
+        }
         let peer_mailbox = inbox.mailbox();
         let node = {
             let raft_dir = raft_dir.clone();
@@ -360,7 +371,13 @@ impl Member {
             client_urls: setup.client_urls.clone(),
             raft_term: RaftTerm::new(handle.leader().term),
         });
-        let control = Arc::new(RaftControl::new(me, setup.token.clone(), handle.clone(), members.clone()));
+        let control = Arc::new(RaftControl::new(
+            me,
+            setup.token.clone(),
+            handle.clone(),
+            members.clone(),
+            setup.options.strict_reconfig_check.then_some(setup.election_ms / tick),
+        ));
         let peer_service = PeerService::new(me, identity.cluster_id, peer_mailbox, 8 << 30);
         let lease_forward =
             Arc::new(LeaseForwarder::new(me, handle.clone(), members.clone(), setup.peer_tls.clone()));
@@ -445,8 +462,10 @@ impl Member {
         self.handle.leader_watch()
     }
 
-    /// Stops the tasks, then the node (its log holds everything acknowledged).
+    /// Hands leadership over (see [`Member::hand_over_leadership`]), stops the tasks, then
+    /// the node (its log holds everything acknowledged).
     pub async fn shutdown(mut self) {
+        self.hand_over_leadership().await;
         let _ = self.stop_tasks.send(true);
         for t in self.tasks.drain(..) {
             if let Err(e) = t.await {
@@ -459,6 +478,42 @@ impl Member {
         }
         if let Err(e) = self.store.sync_backend() {
             warn!(error = %e, "syncing the store at shutdown failed (the log replays it)");
+        }
+    }
+}
+
+impl Member {
+    /// etcd's `TransferLeadership` on stop: a leader that is told to stop first hands its
+    /// leadership to the voter holding the most of its log (ties: the lowest id), so the
+    /// cluster does not wait an election timeout without a leader (clients see no gap in a
+    /// rolling restart). A member that failed or was removed just stops; a failed transfer
+    /// is logged and the member stops anyway, as etcd's.
+    async fn hand_over_leadership(&self) {
+        let me = self.membership.member_id;
+        if self.failed.get().is_some() || self.stop.borrow().is_some() {
+            return;
+        }
+        let Ok(status) = self.handle.status().await else { return };
+        let local = format!("{me:x}");
+        if status.leader.id != me {
+            info!(local_member_id = %local, "skipped leadership transfer; local server is not leader");
+            return;
+        }
+        let transferee = status
+            .progress
+            .iter()
+            .filter(|(id, _)| *id != me && status.conf.voters.contains(id))
+            .max_by_key(|(id, matched)| (*matched, std::cmp::Reverse(*id)))
+            .map(|(id, _)| *id);
+        let Some(transferee) = transferee else {
+            info!(local_member_id = %local, "skipped leadership transfer for single voting member cluster");
+            return;
+        };
+        let target = format!("{transferee:x}");
+        info!(local_member_id = %local, current_leader_member_id = %local, transferee_member_id = %target, "leadership transfer starting");
+        match self.control.move_leader(transferee).await {
+            Ok(()) => info!(local_member_id = %local, old_leader_member_id = %local, new_leader_member_id = %target, "leadership transfer finished"),
+            Err(e) => warn!(local_member_id = %local, error = %e, "leadership transfer failed"),
         }
     }
 }
@@ -524,6 +579,26 @@ impl Halt {
         let _ = self.failed.set(reason.clone());
         self.stop.send_if_modified(|s| s.is_none() && s.replace(MemberStop::Failed(reason)).is_none());
     }
+}
+
+/// `--force-new-cluster`: rewrites the member's Raft log into a one-member cluster's (see
+/// `cairn_raft_node::WalStorage::force_new_cluster`) before the node opens it.
+async fn force_new_cluster(raft_dir: &Path, wal: cairn_raft_node::WalOptions, me: u64, cluster_id: u64) -> Result<(), ServerError> {
+    let dir = raft_dir.to_path_buf();
+    let forced = tokio::task::spawn_blocking(move || cairn_raft_node::force_new_cluster(&dir, wal, me))
+        .await
+        .map_err(|e| ServerError::ProposerThread(std::io::Error::other(e)))?
+        .map_err(|e| ServerError::Raft(e.to_string()))?;
+    match forced {
+        None => info!("--force-new-cluster: no earlier Raft state, starting a new cluster"),
+        Some(removed) => warn!(
+            cluster_id = %format!("{cluster_id:x}"),
+            local_member_id = %format!("{me:x}"),
+            removed_member_ids = ?removed.iter().map(|id| format!("{id:x}")).collect::<Vec<_>>(),
+            "forcing restart member: a one-member cluster with this member's data (remove --force-new-cluster before the next start)"
+        ),
+    }
+    Ok(())
 }
 
 /// Tells the transport where every other member is.

@@ -6,6 +6,7 @@
 //! its replicated member table (`members.rs`) in log order; the call answers once this
 //! member applied the change.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -21,6 +22,7 @@ use crate::member::table::{to_member, Members};
 use crate::member::identity::compute_member_id;
 use crate::member::machine::Output;
 use crate::member::raft_proposer::node_error;
+use crate::member::reconfig::ClusterView;
 
 /// How long MoveLeader waits for the transferee to take over.
 const MOVE_LEADER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -37,12 +39,33 @@ pub struct RaftControl {
     token: String,
     handle: NodeHandle<Output>,
     members: Arc<Members>,
+    /// `--strict-reconfig-check`, and the ticks within which a peer heard counts as
+    /// connected (an election timeout); see `reconfig.rs`.
+    strict: Option<u64>,
 }
 
 impl RaftControl {
-    /// Control of the cluster member `me` belongs to.
-    pub fn new(me: u64, token: String, handle: NodeHandle<Output>, members: Arc<Members>) -> RaftControl {
-        RaftControl { me, token, handle, members }
+    /// Control of the cluster member `me` belongs to; `strict` is `--strict-reconfig-check`
+    /// with the election timeout in ticks.
+    pub fn new(me: u64, token: String, handle: NodeHandle<Output>, members: Arc<Members>, strict: Option<u64>) -> RaftControl {
+        RaftControl { me, token, handle, members, strict }
+    }
+
+    /// The strict reconfiguration check's view of the cluster, or `None` when the check is
+    /// off.
+    async fn strict_view(&self) -> Result<Option<ClusterView>, RequestError> {
+        let Some(window) = self.strict else { return Ok(None) };
+        let status = self.handle.status().await.map_err(|_| RequestError::Stopped)?;
+        let voters: Vec<(u64, bool)> =
+            self.members.list().iter().filter(|m| !m.is_learner).map(|m| (m.id, !m.name.is_empty())).collect();
+        let heard: HashSet<u64> = status.heard.iter().filter(|(_, ago)| *ago <= window).map(|(id, _)| *id).collect();
+        let connected = if status.leader.id == self.me {
+            heard
+        } else {
+            // a follower hears only the leader (see reconfig.rs)
+            voters.iter().map(|(id, _)| *id).filter(|id| *id != status.leader.id || heard.contains(id)).collect()
+        };
+        Ok(Some(ClusterView { me: self.me, voters, connected }))
     }
 
     async fn conf_change(&self, change: ConfChangeRequest, context: Vec<u8>) -> Result<(), RequestError> {
@@ -89,6 +112,11 @@ impl ClusterControl for RaftControl {
         if self.members.with_peer_url(&peer_urls).is_some() {
             return Err(RequestError::PeerUrlExists);
         }
+        if !learner {
+            if let Some(view) = self.strict_view().await? {
+                view.may_add_voter()?;
+            }
+        }
         let id = self.new_member_id(&peer_urls);
         let record = MemberRecord { id, peer_urls, is_learner: learner, ..Default::default() };
         let context = ConfChangeContext { member: Some(record.clone()) }.encode_to_vec();
@@ -98,8 +126,13 @@ impl ClusterControl for RaftControl {
     }
 
     async fn remove_member(&self, id: u64) -> Result<(), RequestError> {
-        if self.members.get(id).is_none() {
+        let Some(member) = self.members.get(id) else {
             return Err(if self.members.was_removed(id) { RequestError::MemberRemoved } else { RequestError::MemberNotFound });
+        };
+        if !member.is_learner {
+            if let Some(view) = self.strict_view().await? {
+                view.may_remove_voter(id)?;
+            }
         }
         self.conf_change(ConfChangeRequest::Remove(id), Vec::new()).await
     }
@@ -136,6 +169,9 @@ impl ClusterControl for RaftControl {
                     if !learner_ready(matched, status.log.1) {
                         return Err(RequestError::LearnerNotReady);
                     }
+                }
+                if let Some(view) = self.strict_view().await? {
+                    view.may_promote()?;
                 }
                 self.conf_change(ConfChangeRequest::Promote(id), Vec::new()).await
             }

@@ -17,11 +17,11 @@
 //!   fsyncs, leader changes, commit and apply indexes and pending proposals after each
 //!   `Ready`, failed proposals, heartbeats that could not be queued, peer bytes and
 //!   heartbeat round trips (`To`/`From` labels: the peer's ID in hex, as etcd);
-//! - the state machine (`member/machine.rs`) counts applied puts, deletes, txns (a write txn
-//!   of more than one operation, as etcd's `txn_total`; the operations inside count as
-//!   puts, deletes and ranges), lease grants and revocations (expiry included) and slow
-//!   applies; the KV service counts served ranges; the lessor counts renewals (on the
-//!   leader, as etcd);
+//! - the state machine (`member/machine.rs`) counts applied puts, deletes, txns (a txn of
+//!   more than one operation, as etcd's `txn_total`; the operations inside count as puts,
+//!   deletes and ranges), lease grants and revocations (expiry included) and slow applies;
+//!   the KV service counts served ranges and read-only txns (served without the log); the
+//!   lessor counts renewals (on the leader, as etcd);
 //! - the backend sync (`member/mod.rs`) times `etcd_disk_backend_commit_duration_seconds`;
 //! - gauges of state (leader, store sizes, revisions, keys, watches) are set from the
 //!   member when scraped, so they are never stale.
@@ -38,6 +38,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cairn_proto::etcdserverpb::response_op::Response;
+use cairn_proto::etcdserverpb::TxnResponse;
 use cairn_raft_node::NodeObserver;
 use parking_lot::RwLock;
 
@@ -272,6 +274,18 @@ impl Metrics {
         registry::render(&ones)
     }
 
+    /// Counts a txn as etcd's mvcc counts it: the ranges, puts and deletes of the branch it
+    /// ran (nested txns included), and the txn itself when it ran more than one operation.
+    pub(crate) fn count_txn(&self, t: &TxnResponse) {
+        let (ranges, puts, deletes) = txn_ops(t);
+        self.ranges.add(ranges);
+        self.puts.add(puts);
+        self.deletes.add(deletes);
+        if ranges + puts + deletes > 1 {
+            self.txns.inc();
+        }
+    }
+
     fn peer(&self, id: u64) -> Arc<PeerSeries> {
         if let Some(p) = self.peers.read().get(&id) {
             return p.clone();
@@ -284,6 +298,24 @@ impl Metrics {
         });
         self.peers.write().entry(id).or_insert(series).clone()
     }
+}
+
+/// The (ranges, puts, deletes) a txn ran, nested txns included.
+fn txn_ops(t: &TxnResponse) -> (u64, u64, u64) {
+    let mut counts = (0, 0, 0);
+    for op in &t.responses {
+        match &op.response {
+            Some(Response::ResponseRange(_)) => counts.0 += 1,
+            Some(Response::ResponsePut(_)) => counts.1 += 1,
+            Some(Response::ResponseDeleteRange(_)) => counts.2 += 1,
+            Some(Response::ResponseTxn(inner)) => {
+                let (r, p, d) = txn_ops(inner);
+                counts = (counts.0 + r, counts.1 + p, counts.2 + d);
+            }
+            None => {}
+        }
+    }
+    counts
 }
 
 impl Default for Metrics {

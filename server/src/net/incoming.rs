@@ -8,13 +8,13 @@ use futures::Stream;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
-use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 use tonic::transport::server::TcpIncoming;
 use tracing::{debug, warn};
 
 use crate::net::authority::AuthorityFix;
+use crate::net::tls_reload::ServerTls;
 
 /// A client's TLS handshake must finish within this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -37,7 +37,7 @@ pub(crate) fn plain(
 /// stream is dropped (tonic drops it at shutdown).
 pub(crate) fn tls(
     listener: TcpListener,
-    acceptor: TlsAcceptor,
+    tls: ServerTls,
 ) -> impl Stream<Item = io::Result<AuthorityFix<TlsStream<TcpStream>>>> {
     let (tx, rx) = mpsc::channel(HANDSHAKEN_QUEUE);
     tokio::spawn(async move {
@@ -57,7 +57,7 @@ pub(crate) fn tls(
             if let Err(e) = stream.set_nodelay(true) {
                 debug!(%peer, error = %e, "cannot set TCP_NODELAY");
             }
-            let acceptor = acceptor.clone();
+            let acceptor = tls.acceptor();
             let tx = tx.clone();
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {

@@ -1,5 +1,6 @@
 //! Networking: client and peer listeners (`listen`, `incoming`, `serve`), TLS (`tls`,
-//! `peer_tls`, `tls_policy`), the HTTP endpoints for probes and scrapers (`http`; on the
+//! `peer_tls`, `tls_policy`, certificate reload in `tls_reload`, Go's
+//! client-certificate rules in `tls_verify`), the HTTP endpoints for probes and scrapers (`http`; on the
 //! client URLs beside gRPC, `client_http`), and adapters that make hyper/tonic answer like
 //! grpc-go (`authority`, `limits`).
 
@@ -13,3 +14,5 @@ pub mod peer_tls;
 pub mod serve;
 pub mod tls;
 pub mod tls_policy;
+pub mod tls_reload;
+pub mod tls_verify;

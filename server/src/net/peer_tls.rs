@@ -9,7 +9,6 @@
 
 use std::path::Path;
 
-use tokio_rustls::TlsAcceptor;
 use cairn_raft_node::transport::PeerTls;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 use tracing::warn;
@@ -17,7 +16,8 @@ use tracing::warn;
 use crate::startup::config::Config;
 use crate::error::ServerError;
 use crate::net::listen::ClientUrl;
-use crate::net::tls::{read, server_tls, TlsFlags};
+use crate::net::tls::{read, TlsFlags};
+use crate::net::tls_reload::ServerTls;
 use crate::net::tls_policy::TlsPolicy;
 
 /// The acceptor for peer listeners and the client TLS for dialling peers; each `None`
@@ -26,7 +26,7 @@ pub fn peer_tls(
     config: &Config,
     data_dir: &Path,
     listen: &[ClientUrl],
-) -> Result<(Option<TlsAcceptor>, Option<PeerTls>), ServerError> {
+) -> Result<(Option<ServerTls>, Option<PeerTls>), ServerError> {
     let flags = TlsFlags {
         cert_file: config.peer_cert_file.clone(),
         key_file: config.peer_key_file.clone(),
@@ -38,7 +38,7 @@ pub fn peer_tls(
         policy: TlsPolicy::from_config(config)?,
     };
     let hosts: Vec<String> = listen.iter().map(|u| u.host.clone()).collect();
-    let acceptor = server_tls(&flags, &hosts)?;
+    let acceptor = ServerTls::new(flags.clone(), hosts)?;
     let dials_tls = config.initial_advertise_peer_urls.iter().any(|u| u.starts_with("https://"))
         || config.initial_cluster().contains("https://");
     if !dials_tls && flags.trusted_ca_file.is_none() && flags.cert_file.is_none() {

@@ -14,8 +14,8 @@ use cairn_storage::Store;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tokio_rustls::TlsAcceptor;
 use cairn_raft_node::LeaderInfo;
+use crate::net::tls_reload::ServerTls;
 use tonic::service::Routes;
 use tonic_health::pb::health_server::HealthServer;
 use tonic_health::server::{HealthReporter, HealthService};
@@ -193,7 +193,7 @@ pub(crate) struct PeerListeners {
     /// Where to listen.
     pub(crate) urls: Vec<ClientUrl>,
     /// Peer TLS (`--peer-cert-file` ...), for `https://` URLs.
-    pub(crate) tls: Option<TlsAcceptor>,
+    pub(crate) tls: Option<ServerTls>,
     /// The services.
     pub(crate) routes: tonic::service::Routes,
     /// Says why this member must stop (removed from the cluster, or its node failed).
@@ -205,7 +205,7 @@ pub(crate) struct PeerListeners {
 /// Binds every URL, logs readiness, serves until a signal or a server failure, then drains.
 pub(crate) async fn serve<P: Proposer>(
     urls: &[ClientUrl],
-    tls: Option<TlsAcceptor>,
+    tls: Option<ServerTls>,
     services: Services<P>,
     mut peers: Option<PeerListeners>,
 ) -> Result<(), ServerError> {
@@ -253,7 +253,7 @@ pub(crate) async fn serve<P: Proposer>(
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut servers = JoinSet::new();
     let mut bound_urls = Vec::with_capacity(urls.len());
-    let mut spawn = |(url, bound, listener, router, tls, kind): (ClientUrl, String, _, tonic::transport::server::Router<_>, Option<TlsAcceptor>, &str)| -> Result<(), ServerError> {
+    let mut spawn = |(url, bound, listener, router, tls, kind): (ClientUrl, String, _, tonic::transport::server::Router<_>, Option<ServerTls>, &str)| -> Result<(), ServerError> {
         let mut stop = stop_rx.clone();
         let shutdown = async move {
             // An error means the sender is gone: stop as well.

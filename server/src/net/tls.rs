@@ -9,7 +9,10 @@
 //!   `<data-dir>/fixtures/client/{cert,key}.pem`, generated on first start and reused after;
 //!   client-certificate authentication does not apply to it (etcd ignores it too);
 //! - `--client-crl-file` refuses client certificates the list revokes;
-//! - `--tls-min-version`, `--tls-max-version`, `--cipher-suites`: see `tls_policy.rs`.
+//! - a client certificate that is itself in the trusted CA file is accepted, as Go does
+//!   (see `tls_verify.rs`);
+//! - `--tls-min-version`, `--tls-max-version`, `--cipher-suites`: see `tls_policy.rs`;
+//! - certificates rotated on disk are served to new connections: see `tls_reload.rs`.
 //!
 //! The server does the TLS handshake itself (not through tonic) so that the decrypted stream
 //! can pass through [`crate::net::authority::AuthorityFix`] before hyper sees it. ALPN offers
@@ -29,6 +32,8 @@ use tracing::{info, warn};
 use crate::startup::config::Config;
 use crate::error::{ConfigError, ServerError};
 use crate::net::tls_policy::TlsPolicy;
+use crate::net::tls_reload::ServerTls;
+use crate::net::tls_verify::GoClientVerifier;
 
 /// TLS material that could not be read, generated or used.
 #[derive(Debug, thiserror::Error)]
@@ -77,7 +82,7 @@ pub fn client_tls(
     config: &Config,
     data_dir: &Path,
     hosts: &[String],
-) -> Result<Option<TlsAcceptor>, ServerError> {
+) -> Result<Option<ServerTls>, ServerError> {
     let flags = TlsFlags {
         cert_file: config.cert_file.clone(),
         key_file: config.key_file.clone(),
@@ -88,7 +93,7 @@ pub fn client_tls(
         crl_file: config.client_crl_file.clone(),
         policy: TlsPolicy::from_config(config)?,
     };
-    server_tls(&flags, hosts)
+    ServerTls::new(flags, hosts.to_vec())
 }
 
 /// The TLS flags of one listener kind (client: `--cert-file` ...; peer: `--peer-cert-file` ...).
@@ -112,8 +117,9 @@ pub struct TlsFlags {
     pub policy: TlsPolicy,
 }
 
-/// The TLS acceptor for listeners configured by `flags`, or `None` without a certificate.
-pub fn server_tls(flags: &TlsFlags, hosts: &[String]) -> Result<Option<TlsAcceptor>, ServerError> {
+/// The TLS acceptor for listeners configured by `flags` as the files are now, or `None`
+/// without a certificate (listeners use [`ServerTls`], which follows the files).
+pub(crate) fn build_acceptor(flags: &TlsFlags, hosts: &[String]) -> Result<Option<TlsAcceptor>, ServerError> {
     let config = flags;
     let (certs, key) = match (&config.cert_file, &config.key_file) {
         (Some(cert), Some(key)) => {
@@ -141,15 +147,16 @@ pub fn server_tls(flags: &TlsFlags, hosts: &[String]) -> Result<Option<TlsAccept
             .as_ref()
             .ok_or(ConfigError::ClientCertAuthWithoutCa)?;
         let mut roots = RootCertStore::empty();
-        for cert in read_certs(ca)? {
-            roots.add(cert).map_err(TlsError::Rustls)?;
+        let ca_certs = read_certs(ca)?;
+        for cert in &ca_certs {
+            roots.add(cert.clone()).map_err(TlsError::Rustls)?;
         }
         let mut verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
         if let Some(crl) = &config.crl_file {
             verifier = verifier.with_crls(read_crls(crl)?);
         }
         let verifier = verifier.build().map_err(TlsError::Verifier)?;
-        builder.with_client_cert_verifier(verifier)
+        builder.with_client_cert_verifier(Arc::new(GoClientVerifier::new(verifier, ca_certs)))
     } else {
         if config.client_cert_auth {
             warn!("--client-cert-auth is ignored with --auto-tls, as in etcd");

@@ -207,8 +207,8 @@ pub struct Config {
           value_parser = parse_go_bool, action = ArgAction::Set)]
     pub client_cert_auth: bool,
 
-    /// Token kind: `simple` (random tokens kept by each member). JWT tokens are not
-    /// supported yet; naming them is an error at startup.
+    /// Token kind: `simple` (random tokens kept by each member) or
+    /// `jwt,pub-key=PATH,priv-key=PATH,sign-method=RS256|ES256|…,ttl=5m` (signed tokens).
     #[arg(long, env = "ETCD_AUTH_TOKEN", default_value = "simple")]
     pub auth_token: String,
 

@@ -59,7 +59,7 @@ pub struct EtcdOnlyFlags {
     #[arg(long, env = "ETCD_PROXY_READ_TIMEOUT")]
     pub proxy_read_timeout: Option<String>,
 
-    /// Start as a one-member cluster keeping the data; not supported yet (refused when set)
+    /// Restart this member as a one-member cluster keeping its data (recovery after losing quorum; remove the flag afterwards)
     #[arg(long, env = "ETCD_FORCE_NEW_CLUSTER", num_args = 0..=1, require_equals = true,
           default_value = "false", default_missing_value = "true",
           value_parser = parse_go_bool, action = ArgAction::Set)]
@@ -77,7 +77,7 @@ pub struct EtcdOnlyFlags {
     #[arg(long, env = "ETCD_CLIENT_CERT_ALLOWED_HOSTNAME")]
     pub client_cert_allowed_hostname: Option<String>,
 
-    /// Refuse reconfigurations that would lose quorum; cairn does not check started members yet (accepted, ignored)
+    /// Refuse membership changes that would lose quorum (too few started or connected members)
     #[arg(long, env = "ETCD_STRICT_RECONFIG_CHECK", num_args = 0..=1, require_equals = true,
           default_value = "true", default_missing_value = "true",
           value_parser = parse_go_bool, action = ArgAction::Set)]
@@ -343,9 +343,6 @@ impl EtcdOnlyFlags {
     /// refuses to start rather than run differently from what the operator asked.
     pub fn refused(&self) -> Option<(&'static str, &'static str)> {
         let set = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.is_empty());
-        if self.force_new_cluster {
-            return Some(("--force-new-cluster", "not supported yet"));
-        }
         if set(&self.discovery) || set(&self.discovery_srv) {
             return Some(("--discovery/--discovery-srv", "discovery is not supported: list the members with --initial-cluster"));
         }

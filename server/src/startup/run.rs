@@ -93,9 +93,9 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     if config.max_txn_ops == 0 {
         return Err(ConfigError::Zero("max-txn-ops").into());
     }
-    if config.auth_token.split(',').next() != Some("simple") {
-        return Err(ConfigError::AuthToken(config.auth_token.clone()).into());
-    }
+    let jwt = crate::auth::JwtTokens::from_flag(&config.auth_token)
+        .map_err(|e| ConfigError::AuthToken(e.to_string()))?
+        .map(Arc::new);
     // etcd checks --initial-cluster against this member's flags before anything else
     Membership::from_config(&config)?;
     let initial = initial_members(&config)?;
@@ -130,6 +130,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         token_ttl_secs: config.auth_token_ttl,
         warn_apply_duration: config.experimental_warning_apply_duration,
         quota_backend_bytes: config.quota_backend_bytes,
+        strict_reconfig_check: config.etcd_only.strict_reconfig_check,
         ..MemberOptions::default()
     };
     let peer_urls = config
@@ -151,6 +152,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         snapshot_count: config.snapshot_count,
         peer_tls: peer_client_tls,
         wal_dir: config.wal_dir.clone(),
+        force_new_cluster: config.etcd_only.force_new_cluster,
         options,
     };
     let engine = Member::open(setup).await?;
@@ -190,6 +192,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
             tokens: engine.tokens.clone(),
             metrics: engine.metrics.clone(),
             leader: engine.leader_watch(),
+            jwt,
         },
         Some(peers),
     )
@@ -214,6 +217,8 @@ struct Served {
     tokens: Arc<SimpleTokens>,
     metrics: Arc<crate::metrics::Metrics>,
     leader: tokio::sync::watch::Receiver<cairn_raft_node::LeaderInfo>,
+    /// `--auth-token jwt,…`.
+    jwt: Option<Arc<crate::auth::JwtTokens>>,
 }
 
 /// Serves the client (and peer) listeners and the metrics listeners until a signal.
@@ -221,7 +226,7 @@ async fn serve_services(
     config: &Config,
     urls: &[ClientUrl],
     metrics_urls: &[ClientUrl],
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Option<crate::net::tls_reload::ServerTls>,
     s: Served,
     peers: Option<serve::PeerListeners>,
 ) -> Result<(), ServerError> {
@@ -230,7 +235,9 @@ async fn serve_services(
     let (stop_metrics, metrics_stopped) = tokio::sync::watch::channel(false);
     let status = http::StatusSource { store: s.store.clone(), hub: s.hub.clone(), health: s.health, metrics: s.metrics.clone() };
     let metrics = tokio::spawn(http::serve(metrics_listeners, status.clone(), metrics_stopped));
-    let auth = Arc::new(Authenticator::new(s.store.clone(), s.tokens, config.bcrypt_cost, config.client_cert_auth));
+    let auth = Arc::new(
+        Authenticator::new(s.store.clone(), s.tokens, config.bcrypt_cost, config.client_cert_auth).with_jwt(s.jwt),
+    );
     let services = serve::Services::new(
         s.store,
         auth,
