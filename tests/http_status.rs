@@ -5,36 +5,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
-
-use common::{target_kind, Kind, Options, Server};
-
-/// One `GET path`, answered and closed by the server: (status, body).
-fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
-        .expect("connect to the metrics URL");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: */*\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = String::new();
-    stream.read_to_string(&mut raw).expect("read the response");
-    let (head, body) = raw
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("no header end in {raw:?}"));
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line in {head:?}"));
-    (status, head.to_owned(), body.to_owned())
-}
+use common::{http_get as get, target_kind, Kind, Options, Server};
 
 /// The value of an unlabelled sample `name` in a Prometheus text body.
 fn sample(body: &str, name: &str) -> i64 {
@@ -42,8 +13,8 @@ fn sample(body: &str, name: &str) -> i64 {
         .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
         .unwrap_or_else(|| panic!("no {name} sample in\n{body}"))
         .trim()
-        .parse()
-        .unwrap_or_else(|e| panic!("{name}: {e}"))
+        .parse::<f64>()
+        .unwrap_or_else(|e| panic!("{name}: {e}")) as i64
 }
 
 #[test]

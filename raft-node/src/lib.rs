@@ -11,6 +11,8 @@
 //!   batched ReadIndex; I/O (transport, ticks) behind traits.
 //! * [`sim`]: an in-process, seeded, fault-injecting network for deterministic cluster tests.
 //! * [`transport`]: the peer transport over gRPC ([`GrpcTransport`], [`PeerService`]).
+//! * [`observe`]: what the log reports for metrics ([`NodeObserver`], implemented by the
+//!   server), through [`Observer`].
 #![deny(missing_docs)]
 
 //!
@@ -29,6 +31,7 @@ pub mod sim;
 pub mod storage;
 #[cfg(feature = "raft")]
 pub mod transport;
+pub mod observe;
 pub mod wal;
 
 #[cfg(feature = "raft")]
@@ -42,6 +45,7 @@ pub use node::{IdGen, PeerInbox,
 pub use storage::{force_new_cluster, StorageError, WalStorage};
 #[cfg(feature = "raft")]
 pub use transport::{GrpcTransport, PeerService, TransportError, TransportOptions};
+pub use observe::{NodeObserver, Observer};
 pub use wal::{Wal, WalError, WalOptions, WalRecord};
 
 /// raft-rs, re-exported so users name the same types (`eraftpb::Message`, `StateRole`).

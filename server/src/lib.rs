@@ -7,6 +7,8 @@
 //!   (bcrypt, off every lock); the replicated auth state itself is the storage crate's;
 //! - `member/`: the Raft member: the store as state machine, proposals, the member table,
 //!   membership and leadership, lease expiry on the leader, bootstrap;
+//! - `metrics/`: etcd's metric families (registry and text format, the Raft log's observer,
+//!   the gRPC counting layer, the process collector);
 //! - `net/`: listeners, client and peer TLS, the HTTP endpoints (`/health`, `/metrics`),
 //!   and the smoothing of hyper/tonic vs grpc-go differences (`authority`, `limits`);
 //! - `startup/`: flags and environment (`config`), the binary's start-up and shutdown
@@ -22,6 +24,7 @@ pub mod clock;
 pub mod engine;
 pub mod error;
 pub mod member;
+pub mod metrics;
 pub mod net;
 pub mod startup;
 

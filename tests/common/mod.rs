@@ -612,3 +612,37 @@ impl Server {
         }
     }
 }
+
+/// One plain HTTP/1.1 `GET path` at `addr` (`/health`, `/metrics`...), answered and closed by
+/// the server: (status, head, body). Blocking: async tests call it on a multi-threaded
+/// runtime, so the runtime's tasks (their connections) keep running meanwhile.
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String, String) {
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect to the HTTP URL");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: */*\r\nConnection: close\r\n\r\n").unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).expect("read the response");
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no header end in {raw:?}"));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line in {head:?}"));
+    let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
+    let body = if chunked { dechunk(body) } else { body.to_owned() };
+    (status, head.to_owned(), body)
+}
+
+/// The body of a `Transfer-Encoding: chunked` response (Go's servers send large ones so).
+fn dechunk(mut raw: &str) -> String {
+    let mut body = String::new();
+    loop {
+        let Some((size, rest)) = raw.split_once("\r\n") else { return body };
+        let size = usize::from_str_radix(size.trim(), 16).unwrap_or_else(|e| panic!("chunk size {size:?}: {e}"));
+        if size == 0 || rest.len() < size {
+            return body;
+        }
+        body.push_str(&rest[..size]);
+        raw = rest[size..].trim_start_matches("\r\n");
+    }
+}

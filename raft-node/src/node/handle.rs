@@ -5,6 +5,8 @@ use cairn_proto::cairnpb::InternalRequest;
 use raft::eraftpb::{ConfState, Message};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::observe::Observer;
+
 /// Why a request was not carried out. The request may still have been applied when the
 /// answer is [`RequestError::Timeout`] (as in etcd, the client cannot know).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -196,9 +198,16 @@ impl<O> NodeHandle<O> {
 #[derive(Clone)]
 pub struct Mailbox {
     pub(crate) tx: mpsc::UnboundedSender<PeerInput>,
+    /// Where the transport reports bytes, heartbeats and failures (metrics).
+    pub(crate) observer: Observer,
 }
 
 impl Mailbox {
+    /// The observer the transport reports to (see [`crate::observe`]).
+    pub fn observer(&self) -> &Observer {
+        &self.observer
+    }
+
     /// Delivers a raft message from a peer. False if the node is gone.
     pub fn deliver(&self, msg: Message) -> bool {
         self.tx.send(PeerInput::Message(Box::new(msg))).is_ok()

@@ -37,6 +37,7 @@ pub use pending::IdGen;
 pub use runner::{IntervalTicker, ManualTicker, Ticker};
 
 use crate::machine::{AppliedConfChange, StateMachine, StateMachineError};
+use crate::observe::Observer;
 use crate::storage::{StorageError, WalStorage};
 use crate::wal::WalOptions;
 use handle::{Command, PeerInput};
@@ -141,21 +142,29 @@ impl NodeConfig {
 /// The inbound channel of a node, made before the node so that a transport (which needs
 /// the node's [`Mailbox`] to report unreachable peers and snapshot outcomes) can be built
 /// first and handed to [`RaftNode::open_with_inbox`].
+/// It also carries the [`Observer`] the node, its WAL and the transport report to (every
+/// part of the log gets the inbox or one of its mailboxes).
 pub struct PeerInbox {
     tx: mpsc::UnboundedSender<PeerInput>,
     rx: mpsc::UnboundedReceiver<PeerInput>,
+    observer: Observer,
 }
 
 impl PeerInbox {
-    /// A fresh inbox.
+    /// A fresh inbox, reporting to no observer.
     pub fn new() -> PeerInbox {
+        PeerInbox::with_observer(Observer::default())
+    }
+
+    /// A fresh inbox whose node, WAL and transport report to `observer`.
+    pub fn with_observer(observer: Observer) -> PeerInbox {
         let (tx, rx) = mpsc::unbounded_channel();
-        PeerInbox { tx, rx }
+        PeerInbox { tx, rx, observer }
     }
 
     /// The mailbox delivering into this inbox.
     pub fn mailbox(&self) -> Mailbox {
-        Mailbox { tx: self.tx.clone() }
+        Mailbox { tx: self.tx.clone(), observer: self.observer.clone() }
     }
 }
 
@@ -176,6 +185,8 @@ pub struct RaftNode<M: StateMachine, T: Transport> {
     peer_tx: mpsc::UnboundedSender<PeerInput>,
     peer_rx: mpsc::UnboundedReceiver<PeerInput>,
     leader_tx: watch::Sender<LeaderInfo>,
+    /// Where measurements go (metrics).
+    observer: Observer,
     pending: Pending<M::Output>,
     ids: IdGen,
     /// Last index applied (normal, empty and conf-change entries, or a snapshot).
@@ -211,7 +222,9 @@ impl<M: StateMachine, T: Transport> RaftNode<M, T> {
         bootstrap: Option<&[u64]>,
         inbox: PeerInbox,
     ) -> Result<Self, NodeError> {
-        let mut storage = WalStorage::open(dir, cfg.wal.clone(), sm.snapshot_source())?;
+        let mut wal = cfg.wal.clone();
+        wal.observer = inbox.observer.clone();
+        let mut storage = WalStorage::open(dir, wal, sm.snapshot_source())?;
         if let Some(voters) = bootstrap {
             if !storage.is_initialized() {
                 storage.bootstrap(voters)?;
@@ -252,7 +265,7 @@ impl<M: StateMachine, T: Transport> RaftNode<M, T> {
         };
         let raw = RawNode::new(&rcfg, storage, &crate::logger::raft_logger(cfg.id))?;
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
-        let PeerInbox { tx: peer_tx, rx: peer_rx } = inbox;
+        let PeerInbox { tx: peer_tx, rx: peer_rx, observer } = inbox;
         let leader = LeaderInfo { id: raw.raft.leader_id, term: raw.raft.term };
         let (leader_tx, _) = watch::channel(leader);
         let applied = sm_applied.max(snap_index);
@@ -270,6 +283,7 @@ impl<M: StateMachine, T: Transport> RaftNode<M, T> {
             peer_tx,
             peer_rx,
             leader_tx,
+            observer,
             applied,
             compacted_at: applied,
             now: 0,
@@ -287,7 +301,7 @@ impl<M: StateMachine, T: Transport> RaftNode<M, T> {
 
     /// Where the transport delivers inbound traffic.
     pub fn mailbox(&self) -> Mailbox {
-        Mailbox { tx: self.peer_tx.clone() }
+        Mailbox { tx: self.peer_tx.clone(), observer: self.observer.clone() }
     }
 
     /// This member's id.
@@ -345,7 +359,9 @@ impl<M: StateMachine, T: Transport> RaftNode<M, T> {
     pub fn tick(&mut self) {
         self.now += 1;
         self.raw.tick();
-        self.pending.expire(self.now);
+        for _ in 0..self.pending.expire(self.now) {
+            self.observer.proposal_failed();
+        }
         if self.pending.round_age(self.now).is_some_and(|age| age >= self.cfg.read_retry_ticks) {
             self.pending.retry_round();
         }
@@ -414,6 +430,7 @@ impl<M: StateMachine, T: Transport> RaftNode<M, T> {
                 match self.raw.propose(Vec::new(), req.encode_to_vec()) {
                     Ok(()) => self.pending.add_proposal(req.id, tx, deadline),
                     Err(_) => {
+                        self.observer.proposal_failed();
                         let _receiver_may_be_gone = tx.send(Err(self.refusal()));
                     }
                 }
@@ -470,11 +487,16 @@ impl<M: StateMachine, T: Transport> RaftNode<M, T> {
 
     fn publish_leader(&mut self) {
         let info = LeaderInfo { id: self.raw.raft.leader_id, term: self.raw.raft.term };
+        let mut new_leader = false;
         let changed = self.leader_tx.send_if_modified(|cur| {
             let changed = *cur != info;
+            new_leader = cur.id != info.id;
             *cur = info;
             changed
         });
+        if new_leader {
+            self.observer.leader_changed(info.id);
+        }
         if changed {
             // a round sent to the old leader will not be answered
             self.pending.retry_round();
@@ -526,6 +548,7 @@ impl<M: StateMachine, T: Transport> RaftNode<M, T> {
         // reads whose index was already applied when raft answered them
         self.pending.applied(self.applied);
         self.publish_leader();
+        self.observer.progress(self.raw.raft.raft_log.committed, self.applied, self.pending.proposal_count());
         self.maybe_compact()
     }
 

@@ -198,8 +198,8 @@ impl<O> Pending<O> {
     }
 
     /// Answers `Timeout` to every waiter past its deadline, and forgets waiters whose
-    /// receiver is gone.
-    pub fn expire(&mut self, now: u64) {
+    /// receiver is gone. Returns how many proposals it answered or forgot so.
+    pub fn expire(&mut self, now: u64) -> usize {
         fn sweep<T>(ws: &mut Vec<Waiter<T>>, now: u64) {
             let mut i = 0;
             while i < ws.len() {
@@ -211,16 +211,17 @@ impl<O> Pending<O> {
                 }
             }
         }
-        fn sweep_map<T>(m: &mut HashMap<u64, Waiter<T>>, now: u64) {
+        fn sweep_map<T>(m: &mut HashMap<u64, Waiter<T>>, now: u64) -> usize {
             let dead: Vec<u64> =
                 m.iter().filter(|(_, w)| w.deadline <= now || w.tx.is_closed()).map(|(id, _)| *id).collect();
-            for id in dead {
-                if let Some(w) = m.remove(&id) {
+            for id in &dead {
+                if let Some(w) = m.remove(id) {
                     let _receiver_may_be_gone = w.tx.send(Err(RequestError::Timeout));
                 }
             }
+            dead.len()
         }
-        sweep_map(&mut self.proposals, now);
+        let failed = sweep_map(&mut self.proposals, now);
         sweep_map(&mut self.conf_changes, now);
         sweep(&mut self.queued, now);
         if let Some(r) = &mut self.round {
@@ -233,6 +234,12 @@ impl<O> Pending<O> {
             sweep(ws, now);
         }
         self.ready.retain(|(_, ws)| !ws.is_empty());
+        failed
+    }
+
+    /// Proposals waiting to be applied.
+    pub fn proposal_count(&self) -> usize {
+        self.proposals.len()
     }
 
     /// Requests in flight (for tests and metrics): proposals, conf changes, reads.

@@ -10,7 +10,7 @@ impl SnapshotSource for FixedSource {
 }
 
 fn open(dir: &Path, segment_size: u64) -> WalStorage {
-    WalStorage::open(dir, WalOptions { segment_size }, Box::new(FixedSource(0))).unwrap()
+    WalStorage::open(dir, WalOptions { segment_size, ..WalOptions::default() }, Box::new(FixedSource(0))).unwrap()
 }
 
 fn ent(index: u64, term: u64) -> Entry {

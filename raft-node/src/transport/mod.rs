@@ -250,11 +250,14 @@ impl Transport for GrpcTransport {
     fn send(&mut self, msgs: Vec<Message>) {
         // (peer, was a snapshot) for each message that could not be queued
         let mut refused: Vec<(u64, bool)> = Vec::new();
+        // heartbeats queued (timed for the round-trip metric) and refused
+        let mut heartbeats: Vec<(u64, bool)> = Vec::new();
         {
             let peers = self.shared.peers.lock();
             for msg in msgs {
                 let to = msg.to;
                 let snapshot = msg.msg_type == MessageType::MsgSnapshot as i32;
+                let heartbeat = msg.msg_type == MessageType::MsgHeartbeat as i32;
                 let queued = match peers.get(&to) {
                     Some(link) => link.enqueue(msg, snapshot),
                     None => {
@@ -262,12 +265,22 @@ impl Transport for GrpcTransport {
                         false
                     }
                 };
+                if heartbeat {
+                    heartbeats.push((to, queued));
+                }
                 if !queued {
                     refused.push((to, snapshot));
                 }
             }
         }
         let mailbox = &self.shared.ctx.mailbox;
+        for (to, queued) in heartbeats {
+            if queued {
+                mailbox.observer().heartbeat_sent(to);
+            } else {
+                mailbox.observer().heartbeat_send_failed();
+            }
+        }
         let mut reported: Vec<u64> = Vec::new();
         for (to, snapshot) in refused {
             if snapshot {

@@ -10,6 +10,7 @@ use std::time::Duration;
 use cairn_proto::cairnpb::peer_client::PeerClient;
 use cairn_proto::cairnpb::{PeerAck, PeerBatch, SnapshotChunk};
 use raft::eraftpb::Message;
+use prost::Message as _;
 use raft_prost::Message as _;
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, watch};
@@ -324,6 +325,7 @@ async fn run_stream(task: Arc<TaskCtx>, mut urls: watch::Receiver<Vec<String>>, 
         };
         let batch = task.batch(&first, &mut queue);
         let count = batch.messages.len();
+        let bytes = batch.encoded_len();
         if stream.is_none() {
             let current = urls.borrow_and_update().clone();
             match task.connect(&current).await {
@@ -345,6 +347,9 @@ async fn run_stream(task: Arc<TaskCtx>, mut urls: watch::Receiver<Vec<String>>, 
                 Err(status) => LinkError::Refused(status),
             }),
         };
+        if sent.is_ok() {
+            task.mailbox.observer().peer_sent(task.peer, bytes);
+        }
         match sent {
             Ok(()) if down => {
                 tracing::info!(peer = task.peer, "peer reachable again");
@@ -371,6 +376,7 @@ async fn run_snapshots(task: Arc<TaskCtx>, urls: watch::Receiver<Vec<String>>, m
         match send_snapshot(&task, &current, msg).await {
             Ok(bytes) => {
                 tracing::info!(peer = task.peer, index, bytes, "snapshot sent");
+                task.mailbox.observer().peer_sent(task.peer, usize::try_from(bytes).unwrap_or(usize::MAX));
                 task.mailbox.report_snapshot(task.peer, true);
             }
             Err(error) => {

@@ -5,6 +5,7 @@
 use cairn_proto::cairnpb::peer_server::{Peer, PeerServer};
 use cairn_proto::cairnpb::{PeerAck, PeerBatch, SnapshotAck, SnapshotChunk};
 use raft::eraftpb::{Message, MessageType};
+use prost::Message as _;
 use raft_prost::Message as _;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -222,8 +223,13 @@ impl Peer for PeerService {
                 tracing::warn!(from = batch.from, error = %e, "refusing a peer stream");
                 return Err(e.into());
             }
+            let observer = self.mailbox.observer();
+            observer.peer_received(batch.from, batch.encoded_len());
             for bytes in &batch.messages {
                 let Some(msg) = self.accept(batch.from, bytes) else { continue };
+                if msg.msg_type == MessageType::MsgHeartbeatResponse as i32 {
+                    observer.heartbeat_answered(msg.from);
+                }
                 if !self.mailbox.deliver(msg) {
                     return Err(ReceiveError::NodeStopped.into());
                 }
@@ -245,6 +251,7 @@ impl Peer for PeerService {
             snapshot.push(&chunk.data)?;
         }
         let received = snapshot.announced;
+        self.mailbox.observer().peer_received(from, usize::try_from(received).unwrap_or(usize::MAX));
         let msg = snapshot.finish()?;
         if !self.mailbox.deliver(msg) {
             return Err(ReceiveError::NodeStopped.into());

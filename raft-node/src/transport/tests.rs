@@ -72,7 +72,7 @@ impl<I> Inbox<I> {
 
 fn detached() -> (Mailbox, Inbox<impl Sized>) {
     let (tx, rx) = mpsc::unbounded_channel();
-    let mailbox = Mailbox { tx };
+    let mailbox = Mailbox { tx, observer: crate::observe::Observer::default() };
     (mailbox, Inbox { rx, convert: |input| got(input.into_result()) })
 }
 

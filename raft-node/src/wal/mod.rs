@@ -25,6 +25,9 @@ mod segment;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::observe::Observer;
 
 pub use record::WalRecord;
 use record::{decode, encode, Decoded};
@@ -54,11 +57,13 @@ pub enum WalError {
 pub struct WalOptions {
     /// Bytes preallocated per segment; a segment is cut once it grows past this.
     pub segment_size: u64,
+    /// Told how long each fdatasync took (`etcd_disk_wal_fsync_duration_seconds`).
+    pub observer: Observer,
 }
 
 impl Default for WalOptions {
     fn default() -> Self {
-        WalOptions { segment_size: 64 << 20 }
+        WalOptions { segment_size: 64 << 20, observer: Observer::default() }
     }
 }
 
@@ -189,7 +194,12 @@ impl Wal {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let r = self.file.write_all_at(&self.pending, self.offset).and_then(|_| self.file.sync_data());
+        let r = self.file.write_all_at(&self.pending, self.offset).and_then(|_| {
+            let started = Instant::now();
+            let synced = self.file.sync_data();
+            self.opts.observer.wal_fsync(started.elapsed());
+            synced
+        });
         if let Err(e) = r {
             self.failed = true;
             return Err(e.into());

@@ -1,7 +1,7 @@
 use super::*;
 
 fn opts(size: u64) -> WalOptions {
-    WalOptions { segment_size: size }
+    WalOptions { segment_size: size, ..WalOptions::default() }
 }
 
 fn write_n(wal: &mut Wal, from: u64, n: u64) {

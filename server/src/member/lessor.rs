@@ -33,6 +33,7 @@ use cairn_storage::{ApplyResponse, Error as StorageError, Store};
 use parking_lot::Mutex;
 
 use crate::clock::Clock;
+use crate::metrics::Metrics;
 use crate::error::RequestError;
 use crate::member::proposer::{response_kind, Proposer};
 
@@ -91,6 +92,8 @@ pub struct Lessor<P> {
     next_id: AtomicU64,
     /// Whether this member expires leases (it is the leader); set by promote/demote.
     leader: AtomicBool,
+    /// Counts renewals (`etcd_debugging_lease_renewed_total`).
+    metrics: Arc<Metrics>,
 }
 
 impl<P: Proposer> Lessor<P> {
@@ -104,7 +107,14 @@ impl<P: Proposer> Lessor<P> {
             queue: Mutex::new(LeaseQueue::new()),
             next_id: AtomicU64::new(id_base),
             leader: AtomicBool::new(false),
+            metrics: Arc::new(Metrics::new()),
         }
+    }
+
+    /// Counts renewals into `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     fn ttl_ms(secs: i64) -> u64 {
@@ -235,6 +245,7 @@ impl<P: Proposer> Lessor<P> {
             let cp = LeaseCheckpointRequest { checkpoints: vec![LeaseCheckpoint { id, remaining_ttl: 0 }] };
             self.proposer.propose(Request::LeaseCheckpoint(cp)).await?;
         }
+        self.metrics.leases_renewed.inc();
         Ok(lease.ttl)
     }
 

@@ -26,6 +26,7 @@ use prost::Message;
 use tracing::warn;
 
 use crate::auth::SimpleTokens;
+use crate::metrics::Metrics;
 use crate::member::table::Members;
 
 /// What applying one entry answers its proposer.
@@ -47,17 +48,25 @@ pub struct RaftMachine {
     tokens: Option<Arc<SimpleTokens>>,
     /// Applying one entry for longer logs a warning (`--experimental-warning-apply-duration`).
     warn_apply: Duration,
+    /// Counts applied puts, deletes, txns, lease grants and revocations, slow applies.
+    metrics: Arc<Metrics>,
 }
 
 impl RaftMachine {
     /// The machine over `store` and its `hub`, keeping `members`.
     pub fn new(store: Arc<Store>, hub: WatchHub, members: Arc<Members>, on_members: MembersHook, on_grant: GrantHook) -> RaftMachine {
-        RaftMachine { store, hub, members, on_members, on_grant, tokens: None, warn_apply: Duration::from_millis(100) }
+        RaftMachine { store, hub, members, on_members, on_grant, tokens: None, warn_apply: Duration::from_millis(100), metrics: Arc::new(Metrics::new()) }
     }
 
     /// Warns about entries whose apply takes longer than `d`.
     pub fn warn_apply_after(mut self, d: Duration) -> Self {
         self.warn_apply = d;
+        self
+    }
+
+    /// Counts into `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
         self
     }
 
@@ -105,6 +114,21 @@ fn request_kind(req: &InternalRequest) -> &'static str {
     }
 }
 
+/// Counts an applied command as etcd's mvcc and lessor count it: puts, deletes and ranges
+/// (inside txns too, the executed branch), a txn when it ran more than one operation, lease
+/// grants, and revocations (by request or expiry).
+fn count_applied(m: &Metrics, req: &InternalRequest, applied: &ApplyResponse) {
+    match (applied, &req.request) {
+        (ApplyResponse::Put(_), _) => m.puts.inc(),
+        (ApplyResponse::DeleteRange(_), _) => m.deletes.inc(),
+        (ApplyResponse::Txn(t), _) => m.count_txn(t),
+        (ApplyResponse::LeaseGrant(_), _) => m.leases_granted.inc(),
+        (ApplyResponse::LeaseRevoke(_), _) => m.leases_revoked.inc(),
+        (ApplyResponse::LeaseExpire { .. }, Some(Request::LeaseExpire(e))) => m.leases_revoked.add(e.ids.len() as u64),
+        _ => {}
+    }
+}
+
 /// The member table a store holds, if it holds one that decodes.
 pub fn stored_members(store: &Store) -> Result<Option<MemberTable>, prost::DecodeError> {
     store.members().map(|b| MemberTable::decode(b.as_slice())).transpose()
@@ -133,6 +157,7 @@ impl StateMachine for RaftMachine {
         let applied = self.store.apply(index, req);
         let took = started.elapsed();
         if took > self.warn_apply {
+            self.metrics.slow_apply.inc();
             // etcd's wording and fields, so that log searches and alerts carry over
             warn!(
                 took = ?took,
@@ -141,6 +166,9 @@ impl StateMachine for RaftMachine {
                 request = request_kind(req),
                 "apply request took too long"
             );
+        }
+        if let Ok(r) = &applied {
+            count_applied(&self.metrics, req, r);
         }
         match applied {
             Ok(ApplyResponse::LeaseGrant(g)) => {

@@ -53,7 +53,7 @@ use cairn_proto::etcdserverpb::cluster_server::ClusterServer;
 use cairn_proto::etcdserverpb::lease_server::LeaseServer;
 use cairn_raft_node::node::IntervalTicker;
 use cairn_raft_node::transport::{GrpcTransport, PeerService};
-use cairn_raft_node::{IdGen, NodeConfig, NodeHandle, PeerInbox, RaftNode};
+use cairn_raft_node::{IdGen, NodeConfig, NodeHandle, Observer, PeerInbox, RaftNode};
 use cairn_storage::watch::{HubConfig, WatchHub};
 use cairn_storage::{ApplyResponse, StorageEngine, Store, StoreConfig};
 use tokio::sync::watch;
@@ -77,6 +77,7 @@ use crate::api::cluster::ClusterService;
 use crate::api::lease::LeaseService;
 use crate::clock::{Clock, SystemClock};
 use crate::error::ServerError;
+use crate::metrics::Metrics;
 use crate::net::http::MemberHealth;
 
 /// Limits and tuning of a member (the binary fills them from the flags; the embedded
@@ -106,6 +107,8 @@ pub struct MemberOptions {
     pub warn_apply_duration: Duration,
     /// `--quota-backend-bytes`: 0 is etcd's default (2 GiB), negative disables it.
     pub quota_backend_bytes: i64,
+    /// Where the member's metrics are counted (`/metrics` renders them).
+    pub metrics: Arc<Metrics>,
     /// `--strict-reconfig-check`: refuse membership changes that would lose quorum.
     pub strict_reconfig_check: bool,
 }
@@ -124,6 +127,7 @@ impl Default for MemberOptions {
             token_ttl_secs: crate::auth::DEFAULT_TOKEN_TTL_SECS,
             warn_apply_duration: Duration::from_millis(100),
             quota_backend_bytes: 0,
+            metrics: Arc::new(Metrics::new()),
             strict_reconfig_check: true,
         }
     }
@@ -181,6 +185,8 @@ pub struct Member {
     pub lease_forward: Arc<LeaseForwarder>,
     /// The member table.
     pub members: Arc<Members>,
+    /// The member's metrics.
+    pub metrics: Arc<Metrics>,
     /// The simple tokens this member knows (added as logins are applied).
     pub tokens: Arc<SimpleTokens>,
     /// Learner or voter, and the leader it knows, for the services' checks.
@@ -250,7 +256,13 @@ impl Member {
         .map_err(ServerError::WatchHub)?;
         let members = Arc::new(Members::new(table.clone()));
 
-        let inbox = PeerInbox::new();
+        let metrics = setup.options.metrics.clone();
+        metrics.set_member_id(me);
+        metrics.quota_backend_bytes.set(match setup.options.quota_backend_bytes {
+            0 => quota::DEFAULT_QUOTA_BYTES as f64,
+            bytes => bytes as f64,
+        });
+        let inbox = PeerInbox::with_observer(Observer::new(metrics.clone()));
         let runtime = tokio::runtime::Handle::current();
         let transport = GrpcTransport::new(me, identity.cluster_id, inbox.mailbox(), setup.peer_tls.clone(), runtime);
         update_peers(&transport, me, &table);
@@ -275,6 +287,7 @@ impl Member {
         let tokens = Arc::new(SimpleTokens::new(setup.options.token_ttl_secs, setup.options.clock.clone()));
         let machine = RaftMachine::new(store.clone(), hub.clone(), members.clone(), on_members, on_grant)
             .warn_apply_after(setup.options.warn_apply_duration)
+            .with_metrics(metrics.clone())
             .with_tokens(tokens.clone());
 
         let tick = setup.heartbeat_ms.max(1);
@@ -348,7 +361,7 @@ impl Member {
             setup.options.lessor.clone(),
             // lease IDs: unique per member and start, like request ids
             IdGen::new(me, unix_ms).next_id(),
-        ));
+        ).with_metrics(metrics.clone()));
         let _ = lessor_cell.set(lessor.clone());
         let membership = Arc::new(Membership {
             cluster_id: identity.cluster_id,
@@ -378,7 +391,7 @@ impl Member {
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(follow_leadership(handle.clone(), me, lessor.clone(), membership.raft_term.clone(), stopped.clone())));
         tasks.push(tokio::spawn(lessor.clone().run(stopped.clone())));
-        tasks.push(tokio::spawn(sync_backend_behind(store.clone(), halt, stopped.clone())));
+        tasks.push(tokio::spawn(sync_backend_behind(store.clone(), halt, metrics.clone(), stopped.clone())));
         tasks.push(tokio::spawn(publish_attributes(
             proposer.clone(),
             members.clone(),
@@ -396,6 +409,7 @@ impl Member {
             lease_forward,
             tokens,
             members,
+            metrics,
             role,
             stop: stop_rx,
             handle,
@@ -435,10 +449,17 @@ impl Member {
         let handle = self.handle.clone();
         let failed = self.failed.clone();
         let me = self.membership.member_id;
+        let members = self.members.clone();
         Arc::new(move || {
             let leader = handle.leader().id;
-            MemberHealth { failed: failed.get().cloned(), has_leader: leader != 0, is_leader: leader == me }
+            let is_learner = members.get(me).is_some_and(|m| m.is_learner);
+            MemberHealth { failed: failed.get().cloned(), has_leader: leader != 0, is_leader: leader == me, is_learner }
         })
+    }
+
+    /// The leader as this member knows it, as it changes.
+    pub fn leader_watch(&self) -> watch::Receiver<cairn_raft_node::LeaderInfo> {
+        self.handle.leader_watch()
     }
 
     /// Hands leadership over (see [`Member::hand_over_leadership`]), stops the tasks, then
@@ -510,7 +531,8 @@ const BACKEND_SYNC_INTERVAL: Duration = Duration::from_millis(100);
 /// does not depend on it (the Raft log holds them). A failure is sticky in the store, and
 /// the member halts at once (a follower may receive no entry to apply for a long time, and
 /// must not keep reporting itself healthy).
-async fn sync_backend_behind(store: Arc<Store>, halt: Halt, mut stop: watch::Receiver<bool>) {
+/// Each sync is timed as etcd's `etcd_disk_backend_commit_duration_seconds`.
+async fn sync_backend_behind(store: Arc<Store>, halt: Halt, metrics: Arc<Metrics>, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(BACKEND_SYNC_INTERVAL) => {}
@@ -520,7 +542,14 @@ async fn sync_backend_behind(store: Arc<Store>, halt: Halt, mut stop: watch::Rec
             continue;
         }
         let s = store.clone();
-        match tokio::task::spawn_blocking(move || s.sync_backend()).await {
+        let timed = metrics.clone();
+        let sync = move || {
+            let started = std::time::Instant::now();
+            let synced = s.sync_backend();
+            timed.backend_commit.observe(started.elapsed().as_secs_f64());
+            synced
+        };
+        match tokio::task::spawn_blocking(sync).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
                 error!(error = %e, "syncing the store's backend failed; this member stops applying");

@@ -1,18 +1,32 @@
 //! The metrics listeners (`--listen-metrics-urls`): `/health`, `/livez`, `/readyz` for
 //! liveness probes (kubeadm probes `GET http://127.0.0.1:2381/health`) and `/metrics` in
-//! Prometheus' text format, with etcd's metric names.
+//! Prometheus' text format, with etcd's metric families (`crate::metrics`).
+//!
+//! `/livez` and `/readyz` are etcd 3.5's: named checks, each also on its own path
+//! (`/livez/serializable_read`; `/readyz/data_corruption`, `/readyz/serializable_read`,
+//! `/readyz/linearizable_read`); the root path runs every check not named by an
+//! `exclude=` parameter (an unknown name is ignored, as etcd). Success is 200 `ok\n`, with
+//! `?verbose` preceded by one `[+]name ok` line per check run; failure is 503 with the
+//! `[+]`/`[-]name failed: reason` lines. The checks: `serializable_read` reads the local
+//! store (a one-key, keys-only range, as etcd's); `linearizable_read` needs a member that
+//! has not halted and a known leader (what a
+//! ReadIndex round needs; a leader without quorum steps down within an election timeout);
+//! `data_corruption` fails while the CORRUPT alarm is raised.
 //!
 //! A deliberately minimal HTTP/1.1 responder: read one request head, answer it, close the
 //! connection (`Connection: close`). Probes and scrapers open a connection per request or
 //! reconnect after a close, so keep-alive, bodies and chunking are not needed. Plain HTTP
 //! only; an `https://` metrics URL is a startup error.
 //!
-//! Values are read from the store at request time; nothing is cached.
+//! Health and the gauges of state (leader, sizes, revisions, keys, watches) are read from the
+//! member at request time; counters and histograms are counted where the work happens
+//! (`crate::metrics`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn_proto::etcdserverpb::AlarmType;
+use cairn_proto::etcdserverpb::{AlarmType, RangeRequest};
+use cairn_storage::watch::WatchHub;
 use cairn_storage::Store;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -20,7 +34,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{debug, info};
 
-use crate::startup::config::ETCD_VERSION;
+use crate::metrics::Metrics;
 use crate::error::{ConfigError, ServerError};
 use crate::net::listen::ClientUrl;
 
@@ -72,6 +86,8 @@ pub struct MemberHealth {
     pub has_leader: bool,
     /// This member is the leader.
     pub is_leader: bool,
+    /// This member is a learner.
+    pub is_learner: bool,
 }
 
 /// What the endpoints report on; cheap to clone.
@@ -79,6 +95,10 @@ pub struct MemberHealth {
 pub(crate) struct StatusSource {
     /// The store the metrics are read from.
     pub(crate) store: Arc<Store>,
+    /// The watch hub (watcher and stream gauges).
+    pub(crate) hub: WatchHub,
+    /// The member's metrics, rendered by `/metrics`.
+    pub(crate) metrics: Arc<Metrics>,
     /// The member's health: a failed node, and what it knows of the leader.
     pub(crate) health: Arc<dyn Fn() -> MemberHealth + Send + Sync>,
 }
@@ -86,16 +106,22 @@ pub(crate) struct StatusSource {
 impl StatusSource {
     fn snapshot(&self) -> Snapshot {
         let health = (self.health)();
+        let watch = self.hub.stats();
         Snapshot {
+            metrics: Some(self.metrics.clone()),
+            watchers: watch.watches,
+            watch_streams: watch.streams,
+            slow_watchers: watch.unsynced,
+            readable: self.store.range(&RangeRequest { key: vec![0], keys_only: true, limit: 1, serializable: true, ..Default::default() }).err().map(|e| e.to_string()),
             halted: health.failed,
             has_leader: health.has_leader,
             is_leader: health.is_leader,
+            is_learner: health.is_learner,
             db_size: self.store.db_size(),
             db_size_in_use: self.store.db_size_in_use(),
             revision: self.store.revision(),
             compact_revision: self.store.compact_revision(),
             keys: self.store.index_len(),
-            leases: self.store.lease_ids().len(),
             alarms: self.store.alarms().get(AlarmType::None).iter().map(|a| alarm_name(a.alarm)).collect(),
         }
     }
@@ -214,17 +240,24 @@ fn parse_request_line(head: &[u8]) -> Head {
 }
 
 /// The values one answer reports.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 struct Snapshot {
+    /// Where `/metrics` renders from (`None` in tests of the health routes).
+    metrics: Option<Arc<Metrics>>,
+    watchers: usize,
+    watch_streams: usize,
+    slow_watchers: usize,
+    /// Why a local read failed, if it did.
+    readable: Option<String>,
     halted: Option<Arc<str>>,
     has_leader: bool,
     is_leader: bool,
+    is_learner: bool,
     db_size: u64,
     db_size_in_use: u64,
     revision: i64,
     compact_revision: i64,
     keys: usize,
-    leases: usize,
     /// The active alarms' type names (`NOSPACE`, `CORRUPT`), one per raised alarm.
     alarms: Vec<&'static str>,
 }
@@ -273,7 +306,8 @@ pub(crate) fn answer_parts(source: &StatusSource, method: &str, path: &str, quer
 
 /// Answers one request; `snapshot` is called only for routes that report values.
 fn route(method: &str, path: &str, query: &str, snapshot: impl FnOnce() -> Snapshot) -> Response {
-    let known = matches!(path, "/health" | "/livez" | "/readyz" | "/metrics");
+    let probe = Probe::parse(path);
+    let known = matches!(path, "/health" | "/metrics") || probe.is_some();
     if !known {
         return Response::text(404, "Not Found", "404 page not found\n");
     }
@@ -288,9 +322,91 @@ fn route(method: &str, path: &str, query: &str, snapshot: impl FnOnce() -> Snaps
             content_type: "text/plain; version=0.0.4; charset=utf-8",
             body: metrics(&snapshot()),
         },
-        // etcd answers these with "ok"; a halted member is alive and still serves reads.
-        _ => Response::text(200, "OK", "ok"),
+        _ => match probe {
+            Some(probe) => probe.answer(&snapshot(), query),
+            None => Response::text(404, "Not Found", "404 page not found\n"),
+        },
     }
+}
+
+/// The checks of `/livez` and `/readyz`, in the order they run.
+const LIVEZ_CHECKS: &[&str] = &["serializable_read"];
+const READYZ_CHECKS: &[&str] = &["data_corruption", "serializable_read", "linearizable_read"];
+
+/// A `/livez` or `/readyz` request: the root (every check but the excluded) or one check.
+struct Probe {
+    checks: &'static [&'static str],
+    /// One check's path; `None` for the root.
+    only: Option<&'static str>,
+}
+
+impl Probe {
+    fn parse(path: &str) -> Option<Probe> {
+        let (root, checks) = match path.split('/').nth(1)? {
+            "livez" => ("/livez", LIVEZ_CHECKS),
+            "readyz" => ("/readyz", READYZ_CHECKS),
+            _ => return None,
+        };
+        match path.strip_prefix(root)? {
+            "" => Some(Probe { checks, only: None }),
+            sub => {
+                let name = sub.strip_prefix('/')?;
+                checks.iter().find(|c| **c == name).map(|c| Probe { checks, only: Some(*c) })
+            }
+        }
+    }
+
+    /// Why `check` fails on `s`, if it does.
+    fn failure(check: &str, s: &Snapshot) -> Option<String> {
+        match check {
+            "data_corruption" => s.alarms.contains(&"CORRUPT").then(|| "alarm activated: CORRUPT".to_owned()),
+            "serializable_read" => s.readable.clone(),
+            _ if s.halted.is_some() => s.readable.clone().or_else(|| Some("etcdserver: the member has stopped".to_owned())),
+            _ if !s.has_leader => Some("etcdserver: no leader".to_owned()),
+            _ => None,
+        }
+    }
+
+    fn answer(&self, s: &Snapshot, query: &str) -> Response {
+        let excluded: Vec<&str> = match self.only {
+            Some(_) => Vec::new(),
+            None => query_values(query, "exclude"),
+        };
+        let mut lines = String::new();
+        let mut failed = false;
+        let run = self.checks.iter().filter(|c| self.only.is_none_or(|o| o == **c)).filter(|c| !excluded.contains(c));
+        for check in run {
+            match Self::failure(check, s) {
+                Some(why) => {
+                    failed = true;
+                    lines.push_str(&format!("[-]{check} failed: {why}\n"));
+                }
+                None => lines.push_str(&format!("[+]{check} ok\n")),
+            }
+        }
+        if failed {
+            // Go's http.Error: the text and a newline
+            lines.push('\n');
+            return Response::text(503, "Service Unavailable", &lines);
+        }
+        let verbose = query.split('&').any(|p| p == "verbose" || p.starts_with("verbose="));
+        if verbose {
+            lines.push_str("ok\n");
+            Response::text(200, "OK", &lines)
+        } else {
+            Response::text(200, "OK", "ok\n")
+        }
+    }
+}
+
+/// Every value of parameter `key` in a query string (empty values skipped, as etcd).
+fn query_values<'q>(query: &'q str, key: &str) -> Vec<&'q str> {
+    query
+        .split('&')
+        .filter_map(|p| p.split_once('='))
+        .filter(|(k, v)| *k == key && !v.is_empty())
+        .map(|(_, v)| v)
+        .collect()
 }
 
 /// What a `/health` probe asks (etcd 3.5's query parameters): `serializable=true` judges
@@ -366,75 +482,22 @@ fn json_escape(s: &str) -> String {
     out
 }
 
-/// Prometheus text format (0.0.4). Names and help texts are etcd's, so existing dashboards
-/// and alerts work; only values cairn knows truthfully are reported.
+/// Prometheus text format (0.0.4): the member's metrics, with the gauges of state set from
+/// `s` first (they are read when scraped, never stale).
 fn metrics(s: &Snapshot) -> String {
-    let version = format!("{{server_version=\"{ETCD_VERSION}\"}}");
-    let gauges: [(&str, &str, &str, String); 9] = [
-        (
-            "etcd_server_has_leader",
-            "Whether or not a leader exists. 1 is existence, 0 is not.",
-            "",
-            u8::from(s.has_leader).to_string(),
-        ),
-        (
-            "etcd_server_is_leader",
-            "Whether or not this member is a leader. 1 if is, 0 otherwise.",
-            "",
-            u8::from(s.is_leader).to_string(),
-        ),
-        (
-            "etcd_server_version",
-            "Which version is running. 1 for 'server_version' label with current version.",
-            &version,
-            "1".into(),
-        ),
-        (
-            "etcd_mvcc_db_total_size_in_bytes",
-            "Total size of the underlying database physically allocated in bytes.",
-            "",
-            s.db_size.to_string(),
-        ),
-        (
-            "etcd_mvcc_db_total_size_in_use_in_bytes",
-            "Total size of the underlying database logically in use in bytes.",
-            "",
-            s.db_size_in_use.to_string(),
-        ),
-        (
-            "etcd_debugging_mvcc_current_revision",
-            "The current revision of store.",
-            "",
-            s.revision.to_string(),
-        ),
-        (
-            "etcd_debugging_mvcc_compact_revision",
-            "The revision of the last compaction in store.",
-            "",
-            s.compact_revision.to_string(),
-        ),
-        (
-            "etcd_debugging_mvcc_keys_total",
-            "Total number of keys.",
-            "",
-            s.keys.to_string(),
-        ),
-        // etcd has no gauge of current leases (its lease metrics are counters of grants
-        // and revocations), so this one carries cairn's own name.
-        (
-            "cairn_lease_active",
-            "Number of leases currently granted.",
-            "",
-            s.leases.to_string(),
-        ),
-    ];
-    let mut out = String::with_capacity(2048);
-    for (name, help, labels, value) in gauges {
-        out.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{labels} {value}\n"
-        ));
-    }
-    out
+    let Some(m) = &s.metrics else { return String::new() };
+    m.has_leader.set(f64::from(u8::from(s.has_leader)));
+    m.is_leader.set(f64::from(u8::from(s.is_leader)));
+    m.is_learner.set(f64::from(u8::from(s.is_learner)));
+    m.db_total_size.set(s.db_size as f64);
+    m.db_total_size_in_use.set(s.db_size_in_use as f64);
+    m.current_revision.set(s.revision as f64);
+    m.compact_revision.set(s.compact_revision as f64);
+    m.keys.set(s.keys as f64);
+    m.watchers.set(s.watchers as f64);
+    m.watch_streams.set(s.watch_streams as f64);
+    m.slow_watchers.set(s.slow_watchers as f64);
+    m.render()
 }
 
 #[cfg(test)]
@@ -448,9 +511,9 @@ mod tests {
             revision: 7,
             compact_revision: 3,
             keys: 2,
-            leases: 1,
             has_leader: true,
             is_leader: true,
+            metrics: Some(Arc::new(Metrics::new())),
             ..Snapshot::default()
         }
     }
@@ -473,7 +536,7 @@ mod tests {
         );
         for probe in ["/livez", "/readyz"] {
             let r = route("GET", probe, "", snap);
-            assert_eq!((r.status, r.body.as_str()), (200, "ok"));
+            assert_eq!((r.status, r.body.as_str()), (200, "ok\n"));
         }
     }
 
@@ -504,6 +567,41 @@ mod tests {
     }
 
     #[test]
+    fn livez_and_readyz_checks_as_etcd_3_5() {
+        let r = route("GET", "/readyz", "verbose", snap);
+        assert_eq!(
+            (r.status, r.body.as_str()),
+            (200, "[+]data_corruption ok\n[+]serializable_read ok\n[+]linearizable_read ok\nok\n")
+        );
+        let leaderless = || Snapshot { has_leader: false, is_leader: false, ..snap() };
+        // alive without a leader, not ready
+        assert_eq!(route("GET", "/livez", "", leaderless).status, 200);
+        let r = route("GET", "/readyz", "", leaderless);
+        assert_eq!(
+            (r.status, r.body.as_str()),
+            (
+                503,
+                "[+]data_corruption ok\n[+]serializable_read ok\n[-]linearizable_read failed: etcdserver: no leader\n\n"
+            )
+        );
+        let r = route("GET", "/readyz", "exclude=linearizable_read&verbose", leaderless);
+        assert_eq!((r.status, r.body.as_str()), (200, "[+]data_corruption ok\n[+]serializable_read ok\nok\n"));
+        // one check's own path ignores exclude=
+        let r = route("GET", "/readyz/linearizable_read", "exclude=linearizable_read", leaderless);
+        assert_eq!(r.status, 503);
+        let r = route("GET", "/readyz/serializable_read", "verbose", leaderless);
+        assert_eq!((r.status, r.body.as_str()), (200, "[+]serializable_read ok\nok\n"));
+        let corrupt = || Snapshot { alarms: vec!["CORRUPT"], ..snap() };
+        let r = route("GET", "/readyz/data_corruption", "", corrupt);
+        assert_eq!((r.status, r.body.as_str()), (503, "[-]data_corruption failed: alarm activated: CORRUPT\n\n"));
+        let unreadable = || Snapshot { readable: Some("disk".into()), halted: Some("disk".into()), ..snap() };
+        assert_eq!(route("GET", "/livez/serializable_read", "", unreadable).status, 503);
+        assert_eq!(route("GET", "/livez/linearizable_read", "", snap).status, 404);
+        assert_eq!(route("GET", "/livez/", "", snap).status, 404);
+        assert_eq!(route("POST", "/readyz/data_corruption", "", snap).status, 405);
+    }
+
+    #[test]
     fn metrics_have_help_type_and_values() {
         let r = route("GET", "/metrics", "", snap);
         assert_eq!(r.status, 200);
@@ -511,6 +609,7 @@ mod tests {
             "etcd_server_has_leader 1",
             "etcd_server_is_leader 1",
             "etcd_server_version{server_version=\"3.5.13\"} 1",
+            "# TYPE etcd_disk_wal_fsync_duration_seconds histogram",
             "etcd_mvcc_db_total_size_in_bytes 4096",
             "etcd_mvcc_db_total_size_in_use_in_bytes 1024",
             "etcd_debugging_mvcc_current_revision 7",

@@ -14,8 +14,12 @@ use cairn_storage::Store;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use cairn_raft_node::LeaderInfo;
 use crate::net::tls_reload::ServerTls;
 use tonic::service::Routes;
+use tonic_health::pb::health_server::HealthServer;
+use tonic_health::server::{HealthReporter, HealthService};
+use tonic_health::ServingStatus;
 use tonic::transport::Server;
 use tracing::{error, info, warn};
 
@@ -28,6 +32,8 @@ use crate::api::lease::LeaseService;
 use crate::member::lease_forward::LeaseForwarder;
 use crate::member::lessor::Lessor;
 use crate::member::role::Role;
+use crate::metrics::grpc::GrpcMetricsLayer;
+use crate::metrics::Metrics;
 use crate::net::http::StatusSource;
 use crate::net::{client_http, incoming};
 use crate::api::kv::KvService;
@@ -90,6 +96,12 @@ pub(crate) struct Services<P> {
     http2: Http2Settings,
     /// What plain HTTP requests on client URLs report (`client_http.rs`).
     status: Option<StatusSource>,
+    /// Counts gRPC calls (`grpc_server_*`).
+    grpc_metrics: GrpcMetricsLayer,
+    /// The `grpc.health.v1.Health` statuses (service "": the member).
+    grpc_health: HealthReporter,
+    /// The leader as the member knows it, for the health status; `None`: always SERVING.
+    leader: Option<watch::Receiver<LeaderInfo>>,
 }
 
 /// HTTP/2 settings of client connections: `--max-concurrent-streams`,
@@ -129,6 +141,9 @@ impl<P> Clone for Services<P> {
             auth: self.auth.clone(),
             http2: self.http2,
             status: self.status.clone(),
+            grpc_metrics: self.grpc_metrics.clone(),
+            grpc_health: self.grpc_health.clone(),
+            leader: self.leader.clone(),
         }
     }
 }
@@ -147,11 +162,14 @@ impl<P: Proposer> Services<P> {
         role: Option<Role>,
         max_txn_ops: usize,
         max_request_bytes: usize,
+        metrics: Arc<Metrics>,
     ) -> Services<P> {
         let decode = max_request_bytes.saturating_add(GRPC_OVERHEAD_BYTES);
         let gate = AuthGate::new(auth.clone());
         let auth = AuthService::new(store.clone(), proposer.clone(), membership.clone(), auth);
-        let kv = KvService::new(store.clone(), proposer.clone(), membership.clone(), max_txn_ops).with_auth(gate.clone());
+        let kv = KvService::new(store.clone(), proposer.clone(), membership.clone(), max_txn_ops)
+            .with_auth(gate.clone())
+            .with_metrics(metrics.clone());
         let lease = LeaseService::new(store.clone(), lessor, membership.clone())
             .with_forwarder(lease_forward)
             .with_role(role)
@@ -179,12 +197,21 @@ impl<P: Proposer> Services<P> {
                 .max_encoding_message_size(MAX_ENCODING_BYTES),
             http2: Http2Settings::default(),
             status: None,
+            grpc_metrics: metrics.grpc.layer(),
+            grpc_health: HealthReporter::new(),
+            leader: None,
         }
     }
 
     /// Answers `/health`, `/metrics`... on client URLs from `status`.
     pub(crate) fn with_status(mut self, status: StatusSource) -> Self {
         self.status = Some(status);
+        self
+    }
+
+    /// Reports `grpc.health.v1` NOT_SERVING while `leader` shows no leader.
+    pub(crate) fn with_leader(mut self, leader: watch::Receiver<LeaderInfo>) -> Self {
+        self.leader = Some(leader);
         self
     }
 
@@ -222,13 +249,15 @@ pub(crate) async fn serve<P: Proposer>(
     let mut sigint = signal(SignalKind::interrupt()).map_err(ServerError::Signals)?;
 
     let http2 = services.http2;
+    let grpc_metrics = services.grpc_metrics.clone();
     let client_router = || {
         let routes = Routes::new(services.kv.clone())
             .add_service(services.maintenance.clone())
             .add_service(services.cluster.clone())
             .add_service(services.watch.clone())
             .add_service(services.lease.clone())
-            .add_service(services.auth.clone());
+            .add_service(services.auth.clone())
+            .add_service(HealthServer::new(HealthService::from_health_reporter(services.grpc_health.clone())));
         let status = services.status.clone();
         let router = routes
             .into_axum_router()
@@ -242,6 +271,8 @@ pub(crate) async fn serve<P: Proposer>(
             .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
             // plain HTTP (probes, scrapers) beside gRPC, as etcd
             .accept_http1(true)
+            // outermost: it counts the code LimitStatus rewrote
+            .layer(grpc_metrics.clone())
             .layer(LimitStatusLayer)
             .add_routes(Routes::from(router))
     };
@@ -250,7 +281,8 @@ pub(crate) async fn serve<P: Proposer>(
     if let Some(p) = peers.as_mut() {
         for url in &p.urls {
             let (bound, listener) = url.bind_reporting().await?;
-            let router = Server::builder().layer(LimitStatusLayer).add_routes(p.routes.clone());
+            // the peer listeners' gRPC calls count too, as etcd's (it serves gRPC there)
+            let router = Server::builder().layer(grpc_metrics.clone()).layer(LimitStatusLayer).add_routes(p.routes.clone());
             peer_listeners.push((url.clone(), bound, listener, router, p.tls.clone(), "peer"));
         }
         ready_gate = p.ready.take();
@@ -321,6 +353,7 @@ pub(crate) async fn serve<P: Proposer>(
         spawn((url.clone(), bound, listener, client_router(), tls.clone(), "client"))?;
     }
     drop(spawn);
+    let health_task = services.leader.clone().map(|leader| tokio::spawn(follow_leader(services.grpc_health.clone(), leader)));
     info!(urls = %bound_urls.join(","), "ready to serve client requests");
 
     let mut failure = None;
@@ -355,6 +388,11 @@ pub(crate) async fn serve<P: Proposer>(
     if stop_tx.send(true).is_err() {
         warn!("every client listener had already stopped");
     }
+    // stopping: health checkers move their clients away first, as etcd's
+    services.grpc_health.set_service_status("", ServingStatus::NotServing).await;
+    if let Some(task) = health_task {
+        task.abort();
+    }
     services.watch_shutdown.shutdown();
     let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
         while let Some(joined) = servers.join_next().await {
@@ -371,6 +409,19 @@ pub(crate) async fn serve<P: Proposer>(
     match failure {
         Some(Err(e)) => Err(e),
         _ => Ok(()),
+    }
+}
+
+/// Keeps the `grpc.health.v1` status of service "" in step with leadership: SERVING while a
+/// leader is known, NOT_SERVING while none is (as etcd's health notifier), so gRPC health
+/// checks move clients off a member cut off from its cluster.
+async fn follow_leader(health: HealthReporter, mut leader: watch::Receiver<LeaderInfo>) {
+    loop {
+        let status = if leader.borrow_and_update().id != 0 { ServingStatus::Serving } else { ServingStatus::NotServing };
+        health.set_service_status("", status).await;
+        if leader.changed().await.is_err() {
+            return;
+        }
     }
 }
 

@@ -190,6 +190,8 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
             health: engine.health(),
             lease_forward: Some(engine.lease_forward.clone()),
             tokens: engine.tokens.clone(),
+            metrics: engine.metrics.clone(),
+            leader: engine.leader_watch(),
             jwt,
         },
         Some(peers),
@@ -213,6 +215,8 @@ struct Served {
     health: Arc<dyn Fn() -> http::MemberHealth + Send + Sync>,
     lease_forward: Option<Arc<LeaseForwarder>>,
     tokens: Arc<SimpleTokens>,
+    metrics: Arc<crate::metrics::Metrics>,
+    leader: tokio::sync::watch::Receiver<cairn_raft_node::LeaderInfo>,
     /// `--auth-token jwt,…`.
     jwt: Option<Arc<crate::auth::JwtTokens>>,
 }
@@ -229,7 +233,7 @@ async fn serve_services(
     // Bound before "ready to serve client requests", so a probe never sees a refused port.
     let metrics_listeners = http::bind(metrics_urls).await?;
     let (stop_metrics, metrics_stopped) = tokio::sync::watch::channel(false);
-    let status = http::StatusSource { store: s.store.clone(), health: s.health };
+    let status = http::StatusSource { store: s.store.clone(), hub: s.hub.clone(), health: s.health, metrics: s.metrics.clone() };
     let metrics = tokio::spawn(http::serve(metrics_listeners, status.clone(), metrics_stopped));
     let auth = Arc::new(
         Authenticator::new(s.store.clone(), s.tokens, config.bcrypt_cost, config.client_cert_auth).with_jwt(s.jwt),
@@ -246,8 +250,10 @@ async fn serve_services(
         Some(s.role),
         config.max_txn_ops as usize,
         config.max_request_bytes as usize,
+        s.metrics,
     )
     .with_status(status)
+    .with_leader(s.leader)
     .with_http2(serve::Http2Settings {
         max_concurrent_streams: config.max_concurrent_streams,
         keepalive_interval: config.grpc_keepalive_interval,
