@@ -4,6 +4,8 @@
 //! connection stays up (a server slower than its client slows it by flow control, it does
 //! not close the connection). Runs against etcd too (`CAIRN_TEST_TARGET=etcd`).
 //!
+//! A held-back client that resets its stream or closes its connection leaves no watch behind.
+//!
 //! `pipelined_creates_rate` (ignored; run with `--ignored --nocapture`) measures creations
 //! per second against cairn and etcd in the same run for BENCHMARKS.md.
 
@@ -259,4 +261,69 @@ fn pipelined_creates_rate() {
         let took = run(pipelined_creates(server.client_addr(), n));
         println!("{kind:?}: {n} pipelined creations on one stream in {took:.2?} = {:.0}/s", n as f64 / took.as_secs_f64());
     }
+}
+
+/// `etcd_debugging_mvcc_watcher_total` from the server's `/metrics` on its client URL.
+fn watchers(addr: SocketAddr) -> u64 {
+    let (status, _, body) = common::http_get(addr, "/metrics");
+    assert_eq!(status, 200, "{body}");
+    body.lines()
+        .find_map(|l| l.strip_prefix("etcd_debugging_mvcc_watcher_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
+        .unwrap_or_else(|| panic!("no watcher gauge in:\n{body}"))
+}
+
+/// A client pipelines watch creations without reading until it is held back, then goes
+/// away: by resetting its stream (`reset_only`, the connection stays) or by closing the
+/// connection. The server must let go of the stream and every watch on it.
+async fn a_held_back_client_goes_away(addr: SocketAddr, reset_only: bool) {
+    let conn = Conn::connect_with_windows(addr, 64 * 1024, 64 * 1024).await;
+    let (mut sender, body) = conn.call("/etcdserverpb.Watch/Watch").await;
+    let sent = Arc::new(AtomicUsize::new(0));
+    let writer = tokio::spawn({
+        let sent = sent.clone();
+        async move {
+            for i in 0..1_000_000 {
+                sender.send(&create(i), false).await;
+                sent.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    });
+    // held back: no progress for a whole second
+    let mut last = usize::MAX;
+    while sent.load(Ordering::Relaxed) != last {
+        last = sent.load(Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let before = tokio::task::spawn_blocking(move || watchers(addr)).await.expect("metrics");
+    assert!(before > 0, "the held-back stream holds watches");
+    // dropping both halves of the call resets the stream (RST_STREAM CANCEL)
+    writer.abort();
+    let _ = writer.await;
+    drop(body);
+    if !reset_only {
+        drop(conn);
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = tokio::task::spawn_blocking(move || watchers(addr)).await.expect("metrics");
+        if now == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{now} of {before} watches still registered 20 s after the client went away (reset only: {reset_only})");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[test]
+fn a_held_back_watch_stream_that_is_reset_releases_its_watches() {
+    let server = Server::start(target_kind());
+    run(a_held_back_client_goes_away(server.client_addr(), true));
+}
+
+#[test]
+fn a_held_back_watch_connection_that_closes_releases_its_watches() {
+    let server = Server::start(target_kind());
+    run(a_held_back_client_goes_away(server.client_addr(), false));
 }
