@@ -1,6 +1,7 @@
 //! Whole-system tests of a three-member cluster, driven with etcdctl exactly as an operator
 //! would: replication and the member/endpoint views, a leader killed -9, membership changes
-//! (learner add, promote, remove) and a partition isolating the leader.
+//! (learner add, promote, remove, strict reconfiguration, force-new-cluster), a leader that
+//! stops handing over, a partition isolating the leader, and auth across members.
 //!
 //! The target is cairn by default, real etcd with `CAIRN_TEST_TARGET=etcd`; the members run
 //! with etcd's flags and advertise peer URLs of forwarders the test owns
@@ -528,4 +529,61 @@ fn a_member_that_missed_compacted_log_catches_up_by_snapshot() {
     // it takes writes and linearizable reads again
     put_until(&c, down, "/snap/after", "yes", T);
     assert_eq!(get(&c, up, "/snap/after", false, T), Ok(Some("yes".into())));
+}
+
+/// Logs in through `endpoint`; the token.
+async fn login(endpoint: &str, name: &str, password: &str) -> String {
+    use cairn_proto::etcdserverpb::auth_client::AuthClient;
+    use cairn_proto::etcdserverpb::AuthenticateRequest;
+    let mut client = AuthClient::connect(endpoint.to_owned()).await.expect("connect");
+    let req = AuthenticateRequest { name: name.into(), password: password.into() };
+    client.authenticate(req).await.expect("authenticate").into_inner().token
+}
+
+/// A linearizable get of `key` through `endpoint` with `token`: the number of keys.
+async fn get_with_token(endpoint: &str, token: &str, key: &str) -> Result<usize, tonic::Status> {
+    use cairn_proto::etcdserverpb::kv_client::KvClient;
+    use cairn_proto::etcdserverpb::RangeRequest;
+    let mut client = KvClient::connect(endpoint.to_owned()).await.expect("connect");
+    let mut req = tonic::Request::new(RangeRequest { key: key.into(), ..Default::default() });
+    req.metadata_mut().insert("token", token.parse().expect("ascii token"));
+    Ok(client.range(req).await?.into_inner().kvs.len())
+}
+
+#[test]
+fn auth_enabled_through_one_member_holds_on_every_member_and_tokens_work_everywhere() {
+    let _serial = one_at_a_time();
+    let c = ProcCluster::start(target_kind(), 3);
+    c.ctl_ok(0, &["user", "add", "root:rootpw"]);
+    c.ctl_ok(0, &["user", "grant-role", "root", "root"]);
+    c.ctl_ok(1, &["user", "add", "alice:alicepw"]);
+    c.ctl_ok(1, &["role", "add", "tenant"]);
+    c.ctl_ok(2, &["role", "grant-permission", "tenant", "readwrite", "a/", "--prefix=true"]);
+    c.ctl_ok(2, &["user", "grant-role", "alice", "tenant"]);
+    c.ctl_ok(0, &["auth", "enable"]);
+    for i in 0..3 {
+        // every member enforces it, whichever member took the change
+        let out = c.ctl(i, &["get", "a/x"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains("etcdserver: user name is empty"), "{}: {err}", c.name(i));
+        c.ctl_ok(i, &["--user=alice:alicepw", "put", &format!("a/{i}"), "v"]);
+        let out = c.ctl(i, &["--user=alice:alicepw", "put", "b/x", "v"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains("etcdserver: permission denied"), "{}: {err}", c.name(i));
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        // a token issued by one member is good on the others (logins are applied everywhere)
+        let token = login(&c.endpoint(0), "alice", "alicepw").await;
+        for i in 0..3 {
+            assert_eq!(get_with_token(&c.endpoint(i), &token, "a/0").await.expect("token on another member"), 1, "{}", c.name(i));
+        }
+        // and a revoked permission is refused on every member at once
+        c.ctl_ok(2, &["--user=root:rootpw", "role", "revoke-permission", "tenant", "a/", "--prefix=true"]);
+        for i in 0..3 {
+            let fresh = login(&c.endpoint(i), "alice", "alicepw").await;
+            let err = get_with_token(&c.endpoint(i), &fresh, "a/0").await.expect_err("permission revoked");
+            assert_eq!(err.message(), "etcdserver: permission denied", "{}", c.name(i));
+        }
+    });
 }
