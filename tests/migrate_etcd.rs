@@ -277,22 +277,30 @@ async fn cairn_store_exports_to_etcd() {
     restore_and_compare(&file, dir.path(), &want).await;
 }
 
+/// `snapshot restore FILE` arguments (etcdutl's, which cairn takes too) building a new
+/// one-member cluster's data folder `data` (the recorded peer URL is not the one the server
+/// then listens on: a one-member cluster does not dial it).
+fn restore_args(file: &Path, data: &Path) -> Vec<String> {
+    let peer = format!("http://{}", common::free_addr());
+    vec![
+        "snapshot".into(),
+        "restore".into(),
+        file.display().to_string(),
+        format!("--data-dir={}", data.display()),
+        "--name=default".into(),
+        format!("--initial-cluster=default={peer}"),
+        format!("--initial-advertise-peer-urls={peer}"),
+        "--initial-cluster-token=cairn-test".into(),
+    ]
+}
+
 /// `etcdctl snapshot restore`s `file` into a new one-member cluster's data folder under
 /// `dir` and starts etcd on it (the member's recorded peer URL is not the one the
 /// server then listens on: a one-member cluster does not dial it).
 fn restore_and_start_etcd(file: &Path, dir: &Path) -> Server {
     let data = dir.join("etcd-data");
-    let peer = format!("http://{}", common::free_addr());
-    etcdctl_ok(&[
-        "snapshot",
-        "restore",
-        file.to_str().unwrap(),
-        &format!("--data-dir={}", data.display()),
-        "--name=default",
-        &format!("--initial-cluster=default={peer}"),
-        &format!("--initial-advertise-peer-urls={peer}"),
-        "--initial-cluster-token=cairn-test",
-    ]);
+    let args = restore_args(file, &data);
+    etcdctl_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
     Server::start_with(Kind::Etcd, Options { data_dir: Some(data), ..Default::default() })
 }
 
@@ -380,18 +388,8 @@ async fn cairn_snapshot_restore_takes_an_etcd_snapshot() {
     let dir = tempfile::tempdir().unwrap();
     let (want, file) = saved_history(Kind::Etcd, dir.path()).await;
     let data = dir.path().join("cairn-data");
-    let peer = format!("http://{}", common::free_addr());
     let out = std::process::Command::new(Kind::Cairn.binary())
-        .args([
-            "snapshot",
-            "restore",
-            file.to_str().unwrap(),
-            &format!("--data-dir={}", data.display()),
-            "--name=default",
-            &format!("--initial-cluster=default={peer}"),
-            &format!("--initial-advertise-peer-urls={peer}"),
-            "--initial-cluster-token=cairn-test",
-        ])
+        .args(restore_args(&file, &data))
         .output()
         .unwrap();
     assert!(out.status.success(), "cairn snapshot restore: {}", String::from_utf8_lossy(&out.stderr));
