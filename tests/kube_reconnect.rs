@@ -2,8 +2,10 @@
 //! broken shared Watch stream by itself and every live watch goes on from the revision it
 //! last delivered, with no gap and no duplicate, when the connection drops (a forwarder
 //! between client and server closes every connection, mid-stream) and when the member is
-//! killed with SIGKILL and restarted. Against cairn and against etcd: the recovery is the
-//! client's, and must hold for either server.
+//! killed with SIGKILL and restarted; and when the member it is connected to is partitioned
+//! from the others (it loses its leader and ends the stream, as kube-apiserver's `hasleader`
+//! streams ask; new streams are refused until the partition heals). Against cairn and
+//! against etcd: the recovery is the client's, and must hold for either server.
 
 mod common;
 
@@ -15,7 +17,9 @@ use std::time::Duration;
 use cairn_proto::etcdserverpb::kv_client::KvClient;
 use cairn_proto::etcdserverpb::PutRequest;
 use cairn_storage::kube::{EtcdConfig, EtcdStorage, KubeStorage, WatchEvent, WatchOptions, Watcher};
-use common::{free_addr, Kind, Server};
+use common::cluster::ProcCluster;
+use common::proxy::CutMode;
+use common::{free_addr, wait_for, Kind, Server};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::AbortHandle;
 use tonic::transport::Channel;
@@ -145,4 +149,41 @@ async fn watches_go_on_across_dropped_connections_and_a_restart_cairn() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watches_go_on_across_dropped_connections_and_a_restart_etcd() {
     run(Kind::Etcd).await;
+}
+
+async fn run_partitioned(kind: Kind) {
+    let mut c = ProcCluster::start(kind, 3);
+    let cfg = EtcdConfig { reconnect_min: Duration::from_millis(20), reconnect_max: Duration::from_millis(300), ..Default::default() };
+    let storage = EtcdStorage::connect_with(&c.endpoint(0), cfg).await.expect("connect");
+    let start = storage.current_resource_version().await.expect("revision");
+    let mut watches = Vec::new();
+    for p in 0..PREFIXES {
+        let opts = WatchOptions { resource_version: start, recursive: true, progress_notify: false };
+        watches.push(storage.watch(format!("/t{p:02}/").as_bytes(), opts).await.expect("watch"));
+    }
+    let mut written = BTreeMap::new();
+    write_phase(&c.endpoint(1), 0, &mut written).await;
+    c.isolate(0, CutMode::Refuse);
+    // the member the watches use knows no leader: it ends their stream
+    let ctl = Duration::from_millis(500);
+    wait_for("member 0 to lose its leader", Duration::from_secs(20), || c.status(0, ctl).filter(|s| s.leader == 0));
+    let writer = wait_for("a member of the majority with a leader", Duration::from_secs(20), || {
+        [1, 2].into_iter().find(|i| c.status(*i, ctl).is_some_and(|s| s.leader != 0 && c.index_of(s.leader) != Some(0)))
+    });
+    write_phase(&c.endpoint(writer), 1, &mut written).await;
+    c.heal();
+    write_phase(&c.endpoint(writer), 2, &mut written).await;
+    for (p, w) in watches.iter_mut().enumerate() {
+        expect_exactly(p, w, &written[&p]).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_go_on_after_their_member_was_partitioned_cairn() {
+    run_partitioned(Kind::Cairn).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_go_on_after_their_member_was_partitioned_etcd() {
+    run_partitioned(Kind::Etcd).await;
 }
