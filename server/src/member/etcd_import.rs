@@ -22,6 +22,7 @@
 //!    member commits its whole log when it restarts, so etcd would have applied them too;
 //! 3. the store's applied index is reset to 0 (a restore of its own state), since the
 //!    member's Raft log starts anew, bootstrapped with etcd's member and cluster IDs.
+//!
 //! What does not travel is what a restore from an etcd snapshot leaves out too: users,
 //! roles and alarms (logged when etcd had them).
 

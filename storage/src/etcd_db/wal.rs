@@ -190,14 +190,11 @@ fn apply_record(
     Ok(())
 }
 
+/// What [`read_file`] hands each record to, with the way to report it corrupt.
+type OnRecord<'a> = dyn FnMut(Record, &dyn Fn(String) -> WalError) -> Result<(), WalError> + 'a;
+
 /// Walks the frames of one file, checking the CRC chain, and hands each record on.
-fn read_file(
-    path: &Path,
-    data: &[u8],
-    last_file: bool,
-    crc: &mut u32,
-    on_record: &mut dyn FnMut(Record, &dyn Fn(String) -> WalError) -> Result<(), WalError>,
-) -> Result<(), WalError> {
+fn read_file(path: &Path, data: &[u8], last_file: bool, crc: &mut u32, on_record: &mut OnRecord<'_>) -> Result<(), WalError> {
     let mut off = 0usize;
     while off + 8 <= data.len() {
         let corrupt = |what: String| WalError::Corrupt { path: path.to_owned(), offset: off as u64, what };
@@ -306,7 +303,7 @@ pub(crate) mod write {
             }
             self.bytes.extend_from_slice(&word.to_le_bytes());
             self.bytes.extend_from_slice(&data);
-            self.bytes.extend(std::iter::repeat(0).take(pad));
+            self.bytes.extend(std::iter::repeat_n(0, pad));
         }
     }
 }

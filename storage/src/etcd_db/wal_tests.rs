@@ -22,7 +22,7 @@ fn dir_with(files: &[Vec<u8>]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     for (i, f) in files.iter().enumerate() {
         let mut bytes = f.clone();
-        bytes.extend(std::iter::repeat(0).take(4096)); // etcd preallocates
+        bytes.extend(std::iter::repeat_n(0, 4096)); // etcd preallocates
         std::fs::write(dir.path().join(format!("{i:016x}-{:016x}.wal", i * 10)), bytes).unwrap();
     }
     dir
@@ -63,7 +63,7 @@ fn a_torn_tail_of_the_last_file_ends_the_log() {
     // cut the last file inside its last record
     let cut = b.len() - 5;
     b.truncate(cut);
-    let dir = dir_with(&[a.clone()]);
+    let dir = dir_with(std::slice::from_ref(&a));
     // the file ends there (not preallocated)
     std::fs::write(dir.path().join("0000000000000001-000000000000000a.wal"), b).unwrap();
     let wal = read_wal(dir.path()).unwrap();
