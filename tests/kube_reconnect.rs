@@ -107,17 +107,23 @@ async fn expect_exactly(p: usize, w: &mut Watcher, want: &[(Vec<u8>, i64)]) {
     }
 }
 
-async fn run(kind: Kind) {
-    let mut server = Server::start(kind);
-    let fwd = Forwarder::start(server.client_addr()).await;
+/// One `EtcdStorage` on `endpoint` (quick to reconnect) watching every prefix from now.
+async fn watch_prefixes(endpoint: &str) -> (EtcdStorage, Vec<Watcher>) {
     let cfg = EtcdConfig { reconnect_min: Duration::from_millis(20), reconnect_max: Duration::from_millis(300), ..Default::default() };
-    let storage = EtcdStorage::connect_with(&format!("http://{}", fwd.addr), cfg).await.expect("connect");
+    let storage = EtcdStorage::connect_with(endpoint, cfg).await.expect("connect");
     let start = storage.current_resource_version().await.expect("revision");
     let mut watches = Vec::new();
     for p in 0..PREFIXES {
         let opts = WatchOptions { resource_version: start, recursive: true, progress_notify: false };
         watches.push(storage.watch(format!("/t{p:02}/").as_bytes(), opts).await.expect("watch"));
     }
+    (storage, watches)
+}
+
+async fn run(kind: Kind) {
+    let mut server = Server::start(kind);
+    let fwd = Forwarder::start(server.client_addr()).await;
+    let (_storage, mut watches) = watch_prefixes(&format!("http://{}", fwd.addr)).await;
 
     let mut written = BTreeMap::new();
     write_phase(&server.endpoint(), 0, &mut written).await;
@@ -153,14 +159,7 @@ async fn watches_go_on_across_dropped_connections_and_a_restart_etcd() {
 
 async fn run_partitioned(kind: Kind) {
     let mut c = ProcCluster::start(kind, 3);
-    let cfg = EtcdConfig { reconnect_min: Duration::from_millis(20), reconnect_max: Duration::from_millis(300), ..Default::default() };
-    let storage = EtcdStorage::connect_with(&c.endpoint(0), cfg).await.expect("connect");
-    let start = storage.current_resource_version().await.expect("revision");
-    let mut watches = Vec::new();
-    for p in 0..PREFIXES {
-        let opts = WatchOptions { resource_version: start, recursive: true, progress_notify: false };
-        watches.push(storage.watch(format!("/t{p:02}/").as_bytes(), opts).await.expect("watch"));
-    }
+    let (_storage, mut watches) = watch_prefixes(&c.endpoint(0)).await;
     let mut written = BTreeMap::new();
     write_phase(&c.endpoint(1), 0, &mut written).await;
     c.isolate(0, CutMode::Refuse);
