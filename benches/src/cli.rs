@@ -140,6 +140,11 @@ pub enum Command {
         /// --rate writes fall between and during rounds.
         #[arg(long, default_value_t = 0)]
         round_gap_ms: u64,
+        /// Instead of waits: each round sends this many RequestProgress back to back on every
+        /// stream (as many tenants asking at once) and the percentiles are of each request's
+        /// time to its answer.
+        #[arg(long, default_value_t = 0)]
+        burst: u64,
     },
 }
 

@@ -134,12 +134,13 @@ async fn run_watch(
     put_channels: &[tonic::transport::Channel],
 ) -> Result<ExitCode, String> {
     let (out, ok) = match &cli.cmd {
-        Command::WatchProgress { round_timeout_ms, resend_ms, round_gap_ms, .. } => {
+        Command::WatchProgress { round_timeout_ms, resend_ms, round_gap_ms, burst, .. } => {
             let rounds = watch::Rounds {
                 rounds: cli.total,
                 round_timeout: Duration::from_millis(*round_timeout_ms),
                 resend: Duration::from_millis(*resend_ms),
                 gap: Duration::from_millis(*round_gap_ms),
+                burst: *burst,
             };
             let mut r = watch::run_progress(cfg, &rounds, watch_channels, put_channels).await?;
             let text = match cli.format {

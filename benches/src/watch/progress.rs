@@ -38,6 +38,27 @@ pub struct Rounds {
     pub resend: Duration,
     /// Shortest time from one round's start to the next one's (zero: back to back).
     pub gap: Duration,
+    /// Instead of waits: each round sends this many progress requests back to back on
+    /// every stream and records each one's answer latency (many tenants asking at once).
+    pub burst: u64,
+}
+
+/// A burst round: every stream's latencies, or why one failed or timed out.
+async fn burst_round(streams: &[Stream], n: u64, timeout: Duration, out: &mut Vec<u32>) -> Result<bool, String> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut pending = Vec::with_capacity(streams.len());
+    for s in streams {
+        pending.push(s.burst(n)?);
+    }
+    for (i, rx) in pending.into_iter().enumerate() {
+        match tokio::time::timeout_at(deadline, rx).await {
+            Ok(Ok(Ok(lat))) => out.extend(lat),
+            Ok(Ok(Err(e))) => return Err(format!("stream {i}: {e}")),
+            Ok(Err(_)) => return Err(format!("stream {i}: reader gone")),
+            Err(_) => return Ok(false),
+        }
+    }
+    Ok(true)
 }
 
 async fn current_revision(kv: &mut KvClient<Channel>, timeout: Option<Duration>) -> Result<i64, String> {
@@ -116,7 +137,8 @@ pub async fn run_progress(
     });
 
     let mut kv = KvClient::new(put_channels[0].clone());
-    let mut out = ProgressRounds { setup: opened.setup, rounds: r.rounds, ..Default::default() };
+    let burst_requests = r.burst * opened.streams.len() as u64;
+    let mut out = ProgressRounds { setup: opened.setup, rounds: r.rounds, burst_requests, ..Default::default() };
     let mut in_a_row = 0;
     let mut pace = (!r.gap.is_zero()).then(|| {
         let mut t = tokio::time::interval(r.gap);
@@ -126,6 +148,21 @@ pub async fn run_progress(
     for _ in 0..r.rounds {
         if let Some(t) = pace.as_mut() {
             t.tick().await;
+        }
+        if r.burst > 0 {
+            match burst_round(&opened.streams, r.burst, r.round_timeout, &mut out.waits_us).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    out.timed_out += 1;
+                    out.failure = Some(format!("a burst not answered within {:?}: stopped", r.round_timeout));
+                    break;
+                }
+                Err(e) => {
+                    out.failure = Some(e);
+                    break;
+                }
+            }
+            continue;
         }
         let target = match current_revision(&mut kv, cfg.timeout).await {
             Ok(rev) => rev,

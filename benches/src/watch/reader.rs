@@ -29,6 +29,9 @@ use super::writers::decode_value;
 /// The instant a condition first held, or why it never will.
 pub type Reply = oneshot::Sender<Result<Instant, String>>;
 
+/// Each request's answer latency in a burst (microseconds), or why it failed.
+pub type BurstReply = oneshot::Sender<Result<Vec<u32>, String>>;
+
 enum Cmd {
     /// Answer once every creation has been answered: with the instant of the last answer.
     Created(Reply),
@@ -39,6 +42,9 @@ enum Cmd {
     Progress(i64, Reply),
     /// Send one more progress request for the current round.
     Resend,
+    /// Send this many progress requests back to back; answer with each one's time to its
+    /// answer (microseconds, in order: etcd answers a stream's requests in order).
+    Burst(u64, BurstReply),
     /// Hand over the tallies and stop.
     Finish(oneshot::Sender<Tally>),
 }
@@ -82,6 +88,14 @@ enum Waiter {
         below: usize,
         first: u64,
         reply: Reply,
+    },
+    /// A burst: the send instant of each request from index `first` on, and the answer
+    /// latencies so far.
+    Burst {
+        first: u64,
+        sent: Vec<Instant>,
+        latencies_us: Vec<u32>,
+        reply: BurstReply,
     },
 }
 
@@ -158,6 +172,13 @@ impl Stream {
     pub fn progress(&self, target: i64) -> Result<oneshot::Receiver<Result<Instant, String>>, String> {
         let (tx, rx) = oneshot::channel();
         self.cmds.send(Cmd::Progress(target, tx)).map_err(|_| GONE.to_string())?;
+        Ok(rx)
+    }
+
+    /// Sends `n` progress requests back to back; the receiver gets each one's answer latency.
+    pub fn burst(&self, n: u64) -> Result<oneshot::Receiver<Result<Vec<u32>, String>>, String> {
+        let (tx, rx) = oneshot::channel();
+        self.cmds.send(Cmd::Burst(n, tx)).map_err(|_| GONE.to_string())?;
         Ok(rx)
     }
 
@@ -260,6 +281,15 @@ impl Reader {
                 self.send_progress();
                 self.waiter.take()
             }
+            Cmd::Burst(n, reply) => {
+                let first = self.progress_sent;
+                let mut sent = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
+                for _ in 0..n {
+                    sent.push(Instant::now());
+                    self.send_progress();
+                }
+                Some(Waiter::Burst { first, sent, latencies_us: Vec::new(), reply })
+            }
             Cmd::Finish(done) => return Some(done),
         };
         self.check();
@@ -273,6 +303,7 @@ impl Reader {
             Some(Waiter::Created(_)) => self.tally.created >= self.prefixes.len(),
             Some(Waiter::Events(n, _)) => self.tally.events >= *n,
             Some(Waiter::Progress { below, .. }) => *below == 0,
+            Some(Waiter::Burst { sent, latencies_us, .. }) => latencies_us.len() >= sent.len(),
         };
         if !met && self.tally.failure.is_none() {
             return;
@@ -284,6 +315,12 @@ impl Reader {
         let (at, reply) = match waiter {
             Waiter::Created(r) => (self.last_created.unwrap_or(now), r),
             Waiter::Events(_, r) | Waiter::Progress { reply: r, .. } => (now, r),
+            Waiter::Burst { latencies_us, reply, .. } => {
+                let answer = if met { Ok(latencies_us) } else { Err(self.tally.failure.clone().unwrap_or_default()) };
+                // The coordinator may have given up waiting.
+                let _unwanted = reply.send(answer);
+                return;
+            }
         };
         let answer = if met { Ok(at) } else { Err(self.tally.failure.clone().unwrap_or_default()) };
         // The coordinator may have given up waiting.
@@ -321,10 +358,15 @@ impl Reader {
             let index = self.tally.progress_responses;
             self.tally.progress_responses += 1;
             self.progress_rev = self.progress_rev.max(rev);
-            if let Some(Waiter::Progress { target, below, first, .. }) = &mut self.waiter {
-                if index >= *first && rev >= *target {
-                    *below = 0;
+            match &mut self.waiter {
+                Some(Waiter::Progress { target, below, first, .. }) if index >= *first && rev >= *target => *below = 0,
+                Some(Waiter::Burst { first, sent, latencies_us, .. }) if index >= *first => {
+                    if let Some(at) = usize::try_from(index - *first).ok().and_then(|i| sent.get(i)) {
+                        let us = now.saturating_duration_since(*at).as_micros();
+                        latencies_us.push(u32::try_from(us).unwrap_or(u32::MAX));
+                    }
                 }
+                _ => {}
             }
         } else if let Some(&w) = self.ids.get(&r.watch_id) {
             if r.events.is_empty() {

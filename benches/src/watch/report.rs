@@ -175,7 +175,11 @@ impl Delivery {
 pub struct ProgressRounds {
     pub setup: Setup,
     pub rounds: u64,
-    /// Wait of each completed round, microseconds.
+    /// With `--burst`: requests per round over all streams, each timed (0: one wait per
+    /// round).
+    pub burst_requests: u64,
+    /// Wait of each completed round (with `--burst`: each request's time to its answer),
+    /// microseconds.
     pub waits_us: Vec<u32>,
     pub timed_out: u64,
     /// Progress requests sent again to streams not done after `--resend-ms`.
@@ -195,7 +199,7 @@ impl ProgressRounds {
         self.failure.is_none()
             && self.timed_out == 0
             && self.progress_ahead == 0
-            && self.waits_us.len() as u64 == self.rounds
+            && self.waits_us.len() as u64 == self.rounds * self.burst_requests.max(1)
     }
 
     /// Human-readable report (sorts the waits).
@@ -217,7 +221,10 @@ impl ProgressRounds {
             "  Background:\t{} puts ({} failed), {} events, {} behind a progress response.",
             self.background_puts, self.background_put_errors, self.events, self.progress_ahead
         );
-        let _ = writeln!(o, "\nProgress wait (RequestProgress -> every watch at >= R):");
+        let _ = match self.burst_requests {
+            0 => writeln!(o, "\nProgress wait (RequestProgress -> every watch at >= R):"),
+            n => writeln!(o, "\nProgress answers ({n} RequestProgress per round back to back; each one's time to its answer):"),
+        };
         for (name, q) in [("50", 50.0), ("90", 90.0), ("99", 99.0), ("100", 100.0)] {
             let _ = writeln!(o, "  {name}% in {:.4} ms.", percentile(&self.waits_us, q));
         }

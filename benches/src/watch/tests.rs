@@ -135,11 +135,25 @@ async fn progress_rounds_complete() {
         round_timeout: Duration::from_secs(5),
         resend: Duration::from_secs(1),
         gap: Duration::ZERO,
+        burst: 0,
     };
     let out = run_progress(&config(), &rounds, &channels, &channels).await.expect("run");
     assert!(out.ok(), "{out:?}");
     assert_eq!(out.waits_us.len(), 5);
     assert_eq!(out.progress_responses, 10);
+}
+
+#[tokio::test]
+async fn a_burst_times_every_request() {
+    let ep = serve(true).await;
+    let channels = crate::conn::connect_all(&[ep], 2).await.expect("connect");
+    let rounds =
+        Rounds { rounds: 3, round_timeout: Duration::from_secs(5), resend: Duration::from_secs(1), gap: Duration::ZERO, burst: 50 };
+    let out = run_progress(&config(), &rounds, &channels, &channels).await.expect("run");
+    assert!(out.ok(), "{out:?}");
+    // 3 rounds x 2 streams x 50 requests, each answered once
+    assert_eq!(out.waits_us.len(), 300);
+    assert_eq!(out.progress_responses, 300);
 }
 
 #[tokio::test]
@@ -151,6 +165,7 @@ async fn unanswered_progress_ends_at_the_deadlines() {
         round_timeout: Duration::from_millis(60),
         resend: Duration::from_millis(20),
         gap: Duration::ZERO,
+        burst: 0,
     };
     let started = Instant::now();
     let out = run_progress(&config(), &rounds, &channels, &channels).await.expect("run");
