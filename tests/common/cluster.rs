@@ -318,6 +318,18 @@ impl ProcCluster {
         format!("http://{}", self.members[i].peer_advertised)
     }
 
+    /// Member `i`'s data dir.
+    pub fn data_dir(&self, i: usize) -> &std::path::Path {
+        &self.members[i].data_dir
+    }
+
+    /// The lines `etcdctl alarm list` prints through member `i`, sorted.
+    pub fn alarm_list(&self, i: usize) -> Vec<String> {
+        let mut lines: Vec<String> = self.ctl_ok(i, &["alarm", "list"]).lines().map(str::to_owned).collect();
+        lines.sort();
+        lines
+    }
+
     pub fn name(&self, i: usize) -> &str {
         &self.members[i].name
     }

@@ -6,9 +6,21 @@
 //! applies the same log, so members holding the same history give the same hash at the
 //! same revision and compacted revision (etcd's values differ: its backend layout is not
 //! cairn's; only member-to-member comparison is meaningful).
+//!
+//! Served twice: Maintenance.HashKV to clients, and `cairnpb.PeerHash/HashKV` on the peer
+//! listeners ([`PeerHashService`], etcd's `/members/hashkv`), which the corruption checks
+//! of `member/corrupt.rs` call. Both answer [`hash_kv_response`].
 
+use std::sync::Arc;
+
+use cairn_proto::cairnpb::peer_hash_server::{PeerHash, PeerHashServer};
+use cairn_proto::etcdserverpb::{HashKvRequest, HashKvResponse};
 use cairn_storage::crc32::Crc32;
 use cairn_storage::{Error as StorageError, Store};
+use tonic::{Request, Response, Status};
+
+use crate::api::status::rpc_error;
+use crate::member::identity::Membership;
 
 /// Bytes of history read per scan.
 const CHUNK_BYTES: usize = 4 << 20;
@@ -48,6 +60,40 @@ pub fn hash_kv(store: &Store, revision: i64) -> Result<(u32, i64, i64), StorageE
         from = h.through + 1;
     }
     Ok((crc.finish(), compact, rev))
+}
+
+/// The HashKV answer at `revision` (0: the current one), hashed on a blocking thread: the
+/// header carries this member and its current revision (as etcd's, which the leader's
+/// check compares with its own), `hash_revision` the revision hashed.
+pub async fn hash_kv_response(store: Arc<Store>, membership: &Membership, revision: i64) -> Result<HashKvResponse, Status> {
+    let hashed = store.clone();
+    let (hash, compact_revision, hash_revision) = tokio::task::spawn_blocking(move || hash_kv(&hashed, revision))
+        .await
+        .map_err(|e| Status::internal(format!("cairn: HashKV task failed: {e}")))?
+        .map_err(rpc_error)?;
+    Ok(HashKvResponse { header: Some(membership.header(store.revision())), hash, compact_revision, hash_revision })
+}
+
+/// `cairnpb.PeerHash` on the peer listeners: a member's HashKV for its peers' corruption
+/// checks (no auth: the peer listeners are the members' own, guarded by peer TLS).
+pub struct PeerHashService {
+    store: Arc<Store>,
+    membership: Arc<Membership>,
+}
+
+impl PeerHashService {
+    /// The service over this member's `store`.
+    pub fn server(store: Arc<Store>, membership: Arc<Membership>) -> PeerHashServer<PeerHashService> {
+        PeerHashServer::new(PeerHashService { store, membership })
+    }
+}
+
+#[tonic::async_trait]
+impl PeerHash for PeerHashService {
+    async fn hash_kv(&self, request: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
+        let revision = request.get_ref().revision;
+        Ok(Response::new(hash_kv_response(self.store.clone(), &self.membership, revision).await?))
+    }
 }
 
 #[cfg(test)]
