@@ -1,6 +1,7 @@
 //! Corruption checks as an operator meets them. One member of a three-member cluster is
 //! stopped and a value in its store is rewritten on disk behind the store's back (same
-//! key, same revision, other bytes), then it is restarted:
+//! key, same revision, other bytes; in the periodic test a value only the compaction
+//! keeps), then it is restarted:
 //! - with `--experimental-corrupt-check-time`, the leader's next check raises the CORRUPT
 //!   alarm: every member lists it within one check interval (plus a margin), the leader's
 //!   log names the member that differs, writes (put, delete, write txn, compact, lease
@@ -108,8 +109,9 @@ async fn connect_all(c: &ProcCluster) -> Vec<Client> {
 }
 
 /// A cluster with the periodic check every [`CHECK_EVERY`], some keys and the one value
-/// [`GOOD`] written; returns it with the leader and a follower.
-async fn cluster_with_data(extra: &[&str]) -> (ProcCluster, usize, usize) {
+/// [`GOOD`] written (with `compact`, then compacted away from the history: only the
+/// compaction keeps it); returns it with the leader and a follower.
+async fn cluster_with_data(extra: &[&str], compact: bool) -> (ProcCluster, usize, usize) {
     let mut args = vec![format!("--experimental-corrupt-check-time={}s", CHECK_EVERY.as_secs()), "--logger=zap".to_owned()];
     args.extend(extra.iter().map(|a| a.to_string()));
     let opts = MemberOptions { extra_args: args, ..Default::default() };
@@ -119,6 +121,10 @@ async fn cluster_with_data(extra: &[&str]) -> (ProcCluster, usize, usize) {
         clients[i % 3].put(format!("/k/{i:02}"), format!("v{i}"), None).await.expect("put");
     }
     clients[0].put("/victim", GOOD, None).await.expect("put");
+    let rev = clients[1].put("/k/00", "again", None).await.expect("put").header().expect("header").revision();
+    if compact {
+        clients[2].compact(rev, Some(CompactionOptions::new().with_physical())).await.expect("compact");
+    }
     clients[1].put("/k/after", "x", None).await.expect("put");
     let leader = c.leader();
     let follower = (leader + 1) % 3;
@@ -127,7 +133,8 @@ async fn cluster_with_data(extra: &[&str]) -> (ProcCluster, usize, usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn periodic_check_raises_corrupt_everywhere_and_writes_stop_until_disarmed() {
-    let (mut c, leader, f) = cluster_with_data(&[]).await;
+    // the value is below the compacted revision: a check must cover what compaction kept
+    let (mut c, leader, f) = cluster_with_data(&[], true).await;
     let fid = c.member_id(f).expect("member id");
     // healthy members pass whole checks, and nothing is raised
     wait_whole_check(&c, leader);
@@ -166,7 +173,8 @@ async fn periodic_check_raises_corrupt_everywhere_and_writes_stop_until_disarmed
     assert!(is_corrupt(&e), "{e:?}");
     let e = clients[1].txn(Txn::new().and_then([TxnOp::put("/t", "x", None)])).await.expect_err("a write txn under CORRUPT");
     assert!(is_corrupt(&e), "{e:?}");
-    let e = clients[2].compact(2, Some(CompactionOptions::new())).await.expect_err("a compaction under CORRUPT");
+    let now = clients[2].get("/k/after", None).await.expect("get").header().expect("header").revision();
+    let e = clients[2].compact(now, Some(CompactionOptions::new())).await.expect_err("a compaction under CORRUPT");
     assert!(is_corrupt(&e), "{e:?}");
     let e = clients[0].lease_grant(60, None).await.expect_err("a lease grant under CORRUPT");
     assert!(is_corrupt(&e), "{e:?}");
@@ -199,7 +207,7 @@ async fn periodic_check_raises_corrupt_everywhere_and_writes_stop_until_disarmed
 async fn initial_check_refuses_to_start_a_corrupt_member() {
     // etcd 3.4 knows its peers at start only from a snapshot (without one its initial
     // check asks no one and passes): take them often
-    let (mut c, _, f) = cluster_with_data(&["--snapshot-count=10"]).await;
+    let (mut c, _, f) = cluster_with_data(&["--snapshot-count=10"], false).await;
     let fid = c.member_id(f).expect("member id");
     stop_rewrite(&mut c, f, GOOD, BAD);
     c.set_extra_args(f, &["--experimental-initial-corrupt-check=true", "--logger=zap", "--snapshot-count=10"]);

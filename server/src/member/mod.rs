@@ -19,6 +19,9 @@
 //! - `--initial-cluster-state existing`: the member was added with MemberAdd; the cluster
 //!   and this member's ID (the one MemberAdd chose) are read from a running member's
 //!   Cluster service on its peer URL, and the log comes from the leader.
+//! - a restarting member with `--experimental-initial-corrupt-check` compares its HashKV
+//!   with its peers' before its node starts, and refuses to start on a mismatch
+//!   (`corrupt.rs`).
 //!
 //! The node runs on its own thread (its WAL writes and fsyncs block); the transport's
 //! connections and the other tasks run on the caller's runtime.
@@ -190,7 +193,8 @@ pub struct Member {
     pub control: Arc<RaftControl>,
     /// This member, as response headers show it.
     pub membership: Arc<Membership>,
-    /// Services for the peer listeners.
+    /// Services for the peer listeners: the Raft transport, Cluster, Lease (forwarded
+    /// requests) and PeerHash (the corruption checks).
     pub peer_routes: tonic::service::Routes,
     /// Forwards lease requests to the leader.
     pub lease_forward: Arc<LeaseForwarder>,
