@@ -153,11 +153,17 @@ mod tests {
         store.commit().expect("commit");
     }
 
-    #[test]
-    fn same_history_same_hash_and_any_change_shows() {
+    /// Two empty stores (and their folders, removed on drop).
+    fn two_stores() -> ([tempfile::TempDir; 2], Arc<Store>, Arc<Store>) {
         let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
         let a = Store::open(StoreConfig::new(dirs[0].path())).unwrap();
         let b = Store::open(StoreConfig::new(dirs[1].path())).unwrap();
+        (dirs, a, b)
+    }
+
+    #[test]
+    fn same_history_same_hash_and_any_change_shows() {
+        let (_dirs, a, b) = two_stores();
         for (i, s) in [&a, &b].into_iter().enumerate() {
             put(s, 1, "k1", "v1");
             put(s, 2, "k2", "v2");
@@ -175,9 +181,7 @@ mod tests {
     #[test]
     fn a_difference_below_the_compaction_still_shows() {
         use cairn_proto::etcdserverpb::CompactionRequest;
-        let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
-        let a = Store::open(StoreConfig::new(dirs[0].path())).unwrap();
-        let b = Store::open(StoreConfig::new(dirs[1].path())).unwrap();
+        let (_dirs, a, b) = two_stores();
         for (i, s) in [&a, &b].into_iter().enumerate() {
             put(s, 1, "k1", if i == 0 { "v1" } else { "other" });
             // more keys than one page of `hash_kept`

@@ -182,49 +182,31 @@ fn revision_of(r: &HashKvResponse) -> i64 {
 pub fn initial_mismatches(me: u64, local: LocalHash, answers: &[PeerAnswer]) -> Vec<u64> {
     let mut mismatched = Vec::new();
     for a in answers {
-        match &a.result {
-            Ok(r) if r.hash != local.hash => {
-                let same_compact = r.compact_revision == local.compact;
-                let msg = if same_compact {
-                    mismatched.push(a.id);
-                    "found different hash values from remote peer"
-                } else {
-                    "found different compact revision values from remote peer"
-                };
-                warn!(
-                    local_member_id = %hex(me),
-                    local_member_revision = local.revision,
-                    local_member_compact_revision = local.compact,
-                    local_member_hash = local.hash,
-                    remote_peer_id = %hex(a.id),
-                    remote_peer_endpoints = ?a.urls,
-                    remote_peer_revision = revision_of(r),
-                    remote_peer_compact_revision = r.compact_revision,
-                    remote_peer_hash = r.hash,
-                    "{msg}"
-                );
+        let (msg, resp, error) = match &a.result {
+            Ok(r) if r.hash == local.hash => continue,
+            Ok(r) if r.compact_revision == local.compact => {
+                mismatched.push(a.id);
+                ("found different hash values from remote peer", Some(r), None)
             }
-            Ok(_) => {}
-            Err(e @ (PeerHashError::FutureRev | PeerHashError::Compacted)) => {
-                let msg = if *e == PeerHashError::FutureRev {
-                    "cannot fetch hash from slow remote peer"
-                } else {
-                    "cannot fetch hash from remote peer; local member is behind"
-                };
-                warn!(
-                    local_member_id = %hex(me),
-                    local_member_revision = local.revision,
-                    local_member_compact_revision = local.compact,
-                    local_member_hash = local.hash,
-                    remote_peer_id = %hex(a.id),
-                    remote_peer_endpoints = ?a.urls,
-                    error = %e,
-                    "{msg}"
-                );
-            }
+            Ok(r) => ("found different compact revision values from remote peer", Some(r), None),
+            Err(e @ PeerHashError::FutureRev) => ("cannot fetch hash from slow remote peer", None, Some(e)),
+            Err(e @ PeerHashError::Compacted) => ("cannot fetch hash from remote peer; local member is behind", None, Some(e)),
             // already logged as "failed hash kv request"
-            Err(PeerHashError::Failed(_)) => {}
-        }
+            Err(PeerHashError::Failed(_)) => continue,
+        };
+        warn!(
+            local_member_id = %hex(me),
+            local_member_revision = local.revision,
+            local_member_compact_revision = local.compact,
+            local_member_hash = local.hash,
+            remote_peer_id = %hex(a.id),
+            remote_peer_endpoints = ?a.urls,
+            remote_peer_revision = resp.map(revision_of),
+            remote_peer_compact_revision = resp.map(|r| r.compact_revision),
+            remote_peer_hash = resp.map(|r| r.hash),
+            error = error.map(tracing::field::display),
+            "{msg}"
+        );
     }
     mismatched
 }
