@@ -16,7 +16,10 @@
 //!   - H2 ≠ H1 with R2 = R1 and C2 = C1: the leader's own store changed under it;
 //!   - a member whose current revision is above R2, or whose compacted revision is above
 //!     C2 (after the barrier, no member can have applied more than the leader);
-//!   - a member compacted at C1 whose hash at R1 is not H1.
+//!   - a member compacted at C1 whose hash at R1 is not H1;
+//!   - and one rule of etcd 3.6's: when a majority of the cluster (followers agreeing
+//!     among themselves) holds one hash other than H1, the leader is the member that
+//!     differs and is named first (etcd 3.4/3.5 would name the first follower).
 //!
 //!   The first member found raises the CORRUPT alarm through Raft (`ACTIVATE` with its
 //!   member ID), so every member lists it; every finding is logged with the member's ID.
@@ -225,9 +228,9 @@ pub async fn initial_check(me: u64, store: Arc<Store>, table: &MemberTable, peer
 }
 
 /// The periodic check's verdict (module docs), in the order found, each finding logged:
-/// the leader `me` hashed `first` before asking the peers and `second` after the barrier.
-/// The first one is the member the alarm names.
-pub fn periodic_suspects(me: u64, first: LocalHash, second: LocalHash, answers: &[PeerAnswer]) -> Vec<u64> {
+/// the leader `me` of a `cluster_size`-member cluster hashed `first` before asking the
+/// peers and `second` after the barrier. The first one is the member the alarm names.
+pub fn periodic_suspects(me: u64, cluster_size: usize, first: LocalHash, second: LocalHash, answers: &[PeerAnswer]) -> Vec<u64> {
     let mut found = Vec::new();
     if second.hash != first.hash && second.revision == first.revision && second.compact == first.compact {
         warn!(
@@ -274,7 +277,37 @@ pub fn periodic_suspects(me: u64, first: LocalHash, second: LocalHash, answers: 
             found.push(a.id);
         }
     }
+    if leader_outvoted(me, cluster_size, first, answers) && found.first() != Some(&me) {
+        found.insert(0, me);
+    }
     found
+}
+
+/// True when a majority of the cluster, the leader not counted, agrees on one hash other
+/// than the leader's at its revision and compacted revision: then the leader is the member
+/// that differs (etcd 3.4/3.5 name the first follower instead; etcd 3.6 votes like this).
+fn leader_outvoted(me: u64, cluster_size: usize, first: LocalHash, answers: &[PeerAnswer]) -> bool {
+    let differing: Vec<u32> = answers
+        .iter()
+        .filter_map(|a| a.result.as_ref().ok())
+        .filter(|r| r.compact_revision == first.compact && r.hash != first.hash)
+        .map(|r| r.hash)
+        .collect();
+    let Some((hash, agreeing)) = differing.iter().map(|h| (*h, differing.iter().filter(|x| *x == h).count())).max_by_key(|&(_, n)| n) else {
+        return false;
+    };
+    let outvoted = agreeing * 2 > cluster_size;
+    if outvoted {
+        warn!(
+            local_member_id = %hex(me),
+            leader_hash = first.hash,
+            majority_hash = hash,
+            agreeing_members = agreeing,
+            cluster_size,
+            "a majority of members agree on another hash: the leader differs"
+        );
+    }
+    outvoted
 }
 
 /// The periodic check (module docs), run by every member, acting while it leads.
@@ -312,10 +345,11 @@ impl CorruptionMonitor {
 
     async fn check(&self) -> Result<(), CheckError> {
         let first = local_hash(self.store.clone()).await?;
-        let answers = self.peers.fetch(&self.members.table(), first.revision).await;
+        let table = self.members.table();
+        let answers = self.peers.fetch(&table, first.revision).await;
         self.proposer.read_barrier().await?;
         let second = local_hash(self.store.clone()).await?;
-        if let Some(&id) = periodic_suspects(self.me, first, second, &answers).first() {
+        if let Some(&id) = periodic_suspects(self.me, table.members.len(), first, second, &answers).first() {
             let alarm = AlarmRequest { action: AlarmAction::Activate as i32, member_id: id, alarm: AlarmType::Corrupt as i32 };
             self.proposer.propose(Request::Alarm(alarm)).await?;
         }
@@ -365,16 +399,32 @@ mod tests {
         let h = local(7, 10, 2);
         // everyone agrees; a behind or unreachable member is not judged
         let ok = [answer(2, 7, 10, 2), failed(3, PeerHashError::FutureRev), answer(4, 99, 9, 1)];
-        assert!(periodic_suspects(ME, h, local(8, 11, 2), &ok).is_empty(), "a member at an older compaction is not compared");
+        assert!(periodic_suspects(ME, 5, h, local(8, 11, 2), &ok).is_empty(), "a member at an older compaction is not compared");
         // a different hash at the same compaction names that member
-        assert_eq!(periodic_suspects(ME, h, h, &[answer(2, 7, 10, 2), answer(3, 5, 10, 2)]), vec![3]);
+        assert_eq!(periodic_suspects(ME, 5, h, h, &[answer(2, 7, 10, 2), answer(3, 5, 10, 2)]), vec![3]);
         // ahead of the leader after the barrier: revision or compaction
-        assert_eq!(periodic_suspects(ME, h, local(8, 11, 2), &[answer(2, 7, 12, 2)]), vec![2]);
-        assert_eq!(periodic_suspects(ME, h, h, &[answer(2, 3, 10, 4)]), vec![2]);
+        assert_eq!(periodic_suspects(ME, 5, h, local(8, 11, 2), &[answer(2, 7, 12, 2)]), vec![2]);
+        assert_eq!(periodic_suspects(ME, 5, h, h, &[answer(2, 3, 10, 4)]), vec![2]);
         // the leader's own hash moved at the same revision: the leader first
-        assert_eq!(periodic_suspects(ME, h, local(8, 10, 2), &[answer(2, 8, 10, 2)]), vec![ME, 2]);
+        assert_eq!(periodic_suspects(ME, 5, h, local(8, 10, 2), &[answer(2, 8, 10, 2)]), vec![ME, 2]);
         // a write in between (new revision) is not a mismatch
-        assert!(periodic_suspects(ME, h, local(8, 11, 2), &[]).is_empty());
+        assert!(periodic_suspects(ME, 5, h, local(8, 11, 2), &[]).is_empty());
+    }
+
+    #[test]
+    fn a_leader_outvoted_by_a_majority_is_the_one_named() {
+        let h = local(7, 10, 2);
+        let two_agree = [answer(2, 5, 10, 2), answer(3, 5, 10, 2)];
+        // three members: both followers agree against the leader
+        assert_eq!(periodic_suspects(ME, 3, h, h, &two_agree), vec![ME, 2, 3]);
+        // five members: two of five are no majority, etcd's rule names a follower
+        assert_eq!(periodic_suspects(ME, 5, h, h, &two_agree), vec![2, 3]);
+        let three_agree = [answer(2, 5, 10, 2), answer(3, 5, 10, 2), answer(4, 5, 10, 2), answer(5, 7, 10, 2)];
+        assert_eq!(periodic_suspects(ME, 5, h, h, &three_agree)[0], ME);
+        // followers that differ from the leader and from each other outvote no one
+        assert_eq!(periodic_suspects(ME, 3, h, h, &[answer(2, 5, 10, 2), answer(3, 6, 10, 2)]), vec![2, 3]);
+        // one follower (the other down) cannot outvote the leader
+        assert_eq!(periodic_suspects(ME, 3, h, h, &[answer(2, 5, 10, 2), failed(3, PeerHashError::FutureRev)]), vec![2]);
     }
 
     #[test]
