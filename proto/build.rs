@@ -10,6 +10,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "etcd/auth.proto",
         "etcd/rpc.proto",
         "etcd/lease.proto",
+        "etcd/raft_internal.proto",
+        "etcd/raftpb.proto",
+        "etcd/walpb.proto",
         "cairn/internal.proto",
         "cairn/peer.proto",
     ];

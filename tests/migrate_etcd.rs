@@ -10,7 +10,11 @@
 //!   etcd then writes on it, and its snapshot comes back to cairn with the same history;
 //! * out, at size: an exported store of 100k keys (several branch levels) passes
 //!   `etcdctl snapshot status` (whose bbolt consistency check walks every page) and
-//!   restore, and etcd serves every key from it.
+//!   restore, and etcd serves every key from it;
+//! * in place: cairn started on the data folder a one-member etcd wrote (killed with
+//!   SIGKILL while most of its history was in its WAL only) answers every kept revision
+//!   as etcd did, under etcd's member and cluster IDs; a folder of a larger etcd cluster
+//!   is refused with the command that migrates it, and nothing is written.
 
 mod common;
 
@@ -26,7 +30,7 @@ use cairn_proto::etcdserverpb::{
 use cairn_proto::mvccpb::KeyValue;
 use cairn_storage::bbolt::{BboltFile, Entry};
 use cairn_storage::{etcd_db, Store, StoreConfig};
-use common::{etcdctl_command, Kind, Options, Server};
+use common::{etcdctl_command, free_addr, Kind, Options, Server};
 use tonic::transport::Channel;
 
 /// The revision the history compacts at: every revision from it on is kept.
@@ -421,4 +425,99 @@ async fn a_cairn_backup_exported_for_etcd_restores_into_etcd() {
     let status = snapshot_status(&file);
     assert_eq!(status["revision"].as_i64(), Some(want.revision), "{status}");
     restore_and_compare(&file, dir.path(), &want).await;
+}
+
+/// Kills `server` with SIGKILL (nothing flushed) and reaps it.
+fn kill9(server: &mut Server) {
+    let pid = server.pid().expect("running");
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(pid as libc::pid_t, libc::SIGKILL);
+    }
+    assert!(server.stop().is_some_and(|(_, exited)| exited), "killed");
+}
+
+/// (member ID, cluster ID) from a response header.
+async fn ids(endpoint: String) -> (u64, u64) {
+    let ch = Channel::from_shared(endpoint).unwrap().connect().await.unwrap();
+    let h = KvClient::new(ch).range(whole(0)).await.unwrap().into_inner().header.unwrap();
+    (h.member_id, h.cluster_id)
+}
+
+/// etcd → cairn in place, as a user swaps the binary under a one-member cluster: cairn
+/// started on etcd's data folder imports its db and replays its WAL past the db.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cairn_starts_on_the_folder_a_one_member_etcd_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // etcd commits its db file only when it must (the compaction does) or at shutdown: killed,
+    // it leaves the writes after the compaction in its WAL only
+    let batch = vec!["--backend-batch-interval=1h".to_owned(), "--backend-batch-limit=1000000".to_owned()];
+    let mut etcd = Server::start_with(Kind::Etcd, Options { data_dir: Some(data.clone()), extra_args: batch });
+    write_history(etcd.endpoint()).await;
+    let want = observe(etcd.endpoint()).await;
+    let etcd_ids = ids(etcd.endpoint()).await;
+    kill9(&mut etcd);
+    let db_path = data.join("member").join("snap").join("db");
+    let db = std::fs::read(&db_path).unwrap();
+    let in_db = etcd_db::import_db(db.clone()).unwrap().revision;
+    assert!(in_db < want.revision, "the db holds revision {in_db} of {}: the rest is in the WAL only", want.revision);
+
+    let mut cairn = Server::start_with(Kind::Cairn, Options { data_dir: Some(data.clone()), ..Default::default() });
+    let line = cairn.log().lines().find(|l| l.contains("imported etcd data folder")).map(str::to_owned).unwrap();
+    let replayed = serde_json::from_str::<serde_json::Value>(&line).unwrap()["replayed"].as_u64();
+    assert!(replayed.is_some_and(|n| n >= 5), "the WAL's writes were replayed: {line}");
+    assert_same(&observe(cairn.endpoint()).await, &want);
+    assert_eq!(ids(cairn.endpoint()).await, etcd_ids, "etcd's member and cluster IDs are kept");
+    let ch = Channel::from_shared(cairn.endpoint()).unwrap().connect().await.unwrap();
+    let after = KvClient::new(ch).put(put("written by cairn", b"x", 0)).await.unwrap().into_inner();
+    assert_eq!(after.header.unwrap().revision, want.revision + 1);
+
+    // imported once: a restart serves cairn's own store (with the write above)
+    cairn.restart();
+    assert!(!cairn.log().contains("imported etcd data folder"), "{}", cairn.log());
+    let mut again = observe(cairn.endpoint()).await;
+    assert!(again.ranges.remove(&(want.revision + 1)).is_some());
+    again.revision -= 1;
+    assert_same(&again, &want);
+    assert_eq!(std::fs::read(&db_path).unwrap(), db, "etcd's files are left as they were");
+}
+
+/// A folder of a member of a larger etcd cluster is not imported in place (its members
+/// may not have applied the same entries): cairn refuses to start, names the command that
+/// migrates it, and writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folder_of_a_larger_etcd_cluster_is_refused_with_the_way_to_migrate() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut etcd = Server::start_with(Kind::Etcd, Options { data_dir: Some(data.clone()), ..Default::default() });
+    etcd.ctl_ok(&["put", "k", "v"]);
+    // a second member, never started: the cluster has two members now
+    etcd.ctl_ok(&["member", "add", "second", "--peer-urls=http://127.0.0.1:9"]);
+    kill9(&mut etcd);
+
+    let client = format!("http://{}", free_addr());
+    let peer = format!("http://{}", free_addr());
+    let mut child = std::process::Command::new(Kind::Cairn.binary())
+        .args([
+            format!("--data-dir={}", data.display()),
+            "--name=default".into(),
+            format!("--listen-client-urls={client}"),
+            format!("--advertise-client-urls={client}"),
+            format!("--listen-peer-urls={peer}"),
+            format!("--initial-advertise-peer-urls={peer}"),
+            format!("--initial-cluster=default={peer}"),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = common::wait_for("cairn to exit", std::time::Duration::from_secs(30), || child.try_wait().unwrap());
+    let out = child.wait_with_output().unwrap();
+    let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!status.success(), "{log}");
+    assert!(log.contains("2-member etcd cluster") && log.contains("cairn snapshot restore"), "{log}");
+    for written in ["identity", "cairn", "cairn.import"] {
+        assert!(!data.join("member").join(written).exists(), "member/{written} was written");
+    }
 }

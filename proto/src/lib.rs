@@ -14,6 +14,8 @@
 //!   (`kv_client::KvClient`, ...) and servers (`kv_server::KvServer`, ...)
 //!   for the `KV`, `Watch`, `Lease`, `Cluster`, `Maintenance` and `Auth`
 //!   services.
+//! - [`raftpb`], [`walpb`]: etcd's WAL records and Raft log entries, and (in
+//!   `etcdserverpb`) `InternalRaftRequest`, read only to import an etcd data folder.
 //! - [`cairnpb`]: cairn's own state-machine commands carried by Raft entries.
 //!
 //! Field names are snake_cased by prost: etcd's `ID` is `id`, `TTL` is `ttl`,
@@ -44,6 +46,18 @@ pub mod leasepb {
 #[allow(missing_docs, clippy::all, clippy::pedantic, rustdoc::all)]
 pub mod etcdserverpb {
     tonic::include_proto!("etcdserverpb");
+}
+
+/// etcd's Raft log records (protobuf package `raftpb`), read to import an etcd WAL.
+#[allow(missing_docs, clippy::all, clippy::pedantic, rustdoc::all)]
+pub mod raftpb {
+    tonic::include_proto!("raftpb");
+}
+
+/// etcd's WAL framing (protobuf package `walpb`), read to import an etcd WAL.
+#[allow(missing_docs, clippy::all, clippy::pedantic, rustdoc::all)]
+pub mod walpb {
+    tonic::include_proto!("walpb");
 }
 
 /// cairn's internal state-machine commands (protobuf package `cairnpb`).

@@ -158,6 +158,9 @@ pub enum ServerError {
     /// This member's identity (member and cluster ID) could not be read, written or learnt.
     #[error("member identity: {0}")]
     Identity(String),
+    /// A data folder etcd wrote could not be imported (or is not importable in place).
+    #[error(transparent)]
+    EtcdImport(#[from] crate::member::etcd_import::EtcdImportError),
     /// The Raft node could not be opened.
     #[error("raft: {0}")]
     Raft(String),

@@ -387,6 +387,18 @@ impl Store {
         self.backend.defragment()
     }
 
+    /// Stops the background compactor and waits for its thread to end, so that once the
+    /// last handle of the store is dropped its backend files are closed and unlocked at
+    /// once (the thread holds the backend too). A compaction it abandons stays recorded
+    /// as scheduled and runs again at the next open. For a caller that reopens the same
+    /// folder in the same process (an import); compactions are no longer run after this.
+    pub fn close(&self) {
+        let compactor = self.compactor.lock().take();
+        if let Some(c) = compactor {
+            c.stop();
+        }
+    }
+
     /// Number of keys in the index (live or with history).
     pub fn index_len(&self) -> usize {
         self.index.len()

@@ -36,6 +36,7 @@
 pub mod bootstrap;
 pub mod control;
 pub mod corrupt;
+pub mod etcd_import;
 pub mod identity;
 pub mod lease_forward;
 pub mod lessor;
@@ -231,23 +232,34 @@ impl Member {
     pub async fn open(setup: MemberSetup) -> Result<Member, ServerError> {
         let member_dir = setup.data_dir.join("member");
         std::fs::create_dir_all(&member_dir).map_err(|source| ServerError::DataDir { path: member_dir.clone(), source })?;
+        let existing = read_identity(&setup.data_dir)?;
+        // a folder etcd wrote, never started by cairn: imported, or refused (etcd_import.rs)
+        let imported = match existing.is_none() && etcd_import::holds_etcd_data(&setup.data_dir) {
+            true => Some(import_etcd_folder(&setup, member_dir.join("cairn")).await?),
+            false => None,
+        };
         let store = open_store(member_dir.join("cairn"), &setup.options).await?;
         let stored = stored_members(&store).map_err(|e| ServerError::Identity(format!("stored member table: {e}")))?;
 
-        let existing = read_identity(&setup.data_dir)?;
-        let (identity, table, bootstrap) = match existing {
-            Some(id) => {
+        let (identity, table, bootstrap) = match (existing, imported) {
+            (Some(id), _) => {
                 let table = match stored {
                     Some(t) => t,
                     None => Members::initial(id.cluster_id, &setup.initial),
                 };
                 (id, table, None)
             }
-            None if setup.join_existing => {
+            (None, Some(etcd)) => {
+                // etcd's member and cluster IDs, a new one-member log (etcd_import.rs)
+                let id = Identity { member_id: etcd.member_id, cluster_id: etcd.cluster_id };
+                let me = InitialMember { name: setup.name.clone(), peer_urls: etcd.peer_urls, id: etcd.member_id };
+                (id, Members::initial(id.cluster_id, &[me]), Some(vec![etcd.member_id]))
+            }
+            (None, None) if setup.join_existing => {
                 let (id, table) = fetch_cluster(&setup).await?;
                 (id, stored.unwrap_or(table), None)
             }
-            None => {
+            (None, None) => {
                 let me = setup
                     .initial
                     .iter()
@@ -365,7 +377,7 @@ impl Member {
             })
             .map_err(ServerError::ProposerThread)?;
         let sole_voter = match &bootstrap {
-            Some(_) => setup.initial.len() == 1,
+            Some(ids) => ids.len() == 1,
             None => matches!(table.members.as_slice(), [m] if m.id == me && !m.is_learner),
         };
         if sole_voter {
@@ -707,6 +719,18 @@ async fn publish_attributes(
 
 /// Opens the store in `dir` with the member's limits (on a blocking thread: opening reads
 /// the backend and rebuilds the index).
+/// Imports the etcd data folder of `setup` into `store_dir` (etcd_import.rs), off the
+/// async threads.
+async fn import_etcd_folder(setup: &MemberSetup, store_dir: PathBuf) -> Result<etcd_import::Imported, ServerError> {
+    let data_dir = setup.data_dir.clone();
+    let wal_dir = setup.wal_dir.clone();
+    let engine = setup.options.storage_engine.unwrap_or_default();
+    tokio::task::spawn_blocking(move || etcd_import::import(&data_dir, wal_dir.as_deref(), &store_dir, engine))
+        .await
+        .map_err(|e| ServerError::ProposerThread(std::io::Error::other(e)))?
+        .map_err(ServerError::from)
+}
+
 async fn open_store(dir: PathBuf, opts: &MemberOptions) -> Result<Arc<Store>, ServerError> {
     let mut cfg = StoreConfig::new(dir.clone());
     cfg.max_txn_ops = opts.max_txn_ops;

@@ -5,7 +5,9 @@
 //!
 //! * `import.rs`: etcd file → [`Imported`] (a cairn stream and what etcd recorded);
 //! * `export.rs`: cairn stream → etcd file;
-//! * `hash.rs`: the SHA-256 trailer of snapshot files.
+//! * `hash.rs`: the SHA-256 trailer of snapshot files;
+//! * `wal.rs`: etcd's WAL, read (an etcd data folder's log after its db file);
+//! * `replay.rs`: that log tail applied to a store as cairn commands.
 //!
 //! ```no_run
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -61,12 +63,18 @@
 mod export;
 mod hash;
 mod import;
+mod replay;
 #[cfg(test)]
 mod tests;
+mod wal;
+#[cfg(test)]
+mod wal_tests;
 
 pub use export::{export_db, export_snapshot};
 pub use hash::{append_sha256, split_sha256};
 pub use import::{import_db, import_snapshot, Imported};
+pub use replay::{replay, to_cairn, Replayed, Translated};
+pub use wal::{read_wal, wal_files, EtcdWal, WalError};
 
 /// The buckets of etcd's schema.
 pub const BUCKET_KEY: &[u8] = b"key";

@@ -1,6 +1,8 @@
 //! [`EtcdKv`]: the primitives over any etcd v3 endpoint, for many tenants on one
 //! connection: one tonic `Channel` (one HTTP/2 connection) carries every unary call and a
-//! small fixed number of shared Watch streams (see `mux.rs`).
+//! small fixed number of shared Watch streams (see `mux.rs`). The channel reconnects by
+//! itself; each shared stream is replaced by its mux when it breaks, and its watches go on
+//! from where they were (`mux.rs`, "Recovery").
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -21,7 +23,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
 use super::error::{Result, StorageError};
-use super::mux::{Pacing, RequestSink, ResponseSource, WatchMux};
+use super::mux::{Backoff, Connector, Pacing, RequestSink, ResponseSource, WatchMux};
 use super::raw::RawKv;
 use super::store::KubeStore;
 use super::types::Watcher;
@@ -43,11 +45,20 @@ pub struct EtcdConfig {
     pub progress_retry: Duration,
     /// Timeout of the initial connection.
     pub connect_timeout: Duration,
+    /// First wait before a broken watch stream is replaced (doubling up to
+    /// `reconnect_max` while new streams break unanswered).
+    pub reconnect_min: Duration,
+    /// Longest wait before a broken watch stream is replaced.
+    pub reconnect_max: Duration,
 }
 
 impl EtcdConfig {
     fn pacing(&self) -> Pacing {
         Pacing { min_interval: self.progress_interval, retry: self.progress_retry.max(self.progress_interval) }
+    }
+
+    fn backoff(&self) -> Backoff {
+        Backoff { min: self.reconnect_min, max: self.reconnect_max.max(self.reconnect_min) }
     }
 }
 
@@ -59,6 +70,8 @@ impl Default for EtcdConfig {
             progress_interval: Duration::from_millis(50),
             progress_retry: Duration::from_millis(100),
             connect_timeout: Duration::from_secs(10),
+            reconnect_min: Duration::from_millis(50),
+            reconnect_max: Duration::from_secs(2),
         }
     }
 }
@@ -126,15 +139,16 @@ impl EtcdKv {
         KvClient::new(self.inner.channel.clone()).max_decoding_message_size(usize::MAX)
     }
 
-    /// The mux of stream `i`, opening (or reopening after a failure) it.
+    /// The mux of stream `i`, opening it (or a new one, after a protocol failure).
     fn stream(&self, i: usize) -> Arc<WatchMux> {
         let mut slot = self.inner.streams[i].lock();
         match slot.as_ref() {
             Some(mux) if mux.is_usable() => mux.clone(),
             _ => {
-                let (tx, rx) = mpsc::unbounded_channel();
-                let source = GrpcSource::new(self.inner.channel.clone(), rx);
-                let mux = Arc::new(WatchMux::open(Box::new(GrpcSink(tx)), source, self.inner.cfg.pacing()));
+                let connector = GrpcConnector(self.inner.channel.clone());
+                let (sink, source) = connector.open();
+                let (pacing, backoff) = (self.inner.cfg.pacing(), self.inner.cfg.backoff());
+                let mux = Arc::new(WatchMux::open_reconnecting(sink, source, connector, pacing, backoff));
                 *slot = Some(mux.clone());
                 mux
             }
@@ -205,6 +219,25 @@ struct GrpcSink(mpsc::UnboundedSender<WatchRequest>);
 impl RequestSink for GrpcSink {
     fn send(&self, req: WatchRequest) -> bool {
         self.0.send(req).is_ok()
+    }
+}
+
+/// Opens Watch calls on one channel, for a reconnecting mux.
+struct GrpcConnector(Channel);
+
+impl Connector for GrpcConnector {
+    type Source = GrpcSource;
+
+    fn connect(&mut self) -> Option<(Box<dyn RequestSink>, GrpcSource)> {
+        Some(self.open())
+    }
+}
+
+impl GrpcConnector {
+    /// A new Watch call's halves (the call starts at the source's first `next`).
+    fn open(&self) -> (Box<dyn RequestSink>, GrpcSource) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Box::new(GrpcSink(tx)), GrpcSource::new(self.0.clone(), rx))
     }
 }
 

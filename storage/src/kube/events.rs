@@ -76,6 +76,19 @@ impl Route {
         self.sink.send(WatchEvent::Bookmark(revision))
     }
 
+    /// Notes the revision a watch created "from now" (start revision 0) starts after: the
+    /// created response's header revision.
+    pub(crate) fn started_after(&mut self, revision: i64) {
+        self.reported = self.reported.max(revision);
+    }
+
+    /// Where a replacement of this watch on a new stream starts: right after the newest
+    /// revision it reported (an event or a bookmark), so that nothing is skipped or seen
+    /// twice (etcd sends all events of one revision in one response).
+    pub(crate) fn resume_from(&self) -> i64 {
+        self.reported + 1
+    }
+
     /// Ends the watch with `err`.
     pub(crate) fn fail(self, err: StorageError) {
         self.sink.send(WatchEvent::Error(err));

@@ -10,7 +10,7 @@ use cairn_proto::etcdserverpb::{
 use cairn_proto::mvccpb::{event::EventType, Event, KeyValue};
 use tokio::sync::mpsc;
 
-use super::{Pacing, RequestSink, ResponseSource, WatchMux};
+use super::{Backoff, Connector, Pacing, RequestSink, ResponseSource, WatchMux};
 use crate::kube::error::{Result, StorageError};
 use crate::kube::types::{WatchEvent, Watcher};
 
@@ -239,4 +239,92 @@ async fn a_broken_stream_ends_every_watch_and_pending_create() {
     assert!(matches!(next(&mut w).await, WatchEvent::Error(StorageError::Rpc(_))));
     assert!(matches!(pending.await.expect("join"), Err(StorageError::Rpc(_))));
     assert!(!s.mux.is_usable());
+}
+
+/// The test's ends of one stream a reconnecting mux opened.
+struct Ends {
+    requests: mpsc::UnboundedReceiver<WatchRequest>,
+    responses: mpsc::UnboundedSender<Result<Vec<WatchResponse>>>,
+}
+
+/// Hands every new stream's test-side ends to the test.
+struct ScriptedConnector(mpsc::UnboundedSender<Ends>);
+
+impl Connector for ScriptedConnector {
+    type Source = Source;
+    fn connect(&mut self) -> Option<(Box<dyn RequestSink>, Source)> {
+        let (req_tx, requests) = mpsc::unbounded_channel();
+        let (responses, resp_rx) = mpsc::unbounded_channel();
+        self.0.send(Ends { requests, responses }).ok()?;
+        Some((Box::new(Sink(req_tx)), Source(resp_rx)))
+    }
+}
+
+async fn create_key(requests: &mut mpsc::UnboundedReceiver<WatchRequest>) -> (Vec<u8>, i64) {
+    let req = tokio::time::timeout(WAIT, requests.recv()).await.expect("a request").expect("open");
+    match req.request_union {
+        Some(RequestUnion::CreateRequest(c)) => (c.key, c.start_revision),
+        other => panic!("expected a create, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_broken_stream_is_replaced_and_every_watch_goes_on_where_it_was() {
+    let (streams_tx, mut streams) = mpsc::unbounded_channel();
+    let mut connector = ScriptedConnector(streams_tx);
+    let (sink, source) = connector.connect().expect("first stream");
+    let backoff = Backoff { min: Duration::from_millis(10), max: Duration::from_millis(40) };
+    let mux = Arc::new(WatchMux::open_reconnecting(sink, source, connector, pacing(), backoff));
+    let first = streams.recv().await.expect("first ends");
+    let mut s = Script { mux: mux.clone(), requests: first.requests, responses: first.responses };
+
+    let mut from_now = s.watch("a", 0, 1, 16).await; // created at revision 1
+    let mut from_ten = s.watch("b", 10, 2, 16).await;
+    s.respond(vec![put(1, "a", 3), progress(5)]);
+    assert!(matches!(next(&mut from_now).await, WatchEvent::Added(_)));
+    assert!(matches!(next(&mut from_now).await, WatchEvent::Bookmark(5)));
+    let m = mux.clone();
+    let unanswered = tokio::spawn(async move { m.watch(WatchCreateRequest { key: b"c".to_vec(), ..Default::default() }, 16).await });
+    assert_eq!(create_key(&mut s.requests).await, (b"c".to_vec(), 0));
+
+    s.responses.send(Err(StorageError::Rpc(tonic::Status::unavailable("connection reset")))).expect("send");
+    let mut second = tokio::time::timeout(WAIT, streams.recv()).await.expect("a new stream").expect("ends");
+    // the established watches again from where they were, then the unanswered create
+    assert_eq!(create_key(&mut second.requests).await, (b"a".to_vec(), 6));
+    assert_eq!(create_key(&mut second.requests).await, (b"b".to_vec(), 10));
+    assert_eq!(create_key(&mut second.requests).await, (b"c".to_vec(), 0));
+    second.responses.send(Ok(vec![created(11), created(12), created(13)])).expect("send");
+    let _c = tokio::time::timeout(WAIT, unanswered).await.expect("in time").expect("join").expect("created");
+    assert!(mux.is_usable(), "the consumers saw no break");
+
+    second.responses.send(Ok(vec![put(11, "a", 6), put(12, "b", 10)])).expect("send");
+    for (w, rev) in [(&mut from_now, 6), (&mut from_ten, 10)] {
+        match next(w).await {
+            WatchEvent::Added(o) => assert_eq!(o.resource_version, rev),
+            other => panic!("expected the event at {rev}, got {other:?}"),
+        }
+    }
+    // a watcher dropped now is cancelled under its new id
+    drop(from_ten);
+    match tokio::time::timeout(WAIT, second.requests.recv()).await.expect("a request").and_then(|r| r.request_union) {
+        Some(RequestUnion::CancelRequest(c)) => assert_eq!(c.watch_id, 12),
+        other => panic!("expected a cancel of 12, got {other:?}"),
+    }
+
+    // the next break: the watch's next revision is compacted meanwhile, which ends it
+    second.responses.send(Ok(vec![])).expect("send");
+    drop(second);
+    let mut third = tokio::time::timeout(WAIT, streams.recv()).await.expect("a new stream").expect("ends");
+    assert_eq!(create_key(&mut third.requests).await, (b"a".to_vec(), 7));
+    // established by now, at its created response's revision (1)
+    assert_eq!(create_key(&mut third.requests).await, (b"c".to_vec(), 2));
+    let compacted =
+        WatchResponse { watch_id: -1, created: true, canceled: true, compact_revision: 9, header: header(20), ..Default::default() };
+    third.responses.send(Ok(vec![compacted, created(21)])).expect("send");
+    match next(&mut from_now).await {
+        WatchEvent::Error(StorageError::Expired { requested, compact_revision }) => {
+            assert_eq!((requested, compact_revision), (6, Some(9)))
+        }
+        other => panic!("expected Expired, got {other:?}"),
+    }
 }
