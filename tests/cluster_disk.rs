@@ -334,29 +334,6 @@ fn says_disk_full(log: &str) -> bool {
     log.to_ascii_lowercase().contains("no space left on device")
 }
 
-/// Makes `target` the leader (etcdctl move-leader through the current one).
-fn make_leader(c: &mut ProcCluster, target: usize) {
-    let deadline = Instant::now() + LEADER_TIMEOUT;
-    loop {
-        let leader = c.wait_leader_agreed(LEADER_TIMEOUT);
-        if leader == target {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} did not become the leader within {LEADER_TIMEOUT:?}\n{}",
-            c.name(target),
-            c.logs()
-        );
-        let id = format!("{:x}", c.member_id(target).expect("ids known after start"));
-        let out = c.ctl(leader, &["move-leader", &id]);
-        if !out.status.success() {
-            eprintln!("move-leader {id}: {}", last_line(&out.stderr));
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-}
-
 /// The faulty member's log lines worth reporting.
 fn notable_lines(log: &str) -> String {
     let wanted = [
@@ -407,7 +384,7 @@ fn disk_fills_up(disk: SmallDisk, faulty_leads: bool) {
         ..Default::default()
     };
     let mut c = ProcCluster::start_with(kind, 3, &[(FAULTY, opts)]);
-    make_leader(&mut c, if faulty_leads { FAULTY } else { HEALTHY[0] });
+    c.make_leader(if faulty_leads { FAULTY } else { HEALTHY[0] });
     let role = if faulty_leads { "leader" } else { "follower" };
     let what = format!("{kind:?} {disk:?} {role}");
     eprintln!(

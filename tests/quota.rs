@@ -32,17 +32,10 @@ fn http_get(c: &ProcCluster, i: usize, path: &str) -> (u16, String) {
     (status, body.trim().to_owned())
 }
 
-/// The lines `etcdctl alarm list` prints through member `i`, sorted.
-fn alarm_list(c: &ProcCluster, i: usize) -> Vec<String> {
-    let mut lines: Vec<String> = c.ctl_ok(i, &["alarm", "list"]).lines().map(str::to_owned).collect();
-    lines.sort();
-    lines
-}
-
 /// The alarm list once every member lists the same, non-empty one.
 fn agreed_alarms(c: &ProcCluster) -> Vec<String> {
     wait_for("the same alarms on every member", Duration::from_secs(10), || {
-        let lists: Vec<Vec<String>> = (0..3).map(|i| alarm_list(c, i)).collect();
+        let lists: Vec<Vec<String>> = (0..3).map(|i| c.alarm_list(i)).collect();
         (!lists[0].is_empty() && lists.iter().all(|l| *l == lists[0])).then(|| lists[0].clone())
     })
 }
@@ -147,7 +140,7 @@ async fn quota_raises_nospace_on_every_member_and_recovers_after_compact_defrag_
     disarmed.sort();
     assert_eq!(disarmed, expected, "disarm prints the alarms it cleared");
     for i in 0..3 {
-        wait_for("the alarm gone from every member", Duration::from_secs(10), || alarm_list(&c, i).is_empty().then_some(()));
+        wait_for("the alarm gone from every member", Duration::from_secs(10), || c.alarm_list(i).is_empty().then_some(()));
         assert!(status(&c, i).1.is_empty(), "member {i}'s status errors are empty again");
         assert_eq!(http_get(&c, i, "/health").0, 200, "member {i} is healthy again");
     }

@@ -209,6 +209,18 @@ pub enum ServerError {
     /// The tokio runtime could not be built.
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
+    /// The initial corruption check found a peer whose hash differs at the same revision
+    /// and compacted revision (etcd's words; the member ID in hex, as etcd prints it).
+    #[error("{0:x} found data inconsistency with peers")]
+    DataInconsistency(u64),
+    /// The initial corruption check could not hash the local store (etcd's words).
+    #[error("{member:x} failed to fetch hash ({reason})")]
+    LocalHash {
+        /// This member's ID.
+        member: u64,
+        /// Why.
+        reason: String,
+    },
 }
 
 fn listen_reason(err: &std::io::Error) -> String {
@@ -222,6 +234,11 @@ fn listen_reason(err: &std::io::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn data_inconsistency_reads_like_etcd() {
+        assert_eq!(ServerError::DataInconsistency(0x8e9e05c52164694d).to_string(), "8e9e05c52164694d found data inconsistency with peers");
+    }
 
     #[test]
     fn address_in_use_reads_like_etcd() {

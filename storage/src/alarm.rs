@@ -9,6 +9,14 @@
 //! still apply. The refusal depends only on the replicated alarm set, so every member
 //! answers alike. Raising the alarm is the server's job (its quota check before proposing).
 //!
+//! While a CORRUPT alarm is active (raised by the server's corruption check when members'
+//! HashKV differ), applying any request etcd's `applierV3Corrupt` refuses
+//! ([`refused_when_corrupt`]: Put, DeleteRange, Txn, Compaction, LeaseGrant, LeaseRevoke,
+//! and cairn's lease expiry, which is etcd's LeaseRevoke) fails with
+//! [`Error::CorruptCluster`] ("etcdserver: corrupt cluster"). Reads served outside the log
+//! (Range, read-only Txn), alarms, auth and lease checkpoints still work, as in etcd; the
+//! CORRUPT refusal is checked before the NOSPACE one.
+//!
 //! # On disk
 //! Meta key `alarms`: an encoded `cairnpb.AlarmList`, sorted by alarm type then member ID;
 //! written in the same batch as the applied index of the entry that changed it; absent
@@ -94,6 +102,22 @@ pub fn adds_data(req: &Request) -> bool {
     }
 }
 
+/// True for the requests a CORRUPT alarm refuses (etcd's `applierV3Corrupt`): Put,
+/// DeleteRange, every Txn that reaches the log, Compaction, LeaseGrant, LeaseRevoke and
+/// cairn's batched lease expiry (etcd expires a lease with a LeaseRevoke).
+pub fn refused_when_corrupt(req: &Request) -> bool {
+    matches!(
+        req,
+        Request::Put(_)
+            | Request::DeleteRange(_)
+            | Request::Txn(_)
+            | Request::Compaction(_)
+            | Request::LeaseGrant(_)
+            | Request::LeaseRevoke(_)
+            | Request::LeaseExpire(_)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,5 +160,25 @@ mod tests {
         let del = RequestOp { request: Some(Op::RequestDeleteRange(DeleteRangeRequest::default())) };
         assert!(adds_data(&Request::Txn(TxnRequest { failure: vec![del.clone(), put], ..Default::default() })));
         assert!(!adds_data(&Request::Txn(TxnRequest { success: vec![del], ..Default::default() })));
+    }
+
+    #[test]
+    fn corrupt_refuses_what_etcds_corrupt_applier_refuses() {
+        use cairn_proto::cairnpb::LeaseExpireRequest;
+        use cairn_proto::etcdserverpb::{CompactionRequest, DeleteRangeRequest, LeaseCheckpointRequest, LeaseGrantRequest, LeaseRevokeRequest, PutRequest, TxnRequest};
+        for refused in [
+            Request::Put(PutRequest::default()),
+            Request::DeleteRange(DeleteRangeRequest::default()),
+            Request::Txn(TxnRequest::default()),
+            Request::Compaction(CompactionRequest::default()),
+            Request::LeaseGrant(LeaseGrantRequest::default()),
+            Request::LeaseRevoke(LeaseRevokeRequest::default()),
+            Request::LeaseExpire(LeaseExpireRequest::default()),
+        ] {
+            assert!(refused_when_corrupt(&refused), "{refused:?}");
+        }
+        for allowed in [Request::Alarm(AlarmRequest::default()), Request::LeaseCheckpoint(LeaseCheckpointRequest::default())] {
+            assert!(!refused_when_corrupt(&allowed), "{allowed:?}");
+        }
     }
 }

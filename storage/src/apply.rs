@@ -24,7 +24,7 @@ use cairn_proto::etcdserverpb::{
 };
 use prost::Message;
 
-use crate::alarm::{adds_data, META_ALARMS};
+use crate::alarm::{adds_data, refused_when_corrupt, META_ALARMS};
 use crate::auth::{self, AuthApplied, AuthInfo, AuthView};
 use crate::backend::{Bucket, WriteBatch};
 use crate::error::{Error, Result};
@@ -121,10 +121,19 @@ impl Store {
         let st = &mut *st;
         let mut tx = WriteTxn::new(self, &mut lessor, &mut st.overlay, st.current_rev, st.compact_rev);
         let mut extra = WriteBatch::default();
-        // a NOSPACE alarm refuses what adds data (the alarm set changes only under `apply`)
-        let capped = req.request.as_ref().is_some_and(adds_data) && self.alarms.read().has(AlarmType::Nospace);
+        // a CORRUPT alarm refuses writes and a NOSPACE alarm what adds data (`alarm.rs`;
+        // the alarm set changes only under `apply`, so every member refuses alike)
+        let (corrupt, capped) = {
+            let alarms = self.alarms.read();
+            let r = req.request.as_ref();
+            (
+                r.is_some_and(refused_when_corrupt) && alarms.has(AlarmType::Corrupt),
+                r.is_some_and(adds_data) && alarms.has(AlarmType::Nospace),
+            )
+        };
         let result = match &req.request {
             None => Err(Error::EmptyRequest),
+            Some(_) if corrupt => Err(Error::CorruptCluster),
             Some(_) if capped => Err(Error::NoSpace),
             Some(Request::Put(p)) => txn::put(&mut tx, p).map(ApplyResponse::Put),
             Some(Request::DeleteRange(d)) => txn::delete_range(&mut tx, d).map(ApplyResponse::DeleteRange),

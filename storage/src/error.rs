@@ -52,6 +52,10 @@ pub enum Error {
     /// The database is over its quota.
     #[error("mvcc: database space exceeded")]
     NoSpace,
+    /// A CORRUPT alarm is active: the request is refused (etcd's `ErrCorrupt`, see
+    /// `alarm.rs`). A request error, not a fatal one: the store itself is fine.
+    #[error("corrupt cluster")]
+    CorruptCluster,
     /// A range with an unknown sort order or target.
     #[error("invalid sort option")]
     InvalidSortOption,

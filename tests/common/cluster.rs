@@ -318,6 +318,42 @@ impl ProcCluster {
         format!("http://{}", self.members[i].peer_advertised)
     }
 
+    /// Makes `target` the leader (etcdctl move-leader through the current one).
+    pub fn make_leader(&mut self, target: usize) {
+        let deadline = Instant::now() + LEADER_TIMEOUT;
+        loop {
+            let leader = self.wait_leader_agreed(LEADER_TIMEOUT);
+            if leader == target {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not become the leader within {LEADER_TIMEOUT:?}\n{}",
+                self.name(target),
+                self.logs()
+            );
+            let id = format!("{:x}", self.member_id(target).expect("ids known after start"));
+            let out = self.ctl(leader, &["move-leader", &id]);
+            if !out.status.success() {
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                eprintln!("move-leader {id}: {}", stderr.lines().last().unwrap_or(""));
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+
+    /// Member `i`'s data dir.
+    pub fn data_dir(&self, i: usize) -> &std::path::Path {
+        &self.members[i].data_dir
+    }
+
+    /// The lines `etcdctl alarm list` prints through member `i`, sorted.
+    pub fn alarm_list(&self, i: usize) -> Vec<String> {
+        let mut lines: Vec<String> = self.ctl_ok(i, &["alarm", "list"]).lines().map(str::to_owned).collect();
+        lines.sort();
+        lines
+    }
+
     pub fn name(&self, i: usize) -> &str {
         &self.members[i].name
     }

@@ -158,19 +158,8 @@ impl<P: Proposer> Maintenance for MaintenanceService<P> {
 
     async fn hash_kv(&self, request: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
         self.auth.admin(&request)?;
-        let store = self.store.clone();
         let revision = request.get_ref().revision;
-        let (hash, compact_revision, hash_revision) =
-            tokio::task::spawn_blocking(move || crate::api::hash_kv::hash_kv(&store, revision))
-                .await
-                .map_err(|e| Status::internal(format!("cairn: HashKV task failed: {e}")))?
-                .map_err(rpc_error)?;
-        Ok(Response::new(HashKvResponse {
-            header: Some(self.membership.header(self.store.revision())),
-            hash,
-            compact_revision,
-            hash_revision,
-        }))
+        Ok(Response::new(crate::api::hash_kv::hash_kv_response(self.store.clone(), &self.membership, revision).await?))
     }
 
     type SnapshotStream = SnapshotStream;

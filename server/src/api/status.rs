@@ -82,6 +82,8 @@ fn storage_code_and_message(e: &StorageError) -> (Code, &'static str) {
             Code::ResourceExhausted,
             "etcdserver: mvcc: database space exceeded",
         ),
+        // etcd's ErrGRPCCorrupt, for a CORRUPT alarm's refusal (etcd has no other)
+        E::CorruptCluster => (Code::DataLoss, "etcdserver: corrupt cluster"),
         E::Corrupt { .. } => (Code::DataLoss, "etcdserver: corrupt cluster"),
         // A failed backend stops this member's write path for good (sticky), as etcd's
         // panicking backend would; clients should go to another member.
@@ -222,6 +224,7 @@ mod tests {
             DataLoss,
             "etcdserver: corrupt cluster",
         );
+        check(StorageError::CorruptCluster, DataLoss, "etcdserver: corrupt cluster");
         check(
             StorageError::Backend("disk".into()),
             Unavailable,

@@ -19,11 +19,15 @@
 //! - `--initial-cluster-state existing`: the member was added with MemberAdd; the cluster
 //!   and this member's ID (the one MemberAdd chose) are read from a running member's
 //!   Cluster service on its peer URL, and the log comes from the leader.
+//! - a restarting member with `--experimental-initial-corrupt-check` compares its HashKV
+//!   with its peers' before its node starts, and refuses to start on a mismatch
+//!   (`corrupt.rs`).
 //!
 //! The node runs on its own thread (its WAL writes and fsyncs block); the transport's
 //! connections and the other tasks run on the caller's runtime.
 //!
-//! Modules: `machine` (the store as the Raft state machine), `proposer` (the write-path
+//! Modules: `corrupt` (the initial and periodic corruption checks, raising CORRUPT),
+//! `machine` (the store as the Raft state machine), `proposer` (the write-path
 //! trait) and `raft_proposer` (its implementation, with the backend quota of `quota`), `table` (the replicated member table),
 //! `identity` (IDs and response headers), `control` (membership and leadership for the
 //! Cluster service) and `raft_control`, `lessor` (lease expiry on the leader),
@@ -31,6 +35,7 @@
 
 pub mod bootstrap;
 pub mod control;
+pub mod corrupt;
 pub mod etcd_import;
 pub mod identity;
 pub mod lease_forward;
@@ -75,6 +80,7 @@ use self::raft_proposer::RaftProposer;
 use self::role::Role;
 use self::table::Members;
 use crate::api::cluster::ClusterService;
+use crate::api::hash_kv::PeerHashService;
 use crate::api::lease::LeaseService;
 use crate::clock::{Clock, SystemClock};
 use crate::error::ServerError;
@@ -112,6 +118,12 @@ pub struct MemberOptions {
     pub metrics: Arc<Metrics>,
     /// `--strict-reconfig-check`: refuse membership changes that would lose quorum.
     pub strict_reconfig_check: bool,
+    /// `--experimental-initial-corrupt-check`: compare HashKV with the peers before a
+    /// restarting member starts (`corrupt.rs`).
+    pub initial_corrupt_check: bool,
+    /// `--experimental-corrupt-check-time`: how often the leader compares HashKV with the
+    /// other members (`corrupt.rs`); zero: never.
+    pub corrupt_check_interval: Duration,
 }
 
 impl Default for MemberOptions {
@@ -130,6 +142,8 @@ impl Default for MemberOptions {
             quota_backend_bytes: 0,
             metrics: Arc::new(Metrics::new()),
             strict_reconfig_check: true,
+            initial_corrupt_check: false,
+            corrupt_check_interval: Duration::ZERO,
         }
     }
 }
@@ -180,7 +194,8 @@ pub struct Member {
     pub control: Arc<RaftControl>,
     /// This member, as response headers show it.
     pub membership: Arc<Membership>,
-    /// Services for the peer listeners.
+    /// Services for the peer listeners: the Raft transport, Cluster, Lease (forwarded
+    /// requests) and PeerHash (the corruption checks).
     pub peer_routes: tonic::service::Routes,
     /// Forwards lease requests to the leader.
     pub lease_forward: Arc<LeaseForwarder>,
@@ -260,6 +275,15 @@ impl Member {
         }
         let me = identity.member_id;
         info!(member_id = %format!("{me:016x}"), cluster_id = %format!("{:016x}", identity.cluster_id), "raft member");
+        // etcd's request timeout (5 s + 2 election timeouts) bounds each peer's HashKV
+        let peer_hashes = || {
+            let timeout = Duration::from_millis(5_000 + 2 * setup.election_ms);
+            corrupt::PeerHashes::new(me, setup.peer_tls.clone(), timeout)
+        };
+        if existing.is_some() && setup.options.initial_corrupt_check {
+            // before the node starts and before peers or clients are served, as etcd's
+            corrupt::initial_check(me, store.clone(), &table, &peer_hashes()).await?;
+        }
 
         let hub = WatchHub::new(
             store.clone(),
@@ -397,12 +421,24 @@ impl Member {
             .with_forwarder(Some(lease_forward.clone()));
         let peer_routes = tonic::service::Routes::new(peer_service.into_server())
             .add_service(ClusterServer::new(ClusterService::new(membership.clone(), control.clone())))
-            .add_service(LeaseServer::new(peer_lease));
+            .add_service(LeaseServer::new(peer_lease))
+            .add_service(PeerHashService::server(store.clone(), membership.clone()));
 
         let (stop_tasks, stopped) = watch::channel(false);
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(follow_leadership(handle.clone(), me, lessor.clone(), membership.raft_term.clone(), stopped.clone())));
         tasks.push(tokio::spawn(lessor.clone().run(stopped.clone())));
+        if !setup.options.corrupt_check_interval.is_zero() {
+            let monitor = corrupt::CorruptionMonitor::new(
+                me,
+                store.clone(),
+                members.clone(),
+                proposer.clone(),
+                peer_hashes(),
+                setup.options.corrupt_check_interval,
+            );
+            tasks.push(tokio::spawn(monitor.run(stopped.clone())));
+        }
         tasks.push(tokio::spawn(sync_backend_behind(store.clone(), halt, metrics.clone(), stopped.clone())));
         tasks.push(tokio::spawn(publish_attributes(
             proposer.clone(),

@@ -147,6 +147,19 @@ pub struct Config {
           value_parser = parse_go_duration)]
     pub experimental_warning_apply_duration: std::time::Duration,
 
+    /// Before a restarting member serves, compare its HashKV with every peer's at its
+    /// revision; refuse to start when one differs at the same compacted revision.
+    #[arg(long, env = "ETCD_EXPERIMENTAL_INITIAL_CORRUPT_CHECK", num_args = 0..=1,
+          require_equals = true, default_value = "false", default_missing_value = "true",
+          value_parser = parse_go_bool, action = ArgAction::Set)]
+    pub experimental_initial_corrupt_check: bool,
+
+    /// How often the leader compares its HashKV with every member's and raises the
+    /// CORRUPT alarm on a mismatch (Go duration; 0 = never).
+    #[arg(long, env = "ETCD_EXPERIMENTAL_CORRUPT_CHECK_TIME", default_value = "0s",
+          value_parser = parse_go_duration)]
+    pub experimental_corrupt_check_time: std::time::Duration,
+
     /// Dedicated folder for the Raft log [default: ${data-dir}/member/raft].
     #[arg(long, env = "ETCD_WAL_DIR")]
     pub wal_dir: Option<PathBuf>,

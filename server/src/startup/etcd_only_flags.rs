@@ -213,10 +213,6 @@ pub struct EtcdOnlyFlags {
           value_parser = parse_go_bool, action = ArgAction::Set)]
     pub unsafe_no_fsync: bool,
 
-    /// Time between corruption checks; not implemented yet (accepted, ignored)
-    #[arg(long, env = "ETCD_EXPERIMENTAL_CORRUPT_CHECK_TIME")]
-    pub experimental_corrupt_check_time: Option<String>,
-
     /// Leader checks followers' compaction hashes; not implemented yet (accepted, ignored)
     #[arg(long, env = "ETCD_EXPERIMENTAL_COMPACT_HASH_CHECK_ENABLED", num_args = 0..=1,
           require_equals = true, default_value = "false", default_missing_value = "true",
@@ -322,12 +318,6 @@ pub struct EtcdOnlyFlags {
     /// Client pings more often than this are refused by etcd (GOAWAY too_many_pings); hyper/h2 answer every ping and offer no way to limit them, so cairn does not (accepted, ignored)
     #[arg(long, env = "ETCD_GRPC_KEEPALIVE_MIN_TIME")]
     pub grpc_keepalive_min_time: Option<String>,
-
-    /// Check data corruption before serving; not implemented yet (accepted, ignored)
-    #[arg(long, env = "ETCD_EXPERIMENTAL_INITIAL_CORRUPT_CHECK", num_args = 0..=1,
-          require_equals = true, default_value = "false", default_missing_value = "true",
-          value_parser = parse_go_bool, action = ArgAction::Set)]
-    pub experimental_initial_corrupt_check: bool,
 
     /// `periodic` or `revision`; auto-compaction is not implemented yet: clients compact (accepted, ignored)
     #[arg(long, env = "ETCD_AUTO_COMPACTION_MODE", default_value = "periodic")]

@@ -131,6 +131,8 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         warn_apply_duration: config.experimental_warning_apply_duration,
         quota_backend_bytes: config.quota_backend_bytes,
         strict_reconfig_check: config.etcd_only.strict_reconfig_check,
+        initial_corrupt_check: config.experimental_initial_corrupt_check,
+        corrupt_check_interval: config.experimental_corrupt_check_time,
         ..MemberOptions::default()
     };
     let peer_urls = config
