@@ -19,7 +19,6 @@
 #[path = "../common/mod.rs"]
 mod common;
 #[path = "../pressure/raw.rs"]
-#[allow(dead_code)]
 mod raw;
 
 mod connections;

@@ -2,6 +2,9 @@
 //! DATA frame, as Go's gRPC does, and as fast as the connection's flow control lets it:
 //! tonic's client would coalesce pipelined messages into larger frames and hide what a Go
 //! client does to a server.
+//!
+//! Shared by `tests/pressure` and `tests/abuse`; each uses part of it.
+#![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::time::Duration;
