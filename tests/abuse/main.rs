@@ -35,10 +35,5 @@ const SCENARIO_DEADLINE: Duration = Duration::from_secs(300);
 
 /// Runs `f` on a two-thread runtime, failing the test past [`SCENARIO_DEADLINE`].
 fn run<F: Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-        .block_on(async { tokio::time::timeout(SCENARIO_DEADLINE, f).await.expect("scenario exceeded its deadline") })
+    raw::run_within(SCENARIO_DEADLINE, f)
 }

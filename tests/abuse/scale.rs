@@ -107,9 +107,10 @@ fn watch_everything() -> WatchRequest {
     }
 }
 
-/// A watch on every key while 20,000 puts of 1 KiB stream in (16 in flight): a watcher that reads keeps up and sees every event; a watcher that never reads is
-/// held by flow control, costs bounded memory, and when it starts reading gets every
-/// event, in order, none lost. The control client is answered throughout.
+/// A watch on every key while 20,000 puts of 1 KiB stream in (16 in flight): a watcher
+/// that reads keeps up and sees every event; a watcher that never reads is held by flow
+/// control, costs bounded memory, and when it starts reading gets every event, in order,
+/// none lost. The control client is answered throughout.
 #[test]
 fn a_whole_keyspace_watch_while_writes_stream_in() {
     let server = Server::start(target_kind());

@@ -145,8 +145,10 @@ pub async fn call_bytes(conn: &Conn, path: &str, body: Bytes, end: bool) -> Ende
     }
     let trailers = if reset { None } else { body.trailers().await.ok().flatten() };
     let headers = trailers.as_ref().filter(|t| t.contains_key("grpc-status")).unwrap_or(&parts.headers);
-    let code = headers.get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
-    let message = headers.get("grpc-message").and_then(|v| v.to_str().ok()).map(percent_decode).unwrap_or_default();
+    // tonic reads grpc-status and the percent-encoded grpc-message as any client does
+    let status = tonic::Status::from_header_map(headers);
+    let code = status.as_ref().map(|s| s.code() as u32);
+    let message = status.map(|s| s.message().to_owned()).unwrap_or_default();
     let mut messages = Vec::new();
     while buf.len() >= 5 {
         let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
@@ -162,26 +164,6 @@ pub async fn call_bytes(conn: &Conn, path: &str, body: Bytes, end: bool) -> Ende
 /// A unary call of `request`, answered with its status.
 pub async fn call<M: prost::Message>(conn: &Conn, path: &str, request: &M) -> Ended {
     call_bytes(conn, path, frame(request), true).await
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = b.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (b[i], hex) {
-            (b'%', Some(x)) => {
-                out.push(x);
-                i += 3;
-            }
-            (c, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// gRPC status codes the scenarios name.

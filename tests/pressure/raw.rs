@@ -191,3 +191,14 @@ impl Reader {
 
 /// How long any one pressure scenario may take.
 pub const DEADLINE: Duration = Duration::from_secs(120);
+
+/// Runs `f` on a two-thread runtime (the server's machine has two cores), failing the
+/// test if it takes longer than `deadline`.
+pub fn run_within<F: std::future::Future>(deadline: Duration, f: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(async { tokio::time::timeout(deadline, f).await.expect("scenario exceeded its deadline") })
+}
