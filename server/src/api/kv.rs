@@ -119,7 +119,9 @@ impl<P: Proposer> Kv for KvService<P> {
         // A range that may be large goes to the blocking pool: read inline, three Ranges
         // over 200,000 keys held both runtime threads for seconds and every other client
         // of the member waited (tests/abuse `scale`: the control client's slowest round
-        // went from 1.0 s (4.7 s with another process busy on one core) to 0.11-0.24 s).
+        // went from 1.0 s, 4.7 s with another process busy on one core, to 0.1-0.6 s, once
+        // 1.9 s on the shared machine; what is left is the two cores themselves and
+        // encoding the 27 MB answers, which tonic does on the runtime).
         self.metrics.ranges.inc();
         let mut response = if may_be_large(&request) {
             let store = self.store.clone();
