@@ -129,8 +129,14 @@ impl CrcReader<'_> {
         if n > 1 << 30 {
             return Err(Error::corrupt("snapshot", format!("entry of {n} bytes")));
         }
-        let mut v = vec![0u8; n];
-        self.read(&mut v)?;
+        // the buffer grows as the bytes arrive: a length read from the stream is not
+        // trusted with an allocation before the stream has paid for it
+        let mut v = Vec::with_capacity(n.min(64 << 10));
+        (&mut *self.input).take(n as u64).read_to_end(&mut v).map_err(|e| Error::corrupt("snapshot", e))?;
+        if v.len() != n {
+            return Err(Error::corrupt("snapshot", format!("entry of {n} bytes cut short after {}", v.len())));
+        }
+        self.crc.update(&v);
         Ok(v)
     }
 }
@@ -165,5 +171,18 @@ mod tests {
             assert!(read_snapshot(&mut bad.as_slice()).is_err(), "flip at {i}");
             assert!(read_snapshot(&mut &buf[..i]).is_err(), "truncated at {i}");
         }
+    }
+
+    /// A short stream declaring a 1 GiB key is refused without allocating it: reading it
+    /// into a buffer sized from the header would take 1 GiB of address space per attempt.
+    #[test]
+    fn a_huge_declared_entry_is_refused_without_allocating_it() {
+        let mut buf = MAGIC.to_vec();
+        buf.extend_from_slice(&VERSION.to_le_bytes());
+        buf.push(1);
+        buf.extend_from_slice(&(1u32 << 30).to_le_bytes());
+        buf.extend_from_slice(b"only a few bytes");
+        let err = read_snapshot(&mut buf.as_slice()).unwrap_err();
+        assert!(err.to_string().contains("cut short after 16"), "{err}");
     }
 }

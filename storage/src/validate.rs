@@ -46,12 +46,46 @@ pub fn check_delete_range(r: &DeleteRangeRequest) -> Result<()> {
     Ok(())
 }
 
-/// Checks a Txn: op counts, every nested request, and etcd's duplicate-key rule.
+/// The deepest Txn nesting accepted: a Txn whose success or failure holds a Txn, and so
+/// on, `MAX_TXN_DEPTH` Txns in all.
+///
+/// etcd's only bound is `--max-txn-ops` (every level's ops count against its parent's
+/// budget, so 128 levels with the default). cairn's is lower because of prost, which
+/// refuses to decode a message nested more than 100 levels deep (a guard against stack
+/// exhaustion; each Txn level is two: TxnRequest, then RequestOp). The client's request
+/// decodes up to 50 levels, but a proposal wraps it in one more message
+/// (`cairnpb.InternalRequest`), which every member decodes again when it applies the
+/// committed entry: a 50-level Txn was accepted, committed, and then undecodable on
+/// every member, which stopped them all (and again at every restart, replaying the
+/// log). So the check is here, before anything is proposed, with etcd's error for a Txn
+/// past its limit; `internal_request_at_the_depth_limit_decodes` pins the arithmetic.
+pub const MAX_TXN_DEPTH: usize = 49;
+
+/// Checks a Txn: nesting depth, op counts, every nested request, and etcd's
+/// duplicate-key rule.
 pub fn check_txn(r: &TxnRequest, max_ops: usize) -> Result<()> {
+    if txn_depth(r) > MAX_TXN_DEPTH {
+        return Err(Error::TooManyOps);
+    }
     check_txn_ops(r, max_ops as i64)?;
     check_intervals(&r.success)?;
     check_intervals(&r.failure)?;
     Ok(())
+}
+
+/// How many Txns deep `r` nests (1: no Txn inside). Recursion is bounded by what could be
+/// decoded (prost's limit, see [`MAX_TXN_DEPTH`]).
+fn txn_depth(r: &TxnRequest) -> usize {
+    1 + r
+        .success
+        .iter()
+        .chain(&r.failure)
+        .filter_map(|op| match &op.request {
+            Some(Request::RequestTxn(t)) => Some(txn_depth(t)),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 fn check_txn_ops(r: &TxnRequest, max_ops: i64) -> Result<()> {
@@ -163,6 +197,43 @@ mod tests {
     }
     fn nested(t: TxnRequest) -> RequestOp {
         RequestOp { request: Some(Request::RequestTxn(t)) }
+    }
+
+    /// A Txn nested `depth` deep, one put at the bottom.
+    fn deep(depth: usize) -> TxnRequest {
+        let mut t = txn(vec![put("k")], vec![]);
+        for _ in 1..depth {
+            t = txn(vec![nested(t)], vec![]);
+        }
+        t
+    }
+
+    #[test]
+    fn nesting_past_the_depth_limit_is_too_many_ops() {
+        assert!(check_txn(&deep(MAX_TXN_DEPTH), 128).is_ok());
+        assert_eq!(txn_depth(&deep(MAX_TXN_DEPTH)), MAX_TXN_DEPTH);
+        assert!(matches!(check_txn(&deep(MAX_TXN_DEPTH + 1), 128), Err(Error::TooManyOps)));
+        // the deepest branch counts, in success or failure
+        let t = txn(vec![put("a")], vec![nested(deep(MAX_TXN_DEPTH))]);
+        assert!(matches!(check_txn(&t, 128), Err(Error::TooManyOps)));
+    }
+
+    /// What [`MAX_TXN_DEPTH`] is derived from: the deepest accepted Txn still decodes
+    /// once wrapped in the proposal every member decodes at apply; one level more does
+    /// not (if prost's limit or the wrapping changes, this says so).
+    #[test]
+    fn internal_request_at_the_depth_limit_decodes() {
+        use cairn_proto::cairnpb::{internal_request, InternalRequest};
+        use prost::Message;
+        let wrapped = |depth: usize| {
+            InternalRequest { id: 1, request: Some(internal_request::Request::Txn(deep(depth))), ..Default::default() }.encode_to_vec()
+        };
+        assert!(InternalRequest::decode(wrapped(MAX_TXN_DEPTH).as_slice()).is_ok());
+        assert!(InternalRequest::decode(wrapped(MAX_TXN_DEPTH + 1).as_slice()).is_err());
+        // and the client's request itself decodes one level further (the level the
+        // check above refuses with etcd's error)
+        assert!(TxnRequest::decode(deep(MAX_TXN_DEPTH + 1).encode_to_vec().as_slice()).is_ok());
+        assert!(TxnRequest::decode(deep(MAX_TXN_DEPTH + 2).encode_to_vec().as_slice()).is_err());
     }
 
     #[test]

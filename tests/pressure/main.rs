@@ -29,14 +29,7 @@ use common::{target_kind, Kind, Server};
 use raw::{Conn, Reader, DEADLINE};
 
 fn run<F: Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime")
-        .block_on(async {
-            tokio::time::timeout(DEADLINE, f).await.expect("scenario exceeded its deadline")
-        })
+    raw::run_within(DEADLINE, f)
 }
 
 fn create(i: usize) -> WatchRequest {

@@ -2,6 +2,9 @@
 //! DATA frame, as Go's gRPC does, and as fast as the connection's flow control lets it:
 //! tonic's client would coalesce pipelined messages into larger frames and hide what a Go
 //! client does to a server.
+//!
+//! Shared by `tests/pressure` and `tests/abuse`; each uses part of it.
+#![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -31,13 +34,21 @@ impl Conn {
     pub async fn connect_with_windows(addr: SocketAddr, stream_window: u32, connection_window: u32) -> Conn {
         let tcp = TcpStream::connect(addr).await.expect("connect");
         tcp.set_nodelay(true).expect("nodelay");
+        Conn::over(tcp, stream_window, connection_window).await
+    }
+
+    /// An HTTP/2 connection over `io` (a TCP stream, or a wrapper that shapes its bytes).
+    pub async fn over<T>(io: T, stream_window: u32, connection_window: u32) -> Conn
+    where
+        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let (send, connection) = h2::client::Builder::new()
             .initial_window_size(stream_window)
             .initial_connection_window_size(connection_window)
             // etcd answers in one DATA frame per message too; a client that does not read
             // them for a while must not close its own connection
             .data_frame_budget(usize::MAX / 2)
-            .handshake::<_, Bytes>(tcp)
+            .handshake::<_, Bytes>(io)
             .await
             .expect("h2 handshake");
         let (ended_tx, ended) = watch::channel(None);
@@ -58,6 +69,13 @@ impl Conn {
 
     /// Opens a gRPC call to `path` ("/etcdserverpb.Watch/Watch").
     pub async fn call(&self, path: &str) -> (Sender, tokio::task::JoinHandle<RecvStream>) {
+        let (sender, response) = self.call_with_headers(path).await;
+        (sender, tokio::spawn(async move { response.await.expect("response task").into_body() }))
+    }
+
+    /// Opens a gRPC call to `path`; the response comes with its headers (where a
+    /// "trailers-only" answer carries its grpc-status).
+    pub async fn call_with_headers(&self, path: &str) -> (Sender, tokio::task::JoinHandle<http::Response<RecvStream>>) {
         let request = http::Request::builder()
             .method("POST")
             .uri(format!("http://cairn{path}"))
@@ -67,8 +85,8 @@ impl Conn {
             .expect("request");
         let mut send = self.send.clone().ready().await.expect("connection ready");
         let (response, stream) = send.send_request(request, false).expect("send_request");
-        let body = tokio::spawn(async move { response.await.expect("response headers").into_body() });
-        (Sender { stream }, body)
+        let response = tokio::spawn(async move { response.await.expect("response headers") });
+        (Sender { stream }, response)
     }
 
     /// One unary call: `request` to `path`, the decoded answer (or the grpc-status and message).
@@ -109,7 +127,11 @@ pub fn frame<M: Message>(message: &M) -> Bytes {
 impl Sender {
     /// Sends `message` in one DATA frame once flow control allows it.
     pub async fn send<M: Message>(&mut self, message: &M, end: bool) {
-        let data = frame(message);
+        self.send_bytes(frame(message), end).await
+    }
+
+    /// Sends `data` (framed or not) in one DATA frame once flow control allows it.
+    pub async fn send_bytes(&mut self, data: Bytes, end: bool) {
         self.stream.reserve_capacity(data.len());
         while self.stream.capacity() < data.len() {
             match futures::future::poll_fn(|cx| self.stream.poll_capacity(cx)).await {
@@ -119,6 +141,26 @@ impl Sender {
             }
         }
         self.stream.send_data(data, end).expect("send_data");
+    }
+}
+
+impl Sender {
+    /// Sends `data` in as many DATA frames as flow control needs (for messages larger
+    /// than the server's stream window). Fails once the server closed or reset the
+    /// stream (it may answer before it read everything).
+    pub async fn send_large(&mut self, mut data: Bytes, end: bool) -> Result<(), String> {
+        while !data.is_empty() {
+            self.stream.reserve_capacity(data.len());
+            let capacity = match futures::future::poll_fn(|cx| self.stream.poll_capacity(cx)).await {
+                Some(Ok(n)) => n,
+                Some(Err(e)) => return Err(format!("{e:?}")),
+                None => return Err("stream closed".into()),
+            };
+            let piece = data.split_to(capacity.min(data.len()));
+            let last = data.is_empty();
+            self.stream.send_data(piece, end && last).map_err(|e| format!("{e:?}"))?;
+        }
+        Ok(())
     }
 }
 
@@ -149,3 +191,14 @@ impl Reader {
 
 /// How long any one pressure scenario may take.
 pub const DEADLINE: Duration = Duration::from_secs(120);
+
+/// Runs `f` on a two-thread runtime (the server's machine has two cores), failing the
+/// test if it takes longer than `deadline`.
+pub fn run_within<F: std::future::Future>(deadline: Duration, f: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(async { tokio::time::timeout(deadline, f).await.expect("scenario exceeded its deadline") })
+}

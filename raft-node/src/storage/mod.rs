@@ -131,8 +131,10 @@ impl WalStorage {
         let snap_dir = dir.join("snap");
         std::fs::create_dir_all(&snap_dir)?;
         let (wal, recs) = Wal::open(&dir.join("wal"), opts)?;
-        let st = Recovered::replay(&recs)?;
+        let mut st = Recovered::replay(&recs)?;
         drop(recs);
+        // positions go on above the WAL's last index, which counts its segments' names
+        st.last_pos = st.last_pos.max(wal.last_index());
         let mut installed_data = None;
         for index in snapfile::list(&snap_dir)? {
             if st.installed == Some(index) {

@@ -157,8 +157,11 @@ impl Wal {
                 tail_offset = off as u64;
             }
         }
-        let last_index = records.last().map_or(0, |r| r.index);
         let active = segments.pop().expect("non-empty");
+        // a segment holds indexes from its first one: a log whose records are all gone
+        // (an active segment cut and never written) still goes on above that, or the
+        // next record would sit below its segment's start and the log would not reopen
+        let last_index = records.last().map_or(0, |r| r.index).max(active.first_index.saturating_sub(1));
         let file = std::fs::OpenOptions::new().read(true).write(true).open(&active.path)?;
         segments.push(active);
         let wal = Wal {
@@ -239,7 +242,8 @@ impl Wal {
         Ok(removed)
     }
 
-    /// Highest index appended.
+    /// Highest index appended (after [`Wal::open`]: the last record's, or one below the
+    /// active segment's first index if that is higher). Appends go above it.
     pub fn last_index(&self) -> u64 {
         self.last_index
     }

@@ -124,3 +124,24 @@ fn failure_is_sticky() {
     assert!(matches!(wal.append(1, 3, b"y"), Err(WalError::Failed)));
     assert!(matches!(wal.sync(), Err(WalError::Failed)));
 }
+
+/// Found by the `wal_segment` fuzz target (raft-node/fuzz, input `0x0a`): a log whose only
+/// segment starts at index 5 and holds no record reported `last_index() == 0`, so the
+/// next append (index 1) landed below its segment's start and the log no longer opened.
+#[test]
+fn an_empty_active_segment_keeps_its_first_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut header = b"CAIRNWAL".to_vec();
+    header.extend_from_slice(&1u32.to_le_bytes());
+    header.extend_from_slice(&[0; 4]);
+    std::fs::write(dir.path().join(segment::segment_name(0, 5)), &header).unwrap();
+    let (mut wal, recs) = Wal::open(dir.path(), opts(1 << 16)).unwrap();
+    assert!(recs.is_empty());
+    assert_eq!(wal.last_index(), 4);
+    let next = wal.last_index() + 1;
+    write_n(&mut wal, next, 2);
+    drop(wal);
+    let (wal, recs) = Wal::open(dir.path(), opts(1 << 16)).unwrap();
+    assert_eq!(indexes(&recs), vec![5, 6]);
+    assert_eq!(wal.last_index(), 6);
+}

@@ -80,6 +80,14 @@ impl<P: Proposer> KvService<P> {
 }
 
 /// The error for a response of the wrong kind (a storage bug), logged where it is built.
+/// Ranges over more keys than this (or without a limit) are read on the blocking pool.
+const INLINE_RANGE_LIMIT: i64 = 1000;
+
+/// Whether a Range may read many keys: a key range with no limit, or a large one.
+fn may_be_large(r: &RangeRequest) -> bool {
+    !r.range_end.is_empty() && (r.limit <= 0 || r.limit > INLINE_RANGE_LIMIT)
+}
+
 pub(crate) fn mismatch(request: &'static str, got: &ApplyResponse) -> Status {
     let err = RequestError::ResponseMismatch {
         request,
@@ -103,13 +111,28 @@ impl<P: Proposer> Kv for KvService<P> {
             self.proposer.read_barrier().await.map_err(rpc_error)?;
         }
         self.auth.check_range(&who, &request.key, &request.range_end)?;
-        // Inline, not spawn_blocking: the index is in memory and values come from the
-        // backend's cache, so the read is shorter than a thread handoff. Measured with
-        // cairn-bench (release, 1-key range, this 2-core machine): inline 7.6k-8.0k req/s
-        // with 1 client and 25k-27k with 100 clients; spawn_blocking 4.2k-7.8k and 16k-26k.
-        // Revisit if large ranges that miss the cache stall the runtime.
+        // A key, or a range with a small limit, is read inline, not on spawn_blocking: the
+        // index is in memory and values come from the backend's cache, so the read is
+        // shorter than a thread handoff. Measured with cairn-bench (release, 1-key range,
+        // this 2-core machine): inline 7.6k-8.0k req/s with 1 client and 25k-27k with 100
+        // clients; spawn_blocking 4.2k-7.8k and 16k-26k.
+        // A range that may be large goes to the blocking pool: read inline, three Ranges
+        // over 200,000 keys held both runtime threads for seconds and every other client
+        // of the member waited (tests/abuse `scale`: the control client's slowest round
+        // went from 1.0 s, 4.7 s with another process busy on one core, to 0.1-0.6 s, once
+        // 1.9 s on the shared machine; what is left is the two cores themselves and
+        // encoding the 27 MB answers, which tonic does on the runtime).
         self.metrics.ranges.inc();
-        let mut response = self.store.range(&request).map_err(rpc_error)?;
+        let mut response = if may_be_large(&request) {
+            let store = self.store.clone();
+            // the task ends by returning, or not at all when the runtime shuts down
+            tokio::task::spawn_blocking(move || store.range(&request))
+                .await
+                .map_err(|_| rpc_error(RequestError::Stopped))?
+        } else {
+            self.store.range(&request)
+        }
+        .map_err(rpc_error)?;
         self.membership.fill(&mut response.header);
         Ok(Response::new(response))
     }

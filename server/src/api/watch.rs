@@ -178,6 +178,10 @@ struct Outgoing {
     leader_lost: Option<LeaderLost>,
     /// Set once the call ended with an error; the next poll ends the response stream.
     ended: bool,
+    /// Why the client's request stream failed (undecodable or oversized message), sent
+    /// before the request reader closes the stream: the call ends with that status, as
+    /// etcd's ends with its receive loop's error.
+    receive_failed: tokio::sync::oneshot::Receiver<Status>,
 }
 
 type LeaderLost = Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
@@ -211,7 +215,11 @@ impl Outgoing {
             }
             tokio::select! {
                 batch = self.stream.next() => {
-                    let batch = batch?;
+                    let Some(batch) = batch else {
+                        let status = self.receive_failed.try_recv().ok()?;
+                        self.ended = true;
+                        return Some((Err(status), self));
+                    };
                     for mut response in batch {
                         self.membership.fill(&mut response.header);
                         self.ready.push_back(response);
@@ -257,6 +265,7 @@ impl Watch for WatchService {
         let mut inbound = request.into_inner();
         let receiving = stream.clone();
         let mut stop = self.stop.clone();
+        let (failed, receive_failed) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
             loop {
                 let message = tokio::select! {
@@ -271,6 +280,7 @@ impl Watch for WatchService {
                     Ok(None) => break,
                     Err(status) => {
                         debug!(error = %status, "watch stream receive failed");
+                        let _ = failed.send(status);
                         break;
                     }
                 }
@@ -289,6 +299,7 @@ impl Watch for WatchService {
             stop: self.stop.clone(),
             leader_lost,
             ended: false,
+            receive_failed,
         };
         let responses = futures::stream::unfold(outgoing, Outgoing::next);
         Ok(Response::new(Box::pin(responses)))

@@ -3,20 +3,34 @@
 //! Requests larger than `--max-request-bytes` plus gRPC's 512 KiB allowance are refused while
 //! decoding. grpc-go (etcd) answers RESOURCE_EXHAUSTED `grpc: received message larger than
 //! max (N vs. M)`; tonic answers OUT_OF_RANGE `Error, decoded message length too large: ...`.
-//! [`LimitStatusLayer`] rewrites tonic's answer into etcd's. It sees unary calls, whose
-//! error comes back in the response headers ("trailers-only"), which is where KV, Cluster
-//! and Maintenance requests are.
+//! [`LimitStatusLayer`] rewrites tonic's answer into etcd's, in the response headers (a
+//! unary call's error comes back "trailers-only") and in the trailers (a stream's error
+//! after its headers: a Watch or LeaseKeepAlive request over the limit, or a prefix
+//! declaring 4 GiB, which tonic refuses from the prefix alone, before buffering anything).
+//!
+//! It also gives a Txn nested past what prost decodes (100 message levels, 50 Txns) etcd's
+//! answer for a Txn nested past etcd's limit, "too many operations in txn request", in
+//! place of tonic's INTERNAL decode error (`cairn_storage::validate::MAX_TXN_DEPTH`
+//! explains the depth limit).
 
-use std::task::{Context, Poll};
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 
 use futures::future::{MapOk, TryFutureExt};
-use http::{HeaderValue, Response};
+use http::{HeaderMap, HeaderValue, Response};
+use http_body::{Body, Frame, SizeHint};
 use tower_layer::Layer;
 use tower_service::Service;
 
 const TONIC_TOO_LARGE: &str = "Error, decoded message length too large: found ";
 const GRPC_OUT_OF_RANGE: &str = "11";
 const GRPC_RESOURCE_EXHAUSTED: &str = "8";
+const GRPC_INVALID_ARGUMENT: &str = "3";
+const GRPC_INTERNAL: &str = "13";
+/// prost's error for a message nested past its recursion limit.
+const PROST_TOO_DEEP: &str = "recursion limit reached";
+/// etcd's message for a Txn past its limits (`ErrGRPCTooManyOps`).
+const ETCD_TOO_MANY_OPS: &str = "etcdserver: too many operations in txn request";
 
 /// Wraps the gRPC router with [`LimitStatus`].
 #[derive(Debug, Clone, Copy, Default)]
@@ -40,39 +54,87 @@ impl<S, Req, B> Service<Req> for LimitStatus<S>
 where
     S: Service<Req, Response = Response<B>>,
 {
-    type Response = Response<B>;
+    type Response = Response<LimitBody<B>>;
     type Error = S::Error;
-    type Future = MapOk<S::Future, fn(Response<B>) -> Response<B>>;
+    type Future = MapOk<S::Future, fn(Response<B>) -> Response<LimitBody<B>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: Req) -> Self::Future {
-        self.inner.call(request).map_ok(rewrite::<B>)
+        self.inner.call(request).map_ok(rewrite_response::<B>)
+    }
+}
+
+fn rewrite_response<B>(response: Response<B>) -> Response<LimitBody<B>> {
+    rewrite(response).map(|inner| LimitBody { inner })
+}
+
+pin_project_lite::pin_project! {
+    /// A response body whose trailers get [`rewrite_headers`].
+    pub struct LimitBody<B> {
+        #[pin]
+        inner: B,
+    }
+}
+
+impl<B: Body> Body for LimitBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let frame = ready!(self.project().inner.poll_frame(cx));
+        Poll::Ready(frame.map(|f| {
+            f.map(|mut frame| {
+                if let Some(trailers) = frame.trailers_mut() {
+                    rewrite_headers(trailers);
+                }
+                frame
+            })
+        }))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
 fn rewrite<B>(mut response: Response<B>) -> Response<B> {
-    let headers = response.headers_mut();
-    if headers.get("grpc-status").and_then(|v| v.to_str().ok()) != Some(GRPC_OUT_OF_RANGE) {
-        return response;
+    rewrite_headers(response.headers_mut());
+    response
+}
+
+/// Rewrites a gRPC status in `headers` (response headers or trailers) into etcd's.
+fn rewrite_headers(headers: &mut HeaderMap) {
+    let status = headers.get("grpc-status").and_then(|v| v.to_str().ok());
+    if status != Some(GRPC_OUT_OF_RANGE) && status != Some(GRPC_INTERNAL) {
+        return;
     }
+    let internal = status == Some(GRPC_INTERNAL);
     let Some(message) = headers.get("grpc-message").and_then(|v| v.to_str().ok()) else {
-        return response;
+        return;
     };
-    let Some((found, limit)) = parse_tonic_message(&percent_decode(message)) else {
-        return response;
+    let message = percent_decode(message);
+    let (code, etcd) = if internal {
+        if !message.contains(PROST_TOO_DEEP) || !message.contains("TxnRequest") {
+            return;
+        }
+        (GRPC_INVALID_ARGUMENT, ETCD_TOO_MANY_OPS.to_owned())
+    } else {
+        let Some((found, limit)) = parse_tonic_message(&message) else {
+            return;
+        };
+        (GRPC_RESOURCE_EXHAUSTED, format!("grpc: received message larger than max ({found} vs. {limit})"))
     };
-    let etcd = format!("grpc: received message larger than max ({found} vs. {limit})");
     if let Ok(value) = HeaderValue::from_str(&etcd) {
-        headers.insert(
-            "grpc-status",
-            HeaderValue::from_static(GRPC_RESOURCE_EXHAUSTED),
-        );
+        headers.insert("grpc-status", HeaderValue::from_static(code));
         headers.insert("grpc-message", value);
     }
-    response
 }
 
 /// Undoes grpc-message's percent-encoding (tonic encodes spaces, among others).
@@ -146,6 +208,37 @@ mod tests {
             "grpc: received message larger than max (3 vs. 2)"
         );
         assert_eq!(percent_decode("100%25 %zz%4"), "100% %zz%4");
+    }
+
+    #[test]
+    fn txns_too_deep_to_decode_are_too_many_ops() {
+        let r = rewrite(response(
+            "13",
+            "failed to decode Protobuf message: TxnRequest.success: RequestOp.request: recursion limit reached",
+        ));
+        assert_eq!(r.headers()["grpc-status"], "3");
+        assert_eq!(r.headers()["grpc-message"], ETCD_TOO_MANY_OPS);
+        let r = rewrite(response("13", "failed to decode Protobuf message: invalid wire type"));
+        assert_eq!(r.headers()["grpc-status"], "13");
+    }
+
+    #[test]
+    fn trailers_are_rewritten_too() {
+        use http_body_util::BodyExt;
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", HeaderValue::from_static("11"));
+        trailers.insert(
+            "grpc-message",
+            HeaderValue::from_static("Error, decoded message length too large: found 4294967295 bytes, the limit is: 2097152 bytes"),
+        );
+        let body = http_body_util::StreamBody::new(futures::stream::iter(vec![
+            Ok::<_, std::convert::Infallible>(Frame::data(bytes::Bytes::from_static(b"x"))),
+            Ok(Frame::trailers(trailers)),
+        ]));
+        let collected = futures::executor::block_on(LimitBody { inner: body }.collect()).unwrap();
+        let trailers = collected.trailers().expect("trailers");
+        assert_eq!(trailers["grpc-status"], "8");
+        assert_eq!(trailers["grpc-message"], "grpc: received message larger than max (4294967295 vs. 2097152)");
     }
 
     #[test]

@@ -62,6 +62,8 @@ mod btree;
 mod cache;
 mod db;
 pub mod freelist;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod io;
 mod meta;
 mod page;
