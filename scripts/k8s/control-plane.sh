@@ -87,6 +87,7 @@ cleanup() {
         kill "$p" 2>/dev/null || continue
         for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
         kill -9 "$p" 2>/dev/null || true
+        wait "$p" 2>/dev/null || true
     done
     if (( keep )); then echo "work folder kept: $work" >&2; else rm -rf "$work"; fi
     exit "$rc"
@@ -172,36 +173,54 @@ api_get() { curl -sk --max-time 10 -H "Authorization: Bearer $token" "https://$i
 api_ready() { [[ "$(api_get /readyz)" == ok ]]; }
 
 # ---- the control plane -----------------------------------------------------------------
-t_api=$(now_ms)
-"$kbin/kube-apiserver" \
-    --etcd-servers "$endpoints" \
-    --etcd-compaction-interval "$compact_every" \
-    --bind-address "$ip" --advertise-address "$ip" --secure-port "$api_port" \
-    --cert-dir "$work/pki" \
-    --service-account-issuer https://kubernetes.default.svc.cluster.local \
-    --service-account-key-file "$work/pki/sa.pub" \
-    --service-account-signing-key-file "$work/pki/sa.key" \
-    --token-auth-file "$work/pki/tokens.csv" \
-    --authorization-mode RBAC --endpoint-reconciler-type none \
-    --service-cluster-ip-range 10.96.0.0/16 \
-    --max-requests-inflight 1000 --max-mutating-requests-inflight 500 \
-    > "$work/apiserver.log" 2>&1 &
-pids+=($!); api_pid=$!
-log "kube-apiserver starting on https://$ip:$api_port"
-wait_for "kube-apiserver /readyz" 180 api_ready
-result apiserver_ready_ms $(( $(now_ms) - t_api ))
+# start_apiserver RESULT_KEY: starts kube-apiserver (log appended to apiserver.log), waits
+# for /readyz (its watch caches filled) and records how long that took.
+api_pid=""
+start_apiserver() {
+    local t0
+    t0=$(now_ms)
+    "$kbin/kube-apiserver" \
+        --etcd-servers "$endpoints" \
+        --etcd-compaction-interval "$compact_every" \
+        --bind-address "$ip" --advertise-address "$ip" --secure-port "$api_port" \
+        --cert-dir "$work/pki" \
+        --service-account-issuer https://kubernetes.default.svc.cluster.local \
+        --service-account-key-file "$work/pki/sa.pub" \
+        --service-account-signing-key-file "$work/pki/sa.key" \
+        --token-auth-file "$work/pki/tokens.csv" \
+        --authorization-mode RBAC --endpoint-reconciler-type none \
+        --service-cluster-ip-range 10.96.0.0/16 \
+        --max-requests-inflight 1000 --max-mutating-requests-inflight 500 \
+        >> "$work/apiserver.log" 2>&1 &
+    pids+=($!); api_pid=$!
+    log "kube-apiserver starting on https://$ip:$api_port"
+    wait_for "kube-apiserver /readyz" 180 api_ready
+    result "$1" $(( $(now_ms) - t0 ))
+}
+
+# restart_apiserver RESULT_KEY: kills the apiserver (SIGKILL: its graceful stop waits
+# 30 s and more here, on every store) and starts it again on the same store.
+restart_apiserver() {
+    kill -9 "$api_pid"
+    wait "$api_pid" 2>/dev/null || true
+    start_apiserver "$1"
+}
+
+start_apiserver apiserver_ready_ms
 kill -0 "$api_pid" || fail "kube-apiserver exited"
 
 "$kbin/kube-controller-manager" --kubeconfig "$kubeconfig" \
     --authentication-kubeconfig "$kubeconfig" --authorization-kubeconfig "$kubeconfig" \
     --bind-address "$ip" --secure-port 26257 \
     --service-account-private-key-file "$work/pki/sa.key" \
-    --leader-elect=true --controllers '*' \
+    --leader-elect=true --leader-elect-lease-duration 60s --leader-elect-renew-deadline 50s \
+    --controllers '*' \
     > "$work/controller-manager.log" 2>&1 &
 pids+=($!)
 "$kbin/kube-scheduler" --kubeconfig "$kubeconfig" \
     --authentication-kubeconfig "$kubeconfig" --authorization-kubeconfig "$kubeconfig" \
-    --bind-address "$ip" --secure-port 26259 --leader-elect=true \
+    --bind-address "$ip" --secure-port 26259 \
+    --leader-elect=true --leader-elect-lease-duration 60s --leader-elect-renew-deadline 50s \
     > "$work/scheduler.log" 2>&1 &
 pids+=($!)
 log "controller-manager and scheduler started"

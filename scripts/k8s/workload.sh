@@ -62,15 +62,35 @@ create_parallel() {
 
 # start_watch NAME RESOURCE: `kubectl get -w` on RESOURCE in every namespace, one line
 # per event ("EVENT namespace name"), into $work/watch-NAME.txt. Returns once the watch
-# has listed the sentinel object (so it is established before the workload starts).
-watch_pids=()
+# has listed the sentinel object (so it is established before the workload goes on).
+declare -A watch_pid
 start_watch() {
     local name="$1" resource="$2"
     "$kubectl_bin" get "$resource" -A --watch --output-watch-events --no-headers \
         -o custom-columns=EVENT:.type,NS:.object.metadata.namespace,NAME:.object.metadata.name \
-        > "$work/watch-$name.txt" 2> "$work/watch-$name.err" &
-    watch_pids+=($!); pids+=($!)
-    wait_for "the $name watch to list its sentinel" 60 grep -q "wl-sentinel" "$work/watch-$name.txt"
+        "${@:3}" >> "$work/watch-$name.txt" 2>> "$work/watch-$name.err" &
+    watch_pid[$name]=$!; pids+=($!)
+    if [[ "${3:-}" != --watch-only ]]; then
+        wait_for "the $name watch to list its sentinel" 60 grep -q "wl-sentinel" "$work/watch-$name.txt"
+    fi
+}
+
+# sentinel_touched N: the configmap watch has seen N or more updates of the sentinel.
+sentinel_touched() { (( $(grep -c "^MODIFIED  *default  *wl-sentinel" "$work/watch-cm.txt") >= $1 )); }
+
+# rewatch_configmaps: a new `kubectl get -w --watch-only` on configmaps after an apiserver
+# restart, appending to the same file; established once it sees the sentinel updated.
+rewatch_configmaps() {
+    local seen i
+    seen=$(grep -c "^MODIFIED  *default  *wl-sentinel" "$work/watch-cm.txt" || true)
+    start_watch cm configmaps --watch-only
+    for (( i = 1; i <= 60; i++ )); do
+        kc label configmap wl-sentinel -n default --overwrite "touch=$i" >/dev/null \
+            || fail "updating the sentinel after the restart"
+        sentinel_touched $(( seen + 1 )) && return 0
+        sleep 0.5
+    done
+    fail "the configmap watch did not come back after the apiserver restart"
 }
 
 # watch_events NAME EVENT PREFIX: how many EVENT lines the watch NAME has for objects whose
@@ -159,6 +179,16 @@ run_workload() {
     labelled=$(( (objects + 9) / 10 ))
     kc label configmaps -n "$bulk" -l batch=0 touched=yes >/dev/null || fail "label batch 0"
     expect_count "labelled configmaps" "$labelled" configmaps -n "$bulk" -l touched=yes
+    check_watch cm ADDED cm- "$objects"
+    check_watch cm MODIFIED cm- "$labelled"
+
+    # The apiserver restarted on the filled store: its time to ready (every watch cache
+    # filled again from the store); the configmap watch is opened again after it.
+    kill "${watch_pid[cm]}"
+    restart_apiserver apiserver_restart_ready_ms
+    rewatch_configmaps
+    expect_count "configmaps after the apiserver restart" "$objects" configmaps -n "$bulk" -l batch
+    log "apiserver restarted on $(( objects + secrets )) objects; watch re-established"
 
     # A CRD with custom objects, watched too.
     kc apply -f - >/dev/null <<'EOF' || fail "create CRD"
@@ -227,7 +257,7 @@ EOF
     check_watch cm ADDED cm- "$objects"
     check_watch cm MODIFIED cm- "$labelled"
     check_watch cm DELETED cm- "$objects"
-    for i in "${watch_pids[@]}"; do
+    for i in "${watch_pid[@]}"; do
         kill -0 "$i" 2>/dev/null || fail "a kubectl get -w exited early: $(cat "$work"/watch-*.err)"
     done
     log "watches saw every ADDED/MODIFIED/DELETED once ($objects configmaps, $customs widgets)"
