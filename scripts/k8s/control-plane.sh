@@ -200,7 +200,9 @@ start_apiserver() {
 
 # restart_apiserver RESULT_KEY: kills the apiserver (SIGKILL: its graceful stop waits
 # 30 s and more here, on every store) and starts it again on the same store.
+# The first apiserver's /metrics are kept: report_latencies adds both lives up.
 restart_apiserver() {
+    api_get /metrics > "$work/metrics.txt" || fail "reading the apiserver's /metrics"
     kill -9 "$api_pid"
     wait "$api_pid" 2>/dev/null || true
     start_apiserver "$1"

@@ -39,9 +39,10 @@ hist_quantiles() {
 }
 
 # report_latencies: the apiserver's request latency by verb and its storage latency by
-# operation, as p50/p99 in milliseconds (watches and connects left out).
+# operation, as p50/p99 in milliseconds (watches and connects left out), over both of the
+# apiserver's lives (restart_apiserver kept the first one's /metrics in metrics.txt).
 report_latencies() {
-    api_get /metrics > "$work/metrics.txt" || fail "reading the apiserver's /metrics"
+    api_get /metrics >> "$work/metrics.txt" || fail "reading the apiserver's /metrics"
     local verb count p50 p99
     while read -r verb count p50 p99; do
         case "$verb" in WATCH|CONNECT) continue ;; esac
