@@ -249,6 +249,15 @@ fn a_stopped_leader_hands_leadership_over_before_it_exits() {
     wait_value(&c, rest[1], "/h", "after", T);
 }
 
+/// SIGTERMs member `i` and asserts that it exits within `bound`.
+fn assert_stops_within(c: &mut ProcCluster, i: usize, bound: Duration) {
+    let asked = Instant::now();
+    let exited = c.stop(i, Duration::from_secs(15));
+    let took = asked.elapsed();
+    assert!(exited, "{} did not exit after SIGTERM\n{}", c.name(i), c.logs());
+    assert!(took < bound, "{} took {took:?} to stop after SIGTERM\n{}", c.name(i), c.logs());
+}
+
 #[test]
 fn a_leader_whose_peers_just_died_stops_without_waiting_out_a_hand_over() {
     let _serial = one_at_a_time();
@@ -261,16 +270,7 @@ fn a_leader_whose_peers_just_died_stops_without_waiting_out_a_hand_over() {
     // still the leader (check-quorum steps it down only after an election timeout, 1 s):
     // the transferee it picks is gone. MoveLeader's timeout is 5 s; the stop must not
     // wait it out (etcd skips peers whose connection is down).
-    let asked = Instant::now();
-    let exited = c.stop(leader, Duration::from_secs(15));
-    let took = asked.elapsed();
-    assert!(exited, "{} did not exit after SIGTERM\n{}", c.name(leader), c.logs());
-    assert!(
-        took < Duration::from_millis(4500),
-        "{} took {took:?} to stop after SIGTERM with its peers gone\n{}",
-        c.name(leader),
-        c.logs()
-    );
+    assert_stops_within(&mut c, leader, Duration::from_millis(4500));
 }
 
 #[test]
@@ -282,16 +282,7 @@ fn a_follower_stops_at_once_while_its_peers_run() {
     let follower = (leader + 1) % 3;
     // the peers' Raft streams into it stay open: they must not hold up its stop (a
     // rolling restart pays the stop of every member)
-    let asked = Instant::now();
-    let exited = c.stop(follower, Duration::from_secs(15));
-    let took = asked.elapsed();
-    assert!(exited, "{} did not exit after SIGTERM\n{}", c.name(follower), c.logs());
-    assert!(
-        took < Duration::from_millis(1500),
-        "{} took {took:?} to stop after SIGTERM\n{}",
-        c.name(follower),
-        c.logs()
-    );
+    assert_stops_within(&mut c, follower, Duration::from_millis(1500));
     put_until(&c, leader, "/f", "after", T);
 }
 
