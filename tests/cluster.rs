@@ -1,7 +1,8 @@
 //! Whole-system tests of a three-member cluster, driven with etcdctl exactly as an operator
 //! would: replication and the member/endpoint views, a leader killed -9, membership changes
 //! (learner add, promote, remove, strict reconfiguration, force-new-cluster), a leader that
-//! stops handing over, a partition isolating the leader, and auth across members.
+//! stops handing over (and one whose peers just died stopping at once), a follower
+//! stopping at once, a partition isolating the leader, and auth across members.
 //!
 //! The target is cairn by default, real etcd with `CAIRN_TEST_TARGET=etcd`; the members run
 //! with etcd's flags and advertise peer URLs of forwarders the test owns
@@ -246,6 +247,43 @@ fn a_stopped_leader_hands_leadership_over_before_it_exits() {
     // and the cluster serves writes at once
     put_until(&c, rest[0], "/h", "after", T);
     wait_value(&c, rest[1], "/h", "after", T);
+}
+
+/// SIGTERMs member `i` and asserts that it exits within `bound`.
+fn assert_stops_within(c: &mut ProcCluster, i: usize, bound: Duration) {
+    let asked = Instant::now();
+    let exited = c.stop(i, Duration::from_secs(15));
+    let took = asked.elapsed();
+    assert!(exited, "{} did not exit after SIGTERM\n{}", c.name(i), c.logs());
+    assert!(took < bound, "{} took {took:?} to stop after SIGTERM\n{}", c.name(i), c.logs());
+}
+
+#[test]
+fn a_leader_whose_peers_just_died_stops_without_waiting_out_a_hand_over() {
+    let _serial = one_at_a_time();
+    let mut c = ProcCluster::start(target_kind(), 3);
+    c.ctl_ok(0, &["put", "/s", "v"]);
+    let leader = c.wait_leader_agreed(T);
+    for i in (0..3).filter(|&i| i != leader) {
+        c.kill9(i);
+    }
+    // still the leader (check-quorum steps it down only after an election timeout, 1 s):
+    // the transferee it picks is gone. MoveLeader's timeout is 5 s; the stop must not
+    // wait it out (etcd skips peers whose connection is down).
+    assert_stops_within(&mut c, leader, Duration::from_millis(4500));
+}
+
+#[test]
+fn a_follower_stops_at_once_while_its_peers_run() {
+    let _serial = one_at_a_time();
+    let mut c = ProcCluster::start(target_kind(), 3);
+    c.ctl_ok(0, &["put", "/f", "v"]);
+    let leader = c.wait_leader_agreed(T);
+    let follower = (leader + 1) % 3;
+    // the peers' Raft streams into it stay open: they must not hold up its stop (a
+    // rolling restart pays the stop of every member)
+    assert_stops_within(&mut c, follower, Duration::from_millis(1500));
+    put_until(&c, leader, "/f", "after", T);
 }
 
 #[test]

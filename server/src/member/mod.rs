@@ -66,8 +66,6 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
-use self::control::ClusterControl as _;
-
 use self::bootstrap::{fetch_cluster, read_identity, write_identity, Identity};
 use self::identity::{compute_cluster_id, InitialMember, Membership, RaftTerm};
 use self::lease_forward::LeaseForwarder;
@@ -535,7 +533,8 @@ impl Member {
     /// leadership to the voter holding the most of its log (ties: the lowest id), so the
     /// cluster does not wait an election timeout without a leader (clients see no gap in a
     /// rolling restart). A member that failed or was removed just stops; a failed transfer
-    /// is logged and the member stops anyway, as etcd's.
+    /// is logged and the member stops anyway, as etcd's. The wait ends as soon as this
+    /// member no longer leads (see [`RaftControl::hand_over`]).
     async fn hand_over_leadership(&self) {
         let me = self.membership.member_id;
         if self.failed.get().is_some() || self.stop.borrow().is_some() {
@@ -559,8 +558,10 @@ impl Member {
         };
         let target = format!("{transferee:x}");
         info!(local_member_id = %local, current_leader_member_id = %local, transferee_member_id = %target, "leadership transfer starting");
-        match self.control.move_leader(transferee).await {
-            Ok(()) => info!(local_member_id = %local, old_leader_member_id = %local, new_leader_member_id = %target, "leadership transfer finished"),
+        match self.control.hand_over(transferee).await {
+            Ok(new) if new == transferee => info!(local_member_id = %local, old_leader_member_id = %local, new_leader_member_id = %target, "leadership transfer finished"),
+            Ok(0) => warn!(local_member_id = %local, transferee_member_id = %target, "leadership transfer ended with no leader (peers gone?); stopping"),
+            Ok(new) => info!(local_member_id = %local, transferee_member_id = %target, new_leader_member_id = %format!("{new:x}"), "leadership moved to another member"),
             Err(e) => warn!(local_member_id = %local, error = %e, "leadership transfer failed"),
         }
     }

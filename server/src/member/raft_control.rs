@@ -27,6 +27,9 @@ use crate::member::reconfig::ClusterView;
 /// How long MoveLeader waits for the transferee to take over.
 const MOVE_LEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a stopping leader that stepped down waits for a successor to be named.
+const HAND_OVER_GRACE: Duration = Duration::from_secs(1);
+
 /// Whether a learner that matched `matched` of a leader log ending at `last` is in sync
 /// enough to vote (etcd: 90%).
 fn learner_ready(matched: u64, last: u64) -> bool {
@@ -66,6 +69,41 @@ impl RaftControl {
             voters.iter().map(|(id, _)| *id).filter(|id| *id != status.leader.id || heard.contains(id)).collect()
         };
         Ok(Some(ClusterView { me: self.me, voters, connected }))
+    }
+
+    /// The hand-over of a leader that is stopping: asks `target` to take over, and answers
+    /// once this member no longer leads and a new leader is known, with that leader, or 0
+    /// when none came within [`HAND_OVER_GRACE`] of this member stepping down. A leader
+    /// whose peers just went away steps down within an election timeout (check-quorum) and
+    /// gets no successor: waiting the whole MoveLeader timeout for a transferee that is
+    /// gone would only hold up its stop.
+    pub async fn hand_over(&self, target: u64) -> Result<u64, RequestError> {
+        let me = self.me;
+        let left = self.transfer_until(target, |leader| leader != me).await?;
+        if left != 0 {
+            return Ok(left);
+        }
+        // Stepped down: a live transferee campaigns at once and wins within a round trip.
+        let mut leader = self.handle.leader_watch();
+        let named = tokio::time::timeout(HAND_OVER_GRACE, leader.wait_for(|l| l.id != 0)).await;
+        match named.map(|r| r.map(|l| l.id)) {
+            Ok(Ok(id)) => Ok(id),
+            Ok(Err(_)) => Err(RequestError::Stopped),
+            Err(_) => Ok(0),
+        }
+    }
+
+    /// Starts a leadership transfer to `target` and waits, up to [`MOVE_LEADER_TIMEOUT`],
+    /// until the leader this member knows satisfies `done`; answers that leader.
+    async fn transfer_until(&self, target: u64, done: impl Fn(u64) -> bool) -> Result<u64, RequestError> {
+        let mut leader = self.handle.leader_watch();
+        self.handle.transfer_leader(target);
+        let moved = tokio::time::timeout(MOVE_LEADER_TIMEOUT, leader.wait_for(|l| done(l.id))).await;
+        match moved {
+            Ok(Ok(l)) => Ok(l.id),
+            Ok(Err(_)) => Err(RequestError::Stopped),
+            Err(_) => Err(RequestError::Timeout),
+        }
     }
 
     async fn conf_change(&self, change: ConfChangeRequest, context: Vec<u8>) -> Result<(), RequestError> {
@@ -189,14 +227,7 @@ impl ClusterControl for RaftControl {
         if target == self.me {
             return Ok(());
         }
-        let mut leader = self.handle.leader_watch();
-        self.handle.transfer_leader(target);
-        let moved = tokio::time::timeout(MOVE_LEADER_TIMEOUT, leader.wait_for(|l| l.id == target)).await;
-        match moved {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(_)) => Err(RequestError::Stopped),
-            Err(_) => Err(RequestError::Timeout),
-        }
+        self.transfer_until(target, |leader| leader == target).await.map(|_| ())
     }
 }
 

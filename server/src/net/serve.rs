@@ -290,6 +290,9 @@ pub(crate) async fn serve<P: Proposer>(
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut servers = JoinSet::new();
+    // Peer listeners apart: their Raft streams stay open while the other members run, so
+    // they are stopped, not drained, once the client listeners drained.
+    let mut peer_servers = JoinSet::new();
     let mut bound_urls = Vec::with_capacity(urls.len());
     let mut spawn = |(url, bound, listener, router, tls, kind): (ClientUrl, String, _, tonic::transport::server::Router<_>, Option<ServerTls>, &str)| -> Result<(), ServerError> {
         let mut stop = stop_rx.clone();
@@ -298,6 +301,7 @@ pub(crate) async fn serve<P: Proposer>(
             let _stopped = stop.wait_for(|stop| *stop).await;
         };
         let name = bound.clone();
+        let servers = if kind == "client" { &mut servers } else { &mut peer_servers };
         if url.tls {
             let acceptor = tls.clone().ok_or_else(|| {
                 ServerError::Config(crate::error::ConfigError::HttpsWithoutCert(url.url.clone()))
@@ -384,6 +388,10 @@ pub(crate) async fn serve<P: Proposer>(
             failure = Some(server_exit(joined));
             error!("a client listener stopped; shutting down");
         }
+        Some(joined) = peer_servers.join_next() => {
+            failure = Some(server_exit(joined));
+            error!("a peer listener stopped; shutting down");
+        }
     }
     if stop_tx.send(true).is_err() {
         warn!("every client listener had already stopped");
@@ -406,6 +414,7 @@ pub(crate) async fn serve<P: Proposer>(
         warn!(timeout = ?DRAIN_TIMEOUT, "in-flight requests did not finish in time; closing their connections");
         servers.shutdown().await;
     }
+    peer_servers.shutdown().await;
     match failure {
         Some(Err(e)) => Err(e),
         _ => Ok(()),
