@@ -4,8 +4,9 @@
 //! between client and server closes every connection, mid-stream) and when the member is
 //! killed with SIGKILL and restarted; and when the member it is connected to is partitioned
 //! from the others (it loses its leader and ends the stream, as kube-apiserver's `hasleader`
-//! streams ask; new streams are refused until the partition heals). Against cairn and
-//! against etcd: the recovery is the client's, and must hold for either server.
+//! streams ask; new streams are refused until the partition heals); and, connected to every
+//! member, when each member in turn dies and comes back. Against cairn and against etcd:
+//! the recovery is the client's, and must hold for either server.
 
 mod common;
 
@@ -107,10 +108,18 @@ async fn expect_exactly(p: usize, w: &mut Watcher, want: &[(Vec<u8>, i64)]) {
     }
 }
 
+fn quick_reconnect() -> EtcdConfig {
+    EtcdConfig { reconnect_min: Duration::from_millis(20), reconnect_max: Duration::from_millis(300), ..Default::default() }
+}
+
 /// One `EtcdStorage` on `endpoint` (quick to reconnect) watching every prefix from now.
 async fn watch_prefixes(endpoint: &str) -> (EtcdStorage, Vec<Watcher>) {
-    let cfg = EtcdConfig { reconnect_min: Duration::from_millis(20), reconnect_max: Duration::from_millis(300), ..Default::default() };
-    let storage = EtcdStorage::connect_with(endpoint, cfg).await.expect("connect");
+    let storage = EtcdStorage::connect_with(endpoint, quick_reconnect()).await.expect("connect");
+    watch_all(storage).await
+}
+
+/// Watches every prefix from now through `storage`.
+async fn watch_all(storage: EtcdStorage) -> (EtcdStorage, Vec<Watcher>) {
     let start = storage.current_resource_version().await.expect("revision");
     let mut watches = Vec::new();
     for p in 0..PREFIXES {
@@ -185,4 +194,42 @@ async fn watches_go_on_after_their_member_was_partitioned_cairn() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watches_go_on_after_their_member_was_partitioned_etcd() {
     run_partitioned(Kind::Etcd).await;
+}
+
+/// Connected to every member, as kube-apiserver is: each member in turn is killed with
+/// SIGKILL, stays down while writes go on, and comes back; the watches move to live
+/// members and see every write exactly once.
+async fn run_member_deaths(kind: Kind) {
+    let mut c = ProcCluster::start(kind, 3);
+    let endpoints = c.endpoints();
+    let list: Vec<&str> = endpoints.iter().map(String::as_str).collect();
+    let storage = EtcdStorage::connect_members(&list, quick_reconnect()).expect("endpoints");
+    let (_storage, mut watches) = watch_all(storage).await;
+    let mut written = BTreeMap::new();
+    write_phase(&c.endpoint(1), 0, &mut written).await;
+    let ctl = Duration::from_millis(500);
+    for i in 0..3 {
+        c.kill9(i);
+        // the writes go to a live member once the live ones agree on a live leader
+        let live = (i + 1) % 3;
+        wait_for("a leader among the live members", Duration::from_secs(20), || {
+            let leader = c.status(live, ctl)?.leader;
+            (leader != 0 && c.index_of(leader) != Some(i)).then_some(())
+        });
+        write_phase(&c.endpoint(live), i + 1, &mut written).await;
+        c.restart(i);
+    }
+    for (p, w) in watches.iter_mut().enumerate() {
+        expect_exactly(p, w, &written[&p]).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_over_every_member_go_on_as_members_die_cairn() {
+    run_member_deaths(Kind::Cairn).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_over_every_member_go_on_as_members_die_etcd() {
+    run_member_deaths(Kind::Etcd).await;
 }

@@ -117,6 +117,18 @@ impl EtcdStorage {
         Self::connect_with(endpoint, EtcdConfig::default()).await
     }
 
+    /// One connection per member of `endpoints` (as kube-apiserver's `--etcd-servers`),
+    /// connected lazily: unary calls and new watch streams go to members whose connection
+    /// is ready, so a member that dies or restarts is avoided until it is back, and a
+    /// shared watch stream it carried is re-opened on another member (`mux.rs`).
+    pub fn connect_members(endpoints: &[&str], cfg: EtcdConfig) -> Result<EtcdStorage> {
+        let mut list = Vec::with_capacity(endpoints.len());
+        for e in endpoints {
+            list.push(Endpoint::from_shared(e.to_string())?.connect_timeout(cfg.connect_timeout).tcp_nodelay(true));
+        }
+        Ok(KubeStore::new(EtcdKv::new(Channel::balance_list(list.into_iter()), cfg)))
+    }
+
     /// Connects to `endpoint`.
     pub async fn connect_with(endpoint: &str, cfg: EtcdConfig) -> Result<EtcdStorage> {
         let channel = Endpoint::from_shared(endpoint.to_string())?
