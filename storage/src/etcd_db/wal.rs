@@ -109,8 +109,8 @@ impl EtcdWal {
     fn push(&mut self, e: Entry) -> Result<(), WalError> {
         match self.entries.first().map(|f| f.index) {
             Some(first) if e.index >= first => {
-                let last = first + self.entries.len() as u64 - 1;
-                if e.index > last + 1 {
+                let last = first + (self.entries.len() as u64 - 1);
+                if e.index > last.saturating_add(1) {
                     return Err(WalError::Gap { index: e.index, last });
                 }
                 self.entries.truncate((e.index - first) as usize);
