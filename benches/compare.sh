@@ -6,10 +6,16 @@
 # usage: benches/compare.sh CAIRN_BIN ETCD_BIN [--total N] [--bench PATH] [--port BASE]
 #            [--with-leases | --leases-only] [--leases N] [--lease-ttl S]
 #            [--with-watch | --watch-only] [--watch-puts N] [--watch-rounds N]
+#            [--with-auth | --auth-only] [--auth-rounds N] [--logins N]
 #   Ports: cairn client BASE, peer BASE+1; etcd client BASE+10, peer BASE+11 (BASE=32379).
 #   --with-leases adds `cairn-bench lease-expiry` (N leases, default 100000, TTL S s, default
 #   60 so the setup ends before the first lease is due) on a fresh server of each kind;
 #   --leases-only runs just that. etcd revokes <= 1000 leases/s: expect ~100 s for 100k.
+#   --with-auth adds the cost of auth (issue 14), on a fresh server of each kind: a user with
+#   readwrite on every key (plus 8 other prefix roles), then N rounds (default 3) of the put and
+#   linearizable range entries with auth disabled, then enabled and the token on every request
+#   (`--user`), alternating so both see the same machine load; then Authenticate/s (N logins,
+#   default 200, 16 clients, bcrypt at the server's default cost); --auth-only runs just that.
 #   --with-watch adds the watch benchmarks (issue 3), each on a fresh server, cairn then etcd
 #   entry by entry: `watch` with 500x20 = 10,000 watches on 1 conn and on 8 conns (N puts,
 #   default 10000, 16 clients at 2000/s), `watch-progress` on 10,000 watches / 1 conn
@@ -17,11 +23,12 @@
 #   e.g. benches/compare.sh target/release/cairn /usr/bin/etcd
 #        benches/compare.sh target/release/cairn /usr/bin/etcd --leases-only
 #        benches/compare.sh target/release/cairn /usr/bin/etcd --watch-only --port 44379
+#        benches/compare.sh target/release/cairn /usr/bin/etcd --auth-only
 #        benches/compare.sh /usr/bin/etcd /usr/bin/etcd --total 5000   # self-check
 set -euo pipefail
 
 usage() {
-    sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -39,6 +46,10 @@ LEASE_TTL=60
 WATCH_RUN=0
 WATCH_PUTS=10000
 WATCH_ROUNDS=200
+AUTH_RUN=0
+AUTH_ROUNDS=3
+LOGINS=200
+ETCDCTL=${ETCDCTL:-etcdctl}
 while [[ $# -gt 0 ]]; do
     case $1 in
     --total) TOTAL=$2; shift 2 ;;
@@ -54,11 +65,17 @@ while [[ $# -gt 0 ]]; do
     --lease-ttl) LEASE_TTL=$2; shift 2 ;;
     --lease-ttl=*) LEASE_TTL=${1#*=}; shift ;;
     --with-watch) WATCH_RUN=1; shift ;;
-    --watch-only) WATCH_RUN=1; SUITE_RUN=0; LEASES_RUN=0; shift ;;
+    --watch-only) WATCH_RUN=1; SUITE_RUN=0; LEASES_RUN=0; AUTH_RUN=0; shift ;;
     --watch-puts) WATCH_PUTS=$2; shift 2 ;;
     --watch-puts=*) WATCH_PUTS=${1#*=}; shift ;;
     --watch-rounds) WATCH_ROUNDS=$2; shift 2 ;;
     --watch-rounds=*) WATCH_ROUNDS=${1#*=}; shift ;;
+    --with-auth) AUTH_RUN=1; shift ;;
+    --auth-only) AUTH_RUN=1; SUITE_RUN=0; LEASES_RUN=0; WATCH_RUN=0; shift ;;
+    --auth-rounds) AUTH_ROUNDS=$2; shift 2 ;;
+    --auth-rounds=*) AUTH_ROUNDS=${1#*=}; shift ;;
+    --logins) LOGINS=$2; shift 2 ;;
+    --logins=*) LOGINS=${1#*=}; shift ;;
     -h | --help) usage ;;
     *) echo "unknown argument: $1" >&2; usage ;;
     esac
@@ -219,6 +236,77 @@ run_watch_entry() {
     rm -rf "$WORK/$label-watch"
 }
 
+# The cost of auth (issue 14): name | cairn-bench arguments, run with auth off and on.
+AUTH_SUITE=(
+    "put 64 clients/8 conns|--clients 64 --conns 8 put"
+    "range l 64 clients/8 conns|--clients 64 --conns 8 --consistency l range foo"
+)
+
+# auth_setup CLIENT_PORT: root, and user `bench` (password `bench`) with readwrite on every
+# key through role `bench` and 8 roles on other prefixes, so a check walks a real permission
+# set; auth stays disabled.
+auth_setup() {
+    local ep=127.0.0.1:$1 i
+    ctl() { ETCDCTL_API=3 "$ETCDCTL" --endpoints "$ep" "$@" >/dev/null; }
+    ctl user add root --new-user-password root
+    ctl role add root
+    ctl user grant-role root root
+    ctl user add bench --new-user-password bench
+    ctl role add bench
+    ctl role grant-permission bench readwrite --prefix=true ''
+    ctl user grant-role bench bench
+    for i in 0 1 2 3 4 5 6 7; do
+        ctl role add "tenant-$i"
+        ctl role grant-permission "tenant-$i" readwrite --prefix=true "/tenant-$i/"
+        ctl user grant-role bench "tenant-$i"
+    done
+    "$BENCH" --endpoints "$ep" --total 1 --format json put --key-space 1 >/dev/null
+    ctl put foo bar
+}
+
+# run_auth LABEL BIN CLIENT_PORT PEER_PORT: results go to $WORK/LABEL-auth.jsonl as
+# "NAME<TAB>off|on<TAB>JSON" lines, and $WORK/LABEL-logins.json
+run_auth() {
+    local label=$1 bin=$2 cport=$3 pport=$4
+    echo "== $label auth: $bin (127.0.0.1:$cport)" >&2
+    start_server "$label-auth" "$bin" "$cport" "$pport"
+    auth_setup "$cport"
+    local out=$WORK/$label-auth.jsonl round entry name args mode line user
+    : >"$out"
+    for ((round = 1; round <= AUTH_ROUNDS; round++)); do
+        for mode in off on; do
+            user=()
+            if [[ $mode == on ]]; then
+                ETCDCTL_API=3 "$ETCDCTL" --endpoints "127.0.0.1:$cport" auth enable >/dev/null
+                user=(--user bench:bench)
+            fi
+            for entry in "${AUTH_SUITE[@]}"; do
+                name=${entry%%|*}
+                args=${entry#*|}
+                # shellcheck disable=SC2086 # args is a deliberate word list
+                if ! line=$("$BENCH" --endpoints "127.0.0.1:$cport" --total "$TOTAL" --format json "${user[@]}" $args); then
+                    echo "   $name ($mode): cairn-bench failed" >&2
+                    line=${line:-'{"qps":0,"p50_ms":0,"p99_ms":0,"errors":-1}'}
+                fi
+                echo "   round $round, auth $mode, $name: $line" >&2
+                printf '%s\t%s\t%s\n' "$name" "$mode" "$line" >>"$out"
+            done
+            if [[ $mode == on ]]; then
+                ETCDCTL_API=3 "$ETCDCTL" --endpoints "127.0.0.1:$cport" --user root:root auth disable >/dev/null
+            fi
+        done
+    done
+    ETCDCTL_API=3 "$ETCDCTL" --endpoints "127.0.0.1:$cport" auth enable >/dev/null
+    if ! line=$("$BENCH" --endpoints "127.0.0.1:$cport" --clients 16 --conns 4 --total "$LOGINS" --format json \
+        --user bench:bench authenticate); then
+        echo "   authenticate: cairn-bench failed" >&2
+        line=${line:-'{"qps":0,"p50_ms":0,"p99_ms":0,"errors":-1}'}
+    fi
+    echo "   authenticate: $line" >&2
+    printf '%s\n' "$line" >"$WORK/$label-logins.json"
+    stop_server
+}
+
 # jstr KEY JSON: the value of a string or boolean key in a flat JSON object.
 jstr() {
     sed -nE "s/.*\"$1\":(\"([^\"]*)\"|(true|false|null)).*/\2\3/p" <<<"$2"
@@ -247,6 +335,13 @@ fi
 if ((LEASES_RUN)); then
     run_leases cairn "$CAIRN_BIN" "$BASE_PORT" "$((BASE_PORT + 1))"
     run_leases etcd "$ETCD_BIN" "$((BASE_PORT + 10))" "$((BASE_PORT + 11))"
+fi
+
+if ((AUTH_RUN)); then
+    AUTH_LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+    run_auth cairn "$CAIRN_BIN" "$BASE_PORT" "$((BASE_PORT + 1))"
+    run_auth etcd "$ETCD_BIN" "$((BASE_PORT + 10))" "$((BASE_PORT + 11))"
+    AUTH_LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 fi
 
 if ((WATCH_RUN)); then
@@ -335,5 +430,43 @@ if ((WATCH_RUN)); then
                 printf '| | **%s FAILED** | %s | | | |\n' "${side%%:*}" "$(jstr error "${side#*:}")"
             fi
         done
+    done
+fi
+
+# auth_mean LABEL NAME MODE KEY: the mean of KEY over the rounds of one auth entry.
+auth_mean() {
+    local sum=0 n=0 name mode line
+    while IFS=$'\t' read -r name mode line; do
+        [[ $name == "$2" && $mode == "$3" ]] || continue
+        sum=$(awk -v a="$sum" -v b="$(jget "$4" "$line")" 'BEGIN { print a + b }')
+        n=$((n + 1))
+    done <"$WORK/$1-auth.jsonl"
+    awk -v s="$sum" -v n="$n" 'BEGIN { if (n == 0) print 0; else printf "%.3f", s / n }'
+}
+
+if ((AUTH_RUN)); then
+    echo
+    echo "auth (issue 14): cairn \`$CAIRN_BIN\`, etcd \`$ETCD_BIN\`, $(nproc) cores, $TOTAL requests per run,"
+    echo "mean of $AUTH_ROUNDS alternating rounds (auth off, then on with a token on every request);"
+    echo "load average (1/5/15 min) before: $AUTH_LOAD_BEFORE, after: $AUTH_LOAD_AFTER"
+    echo
+    echo "| benchmark | server | qps off | qps on | on/off | p99 ms off | p99 ms on | on/off |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|"
+    for entry in "${AUTH_SUITE[@]}"; do
+        name=${entry%%|*}
+        for label in cairn etcd; do
+            qoff=$(auth_mean $label "$name" off qps) qon=$(auth_mean $label "$name" on qps)
+            poff=$(auth_mean $label "$name" off p99_ms) pon=$(auth_mean $label "$name" on p99_ms)
+            printf '| %s | %s | %.0f | %.0f | %s | %.2f | %.2f | %s |\n' "$name" "$label" \
+                "$qoff" "$qon" "$(ratio "$qon" "$qoff")" "$poff" "$pon" "$(ratio "$pon" "$poff")"
+        done
+    done
+    a=$(cat "$WORK/cairn-logins.json") b=$(cat "$WORK/etcd-logins.json")
+    echo
+    echo "| Authenticate, $LOGINS logins, 16 clients | cairn | etcd | cairn/etcd |"
+    echo "|---|---:|---:|---:|"
+    for k in qps p50_ms p99_ms errors; do
+        printf '| %s | %s | %s | %s |\n' "$k" "$(jget "$k" "$a")" "$(jget "$k" "$b")" \
+            "$(ratio_g "$(jget "$k" "$a")" "$(jget "$k" "$b")")"
     done
 fi

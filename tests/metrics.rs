@@ -186,6 +186,8 @@ async fn families_and_values_move_with_the_work_done() {
     assert_eq!(before.value("etcd_server_has_leader", &[]), 1.0);
     assert_eq!(before.value("etcd_server_is_leader", &[]), 1.0);
     assert_eq!(before.value("etcd_server_quota_backend_bytes", &[]), 2147483648.0);
+    // the handling-time histogram is `--metrics extensive` only
+    assert!(!before.types.contains_key("grpc_server_handling_seconds"), "basic metrics have no handling histogram");
 
     let mut c = Client::connect([server.endpoint()], None).await.expect("connect");
     for i in 0..3 {
@@ -260,6 +262,47 @@ async fn families_and_values_move_with_the_work_done() {
     assert_eq!(handled, 1.0);
     assert!(after.value("process_resident_memory_bytes", &[]) > 1e6);
     assert!(after.value("process_open_fds", &[]) > 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extensive_metrics_time_every_call() {
+    let metrics = common::free_addr();
+    let server = Server::start_with(
+        target_kind(),
+        Options { extra_args: vec![format!("--listen-metrics-urls=http://{metrics}"), "--metrics=extensive".into()], ..Options::default() },
+    );
+    let before = Scrape::get(metrics);
+    let family = "grpc_server_handling_seconds";
+    before.check_family(family, "histogram", &["grpc_method", "grpc_service", "grpc_type"]);
+    let mut c = Client::connect([server.endpoint()], None).await.expect("connect");
+    for i in 0..3 {
+        c.put(format!("k{i}"), "v", None).await.expect("put");
+    }
+    let future = c.get("k0", Some(GetOptions::new().with_revision(1_000_000))).await;
+    assert!(future.is_err(), "a future revision is refused");
+    let after = Scrape::get(metrics);
+    let kv = "etcdserverpb.KV";
+    let moved = |sample: &str, method: &str, le: Option<&str>| {
+        let mut labels = grpc(method, kv, None);
+        if let Some(le) = le {
+            labels.push(("le", le.to_owned()));
+        }
+        grpc_value(&after, sample, &labels) - grpc_value(&before, sample, &labels)
+    };
+    // every call is timed, failed ones too, and each falls in the +Inf bucket
+    assert_eq!(moved("grpc_server_handling_seconds_count", "Put", None), 3.0);
+    assert_eq!(moved("grpc_server_handling_seconds_bucket", "Put", Some("+Inf")), 3.0);
+    assert_eq!(moved("grpc_server_handling_seconds_count", "Range", None), 1.0);
+    let sum = moved("grpc_server_handling_seconds_sum", "Put", None);
+    assert!(sum > 0.0 && sum < 30.0, "three puts took {sum} s in all");
+    // Prometheus' default buckets, as go-grpc-prometheus uses them
+    let les: Vec<&str> = after
+        .samples
+        .iter()
+        .filter(|(n, l, _)| n == "grpc_server_handling_seconds_bucket" && l.get("grpc_method").map(String::as_str) == Some("Put"))
+        .filter_map(|(_, l, _)| l.get("le").map(String::as_str))
+        .collect();
+    assert_eq!(les, ["0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "+Inf"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

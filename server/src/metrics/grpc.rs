@@ -16,14 +16,21 @@
 //!   response body dropped before its trailers (the client cancelled, the connection
 //!   broke) counts as `Canceled`, which is what etcd's handlers return then.
 //!
+//! With `--metrics extensive` (etcd: `grpc_prometheus.EnableHandlingTimeHistogram()`),
+//! `grpc_server_handling_seconds` too: a histogram (Prometheus' default buckets, 5 ms to
+//! 10 s) of the time from a call's arrival to its end (the status sent, or the client
+//! gone), by method; at the default `basic` level it is neither measured nor exported.
+//!
 //! Paths of no known method (plain HTTP on the client URLs, unknown methods) are not
 //! counted. The method table is built once; counting is atomic adds on series it holds, and
 //! a unary call costs no allocation beyond the router's own.
 
 use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use bytes::{Buf, Bytes};
 use std::future::Future;
@@ -32,7 +39,7 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::registry::{Counter, Family};
+use super::registry::{Counter, Family, Histogram};
 
 /// Go's names of the gRPC status codes, by code.
 pub const CODE_NAMES: [&str; 17] = [
@@ -54,6 +61,9 @@ pub const CODE_NAMES: [&str; 17] = [
     "DataLoss",
     "Unauthenticated",
 ];
+
+/// go-grpc-prometheus' handling-time buckets (Prometheus' `DefBuckets`), in seconds.
+const HANDLING_BUCKETS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
 const CANCELED: usize = 1;
 const UNKNOWN: usize = 2;
@@ -116,6 +126,8 @@ pub(crate) struct MethodSeries {
     sent: Arc<Counter>,
     /// By code.
     handled: [Arc<Counter>; 17],
+    /// Observed only with `--metrics extensive`.
+    handling: Arc<Histogram>,
 }
 
 /// The four families and the method table.
@@ -124,6 +136,9 @@ pub(crate) struct GrpcMetrics {
     pub(crate) handled: Family<Counter>,
     pub(crate) msg_received: Family<Counter>,
     pub(crate) msg_sent: Family<Counter>,
+    pub(crate) handling: Family<Histogram>,
+    /// `--metrics extensive`: `handling` is measured and exported.
+    extensive: Arc<AtomicBool>,
     /// By request path (`/etcdserverpb.KV/Put`); never changed after `new`.
     methods: Arc<HashMap<String, Arc<MethodSeries>>>,
 }
@@ -141,6 +156,13 @@ impl GrpcMetrics {
         let msg_received =
             Family::new("grpc_server_msg_received_total", "Total number of RPC stream messages received on the server.", labels, Counter::default);
         let msg_sent = Family::new("grpc_server_msg_sent_total", "Total number of gRPC stream messages sent by the server.", labels, Counter::default);
+        let bounds: Arc<[f64]> = Arc::from(HANDLING_BUCKETS.as_slice());
+        let handling = Family::new(
+            "grpc_server_handling_seconds",
+            "Histogram of response latency (seconds) of gRPC that had been application-level handled by the server.",
+            labels,
+            move || Histogram::new(bounds.clone()),
+        );
         let methods = METHODS
             .iter()
             .map(|&(service, method, kind)| {
@@ -150,16 +172,28 @@ impl GrpcMetrics {
                     received: msg_received.with(&[method, service, kind]),
                     sent: msg_sent.with(&[method, service, kind]),
                     handled: CODE_NAMES.map(|code| handled.with(&[code, method, service, kind])),
+                    handling: handling.with(&[method, service, kind]),
                 };
                 (format!("/{service}/{method}"), Arc::new(series))
             })
             .collect();
-        GrpcMetrics { started, handled, msg_received, msg_sent, methods: Arc::new(methods) }
+        let extensive = Arc::new(AtomicBool::new(false));
+        GrpcMetrics { started, handled, msg_received, msg_sent, handling, extensive, methods: Arc::new(methods) }
+    }
+
+    /// `--metrics extensive`: measure and export `grpc_server_handling_seconds` from now on.
+    pub(crate) fn enable_handling_time(&self) {
+        self.extensive.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether `grpc_server_handling_seconds` is measured and exported.
+    pub(crate) fn handling_time_enabled(&self) -> bool {
+        self.extensive.load(Ordering::Relaxed)
     }
 
     /// The layer counting into these series.
     pub(crate) fn layer(&self) -> GrpcMetricsLayer {
-        GrpcMetricsLayer { methods: self.methods.clone() }
+        GrpcMetricsLayer { methods: self.methods.clone(), extensive: self.extensive.clone() }
     }
 }
 
@@ -167,13 +201,14 @@ impl GrpcMetrics {
 #[derive(Clone)]
 pub struct GrpcMetricsLayer {
     methods: Arc<HashMap<String, Arc<MethodSeries>>>,
+    extensive: Arc<AtomicBool>,
 }
 
 impl<S> Layer<S> for GrpcMetricsLayer {
     type Service = GrpcCounting<S>;
 
     fn layer(&self, inner: S) -> GrpcCounting<S> {
-        GrpcCounting { inner, methods: self.methods.clone() }
+        GrpcCounting { inner, methods: self.methods.clone(), extensive: self.extensive.clone() }
     }
 }
 
@@ -182,6 +217,7 @@ impl<S> Layer<S> for GrpcMetricsLayer {
 pub struct GrpcCounting<S> {
     inner: S,
     methods: Arc<HashMap<String, Arc<MethodSeries>>>,
+    extensive: Arc<AtomicBool>,
 }
 
 impl<S, RB> Service<Request<tonic::body::Body>> for GrpcCounting<S>
@@ -199,6 +235,7 @@ where
 
     fn call(&mut self, request: Request<tonic::body::Body>) -> Self::Future {
         let series = self.methods.get(request.uri().path()).cloned();
+        let since = (series.is_some() && self.extensive.load(Ordering::Relaxed)).then(Instant::now);
         let request = match &series {
             Some(s) => {
                 s.started.inc();
@@ -212,7 +249,7 @@ where
             }
             None => request,
         };
-        CountingFuture { inner: self.inner.call(request), series }
+        CountingFuture { inner: self.inner.call(request), series, since }
     }
 }
 
@@ -222,6 +259,8 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: F,
         series: Option<Arc<MethodSeries>>,
+        // when the call arrived, with `--metrics extensive`
+        since: Option<Instant>,
     }
 }
 
@@ -239,7 +278,7 @@ where
             Poll::Ready(Ok(response)) => response,
         };
         let (parts, inner) = response.into_parts();
-        let mut body = CountedBody { inner, frames: Frames::default(), series: this.series.take() };
+        let mut body = CountedBody { inner, frames: Frames::default(), series: this.series.take(), since: this.since.take() };
         if let Some(code) = status_code(&parts.headers) {
             // trailers-only: the call ended with the headers
             body.finish(code);
@@ -330,12 +369,17 @@ pub struct CountedBody<B> {
     frames: Frames,
     /// `None` once counted as handled (or never counted: not a known method).
     series: Option<Arc<MethodSeries>>,
+    /// When the call arrived, if its handling time is measured.
+    since: Option<Instant>,
 }
 
 impl<B> CountedBody<B> {
     fn finish(&mut self, code: usize) {
         if let Some(s) = self.series.take() {
             s.handled[code].inc();
+            if let Some(since) = self.since.take() {
+                s.handling.observe(since.elapsed().as_secs_f64());
+            }
         }
     }
 }

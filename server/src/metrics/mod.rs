@@ -9,7 +9,8 @@
 //!   families) and tests say so, and the crate's process collector needs `procfs` and its
 //!   dependencies for six numbers `/proc` gives in a few lines (`process`).
 //! - `process`: client_golang's `process_*` metrics from `/proc/self`.
-//! - `grpc`: go-grpc-prometheus's `grpc_server_*` counters, as a tower layer around the
+//! - `grpc`: go-grpc-prometheus's `grpc_server_*` counters (and, with `--metrics extensive`,
+//!   its handling-time histogram), as a tower layer around the
 //!   client router.
 //!
 //! Where each value comes from:
@@ -223,6 +224,11 @@ impl Metrics {
         m
     }
 
+    /// `--metrics extensive`: `grpc_server_handling_seconds` is measured and exported too.
+    pub fn enable_extensive(&self) {
+        self.grpc.enable_handling_time();
+    }
+
     /// Sets `etcd_server_id` to this member's ID.
     pub fn set_member_id(&self, id: u64) {
         self.server_id.clear();
@@ -271,6 +277,11 @@ impl Metrics {
             &self.grpc.msg_sent,
             &ProcessCollector,
         ];
+        if self.grpc.handling_time_enabled() {
+            let mut all = ones.to_vec();
+            all.insert(ones.len() - 1, &self.grpc.handling);
+            return registry::render(&all);
+        }
         registry::render(&ones)
     }
 

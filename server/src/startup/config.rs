@@ -195,6 +195,11 @@ pub struct Config {
     #[arg(long, env = "ETCD_LISTEN_METRICS_URLS", value_delimiter = ',')]
     pub listen_metrics_urls: Vec<String>,
 
+    /// Detail of exported metrics: `extensive` adds the gRPC handling-time histogram
+    /// (`grpc_server_handling_seconds`) to the `basic` set.
+    #[arg(long, env = "ETCD_METRICS", default_value = "basic")]
+    pub metrics: String,
+
     /// Interval of periodic watch progress notifications (Go duration, e.g. `5s`), etcd
     /// 3.4/3.5's name; see [`Config::watch_progress_notify_interval`].
     #[arg(long, env = "ETCD_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL",

@@ -121,10 +121,6 @@ pub struct EtcdOnlyFlags {
           value_parser = parse_go_bool, action = ArgAction::Set)]
     pub enable_pprof: bool,
 
-    /// `basic` or `extensive` metrics; cairn exports the same set at both levels (accepted, ignored)
-    #[arg(long, env = "ETCD_METRICS")]
-    pub metrics: Option<String>,
-
     /// Explicit client certificate for peer connections; cairn presents --cert-file (accepted, ignored)
     #[arg(long, env = "ETCD_CLIENT_CERT_FILE")]
     pub client_cert_file: Option<String>,

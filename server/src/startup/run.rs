@@ -135,6 +135,9 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         corrupt_check_interval: config.experimental_corrupt_check_time,
         ..MemberOptions::default()
     };
+    if config.metrics == "extensive" {
+        options.metrics.enable_extensive();
+    }
     let peer_urls = config
         .listen_peer_urls
         .iter()
