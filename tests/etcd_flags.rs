@@ -1,13 +1,13 @@
 //! Starting cairn the way operators and harnesses start etcd: a cluster with auto-TLS peers
 //! and no CA (etcd's own e2e suite does this for nearly every test), a member configured by
-//! `--config-file` alone, etcd's JSON log lines and start-up milestones. Each test runs
-//! against cairn, or real etcd with `CAIRN_TEST_TARGET=etcd`.
+//! `--config-file` alone, etcd's JSON log lines and start-up milestones, auto-compaction.
+//! Each test runs against cairn, or real etcd with `CAIRN_TEST_TARGET=etcd`.
 
 mod common;
 
 use std::time::Duration;
 
-use common::{etcdctl_command, free_addr, target_kind, RawServer};
+use common::{etcdctl_command, free_addr, target_kind, wait_for, Options, RawServer, Server};
 
 /// etcd's start-up milestones (zap's wording) that harnesses (etcd's e2e suite) wait for.
 const MILESTONES: [&str; 2] = ["published local member to cluster through raft", "enabled capabilities for version"];
@@ -126,4 +126,51 @@ fn flags_cairn_cannot_honour_stop_it_with_a_reason() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--discovery") && err.contains("--initial-cluster"), "{err}");
+}
+
+#[test]
+fn periodic_auto_compaction_keeps_the_retention_and_compacts_the_rest() {
+    // a 1 s retention: a revision sample every 100 ms, the first compaction 1 s after start
+    let server = Server::start_with(target_kind(), Options { extra_args: vec!["--auto-compaction-retention=1s".into()], ..Options::default() });
+    let ep = server.endpoint();
+    for i in 0..10 {
+        etcdctl_ok(&ep, &["put", "k", &format!("v{i}")]); // revisions 2..=11
+    }
+    let compacted = |rev: i64| {
+        let out = etcdctl_command(&ep, &["get", "k", &format!("--rev={rev}")]).output().expect("run etcdctl");
+        let err = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() {
+            return false;
+        }
+        assert!(err.contains("etcdserver: mvcc: required revision has been compacted"), "{err}");
+        true
+    };
+    // with no more writes, every sample is revision 11 after a second: the leader compacts
+    // up to it by itself
+    wait_for("auto-compaction up to the last write", Duration::from_secs(20), || compacted(10).then_some(()));
+    assert!(compacted(2));
+    // the compacted revision itself stays readable
+    assert_eq!(etcdctl_ok(&ep, &["get", "k", "--rev=11", "--print-value-only"]), "v9\n");
+}
+
+#[test]
+fn an_unknown_auto_compaction_mode_stops_the_server() {
+    let tmp = tempfile::tempdir().unwrap();
+    let client = format!("http://{}", free_addr());
+    let out = std::process::Command::new(target_kind().binary())
+        .args([
+            "--name=m".to_owned(),
+            format!("--data-dir={}", tmp.path().join("m").display()),
+            format!("--listen-client-urls={client}"),
+            format!("--advertise-client-urls={client}"),
+            format!("--listen-peer-urls=http://{}", free_addr()),
+            "--auto-compaction-mode=sometimes".to_owned(),
+            "--auto-compaction-retention=1".to_owned(),
+        ])
+        .output()
+        .expect("run the server");
+    assert!(!out.status.success());
+    let log = String::from_utf8_lossy(&out.stderr);
+    // etcd's words (cairn's JSON log escapes the quotes)
+    assert!(log.contains("unknown auto-compaction-mode") && log.contains("sometimes"), "{log}");
 }

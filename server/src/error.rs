@@ -119,6 +119,9 @@ pub enum ConfigError {
         /// Why it cannot be honoured.
         why: &'static str,
     },
+    /// `--auto-compaction-mode`/`--auto-compaction-retention` etcd would refuse (etcd's words).
+    #[error("{0}")]
+    AutoCompaction(String),
     /// `--client-cert-auth` without a CA to verify against.
     #[error("--client-cert-auth needs --trusted-ca-file")]
     ClientCertAuthWithoutCa,

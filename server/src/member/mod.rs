@@ -27,12 +27,14 @@
 //! connections and the other tasks run on the caller's runtime.
 //!
 //! Modules: `corrupt` (the initial and periodic corruption checks, raising CORRUPT),
+//! `auto_compact` (the leader's `--auto-compaction-*` compactions),
 //! `machine` (the store as the Raft state machine), `proposer` (the write-path
 //! trait) and `raft_proposer` (its implementation, with the backend quota of `quota`), `table` (the replicated member table),
 //! `identity` (IDs and response headers), `control` (membership and leadership for the
 //! Cluster service) and `raft_control`, `lessor` (lease expiry on the leader),
 //! `lease_forward` (lease requests a follower sends to the leader), `bootstrap`.
 
+pub mod auto_compact;
 pub mod bootstrap;
 pub mod control;
 pub mod corrupt;
@@ -122,6 +124,9 @@ pub struct MemberOptions {
     /// `--experimental-corrupt-check-time`: how often the leader compares HashKV with the
     /// other members (`corrupt.rs`); zero: never.
     pub corrupt_check_interval: Duration,
+    /// `--auto-compaction-*`: the history the leader keeps when it compacts by itself
+    /// (`auto_compact.rs`); `None`: it does not.
+    pub auto_compaction: Option<auto_compact::Retention>,
 }
 
 impl Default for MemberOptions {
@@ -142,6 +147,7 @@ impl Default for MemberOptions {
             strict_reconfig_check: true,
             initial_corrupt_check: false,
             corrupt_check_interval: Duration::ZERO,
+            auto_compaction: None,
         }
     }
 }
@@ -436,6 +442,17 @@ impl Member {
                 setup.options.corrupt_check_interval,
             );
             tasks.push(tokio::spawn(monitor.run(stopped.clone())));
+        }
+        if let Some(retention) = setup.options.auto_compaction {
+            let revision_of = store.clone();
+            let leader_of = proposer.clone();
+            let compactor = auto_compact::AutoCompactor::new(
+                retention,
+                proposer.clone(),
+                move || revision_of.revision(),
+                move || leader_of.handle().leader().id == me,
+            );
+            tasks.push(tokio::spawn(compactor.run(stopped.clone())));
         }
         tasks.push(tokio::spawn(sync_backend_behind(store.clone(), halt, metrics.clone(), stopped.clone())));
         tasks.push(tokio::spawn(publish_attributes(

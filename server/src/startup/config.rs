@@ -195,6 +195,16 @@ pub struct Config {
     #[arg(long, env = "ETCD_LISTEN_METRICS_URLS", value_delimiter = ',')]
     pub listen_metrics_urls: Vec<String>,
 
+    /// Interprets --auto-compaction-retention: `periodic` (a duration; a bare number is
+    /// hours) or `revision` (a number of revisions).
+    #[arg(long, env = "ETCD_AUTO_COMPACTION_MODE", default_value = "periodic")]
+    pub auto_compaction_mode: String,
+
+    /// History the leader keeps when it compacts by itself; 0 (the default) turns
+    /// auto-compaction off.
+    #[arg(long, env = "ETCD_AUTO_COMPACTION_RETENTION", default_value = "0")]
+    pub auto_compaction_retention: String,
+
     /// Detail of exported metrics: `extensive` adds the gRPC handling-time histogram
     /// (`grpc_server_handling_seconds`) to the `basic` set.
     #[arg(long, env = "ETCD_METRICS", default_value = "basic")]

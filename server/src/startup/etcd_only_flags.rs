@@ -314,14 +314,6 @@ pub struct EtcdOnlyFlags {
     /// Client pings more often than this are refused by etcd (GOAWAY too_many_pings); hyper/h2 answer every ping and offer no way to limit them, so cairn does not (accepted, ignored)
     #[arg(long, env = "ETCD_GRPC_KEEPALIVE_MIN_TIME")]
     pub grpc_keepalive_min_time: Option<String>,
-
-    /// `periodic` or `revision`; auto-compaction is not implemented yet: clients compact (accepted, ignored)
-    #[arg(long, env = "ETCD_AUTO_COMPACTION_MODE", default_value = "periodic")]
-    pub auto_compaction_mode: String,
-
-    /// Auto-compaction retention; auto-compaction is not implemented yet: clients compact (accepted, ignored)
-    #[arg(long, env = "ETCD_AUTO_COMPACTION_RETENTION", default_value = "0")]
-    pub auto_compaction_retention: String,
 }
 
 impl EtcdOnlyFlags {

@@ -20,6 +20,7 @@ use super::config::Config;
 use super::{local_cluster, logging};
 use crate::api::watch::WatchService;
 use crate::error::{ConfigError, ServerError};
+use crate::member::auto_compact::Retention;
 use crate::member::control::ClusterControl;
 use crate::member::identity::{initial_members, Membership};
 use crate::member::lease_forward::LeaseForwarder;
@@ -133,6 +134,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         strict_reconfig_check: config.etcd_only.strict_reconfig_check,
         initial_corrupt_check: config.experimental_initial_corrupt_check,
         corrupt_check_interval: config.experimental_corrupt_check_time,
+        auto_compaction: Retention::parse(&config.auto_compaction_mode, &config.auto_compaction_retention)?,
         ..MemberOptions::default()
     };
     if config.metrics == "extensive" {
