@@ -1,13 +1,18 @@
 //! How a member dials its peers' `https://` URLs ([`PeerTls`]), for the Raft transport and
 //! for the server's other peer calls (joining, lease forwarding).
 //!
-//! - [`PeerTls::Verified`]: tonic's TLS, verifying the peer against `--peer-trusted-ca-file`
-//!   and presenting `--peer-cert-file` as the client identity.
+//! - [`PeerTls::Verified`]: a rustls configuration the server builds, verifying the peer
+//!   against `--peer-trusted-ca-file` and presenting `--peer-cert-file` as the client
+//!   identity (read again when the files change, so a rotated certificate is presented on
+//!   new connections, as etcd reads its files at every handshake).
 //! - [`PeerTls::Unverified`]: `--peer-auto-tls` without a CA, as etcd does it: the traffic is
 //!   encrypted but the peer's self-signed certificate is not verified (Go's
 //!   `InsecureSkipVerify`; the handshake's signatures are still checked against the
-//!   certificate presented). The connection is made by [`UnverifiedConnector`], since tonic's
-//!   own TLS always verifies (see [`peer_endpoint`]).
+//!   certificate presented).
+//!
+//! Both are dialled by [`TlsConnector`] over rustls directly, not by tonic's TLS (which
+//! always verifies and fixes the client identity when the channel is built); see
+//! [`peer_endpoint`].
 
 use std::future::Future;
 use std::pin::Pin;
@@ -21,14 +26,14 @@ use tokio_rustls::rustls::client::danger::{HandshakeSignatureValid, ServerCertVe
 use tokio_rustls::rustls::crypto::{ring, verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio_rustls::rustls::{self, ClientConfig, DigitallySignedStruct, SignatureScheme};
-use tokio_rustls::TlsConnector;
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint, Uri};
+use tonic::transport::{Channel, Endpoint, Uri};
 
 /// How `https://` peer URLs are dialled (see the module docs).
 #[derive(Clone, Debug)]
 pub enum PeerTls {
-    /// Verify peers against a CA.
-    Verified(ClientTlsConfig),
+    /// Verify peers against a CA (and present a client certificate, if the configuration
+    /// has one).
+    Verified(Arc<ClientConfig>),
     /// Encrypt without verifying the peer's certificate (`--peer-auto-tls` without a CA).
     Unverified(Arc<ClientConfig>),
 }
@@ -54,23 +59,28 @@ pub enum Dial {
     /// In the clear, or with TLS for an `https://` URL when no peer TLS is configured
     /// (tonic then refuses it with its own error).
     Plain,
-    /// tonic's verifying TLS.
-    Verified(ClientTlsConfig),
-    /// TLS without verification, by [`UnverifiedConnector`].
-    Unverified(UnverifiedConnector),
+    /// TLS by [`TlsConnector`].
+    Tls(TlsConnector),
 }
 
-/// The endpoint for a peer `url` and how to connect it. For unverified TLS the endpoint is
-/// given the `http://` form of the URL (tonic refuses `https://` without its own TLS) and
-/// the connector does the TLS. Configure the endpoint (timeouts), then [`Dial::connect`].
-pub fn peer_endpoint(url: &str, tls: Option<&PeerTls>) -> Result<(Endpoint, Dial), tonic::transport::Error> {
-    let https = url.starts_with("https://");
-    match tls {
-        Some(PeerTls::Unverified(config)) if https => {
-            let plain = format!("http://{}", &url["https://".len()..]);
-            Ok((Endpoint::from_shared(plain)?, Dial::Unverified(UnverifiedConnector::new(config.clone()))))
+impl PeerTls {
+    fn config(&self) -> &Arc<ClientConfig> {
+        match self {
+            PeerTls::Verified(c) | PeerTls::Unverified(c) => c,
         }
-        Some(PeerTls::Verified(tls)) if https => Ok((Endpoint::from_shared(url.to_owned())?, Dial::Verified(tls.clone()))),
+    }
+}
+
+/// The endpoint for a peer `url` and how to connect it. For an `https://` URL with peer TLS
+/// configured, the endpoint is given the `http://` form of the URL (tonic refuses `https://`
+/// without its own TLS) and the connector does the TLS. Configure the endpoint (timeouts),
+/// then [`Dial::connect`].
+pub fn peer_endpoint(url: &str, tls: Option<&PeerTls>) -> Result<(Endpoint, Dial), tonic::transport::Error> {
+    match (url.strip_prefix("https://"), tls) {
+        (Some(rest), Some(tls)) => {
+            let plain = format!("http://{rest}");
+            Ok((Endpoint::from_shared(plain)?, Dial::Tls(TlsConnector::new(tls.config().clone()))))
+        }
         _ => Ok((Endpoint::from_shared(url.to_owned())?, Dial::Plain)),
     }
 }
@@ -80,8 +90,7 @@ impl Dial {
     pub async fn connect(self, endpoint: Endpoint) -> Result<Channel, tonic::transport::Error> {
         match self {
             Dial::Plain => endpoint.connect().await,
-            Dial::Verified(tls) => endpoint.tls_config(tls)?.connect().await,
-            Dial::Unverified(connector) => endpoint.connect_with_connector(connector).await,
+            Dial::Tls(connector) => endpoint.connect_with_connector(connector).await,
         }
     }
 
@@ -89,28 +98,28 @@ impl Dial {
     pub fn connect_lazy(self, endpoint: Endpoint) -> Result<Channel, tonic::transport::Error> {
         match self {
             Dial::Plain => Ok(endpoint.connect_lazy()),
-            Dial::Verified(tls) => Ok(endpoint.tls_config(tls)?.connect_lazy()),
-            Dial::Unverified(connector) => Ok(endpoint.connect_with_connector_lazy(connector)),
+            Dial::Tls(connector) => Ok(endpoint.connect_with_connector_lazy(connector)),
         }
     }
 }
 
-/// Dials TCP, then TLS with a configuration that does not verify the server.
-/// (tonic applies the endpoint's connect timeout around it.)
+/// Dials TCP, then TLS with a rustls configuration; the server name checked (when the
+/// configuration verifies) is the URL's host. (tonic applies the endpoint's connect
+/// timeout around it.)
 #[derive(Clone)]
-pub struct UnverifiedConnector {
-    tls: TlsConnector,
+pub struct TlsConnector {
+    tls: tokio_rustls::TlsConnector,
 }
 
-impl UnverifiedConnector {
+impl TlsConnector {
     fn new(config: Arc<ClientConfig>) -> Self {
-        UnverifiedConnector { tls: TlsConnector::from(config) }
+        TlsConnector { tls: tokio_rustls::TlsConnector::from(config) }
     }
 }
 
 type Connecting = Pin<Box<dyn Future<Output = Result<TokioIo<TlsStream<TcpStream>>, std::io::Error>> + Send>>;
 
-impl tower_service::Service<Uri> for UnverifiedConnector {
+impl tower_service::Service<Uri> for TlsConnector {
     type Response = TokioIo<TlsStream<TcpStream>>;
     type Error = std::io::Error;
     type Future = Connecting;

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::{timeout, Instant};
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::{ClientTlsConfig, Server};
+use tonic::transport::Server;
 
 use super::service::Reassembly;
 use super::*;
@@ -439,7 +439,7 @@ fn bad_peer_addresses_are_refused() {
     let https = vec!["http://h:1".to_owned(), "https://h:2".to_owned()];
     assert!(matches!(a.set_peer(2, https), Err(TransportError::NoTls { peer: 2, .. })));
     assert!(a.peers().is_empty(), "nothing added on error");
-    let tls = GrpcTransport::new(1, 7, a.shared.ctx.mailbox.clone(), Some(PeerTls::Verified(ClientTlsConfig::new())), rt.handle().clone());
+    let tls = GrpcTransport::new(1, 7, a.shared.ctx.mailbox.clone(), Some(PeerTls::unverified()), rt.handle().clone());
     tls.set_peer(2, vec!["https://h:2".into()]).expect("https with TLS settings");
     assert_eq!(tls.peers(), [2]);
 }

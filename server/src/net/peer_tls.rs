@@ -5,19 +5,23 @@
 //! As in etcd, a member presents its peer certificate both as a server and as a client, and
 //! verifies other members against `--peer-trusted-ca-file`. With `--peer-auto-tls` and no
 //! CA, peer traffic is encrypted but certificates are not verified, as in etcd (a warning
-//! says so at start-up); `--peer-crl-file` refuses revoked peer certificates.
+//! says so at start-up); `--peer-crl-file` refuses revoked peer certificates. The dialling
+//! side follows `--cipher-suites` and the TLS versions as the listeners do, and presents the
+//! certificate as the files are at each handshake (`ClientCertFiles`), so a rotated peer
+//! certificate is used without a restart.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use cairn_raft_node::transport::PeerTls;
-use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 use tracing::warn;
 
 use crate::startup::config::Config;
 use crate::error::ServerError;
 use crate::net::listen::ClientUrl;
-use crate::net::tls::{read, TlsFlags};
-use crate::net::tls_reload::ServerTls;
+use crate::net::tls::{read_certs, TlsError, TlsFlags};
+use crate::net::tls_reload::{ClientCertFiles, ServerTls};
 use crate::net::tls_policy::TlsPolicy;
 
 /// The acceptor for peer listeners and the client TLS for dialling peers; each `None`
@@ -58,9 +62,27 @@ pub fn peer_tls(
         }
         return Ok((acceptor, None));
     };
-    let mut client = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca)?));
-    if let (Some(cert), Some(key)) = (&flags.cert_file, &flags.key_file) {
-        client = client.identity(Identity::from_pem(read(cert)?, read(key)?));
+    Ok((acceptor, Some(PeerTls::Verified(Arc::new(dial_config(&flags, ca)?)))))
+}
+
+/// The rustls configuration for dialling peers: verified against `ca`, presenting the
+/// peer certificate (followed on disk) when one is configured.
+fn dial_config(flags: &TlsFlags, ca: &Path) -> Result<ClientConfig, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for cert in read_certs(ca)? {
+        roots.add(cert)?;
     }
-    Ok((acceptor, Some(PeerTls::Verified(client))))
+    let policy = &flags.policy;
+    let builder = ClientConfig::builder_with_provider(policy.provider.clone())
+        .with_protocol_versions(&policy.versions)?
+        .with_root_certificates(roots);
+    let mut config = match (&flags.cert_file, &flags.key_file) {
+        (Some(cert), Some(key)) => {
+            let files = ClientCertFiles::new(cert.clone(), key.clone(), policy.provider.clone())?;
+            builder.with_client_cert_resolver(Arc::new(files))
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
 }
