@@ -301,21 +301,29 @@ fn membership_changes_that_would_lose_quorum_are_refused() {
     // while its peer stream is up): past twice that, the leader knows it is gone
     std::thread::sleep(Duration::from_secs(2));
 
-    let refused = |c: &ProcCluster, args: &[&str]| {
-        let out = c.ctl(leader, args);
-        assert!(!out.status.success(), "etcdctl {args:?} succeeded with a member down");
+    let refused = |c: &ProcCluster, via: usize, args: &[&str]| {
+        let out = c.ctl(via, args);
+        assert!(!out.status.success(), "etcdctl {args:?} through member {via} succeeded with a member down");
         String::from_utf8_lossy(&out.stderr).to_string()
     };
-    // removing a healthy voter would leave one live member of two
-    let e = refused(&c, &["member", "remove", &ids[up]]);
-    assert!(e.contains("etcdserver: unhealthy cluster"), "{e}");
-    // a fourth voter would need all three for quorum
-    let e = refused(&c, &["member", "add", "extra", "--peer-urls=http://127.0.0.1:9"]);
-    assert!(e.contains("etcdserver: unhealthy cluster"), "{e}");
+    // asked of the leader, and of the follower that is up (which on its own hears only
+    // the leader: it must not take the member that is down for connected)
+    for via in [leader, up] {
+        // removing a healthy voter would leave one live member of two
+        for healthy in [leader, up] {
+            let e = refused(&c, via, &["member", "remove", &ids[healthy]]);
+            assert!(e.contains("etcdserver: unhealthy cluster"), "{e}");
+        }
+        // a fourth voter would need all three for quorum
+        let e = refused(&c, via, &["member", "add", "extra", "--peer-urls=http://127.0.0.1:9"]);
+        assert!(e.contains("etcdserver: unhealthy cluster"), "{e}");
+    }
     assert_eq!(c.member_list(leader).len(), 3, "nothing changed");
 
-    // the member that is down is not part of the active quorum: it can go
-    c.ctl_ok(leader, &["member", "remove", &ids[down]]);
+    // the member that is down is not part of the active quorum: it can go (asked of the
+    // follower, which answers once its own list shows it)
+    c.ctl_ok(up, &["member", "remove", &ids[down]]);
+    assert_eq!(c.member_list(up).len(), 2);
     assert_eq!(c.member_list(leader).len(), 2);
     put_until(&c, up, "/q", "after", T);
     wait_value(&c, leader, "/q", "after", T);

@@ -23,7 +23,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::{request_auth, AuthGate};
 use crate::error::RequestError;
-use crate::member::lease_forward::{is_forwarded, LeaseForwarder};
+use crate::member::leader_forward::{is_forwarded, LeaderForwarder};
 use crate::member::lessor::Lessor;
 use crate::member::identity::Membership;
 use crate::member::proposer::Proposer;
@@ -63,7 +63,7 @@ pub struct LeaseService<P> {
     lessor: Arc<Lessor<P>>,
     membership: Arc<Membership>,
     /// A Raft member's way to the leader for what only the leader answers.
-    forward: Option<Arc<LeaseForwarder>>,
+    forward: Option<Arc<LeaderForwarder>>,
     /// The member's role: a learner refuses lease calls, as etcd's does.
     role: Option<Role>,
     /// Access control (LeaseRevoke runs as its user); none on the peer listener.
@@ -97,7 +97,7 @@ impl<P: Proposer> LeaseService<P> {
 
     /// Forwards keep-alives and time-to-live requests to the leader when this member is
     /// not it (a Raft member).
-    pub fn with_forwarder(mut self, forward: Option<Arc<LeaseForwarder>>) -> Self {
+    pub fn with_forwarder(mut self, forward: Option<Arc<LeaderForwarder>>) -> Self {
         self.forward = forward;
         self
     }

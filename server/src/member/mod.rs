@@ -32,7 +32,7 @@
 //! trait) and `raft_proposer` (its implementation, with the backend quota of `quota`), `table` (the replicated member table),
 //! `identity` (IDs and response headers), `control` (membership and leadership for the
 //! Cluster service) and `raft_control`, `lessor` (lease expiry on the leader),
-//! `lease_forward` (lease requests a follower sends to the leader), `bootstrap`.
+//! `leader_forward` (lease and membership requests a follower sends to the leader), `bootstrap`.
 
 pub mod auto_compact;
 pub mod bootstrap;
@@ -40,7 +40,7 @@ pub mod control;
 pub mod corrupt;
 pub mod etcd_import;
 pub mod identity;
-pub mod lease_forward;
+pub mod leader_forward;
 pub mod lessor;
 pub mod machine;
 pub mod proposer;
@@ -70,7 +70,7 @@ use tracing::{error, info, warn};
 
 use self::bootstrap::{fetch_cluster, read_identity, write_identity, Identity};
 use self::identity::{compute_cluster_id, InitialMember, Membership, RaftTerm};
-use self::lease_forward::LeaseForwarder;
+use self::leader_forward::LeaderForwarder;
 use self::lessor::{Lessor, LessorConfig};
 use crate::auth::SimpleTokens;
 use self::machine::{stored_members, Output, RaftMachine};
@@ -202,7 +202,7 @@ pub struct Member {
     /// requests) and PeerHash (the corruption checks).
     pub peer_routes: tonic::service::Routes,
     /// Forwards lease requests to the leader.
-    pub lease_forward: Arc<LeaseForwarder>,
+    pub leader_forward: Arc<LeaderForwarder>,
     /// The member table.
     pub members: Arc<Members>,
     /// The member's metrics.
@@ -419,10 +419,10 @@ impl Member {
             setup.options.strict_reconfig_check.then_some(setup.election_ms / tick),
         ));
         let peer_service = PeerService::new(me, identity.cluster_id, peer_mailbox, 8 << 30);
-        let lease_forward =
-            Arc::new(LeaseForwarder::new(me, handle.clone(), members.clone(), setup.peer_tls.clone()));
+        let leader_forward =
+            Arc::new(LeaderForwarder::new(me, handle.clone(), members.clone(), setup.peer_tls.clone()));
         let peer_lease = LeaseService::new(store.clone(), lessor.clone(), membership.clone())
-            .with_forwarder(Some(lease_forward.clone()));
+            .with_forwarder(Some(leader_forward.clone()));
         let peer_routes = tonic::service::Routes::new(peer_service.into_server())
             .add_service(ClusterServer::new(ClusterService::new(membership.clone(), control.clone())))
             .add_service(LeaseServer::new(peer_lease))
@@ -469,7 +469,7 @@ impl Member {
             control,
             membership,
             peer_routes,
-            lease_forward,
+            leader_forward,
             tokens,
             members,
             metrics,

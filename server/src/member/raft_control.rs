@@ -199,8 +199,8 @@ impl ClusterControl for RaftControl {
             Some(_) => {
                 // as etcd: only a learner that holds at least 90% of the leader's log may
                 // vote (a lagging new voter could cost the cluster its quorum). Checked
-                // where the progress is known, on the leader; elsewhere the change is
-                // forwarded unchecked.
+                // where the progress is known, on the leader, to which followers send the
+                // change (`api/cluster.rs`).
                 let status = self.handle.status().await.map_err(|_| RequestError::Stopped)?;
                 if status.leader.id == self.me {
                     let matched = status.progress.iter().find(|(m, _)| *m == id).map_or(0, |(_, i)| *i);

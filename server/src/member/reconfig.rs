@@ -16,10 +16,11 @@
 //! etcd judges "connected" by its peer streams, which every member keeps to every other.
 //! cairn's members talk only where Raft does: the leader hears every live voter at each
 //! heartbeat, a follower hears the leader. So "connected" is "heard within an election
-//! timeout" on the leader, and on a follower it is known only for the leader: a follower
-//! counts the other voters as connected and leaves that part of the check to the leader
-//! (a change sent to a follower is still refused there by the started-members rule and,
-//! when the cluster has no leader, by Raft).
+//! timeout", judged by the leader: a follower sends MemberAdd, MemberRemove and
+//! MemberPromote to the leader (`api/cluster.rs`, `leader_forward.rs`). Only a forwarded
+//! change that reaches a member which lost the leadership meanwhile is checked with a
+//! follower's view, where the other voters count as connected (the started-members rule
+//! and Raft still apply).
 
 use std::collections::HashSet;
 

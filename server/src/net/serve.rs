@@ -29,7 +29,7 @@ use crate::member::control::ClusterControl;
 use crate::member::MemberStop;
 use crate::member::proposer::Proposer;
 use crate::api::lease::LeaseService;
-use crate::member::lease_forward::LeaseForwarder;
+use crate::member::leader_forward::LeaderForwarder;
 use crate::member::lessor::Lessor;
 use crate::member::role::Role;
 use crate::metrics::grpc::GrpcMetricsLayer;
@@ -158,7 +158,7 @@ impl<P: Proposer> Services<P> {
         watch: WatchService,
         membership: Arc<Membership>,
         control: Arc<dyn ClusterControl>,
-        lease_forward: Option<Arc<LeaseForwarder>>,
+        leader_forward: Option<Arc<LeaderForwarder>>,
         role: Option<Role>,
         max_txn_ops: usize,
         max_request_bytes: usize,
@@ -171,7 +171,7 @@ impl<P: Proposer> Services<P> {
             .with_auth(gate.clone())
             .with_metrics(metrics.clone());
         let lease = LeaseService::new(store.clone(), lessor, membership.clone())
-            .with_forwarder(lease_forward)
+            .with_forwarder(leader_forward.clone())
             .with_role(role)
             .with_auth(gate.clone());
         let watch = watch.with_auth(gate.clone());
@@ -182,7 +182,7 @@ impl<P: Proposer> Services<P> {
             maintenance: MaintenanceServer::new(MaintenanceService::new(store, proposer, membership.clone(), control.clone()).with_auth(gate.clone()))
                 .max_decoding_message_size(decode)
                 .max_encoding_message_size(MAX_ENCODING_BYTES),
-            cluster: ClusterServer::new(ClusterService::new(membership, control).with_auth(gate))
+            cluster: ClusterServer::new(ClusterService::new(membership, control).with_auth(gate).with_forwarder(leader_forward))
                 .max_decoding_message_size(decode)
                 .max_encoding_message_size(MAX_ENCODING_BYTES),
             watch_shutdown: watch.shutdown_handle(),

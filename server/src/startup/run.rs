@@ -23,7 +23,7 @@ use crate::error::{ConfigError, ServerError};
 use crate::member::auto_compact::Retention;
 use crate::member::control::ClusterControl;
 use crate::member::identity::{initial_members, Membership};
-use crate::member::lease_forward::LeaseForwarder;
+use crate::member::leader_forward::LeaderForwarder;
 use crate::member::lessor::Lessor;
 use crate::member::raft_proposer::RaftProposer;
 use crate::member::role::Role;
@@ -195,7 +195,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
             membership,
             control: engine.control.clone(),
             health: engine.health(),
-            lease_forward: Some(engine.lease_forward.clone()),
+            leader_forward: Some(engine.leader_forward.clone()),
             tokens: engine.tokens.clone(),
             metrics: engine.metrics.clone(),
             leader: engine.leader_watch(),
@@ -220,7 +220,7 @@ struct Served {
     membership: Arc<Membership>,
     control: Arc<dyn ClusterControl>,
     health: Arc<dyn Fn() -> http::MemberHealth + Send + Sync>,
-    lease_forward: Option<Arc<LeaseForwarder>>,
+    leader_forward: Option<Arc<LeaderForwarder>>,
     tokens: Arc<SimpleTokens>,
     metrics: Arc<crate::metrics::Metrics>,
     leader: tokio::sync::watch::Receiver<cairn_raft_node::LeaderInfo>,
@@ -253,7 +253,7 @@ async fn serve_services(
         WatchService::new(s.hub, s.membership.clone(), config.watch_progress_notify_interval()).with_role(s.role.clone()),
         s.membership,
         s.control,
-        s.lease_forward,
+        s.leader_forward,
         Some(s.role),
         config.max_txn_ops as usize,
         config.max_request_bytes as usize,

@@ -1,19 +1,29 @@
-//! Lease requests that only the leader can answer, forwarded from a follower.
+//! Requests that only the leader can answer exactly, forwarded from a follower over the
+//! leader's peer URL (where the Lease and Cluster services are mounted too), with the peer
+//! TLS configuration.
 //!
-//! Lease deadlines live only in the leader's lessor, so a follower cannot renew a lease or
-//! tell its remaining TTL. As etcd does, a follower forwards LeaseKeepAlive and
-//! LeaseTimeToLive to the leader, over the leader's peer URL (where the Lease service is
-//! mounted too) with the peer TLS configuration. A forwarded request carries the
-//! `cairn-forwarded` metadata key; a member that receives one and is not (or no longer)
-//! the leader answers `etcdserver: leader changed` instead of forwarding again, so a
-//! request never travels in a loop.
+//! - Lease deadlines live only in the leader's lessor, so a follower cannot renew a lease
+//!   or tell its remaining TTL. As etcd does, a follower forwards LeaseKeepAlive and
+//!   LeaseTimeToLive.
+//! - MemberAdd, MemberRemove and MemberPromote: their strict-reconfig check needs to know
+//!   which voters are connected, and the promotion check how far the learner's log is,
+//!   which only the leader knows (`reconfig.rs`; etcd forwards MemberPromote the same way).
+//!
+//! A forwarded request carries the `cairn-forwarded` metadata key. A forwarded lease
+//! request reaching a member that is not (or no longer) the leader is answered with
+//! `etcdserver: leader changed` instead of being forwarded again; the peer listener's
+//! Cluster service never forwards. So no request travels in a loop.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cairn_proto::etcdserverpb::cluster_client::ClusterClient;
 use cairn_proto::etcdserverpb::lease_client::LeaseClient;
-use cairn_proto::etcdserverpb::{LeaseKeepAliveRequest, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse};
+use cairn_proto::etcdserverpb::{
+    LeaseKeepAliveRequest, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse, Member, MemberAddRequest, MemberPromoteRequest,
+    MemberRemoveRequest,
+};
 use cairn_raft_node::NodeHandle;
 use parking_lot::Mutex;
 use cairn_raft_node::transport::{peer_endpoint, PeerTls};
@@ -30,8 +40,8 @@ pub const FORWARDED: &str = "cairn-forwarded";
 /// How long a forwarded request may take.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Forwards lease requests to the leader (see the module docs).
-pub struct LeaseForwarder {
+/// Forwards requests to the leader (see the module docs).
+pub struct LeaderForwarder {
     me: u64,
     handle: NodeHandle<Output>,
     members: Arc<Members>,
@@ -40,10 +50,10 @@ pub struct LeaseForwarder {
     channels: Mutex<HashMap<String, Channel>>,
 }
 
-impl LeaseForwarder {
+impl LeaderForwarder {
     /// A forwarder for member `me`.
     pub fn new(me: u64, handle: NodeHandle<Output>, members: Arc<Members>, tls: Option<PeerTls>) -> Self {
-        LeaseForwarder { me, handle, members, tls, channels: Mutex::new(HashMap::new()) }
+        LeaderForwarder { me, handle, members, tls, channels: Mutex::new(HashMap::new()) }
     }
 
     /// Whether a request must be forwarded: this member is not the leader. `forwarded`
@@ -62,20 +72,29 @@ impl LeaseForwarder {
         Ok(true)
     }
 
+    /// Whether this member leads now.
+    pub fn leads(&self) -> bool {
+        self.handle.leader().id == self.me
+    }
+
     fn leader_client(&self) -> Result<LeaseClient<Channel>, Status> {
+        Ok(LeaseClient::new(self.leader_channel()?))
+    }
+
+    fn leader_channel(&self) -> Result<Channel, Status> {
         let leader = self.handle.leader().id;
         let member = self.members.get(leader).ok_or_else(|| rpc_error(RequestError::NoLeader))?;
         let url = member.peer_urls.first().cloned().ok_or_else(|| rpc_error(RequestError::NoLeader))?;
         let mut channels = self.channels.lock();
         if let Some(c) = channels.get(&url) {
-            return Ok(LeaseClient::new(c.clone()));
+            return Ok(c.clone());
         }
         let (endpoint, dial) = peer_endpoint(&url, self.tls.as_ref())
             .map_err(|e| Status::unavailable(format!("cairn: leader peer URL {url}: {e}")))?;
         let endpoint = endpoint.connect_timeout(Duration::from_secs(1)).timeout(FORWARD_TIMEOUT);
         let channel = dial.connect_lazy(endpoint).map_err(|e| Status::unavailable(format!("cairn: peer TLS: {e}")))?;
         channels.insert(url, channel.clone());
-        Ok(LeaseClient::new(channel))
+        Ok(channel)
     }
 
     fn mark<T>(msg: T) -> Request<T> {
@@ -101,6 +120,24 @@ impl LeaseForwarder {
     pub async fn time_to_live(&self, req: LeaseTimeToLiveRequest) -> Result<LeaseTimeToLiveResponse, Status> {
         let mut client = self.leader_client()?;
         Ok(client.lease_time_to_live(Self::mark(req)).await?.into_inner())
+    }
+}
+
+impl LeaderForwarder {
+    /// MemberAdd on the leader; the member added and the leader's member list.
+    pub async fn member_add(&self, req: MemberAddRequest) -> Result<(Option<Member>, Vec<Member>), Status> {
+        let r = ClusterClient::new(self.leader_channel()?).member_add(Self::mark(req)).await?.into_inner();
+        Ok((r.member, r.members))
+    }
+
+    /// MemberRemove on the leader; the leader's member list.
+    pub async fn member_remove(&self, req: MemberRemoveRequest) -> Result<Vec<Member>, Status> {
+        Ok(ClusterClient::new(self.leader_channel()?).member_remove(Self::mark(req)).await?.into_inner().members)
+    }
+
+    /// MemberPromote on the leader; the leader's member list.
+    pub async fn member_promote(&self, req: MemberPromoteRequest) -> Result<Vec<Member>, Status> {
+        Ok(ClusterClient::new(self.leader_channel()?).member_promote(Self::mark(req)).await?.into_inner().members)
     }
 }
 
