@@ -202,8 +202,13 @@ report_faults() {
     result faults_kubectl_retries "$(cat "$fdir/kc-retries" 2>/dev/null | wc -l)"
     result faults_probes "$(wc -l < "$fdir/probe")"
     result faults_probes_failed "$(awk '$2 !~ /^2/' "$fdir/probe" | wc -l)"
-    result faults_longest_unavailable_ms "$(awk '$2 ~ /^2/ { if (last && $1 - last > m) m = $1 - last; last = $1 }
-        END {print m + 0}' "$fdir/probe")"
+    local gap
+    gap="$(awk '$2 ~ /^2/ { if (last && $1 - last > m) { m = $1 - last; from = last }; last = $1 }
+        END {printf "%d %d\n", m, from}' "$fdir/probe")"
+    result faults_longest_unavailable_ms "${gap% *}"
+    # the fault that gap followed
+    log "longest gap between successful probes: ${gap% *} ms, after: $(awk -v t="${gap#* }" \
+        '$1 <= t {line = $0} END {sub(/^[0-9]+ /, "", line); print line}' "$fdir/fault-log")"
 }
 
 # final_state: "NAME VALUE" for every configmap f* in the namespace (VALUE - if it has no
