@@ -107,6 +107,14 @@ start_store() {
     result store_ready_ms $(( $(now_ms) - t0 ))
 }
 
+# store_compacted: revision 1 is gone (kube-apiserver compacts every --etcd-compaction-interval
+# to the revision it saw one interval before).
+store_compacted() {
+    local out
+    out="$(etcdctl_ --endpoints "$endpoints" get /registry/health --rev=1 2>&1)" || true
+    [[ "$out" == *"required revision has been compacted"* ]]
+}
+
 # ---- certificates, keys, tokens, kubeconfig ----------------------------------------------
 # make_pki: a service-account key pair and a static admin token ($token) in $work/pki.
 make_pki() {
