@@ -29,20 +29,25 @@ esac
 work="$(mktemp -d /tmp/cairn-k8s.XXXXXX)"
 pids=()        # everything but the store members, in start order
 store_pids=()  # the store members' current processes, by member index
-# stop_pid PID: SIGTERM, up to 5 s, then SIGKILL.
-stop_pid() {
-    kill "$1" 2>/dev/null || return 0
-    for _ in $(seq 50); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$1" 2>/dev/null || true
-    wait "$1" 2>/dev/null || true
+# stop_all PID...: SIGTERM to all, up to 5 s for them to exit, then SIGKILL to the rest.
+stop_all() {
+    local p left
+    for p in "$@"; do kill "$p" 2>/dev/null || true; done
+    for _ in $(seq 50); do
+        left=0
+        for p in "$@"; do kill -0 "$p" 2>/dev/null && left=1; done
+        (( left )) || break
+        sleep 0.1
+    done
+    for p in "$@"; do kill -9 "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
 }
 cleanup() {
     local rc=$? i
     trap - EXIT INT TERM
-    # Newest first: watches, controllers and the apiservers stop before the store.
-    for (( i = ${#pids[@]} - 1; i >= 0; i-- )); do stop_pid "${pids[$i]}"; done
+    # Watches, controllers and the apiservers stop before the store.
+    (( ${#pids[@]} == 0 )) || stop_all "${pids[@]}"
     for i in "${!store_pids[@]}"; do kill -CONT "${store_pids[$i]}" 2>/dev/null || true; done
-    for i in "${!store_pids[@]}"; do stop_pid "${store_pids[$i]}"; done
+    (( ${#store_pids[@]} == 0 )) || stop_all "${store_pids[@]}"
     if (( keep )); then echo "work folder kept: $work" >&2; else rm -rf "$work"; fi
     exit "$rc"
 }
