@@ -29,22 +29,16 @@
 # Everything listens on 127.0.0.15 and is stopped and removed on exit.
 set -euo pipefail
 
-store=cairn
+source "$(dirname "${BASH_SOURCE[0]}")/args.sh"
 smoke=0
 faults=0
 objects=""
-keep=0
-results=""
 while (( $# )); do
     case "$1" in
-        --store) store="$2"; shift 2 ;;
         --smoke) smoke=1; shift ;;
         --faults) faults=1; shift ;;
         --objects) objects="$2"; shift 2 ;;
-        --keep) keep=1; shift ;;
-        --results) results="$2"; shift 2 ;;
-        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-        *) echo "control-plane.sh: unknown argument $1" >&2; exit 2 ;;
+        *) common_arg "$@"; shift "$taken" ;;
     esac
 done
 

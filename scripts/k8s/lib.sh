@@ -1,5 +1,5 @@
 # Helpers shared by scripts/k8s/control-plane.sh and scripts/k8s/tenants.sh (sourced by
-# them, after they set `store`, `keep`, `results` and `compact_every`): the binaries, the
+# them, after args.sh and their own options, and after they set `compact_every`): the binaries, the
 # work folder and clean-up, logging and results, the three store members (started,
 # stopped and restarted one by one, for the fault mode), certificates and tokens, and
 # kube-apiserver itself. Everything listens on 127.0.0.15.

@@ -22,22 +22,16 @@
 # the store members' CPU and RSS; the load average. Exits non-zero on any failure.
 set -euo pipefail
 
-store=cairn
+source "$(dirname "${BASH_SOURCE[0]}")/args.sh"
 n=20
 wave=4
 objects=200
-keep=0
-results=""
 while (( $# )); do
     case "$1" in
-        --store) store="$2"; shift 2 ;;
         --n) n="$2"; shift 2 ;;
         --wave) wave="$2"; shift 2 ;;
         --objects) objects="$2"; shift 2 ;;
-        --keep) keep=1; shift ;;
-        --results) results="$2"; shift 2 ;;
-        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-        *) echo "tenants.sh: unknown argument $1" >&2; exit 2 ;;
+        *) common_arg "$@"; shift "$taken" ;;
     esac
 done
 compact_every=60s
