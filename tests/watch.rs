@@ -254,6 +254,61 @@ async fn fragments_when_asked_and_over_the_limit() {
     drop(tx);
 }
 
+/// A member stopping (SIGTERM) ends its watch calls with Unavailable, the one code on
+/// which etcd's Go client resumes a watch on another member; a call ending with OK (the
+/// client reads EOF) or with "no leader" ends the client's watches with an error instead,
+/// and kube-apiserver then re-initializes its watch caches (found under
+/// `scripts/k8s/control-plane.sh --faults`, in a rolling restart). Both a plain call and
+/// a require-leader one (`hasleader`, as kube-apiserver's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_ends_watch_calls_with_unavailable() {
+    use cairn_proto::etcdserverpb::watch_client::WatchClient;
+    use cairn_proto::etcdserverpb::{watch_request::RequestUnion, WatchCreateRequest, WatchRequest};
+    use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
+
+    let s = Server::start(target_kind());
+    let mut wc = WatchClient::connect(s.endpoint()).await.expect("connect");
+    let mut calls = Vec::new();
+    for require_leader in [false, true] {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let create = WatchCreateRequest { key: b"k".to_vec(), ..Default::default() };
+        tx.send(WatchRequest { request_union: Some(RequestUnion::CreateRequest(create)) }).await.expect("send");
+        let mut request = tonic::Request::new(ReceiverStream::new(rx));
+        if require_leader {
+            request.metadata_mut().insert("hasleader", "true".parse().expect("metadata"));
+        }
+        let mut inbound = wc.watch(request).await.expect("watch").into_inner();
+        match tokio::time::timeout(WAIT, inbound.message()).await {
+            Ok(Ok(Some(r))) => assert!(r.created, "first answer: {r:?}"),
+            other => panic!("no created answer: {other:?}"),
+        }
+        calls.push((require_leader, tx, inbound));
+    }
+    let stopping = tokio::task::spawn_blocking(move || {
+        let mut s = s;
+        let exit = s.stop();
+        (s, exit)
+    });
+    let mut ends = Vec::new();
+    for (require_leader, _tx, inbound) in &mut calls {
+        let end = tokio::time::timeout(WAIT, inbound.message()).await.expect("the watch call did not end");
+        ends.push((*require_leader, end));
+    }
+    let (s, exit) = stopping.await.expect("stop");
+    assert!(exit.is_some_and(|(_, graceful)| graceful), "no graceful exit\n{}", s.log());
+    for (require_leader, end) in ends {
+        match end {
+            // etcd 3.4 drops the connection instead (the Go client reads Unavailable,
+            // "transport is closing"; tonic reports a broken h2 body as Unknown)
+            Err(status) if s.kind() == Kind::Etcd => {
+                assert!(status.message().contains("h2 protocol error"), "require leader {require_leader}: {status:?}")
+            }
+            Err(status) => assert_eq!(status.code(), tonic::Code::Unavailable, "require leader {require_leader}: {status:?}"),
+            Ok(other) => panic!("require leader {require_leader}: the call ended with OK ({other:?}), not Unavailable"),
+        }
+    }
+}
+
 #[tokio::test]
 async fn periodic_progress_notifications_for_idle_watches() {
     let opts = Options { extra_args: vec!["--experimental-watch-progress-notify-interval=300ms".into()], ..Default::default() };

@@ -1,11 +1,14 @@
 # Measurements and log checks of scripts/k8s/control-plane.sh (sourced by it; uses its
 # api_get, result, fail, store_pids, work).
 
-# hist_quantiles METRIC LABEL: from the apiserver's /metrics histogram METRIC, prints
+# hist_quantiles METRIC LABEL [FILE...]: from the apiserver's /metrics histogram METRIC
+# (in FILE..., default $work/metrics.txt; several are summed), prints
 # "<label value> <count> <p50 ms> <p99 ms>" per value of LABEL (summed over the other
 # labels), interpolating inside buckets the way Prometheus' histogram_quantile does.
 hist_quantiles() {
     local metric="$1" label="$2"
+    shift 2
+    (( $# )) || set -- "$work/metrics.txt"
     awk -v m="${metric}_bucket{" -v lab="$label=\"" '
         index($0, m) == 1 {
             if (!match($0, lab "[^\"]*\"")) next
@@ -14,7 +17,7 @@ hist_quantiles() {
             le = substr($0, RSTART + 4, RLENGTH - 5)
             sum[key " " le] += $NF
         }
-        END { for (k in sum) print k, sum[k] }' "$work/metrics.txt" \
+        END { for (k in sum) print k, sum[k] }' "$@" \
     | sort -k1,1 -k2,2g \
     | awk '
         function flush() {

@@ -61,13 +61,13 @@ create_parallel() {
 }
 
 # start_watch NAME RESOURCE: `kubectl get -w` on RESOURCE in every namespace, one line
-# per event ("EVENT namespace name"), into $work/watch-NAME.txt. Returns once the watch
+# per event ("EVENT namespace name data.v", <none> without data.v), into $work/watch-NAME.txt. Returns once the watch
 # has listed the sentinel object (so it is established before the workload goes on).
 declare -A watch_pid
 start_watch() {
     local name="$1" resource="$2"
     "$kubectl_bin" get "$resource" -A --watch --output-watch-events --no-headers \
-        -o custom-columns=EVENT:.type,NS:.object.metadata.namespace,NAME:.object.metadata.name \
+        -o custom-columns=EVENT:.type,NS:.object.metadata.namespace,NAME:.object.metadata.name,V:.object.data.v \
         "${@:3}" >> "$work/watch-$name.txt" 2>> "$work/watch-$name.err" &
     watch_pid[$name]=$!; pids+=($!)
     if [[ "${3:-}" != --watch-only ]]; then

@@ -16,7 +16,9 @@
 //! `--experimental-watch-progress-notify-interval`, 10 minutes by default, with etcd's
 //! jitter of up to a tenth). As in etcd, the call ends when the client closes its side,
 //! and every call ends when the server shuts down ([`WatchShutdown`]), so that a graceful
-//! shutdown does not wait for watch streams, which never end by themselves.
+//! shutdown does not wait for watch streams, which never end by themselves; it ends with
+//! Unavailable ("etcdserver: server stopped"), the code on which etcd's clients resume
+//! their watches on another member.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -184,7 +186,8 @@ struct Outgoing {
     receive_failed: tokio::sync::oneshot::Receiver<Status>,
 }
 
-type LeaderLost = Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+/// Resolves with the error that ends the call: no leader for too long, or the member stopping.
+type LeaderLost = Pin<Box<dyn std::future::Future<Output = RequestError> + Send>>;
 
 impl Drop for Outgoing {
     /// The call is over (the client went away or the call ended): close the stream, which
@@ -196,7 +199,7 @@ impl Drop for Outgoing {
 }
 
 /// Resolves when `lost` does; never without one.
-async fn lost(lost: &mut Option<LeaderLost>) {
+async fn lost(lost: &mut Option<LeaderLost>) -> RequestError {
     match lost {
         Some(f) => f.await,
         None => std::future::pending().await,
@@ -216,7 +219,14 @@ impl Outgoing {
             tokio::select! {
                 batch = self.stream.next() => {
                     let Some(batch) = batch else {
-                        let status = self.receive_failed.try_recv().ok()?;
+                        // closed by the request reader: the client's request stream failed,
+                        // the server is stopping, or the client closed its side (the call
+                        // then ends with OK, as etcd's)
+                        let status = match self.receive_failed.try_recv() {
+                            Ok(status) => status,
+                            Err(_) if *self.stop.borrow() => rpc_error(RequestError::Stopped),
+                            Err(_) => return None,
+                        };
                         self.ended = true;
                         return Some((Err(status), self));
                     };
@@ -227,14 +237,19 @@ impl Outgoing {
                 }
                 _ = self.ticker.tick() => self.stream.progress_tick(),
                 _ = stopped(&mut self.stop) => {
+                    // Unavailable, never OK: etcd's Go client resumes a watch elsewhere
+                    // only on Unavailable (or Internal); a call that ends with OK (the
+                    // client reads EOF) ends its watches with an error, and
+                    // kube-apiserver then re-lists every resource
                     self.stream.close();
-                    return None;
+                    self.ended = true;
+                    return Some((Err(rpc_error(RequestError::Stopped)), self));
                 }
-                _ = lost(&mut self.leader_lost) => {
+                why = lost(&mut self.leader_lost) => {
                     // etcd's monitorLeader: the client moves on to a member with a leader
                     self.stream.close();
                     self.ended = true;
-                    return Some((Err(rpc_error(RequestError::NoLeader)), self));
+                    return Some((Err(rpc_error(why)), self));
                 }
             }
         }

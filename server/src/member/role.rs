@@ -64,19 +64,22 @@ impl Role {
     }
 
     /// Resolves once this member has known no leader for [`NO_LEADER_TIMEOUTS`] election
-    /// timeouts in a row; a leader seen meanwhile starts the count again.
-    pub async fn leader_lost(&self) {
+    /// timeouts in a row (a leader seen meanwhile starts the count again), with
+    /// [`RequestError::NoLeader`]; or once its Raft node is gone (the member is stopping),
+    /// with [`RequestError::Stopped`]: Unavailable, on which etcd's clients resume their
+    /// watches on another member, where NoLeader would end them (etcd's stopping member
+    /// drops its connections, which its clients also read as Unavailable).
+    pub async fn leader_lost(&self) -> RequestError {
         let mut leader = self.leader.clone();
         let grace = self.election * NO_LEADER_TIMEOUTS;
         loop {
             if leader.wait_for(|l| l.id == 0).await.is_err() {
-                // the node is gone: no leader will come back
-                return;
+                return RequestError::Stopped;
             }
             let back = tokio::time::timeout(grace, leader.wait_for(|l| l.id != 0)).await;
             match back {
-                Err(_elapsed) => return,
-                Ok(Err(_node_gone)) => return,
+                Err(_elapsed) => return RequestError::NoLeader,
+                Ok(Err(_node_gone)) => return RequestError::Stopped,
                 Ok(Ok(_)) => {}
             }
         }
