@@ -17,10 +17,15 @@
 //! - [`raftpb`], [`walpb`]: etcd's WAL records and Raft log entries, and (in
 //!   `etcdserverpb`) `InternalRaftRequest`, read only to import an etcd data folder.
 //! - [`cairnpb`]: cairn's own state-machine commands carried by Raft entries.
+//! - [`nested`]: Txn messages decoded without recursion (prost's derived decoder stops at
+//!   50 nested Txns), and [`codec`], the gRPC codec that uses it.
 //!
 //! Field names are snake_cased by prost: etcd's `ID` is `id`, `TTL` is `ttl`,
 //! `dbSize` is `db_size`, and `peerURLs` / `clientURLs` become `peer_ur_ls` /
 //! `client_ur_ls`.
+
+pub mod codec;
+pub mod nested;
 
 /// etcd's MVCC data model (protobuf package `mvccpb`).
 #[allow(missing_docs, clippy::all, clippy::pedantic, rustdoc::all)]
