@@ -29,6 +29,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
+        // tonic-prost's codec, but Txn messages decoded without recursion (src/codec.rs)
+        .codec_path("crate::codec::NestedCodec")
         .compile_fds(fds)?;
     Ok(())
 }

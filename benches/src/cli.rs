@@ -170,6 +170,11 @@ pub struct WatchArgs {
     /// Longest wait, in seconds, for all creations, or for all events after the last put.
     #[arg(long, default_value_t = 60)]
     pub wait: u64,
+    /// `watch`: before the puts, one more connection creates this many watches over the
+    /// same prefixes on one stream, then stops reading it (a stalled client); the reported
+    /// latencies are the other streams' (0: none).
+    #[arg(long, default_value_t = 0)]
+    pub stalled: usize,
 }
 
 impl Command {

@@ -74,9 +74,14 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
                 rate: w.rate,
                 timeout,
                 wait: Duration::from_secs(w.wait),
+                stalled: w.stalled,
             };
             let put_channels = conn::connect_all(&cli.endpoints, w.put_conns).await?;
-            return run_watch(&cli, &cfg, &channels, &put_channels).await;
+            let stalled_channel = match w.stalled {
+                0 => None,
+                _ => conn::connect_all(&cli.endpoints, 1).await?.pop(),
+            };
+            return run_watch(&cli, &cfg, &channels, &put_channels, stalled_channel).await;
         }
         Command::Put => OpKind::Put,
         Command::TxnPut => OpKind::TxnPut,
@@ -132,6 +137,7 @@ async fn run_watch(
     cfg: &watch::Config,
     watch_channels: &[tonic::transport::Channel],
     put_channels: &[tonic::transport::Channel],
+    stalled_channel: Option<tonic::transport::Channel>,
 ) -> Result<ExitCode, String> {
     let (out, ok) = match &cli.cmd {
         Command::WatchProgress { round_timeout_ms, resend_ms, round_gap_ms, burst, .. } => {
@@ -150,7 +156,7 @@ async fn run_watch(
             (text, r.ok())
         }
         _ => {
-            let mut d = watch::run_delivery(cfg, watch_channels, put_channels).await?;
+            let mut d = watch::run_delivery(cfg, watch_channels, put_channels, stalled_channel).await?;
             for p in d.problems() {
                 eprintln!("cairn-bench watch FAILED: {p}");
             }

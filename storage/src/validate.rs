@@ -47,24 +47,21 @@ pub fn check_delete_range(r: &DeleteRangeRequest) -> Result<()> {
 }
 
 /// The deepest Txn nesting accepted: a Txn whose success or failure holds a Txn, and so
-/// on, `MAX_TXN_DEPTH` Txns in all.
+/// on, `MAX_TXN_DEPTH` Txns in all (the most cairn's gRPC and Raft decoders read, see
+/// `cairn_proto::nested`).
 ///
-/// etcd's only bound is `--max-txn-ops` (every level's ops count against its parent's
-/// budget, so 128 levels with the default). cairn's is lower because of prost, which
-/// refuses to decode a message nested more than 100 levels deep (a guard against stack
-/// exhaustion; each Txn level is two: TxnRequest, then RequestOp). The client's request
-/// decodes up to 50 levels, but a proposal wraps it in one more message
-/// (`cairnpb.InternalRequest`), which every member decodes again when it applies the
-/// committed entry: a 50-level Txn was accepted, committed, and then undecodable on
-/// every member, which stopped them all (and again at every restart, replaying the
-/// log). So the check is here, before anything is proposed, with etcd's error for a Txn
-/// past its limit; `internal_request_at_the_depth_limit_decodes` pins the arithmetic.
-pub const MAX_TXN_DEPTH: usize = 49;
+/// etcd's only bound is `--max-txn-ops`: every level's ops count against its parent's
+/// budget ([`check_txn`] does the same), so a chain of one-op Txns ends at 128 levels
+/// with the default (129 if the innermost Txn is empty). This bound is far above that;
+/// it exists so that every recursive walk over a Txn (these checks, apply, the read-only
+/// path, auth, encoding, drop) is bounded: a Txn deeper than it is refused here with
+/// etcd's error before any of them, whether it came over gRPC or was built in process.
+pub const MAX_TXN_DEPTH: usize = cairn_proto::nested::MAX_TXN_DEPTH;
 
 /// Checks a Txn: nesting depth, op counts, every nested request, and etcd's
 /// duplicate-key rule.
 pub fn check_txn(r: &TxnRequest, max_ops: usize) -> Result<()> {
-    if txn_depth(r) > MAX_TXN_DEPTH {
+    if txn_depth_exceeds(r, MAX_TXN_DEPTH) {
         return Err(Error::TooManyOps);
     }
     check_txn_ops(r, max_ops as i64)?;
@@ -73,19 +70,21 @@ pub fn check_txn(r: &TxnRequest, max_ops: usize) -> Result<()> {
     Ok(())
 }
 
-/// How many Txns deep `r` nests (1: no Txn inside). Recursion is bounded by what could be
-/// decoded (prost's limit, see [`MAX_TXN_DEPTH`]).
-fn txn_depth(r: &TxnRequest) -> usize {
-    1 + r
-        .success
-        .iter()
-        .chain(&r.failure)
-        .filter_map(|op| match &op.request {
-            Some(Request::RequestTxn(t)) => Some(txn_depth(t)),
-            _ => None,
-        })
-        .max()
-        .unwrap_or(0)
+/// Whether `r` nests more than `limit` Txns deep (1: no Txn inside). Iterative, so any
+/// depth is safe to ask about; it stops at the first level past `limit`.
+fn txn_depth_exceeds(r: &TxnRequest, limit: usize) -> bool {
+    let mut stack = vec![(r, 1usize)];
+    while let Some((t, depth)) = stack.pop() {
+        if depth > limit {
+            return true;
+        }
+        for op in t.success.iter().chain(&t.failure) {
+            if let Some(Request::RequestTxn(nested)) = &op.request {
+                stack.push((nested, depth + 1));
+            }
+        }
+    }
+    false
 }
 
 fn check_txn_ops(r: &TxnRequest, max_ops: i64) -> Result<()> {
@@ -210,30 +209,39 @@ mod tests {
 
     #[test]
     fn nesting_past_the_depth_limit_is_too_many_ops() {
-        assert!(check_txn(&deep(MAX_TXN_DEPTH), 128).is_ok());
-        assert_eq!(txn_depth(&deep(MAX_TXN_DEPTH)), MAX_TXN_DEPTH);
-        assert!(matches!(check_txn(&deep(MAX_TXN_DEPTH + 1), 128), Err(Error::TooManyOps)));
+        // the depth bound, with a budget that would allow more
+        assert!(check_txn(&deep(MAX_TXN_DEPTH), MAX_TXN_DEPTH * 2).is_ok());
+        assert!(!txn_depth_exceeds(&deep(MAX_TXN_DEPTH), MAX_TXN_DEPTH));
+        assert!(txn_depth_exceeds(&deep(MAX_TXN_DEPTH + 1), MAX_TXN_DEPTH));
+        assert!(matches!(check_txn(&deep(MAX_TXN_DEPTH + 1), MAX_TXN_DEPTH * 2), Err(Error::TooManyOps)));
         // the deepest branch counts, in success or failure
         let t = txn(vec![put("a")], vec![nested(deep(MAX_TXN_DEPTH))]);
-        assert!(matches!(check_txn(&t, 128), Err(Error::TooManyOps)));
+        assert!(matches!(check_txn(&t, MAX_TXN_DEPTH * 2), Err(Error::TooManyOps)));
     }
 
-    /// What [`MAX_TXN_DEPTH`] is derived from: the deepest accepted Txn still decodes
-    /// once wrapped in the proposal every member decodes at apply; one level more does
-    /// not (if prost's limit or the wrapping changes, this says so).
+    /// etcd's budget: each level's op count comes out of its parent's, so one-op levels
+    /// end at `max_ops` deep, one more with an empty innermost Txn.
     #[test]
-    fn internal_request_at_the_depth_limit_decodes() {
-        use cairn_proto::cairnpb::{internal_request, InternalRequest};
-        use prost::Message;
-        let wrapped = |depth: usize| {
-            InternalRequest { id: 1, request: Some(internal_request::Request::Txn(deep(depth))), ..Default::default() }.encode_to_vec()
+    fn nesting_within_the_ops_budget() {
+        assert!(check_txn(&deep(128), 128).is_ok());
+        assert!(matches!(check_txn(&deep(129), 128), Err(Error::TooManyOps)));
+        let empty_at_bottom = |depth: usize| {
+            let mut t = txn(vec![], vec![]);
+            for _ in 1..depth {
+                t = txn(vec![nested(t)], vec![]);
+            }
+            t
         };
-        assert!(InternalRequest::decode(wrapped(MAX_TXN_DEPTH).as_slice()).is_ok());
-        assert!(InternalRequest::decode(wrapped(MAX_TXN_DEPTH + 1).as_slice()).is_err());
-        // and the client's request itself decodes one level further (the level the
-        // check above refuses with etcd's error)
-        assert!(TxnRequest::decode(deep(MAX_TXN_DEPTH + 1).encode_to_vec().as_slice()).is_ok());
-        assert!(TxnRequest::decode(deep(MAX_TXN_DEPTH + 2).encode_to_vec().as_slice()).is_err());
+        assert!(check_txn(&empty_at_bottom(129), 128).is_ok());
+        assert!(matches!(check_txn(&empty_at_bottom(130), 128), Err(Error::TooManyOps)));
+        // two ops a level use the budget twice as fast
+        let mut wide = txn(vec![put("k")], vec![]);
+        for i in 1..64 {
+            wide = txn(vec![nested(wide), put(&format!("p{i}"))], vec![]);
+        }
+        assert!(check_txn(&wide, 128).is_ok());
+        let wider = txn(vec![nested(wide), put("q")], vec![]);
+        assert!(matches!(check_txn(&wider, 128), Err(Error::TooManyOps)));
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //!   and message one byte at a time; one that sends half a frame and goes silent; one
 //!   that opens streams and never reads their responses;
 //! * `limits`: a message over `--max-request-bytes`, a 5-byte prefix declaring 4 GiB, and
-//!   Txns at and over the width (`--max-txn-ops`) and nesting depth limits;
+//!   Txns at and over the width limit (`--max-txn-ops`);
+//! * `nesting`: Txns nested as deep as etcd's ops budget allows and past it, and the
+//!   deepest cairn takes through Raft, apply, a watch and WAL replay on three members;
 //! * `scale`: a Range over a 200,000-key store with and without a limit, and a watch on the
 //!   whole keyspace while writes stream in (one reader that keeps up, one that never reads);
 //! * `malformed`: a proptest sending arbitrary bytes and mutated valid encodings as the
@@ -24,6 +26,7 @@ mod raw;
 mod connections;
 mod limits;
 mod malformed;
+mod nesting;
 mod scale;
 mod support;
 

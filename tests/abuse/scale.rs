@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use cairn_proto::etcdserverpb::watch_request::RequestUnion;
 use cairn_proto::etcdserverpb::{
-    request_op, PutRequest, RangeRequest, RangeResponse, RequestOp, TxnRequest, TxnResponse, WatchCreateRequest,
+    request_op, response_op, PutRequest, RangeRequest, RangeResponse, RequestOp, TxnRequest, TxnResponse, WatchCreateRequest,
     WatchRequest, WatchResponse,
 };
 
@@ -94,6 +94,52 @@ fn ranges_over_a_200k_key_store_with_and_without_limit() {
             peak >> 20
         );
         assert!(peak.saturating_sub(before) < 1 << 30, "RSS grew by {} MiB", (peak - before) >> 20);
+    });
+}
+
+/// 200,000 keys of 100 bytes: three concurrent read-only Txns, each a Range over all of
+/// them (about 27 MB) nested one level down, are answered whole while the control client
+/// keeps being answered (a read-only Txn is a read, and is read off the runtime threads as
+/// a Range is).
+#[test]
+fn read_only_txns_over_a_200k_key_store() {
+    let server = Server::start(target_kind());
+    let addr = server.client_addr();
+    run(async {
+        let n = 200_000;
+        fill(addr, "/scale/", 0, n, 100).await;
+        let mut control = Control::start(addr).await;
+        let everything = RangeRequest { key: b"/scale/".to_vec(), range_end: b"/scale0".to_vec(), ..Default::default() };
+        let nested = TxnRequest {
+            success: vec![RequestOp { request: Some(request_op::Request::RequestRange(everything)) }],
+            ..Default::default()
+        };
+        let txn = TxnRequest { success: vec![RequestOp { request: Some(request_op::Request::RequestTxn(nested)) }], ..Default::default() };
+        let mut txns = tokio::task::JoinSet::new();
+        for _ in 0..3 {
+            let txn = txn.clone();
+            txns.spawn(async move {
+                let conn = Conn::connect(addr).await;
+                let started = Instant::now();
+                let resp: TxnResponse = conn.unary("/etcdserverpb.KV/Txn", &txn).await.expect("read-only txn over everything");
+                (resp, started.elapsed())
+            });
+        }
+        while let Some(done) = txns.join_next().await {
+            let (resp, took) = done.expect("txn task");
+            let range = match resp.responses.first().and_then(|r| r.response.as_ref()) {
+                Some(response_op::Response::ResponseTxn(t)) => match t.responses.first().and_then(|r| r.response.as_ref()) {
+                    Some(response_op::Response::ResponseRange(r)) => r.clone(),
+                    other => panic!("inner answer {other:?}"),
+                },
+                other => panic!("answer {other:?}"),
+            };
+            assert_eq!((range.count, range.kvs.len(), range.more), (n as i64, n, false));
+            eprintln!("{:?}: a read-only txn over {n} keys in {took:.1?}", server.kind());
+        }
+        control.wait_rounds(5).await;
+        let report = control.finish(1).await;
+        eprintln!("{:?}: control during the txns {report:?}", server.kind());
     });
 }
 

@@ -14,12 +14,17 @@
 //! is its arrival minus its put's send instant (carried in the value, see [`writers`]).
 //! Received must equal expected, with no duplicate, misrouted or malformed event.
 //!
+//! With `--stalled N`, one more connection holds N watches on a stream it stops reading
+//! before the puts begin (see [`stalled`]); the delivery latencies are then those of the
+//! other streams' watchers while it stalls.
+//!
 //! `watch-progress` runs the consistent-read wait of kube-apiserver's watch cache; see
 //! [`progress`].
 
 mod progress;
 mod reader;
 mod report;
+mod stalled;
 #[cfg(test)]
 mod tests;
 mod writers;
@@ -49,6 +54,8 @@ pub struct Config {
     pub timeout: Option<Duration>,
     /// Longest wait for all creations, and for all events after the last put.
     pub wait: Duration,
+    /// Watches on a stream whose client stops reading (`watch` only; see [`stalled`]).
+    pub stalled: usize,
 }
 
 impl Config {
@@ -143,13 +150,23 @@ async fn finish_all(streams: Vec<Stream>) -> Vec<Tally> {
 }
 
 /// Runs `watch` (see the module docs). `watch_channels` carry the streams, `put_channels`
-/// the writers.
+/// the writers, `stalled_channel` the stalled stream.
 pub async fn run_delivery(
     cfg: &Config,
     watch_channels: &[Channel],
     put_channels: &[Channel],
+    stalled_channel: Option<Channel>,
 ) -> Result<Delivery, String> {
     let opened = open_all(cfg, watch_channels).await?;
+    let _stalled = match stalled_channel {
+        Some(channel) if cfg.stalled > 0 => {
+            let started = Instant::now();
+            let s = stalled::open(channel, &opened.prefixes, cfg.stalled, started + cfg.wait).await?;
+            eprintln!("stalled stream: {} watches created in {:.3}s, now unread", cfg.stalled, started.elapsed().as_secs_f64());
+            Some(s)
+        }
+        _ => None,
+    };
     let plan = Arc::new(Plan {
         prefixes: opened.prefixes.clone(),
         watch_conns: watch_channels.len(),

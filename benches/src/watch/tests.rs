@@ -112,7 +112,17 @@ fn config() -> Config {
         rate: 0.0,
         timeout: Some(Duration::from_secs(5)),
         wait: Duration::from_secs(10),
+        stalled: 0,
     }
+}
+
+#[tokio::test]
+async fn a_stalled_stream_is_open_once_every_creation_is_answered() {
+    let ep = serve(true).await;
+    let channels = crate::conn::connect_all(&[ep], 1).await.expect("connect");
+    let prefixes = vec![b"/a/".to_vec(), b"/b/".to_vec()];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    super::stalled::open(channels[0].clone(), &prefixes, 25, deadline).await.expect("25 watches created");
 }
 
 #[tokio::test]

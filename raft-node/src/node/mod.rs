@@ -25,7 +25,8 @@ mod runner;
 
 use std::path::Path;
 
-use cairn_proto::cairnpb::InternalRequest;
+// a command's Txn may nest past what prost's derived decoder takes
+use cairn_proto::nested::decode_internal_request;
 use prost::Message as _;
 use raft::eraftpb::{ConfChange, ConfChangeType, ConfChangeV2, Entry, EntryType, Snapshot};
 use raft::RawNode;
@@ -597,7 +598,7 @@ impl<M: StateMachine, T: Transport> RaftNode<M, T> {
             match EntryType::from_i32(e.entry_type) {
                 Some(EntryType::EntryNormal) if e.data.is_empty() => {} // a new leader's empty entry
                 Some(EntryType::EntryNormal) => {
-                    let req = InternalRequest::decode(e.data.as_slice())
+                    let req = decode_internal_request(e.data.as_slice())
                         .map_err(|err| NodeError::CorruptEntry { index: e.index, detail: err.to_string() })?;
                     if fresh {
                         let out = self.sm.apply(e.index, &req)?;
@@ -685,7 +686,7 @@ fn observe_log_ids(raw: &RawNode<WalStorage>, applied: u64, ids: &mut IdGen) -> 
         for e in &entries {
             match EntryType::from_i32(e.entry_type) {
                 Some(EntryType::EntryNormal) if !e.data.is_empty() => {
-                    let req = InternalRequest::decode(e.data.as_slice())
+                    let req = decode_internal_request(e.data.as_slice())
                         .map_err(|err| NodeError::CorruptEntry { index: e.index, detail: err.to_string() })?;
                     ids.observe(req.id);
                 }

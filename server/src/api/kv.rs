@@ -8,6 +8,9 @@
 //! answered once applied here. Every top-level response header carries this member's
 //! cluster ID, member ID and Raft term, and the revision storage returned.
 //!
+//! Reads that may return many keys (a Range, or a read-only Txn holding one, with no
+//! limit or a limit over 1,000) run on the blocking pool, not on the runtime's threads.
+//!
 //! With auth on, a Range is checked here (read permission, at the current auth revision);
 //! writes are proposed as their user and checked at apply (`cairn_storage::auth`), as
 //! etcd checks them; Compact too is proposed as its user.
@@ -16,6 +19,7 @@ use std::sync::Arc;
 
 use cairn_proto::cairnpb::internal_request::Request as Command;
 use cairn_proto::etcdserverpb::kv_server::Kv;
+use cairn_proto::etcdserverpb::request_op::Request as RequestKind;
 use cairn_proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
     PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
@@ -73,6 +77,23 @@ impl<P: Proposer> KvService<P> {
         self
     }
 
+    /// Runs `read` on the store: on the blocking pool if it may be `large`, else here.
+    async fn read<T: Send + 'static>(
+        &self,
+        large: bool,
+        read: impl FnOnce(&Store) -> cairn_storage::Result<T> + Send + 'static,
+    ) -> Result<T, Status> {
+        if !large {
+            return read(&self.store).map_err(rpc_error);
+        }
+        let store = self.store.clone();
+        // the task ends by returning, or not at all when the runtime shuts down
+        tokio::task::spawn_blocking(move || read(&store))
+            .await
+            .map_err(|_| rpc_error(RequestError::Stopped))?
+            .map_err(rpc_error)
+    }
+
     /// Proposes `command` as `who`.
     async fn propose(&self, who: &Option<AuthInfo>, command: Command) -> Result<ApplyResponse, Status> {
         self.proposer.propose_as(command, request_auth(who)).await.map_err(rpc_error)
@@ -86,6 +107,22 @@ const INLINE_RANGE_LIMIT: i64 = 1000;
 /// Whether a Range may read many keys: a key range with no limit, or a large one.
 fn may_be_large(r: &RangeRequest) -> bool {
     !r.range_end.is_empty() && (r.limit <= 0 || r.limit > INLINE_RANGE_LIMIT)
+}
+
+/// Whether any Range of a Txn, nested Txns included, [`may_be_large`] (iterative: a Txn
+/// nests up to `cairn_proto::nested::MAX_TXN_DEPTH` levels).
+fn txn_may_be_large(t: &TxnRequest) -> bool {
+    let mut stack = vec![t];
+    while let Some(t) = stack.pop() {
+        for op in t.success.iter().chain(&t.failure) {
+            match &op.request {
+                Some(RequestKind::RequestRange(r)) if may_be_large(r) => return true,
+                Some(RequestKind::RequestTxn(nested)) => stack.push(nested),
+                _ => {}
+            }
+        }
+    }
+    false
 }
 
 pub(crate) fn mismatch(request: &'static str, got: &ApplyResponse) -> Status {
@@ -123,16 +160,8 @@ impl<P: Proposer> Kv for KvService<P> {
         // 1.9 s on the shared machine; what is left is the two cores themselves and
         // encoding the 27 MB answers, which tonic does on the runtime).
         self.metrics.ranges.inc();
-        let mut response = if may_be_large(&request) {
-            let store = self.store.clone();
-            // the task ends by returning, or not at all when the runtime shuts down
-            tokio::task::spawn_blocking(move || store.range(&request))
-                .await
-                .map_err(|_| rpc_error(RequestError::Stopped))?
-        } else {
-            self.store.range(&request)
-        }
-        .map_err(rpc_error)?;
+        let large = may_be_large(&request);
+        let mut response = self.read(large, move |store| store.range(&request)).await?;
         self.membership.fill(&mut response.header);
         Ok(Response::new(response))
     }
@@ -181,7 +210,9 @@ impl<P: Proposer> Kv for KvService<P> {
                 self.proposer.read_barrier().await.map_err(rpc_error)?;
             }
             self.auth.check_txn(&who, &request)?;
-            let mut response = self.store.read_txn(&request).map_err(rpc_error)?;
+            // on the blocking pool when it may read many keys, as a Range (see `range`)
+            let large = txn_may_be_large(&request);
+            let mut response = self.read(large, move |store| store.read_txn(&request)).await?;
             self.metrics.count_txn(&response);
             self.membership.fill(&mut response.header);
             return Ok(Response::new(response));

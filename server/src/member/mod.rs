@@ -363,6 +363,8 @@ impl Member {
         let halt_in_thread = halt.clone();
         let node_thread = std::thread::Builder::new()
             .name("cairn-raft".into())
+            // it decodes and applies nested Txns (see THREAD_STACK_BYTES)
+            .stack_size(crate::startup::run::THREAD_STACK_BYTES)
             .spawn(move || {
                 let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                     Ok(rt) => rt,

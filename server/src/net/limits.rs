@@ -8,10 +8,8 @@
 //! after its headers: a Watch or LeaseKeepAlive request over the limit, or a prefix
 //! declaring 4 GiB, which tonic refuses from the prefix alone, before buffering anything).
 //!
-//! It also gives a Txn nested past what prost decodes (100 message levels, 50 Txns) etcd's
-//! answer for a Txn nested past etcd's limit, "too many operations in txn request", in
-//! place of tonic's INTERNAL decode error (`cairn_storage::validate::MAX_TXN_DEPTH`
-//! explains the depth limit).
+//! (A Txn nested past what cairn decodes is answered with etcd's error by the codec
+//! itself, `cairn_proto::codec`.)
 
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
@@ -25,12 +23,6 @@ use tower_service::Service;
 const TONIC_TOO_LARGE: &str = "Error, decoded message length too large: found ";
 const GRPC_OUT_OF_RANGE: &str = "11";
 const GRPC_RESOURCE_EXHAUSTED: &str = "8";
-const GRPC_INVALID_ARGUMENT: &str = "3";
-const GRPC_INTERNAL: &str = "13";
-/// prost's error for a message nested past its recursion limit.
-const PROST_TOO_DEEP: &str = "recursion limit reached";
-/// etcd's message for a Txn past its limits (`ErrGRPCTooManyOps`).
-const ETCD_TOO_MANY_OPS: &str = "etcdserver: too many operations in txn request";
 
 /// Wraps the gRPC router with [`LimitStatus`].
 #[derive(Debug, Clone, Copy, Default)]
@@ -112,27 +104,18 @@ fn rewrite<B>(mut response: Response<B>) -> Response<B> {
 /// Rewrites a gRPC status in `headers` (response headers or trailers) into etcd's.
 fn rewrite_headers(headers: &mut HeaderMap) {
     let status = headers.get("grpc-status").and_then(|v| v.to_str().ok());
-    if status != Some(GRPC_OUT_OF_RANGE) && status != Some(GRPC_INTERNAL) {
+    if status != Some(GRPC_OUT_OF_RANGE) {
         return;
     }
-    let internal = status == Some(GRPC_INTERNAL);
     let Some(message) = headers.get("grpc-message").and_then(|v| v.to_str().ok()) else {
         return;
     };
-    let message = percent_decode(message);
-    let (code, etcd) = if internal {
-        if !message.contains(PROST_TOO_DEEP) || !message.contains("TxnRequest") {
-            return;
-        }
-        (GRPC_INVALID_ARGUMENT, ETCD_TOO_MANY_OPS.to_owned())
-    } else {
-        let Some((found, limit)) = parse_tonic_message(&message) else {
-            return;
-        };
-        (GRPC_RESOURCE_EXHAUSTED, format!("grpc: received message larger than max ({found} vs. {limit})"))
+    let Some((found, limit)) = parse_tonic_message(&percent_decode(message)) else {
+        return;
     };
+    let etcd = format!("grpc: received message larger than max ({found} vs. {limit})");
     if let Ok(value) = HeaderValue::from_str(&etcd) {
-        headers.insert("grpc-status", HeaderValue::from_static(code));
+        headers.insert("grpc-status", HeaderValue::from_static(GRPC_RESOURCE_EXHAUSTED));
         headers.insert("grpc-message", value);
     }
 }
@@ -208,18 +191,6 @@ mod tests {
             "grpc: received message larger than max (3 vs. 2)"
         );
         assert_eq!(percent_decode("100%25 %zz%4"), "100% %zz%4");
-    }
-
-    #[test]
-    fn txns_too_deep_to_decode_are_too_many_ops() {
-        let r = rewrite(response(
-            "13",
-            "failed to decode Protobuf message: TxnRequest.success: RequestOp.request: recursion limit reached",
-        ));
-        assert_eq!(r.headers()["grpc-status"], "3");
-        assert_eq!(r.headers()["grpc-message"], ETCD_TOO_MANY_OPS);
-        let r = rewrite(response("13", "failed to decode Protobuf message: invalid wire type"));
-        assert_eq!(r.headers()["grpc-status"], "13");
     }
 
     #[test]

@@ -65,6 +65,7 @@ pub fn main_entry() -> ExitCode {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("cairn-worker")
+        .thread_stack_size(THREAD_STACK_BYTES)
         .build()
         .map_err(ServerError::Runtime);
     let result = runtime.and_then(|rt| rt.block_on(run(config)));
@@ -76,6 +77,16 @@ pub fn main_entry() -> ExitCode {
         }
     }
 }
+
+/// The stack of every thread that walks a client's Txn: the runtime's workers and
+/// blocking pool (decode, checks, auth, the read-only path, encoding) and the Raft thread
+/// (decode and apply of committed entries). Each walk recurses once per nesting level, up
+/// to `cairn_proto::nested::MAX_TXN_DEPTH` (512) levels, and the deepest Txn needs between
+/// 256 and 384 KiB on the worst of them (release build; `tests/abuse/nesting.rs` at 512
+/// levels failed with `RUST_MIN_STACK=262144` and passed with 393216 before this was
+/// set): 8 MiB is over 20 times that, set here rather than left to std's 2 MiB default,
+/// which `RUST_MIN_STACK` changes. Only the pages a thread touches are resident.
+pub const THREAD_STACK_BYTES: usize = 8 << 20;
 
 /// Runs one member until SIGTERM/SIGINT, then shuts down gracefully.
 pub async fn run(config: Config) -> Result<(), ServerError> {

@@ -16,9 +16,7 @@
 
 use cairn_proto::cairnpb::internal_request::Request;
 use cairn_proto::cairnpb::InternalRequest;
-use cairn_proto::etcdserverpb::InternalRaftRequest;
 use cairn_proto::raftpb::Entry;
-use prost::Message;
 
 use crate::error::Result;
 use crate::Store;
@@ -59,7 +57,8 @@ pub fn to_cairn(data: &[u8]) -> Translated {
     }
     // a 3.4 v2 request (`etcdserverpb.Request`) does not decode as an internal request:
     // its field 3 is a path string starting with '/', which is no valid message
-    let Ok(r) = InternalRaftRequest::decode(data) else {
+    // (its Txn decoded as cairn decodes a client's: as deep as `nested::MAX_TXN_DEPTH`)
+    let Ok(r) = cairn_proto::nested::decode_internal_raft_request(data) else {
         return Translated::NoOp;
     };
     let request = if let Some(p) = r.put {
