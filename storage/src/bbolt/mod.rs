@@ -17,6 +17,9 @@
 
 mod layout;
 mod read;
+mod stream;
+#[cfg(test)]
+mod stream_tests;
 #[cfg(test)]
 mod tests;
 mod write;
@@ -24,6 +27,7 @@ mod write;
 use std::collections::BTreeMap;
 
 pub use read::{BboltFile, BucketRef, Entry, VisitFn};
+pub use stream::{plan, write_planned, BucketSink, Plan};
 pub use write::{write_file, MAX_KEY_SIZE, MAX_VALUE_SIZE};
 
 /// True when `data` starts like a bbolt file: its first meta page's magic, right after
@@ -104,6 +108,10 @@ pub enum BboltError {
     /// Writing: a value longer than [`MAX_VALUE_SIZE`].
     #[error("bbolt: value of {0} bytes is too large")]
     ValueSize(usize),
+    /// Streaming: the data fed do not follow the rules ([`BucketSink`]) or changed between
+    /// the two passes.
+    #[error("bbolt: writing a stream: {0}")]
+    Stream(&'static str),
     /// Writing: a plain value in the root bucket (bbolt allows only buckets there).
     #[error("bbolt: the top level holds only buckets")]
     ValueAtTopLevel,
