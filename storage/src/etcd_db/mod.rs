@@ -70,8 +70,8 @@ mod wal;
 #[cfg(test)]
 mod wal_tests;
 
-pub use export::{export_db, export_snapshot};
-pub use hash::{append_sha256, split_sha256};
+pub use export::{export_db, export_snapshot, EtcdExport};
+pub use hash::{append_sha256, split_sha256, Sha256Writer};
 pub use import::{import_db, import_snapshot, Imported};
 pub use replay::{replay, to_cairn, Replayed, Translated};
 pub use wal::{read_wal, wal_files, EtcdWal, WalError};
