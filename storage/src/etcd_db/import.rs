@@ -103,9 +103,7 @@ fn auth_and_alarms(root: &BucketRef<'_>) -> Result<(Option<Vec<u8>>, Option<Vec<
     };
     let bad = |what: &'static str, e: prost::DecodeError| EtcdDbError::BadStream(crate::Error::corrupt(what, e));
     let mut state = AuthState { enabled: false, revision: 0, users: Vec::new(), roles: Vec::new() };
-    let mut any = false;
     for (k, v) in values("auth")? {
-        any = true;
         if k == AUTH_ENABLED {
             state.enabled = v.as_slice() == [1];
         } else if k == AUTH_REVISION {
@@ -114,14 +112,14 @@ fn auth_and_alarms(root: &BucketRef<'_>) -> Result<(Option<Vec<u8>>, Option<Vec<
         }
     }
     for (_, v) in values("authUsers")? {
-        any = true;
         state.users.push(User::decode(v.as_slice()).map_err(|e| bad("authUsers", e))?);
     }
     for (_, v) in values("authRoles")? {
-        any = true;
         state.roles.push(Role::decode(v.as_slice()).map_err(|e| bad("authRoles", e))?);
     }
-    let auth = any.then(|| state.encode_to_vec());
+    // a fresh store's auth state (off, revision 1, nobody) is what no record means
+    let fresh = !state.enabled && state.revision <= 1 && state.users.is_empty() && state.roles.is_empty();
+    let auth = (!fresh).then(|| state.encode_to_vec());
     let mut alarms = Vec::new();
     for (k, _) in values("alarm")? {
         alarms.push(AlarmMember::decode(k.as_slice()).map_err(|e| bad("alarm", e))?);

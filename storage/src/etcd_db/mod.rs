@@ -100,7 +100,7 @@ pub enum EtcdDbError {
     #[error("etcd db: {0}")]
     Io(#[from] std::io::Error),
     /// The snapshot's SHA-256 trailer does not match its contents.
-    #[error("etcd snapshot: sha256 mismatch (expected {expected}, got {actual})")]
+    #[error("SHA-256 mismatch, the file is corrupt or truncated (expected {expected}, got {actual})")]
     HashMismatch {
         /// The trailer, in hex.
         expected: String,
