@@ -447,6 +447,14 @@ async fn a_cairn_backup_restores_into_etcd() {
     assert_eq!((status["revision"].as_i64(), revision), (Some(want.revision), want.revision), "{status}");
     assert_eq!(status["totalKey"].as_u64(), Some(total), "{status}");
     assert_eq!(status["totalSize"].as_u64(), Some(saved.len() as u64 - 32), "{status}");
+    for format in ["json", "simple", "table"] {
+        let ours = std::process::Command::new(Kind::Cairn.binary())
+            .args(["snapshot", "status", file.to_str().unwrap(), "-w", format])
+            .output()
+            .unwrap();
+        let theirs = etcdctl_ok(&["snapshot", "status", file.to_str().unwrap(), "-w", format]);
+        assert_eq!(String::from_utf8_lossy(&ours.stdout), theirs, "cairn snapshot status -w {format}");
+    }
     let out = std::process::Command::new(Kind::Cairn.binary())
         .args(["snapshot", "export-etcd", file.to_str().unwrap(), dir.path().join("x").to_str().unwrap()])
         .output()

@@ -4,8 +4,10 @@
 //! snapshot stream as a file etcd's `snapshot status` and `snapshot restore` accept.
 //!
 //! * `import.rs`: etcd file → [`Imported`] (a cairn stream and what etcd recorded);
-//! * `export.rs`: cairn stream → etcd file;
+//! * `export.rs`: a cairn read view → etcd file, streamed page by page ([`EtcdExport`]:
+//!   what Maintenance.Snapshot sends);
 //! * `hash.rs`: the SHA-256 trailer of snapshot files;
+//! * `status.rs`: what `etcdctl snapshot status` reports about a file;
 //! * `wal.rs`: etcd's WAL, read (an etcd data folder's log after its db file);
 //! * `replay.rs`: that log tail applied to a store as cairn commands.
 //!
@@ -57,13 +59,16 @@
 //! --lib etcd_db_cost -- --ignored --nocapture`): 2^20 revisions of 200-byte values under
 //! Kubernetes-like keys, a 275 MB cairn stream, become a 294 MB etcd file in 2.8–3.8 s
 //! (export, SHA-256 included) and are imported back in 1.3–2.0 s (two runs on a 2-core
-//! VM shared with other builds). Both work on whole files in memory: an export holds the stream, its
-//! entries and the file at once (about 3× the data), an import the file and the stream.
+//! VM shared with other builds; measured with the in-memory writer this module had
+//! then). Maintenance.Snapshot's export streams ([`EtcdExport`]: one page in memory plus
+//! the layout, ~1% of the data); [`export_db`] (converting a saved cairn-format file)
+//! holds the entries and the file, and an import the file and the stream.
 
 mod export;
 mod hash;
 mod import;
 mod replay;
+mod status;
 #[cfg(test)]
 mod tests;
 mod wal;
@@ -74,6 +79,7 @@ pub use export::{export_db, export_snapshot, EtcdExport};
 pub use hash::{append_sha256, split_sha256, Sha256Writer};
 pub use import::{import_db, import_snapshot, Imported};
 pub use replay::{replay, to_cairn, Replayed, Translated};
+pub use status::{db_status, DbStatus};
 pub use wal::{read_wal, wal_files, EtcdWal, WalError};
 
 /// The buckets of etcd's schema.
