@@ -1,4 +1,6 @@
-//! Writing a fresh bbolt file from sorted buckets.
+//! Writing a fresh bbolt file from sorted buckets, in memory: a test fixture for the
+//! reader (nested and inline buckets, which the streaming writer, `stream.rs`, does not
+//! write: etcd's schema has none). Files cairn produces come from `stream.rs` only.
 //!
 //! The file is built in memory, bottom-up: a bucket's nested buckets are written before
 //! it (its leaf values carry their root pages), each bucket's leaves are packed in key
@@ -15,12 +17,7 @@ use super::layout::{
     encode_node, node_size, BucketHeader, Elem, Meta, PageHeader, BRANCH_PAGE, BUCKET_LEAF_FLAG, FREELIST_PAGE, LEAF_PAGE,
     META_PAGE, MIN_KEYS_PER_PAGE, PAGE_HEADER_SIZE,
 };
-use super::{BboltError, BucketData, Item};
-
-/// bbolt's largest key (`MaxKeySize`).
-pub const MAX_KEY_SIZE: usize = 32768;
-/// bbolt's largest value (`MaxValueSize`).
-pub const MAX_VALUE_SIZE: usize = (1 << 31) - 2;
+use super::{BboltError, BucketData, Item, MAX_KEY_SIZE, MAX_VALUE_SIZE};
 
 /// The file being built.
 struct Builder {
