@@ -41,7 +41,11 @@ use crate::store::{META_APPLIED_INDEX, META_AUTH, META_COMPACT_FINISHED, META_CO
 pub(crate) const AUTH_ENABLED: &[u8] = b"authEnabled";
 pub(crate) const AUTH_REVISION: &[u8] = b"authRevision";
 
-type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+/// A small bucket's entries, in key order.
+pub(crate) type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// A visitor of a bucket's entries that may fail.
+type Visit<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), EtcdDbError> + 'a;
 
 /// The buckets made from cairn's meta bucket (small: a few entries each).
 struct Small {
@@ -196,11 +200,7 @@ fn feed(view: &dyn ReadView, small: &Small, sink: &mut dyn BucketSink) -> Result
 }
 
 /// Scans a whole bucket of `view`, stopping at the first error of `visit`.
-fn scan(
-    view: &dyn ReadView,
-    bucket: Bucket,
-    visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), EtcdDbError>,
-) -> Result<(), EtcdDbError> {
+fn scan(view: &dyn ReadView, bucket: Bucket, visit: &mut Visit<'_>) -> Result<(), EtcdDbError> {
     let mut failed = None;
     view.scan(bucket, &[], None, &mut |k, v| match visit(k, v) {
         Ok(()) => Ok(true),

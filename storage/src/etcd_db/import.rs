@@ -18,7 +18,7 @@ use cairn_proto::etcdserverpb::AlarmMember;
 use cairn_proto::leasepb;
 use prost::Message;
 
-use super::export::{AUTH_ENABLED, AUTH_REVISION};
+use super::export::{Entries, AUTH_ENABLED, AUTH_REVISION};
 use super::{split_sha256, EtcdDbError, BUCKET_KEY, BUCKET_LEASE, BUCKET_META};
 use crate::alarm::META_ALARMS;
 use super::{META_CONSISTENT_INDEX, META_FINISHED_COMPACT, META_SCHEDULED_COMPACT, META_TERM};
@@ -92,10 +92,13 @@ fn bucket<'a>(root: &BucketRef<'a>, name: &'static str) -> Result<Option<BucketR
     Ok(root.bucket(name.as_bytes())?)
 }
 
+/// cairn's `auth` and `alarms` meta records, when there is something to record.
+type AuthAndAlarms = (Option<Vec<u8>>, Option<Vec<u8>>);
+
 /// etcd's auth buckets as cairn's `auth` meta record, and its alarm bucket as cairn's
 /// `alarms` record (`None`: the file has no such bucket or nothing in it).
-fn auth_and_alarms(root: &BucketRef<'_>) -> Result<(Option<Vec<u8>>, Option<Vec<u8>>), EtcdDbError> {
-    let values = |name: &'static str| -> Result<Vec<(Vec<u8>, Vec<u8>)>, EtcdDbError> {
+fn auth_and_alarms(root: &BucketRef<'_>) -> Result<AuthAndAlarms, EtcdDbError> {
+    let values = |name: &'static str| -> Result<Entries, EtcdDbError> {
         match bucket(root, name)? {
             None => Ok(Vec::new()),
             Some(b) => Ok(b.load()?.values().map(|(k, v)| (k.to_vec(), v.to_vec())).collect()),
