@@ -45,14 +45,16 @@
 //! cairn's key bucket is etcd's byte for byte (same revision keys, same `KeyValue`
 //! values), and so is its lease bucket's key; its lease records carry the same three
 //! fields under the same numbers. Import and export translate the meta bucket (cairn's
-//! keys are in `store.rs`) and re-encode the lease records through their own types.
+//! keys are in `store.rs`), re-encode the lease records through their own types, and
+//! carry users, roles, the auth flag and revision and the alarms between etcd's `auth*`
+//! and `alarm` buckets and cairn's `auth` and `alarms` meta records.
 //!
 //! # What does not travel
 //! * cairn's store revision when it is above both the newest key revision and the
 //!   compaction: etcd derives its revision from those two, as cairn's rebuild does;
-//! * membership: cairn's member list is its own; etcd's `snapshot restore` writes a new
-//!   one, and an import keeps etcd's `members`, `cluster`, `alarm` and `auth*` buckets
-//!   verbatim in [`Imported::other_buckets`] for the caller.
+//! * membership: the export writes cairn's member table as etcd's `members` buckets, but
+//!   both restores build a new one; an import keeps etcd's `members` and `cluster`
+//!   buckets (and the others) verbatim in [`Imported::other_buckets`] for the caller.
 
 //! # Cost, measured
 //! `etcd_db_cost_at_a_million_revisions` (ignored; `cargo test --release -p cairn-storage
