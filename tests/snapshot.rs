@@ -1,6 +1,8 @@
 //! Backups: `etcdctl snapshot save` against cairn while clients keep writing; the saved
-//! file verifies (SHA-256, stream, padding) and holds a consistent point in time: every
-//! write acknowledged before the save began, nothing half-applied.
+//! file (an etcd db and its SHA-256) verifies and holds a consistent point in time: every
+//! write acknowledged before the save began, nothing half-applied. Restored with `cairn
+//! snapshot restore` into a new cluster, it gives back every kept revision, the leases,
+//! the users and roles and the alarms; a truncated or altered file is refused.
 
 mod common;
 
@@ -9,10 +11,11 @@ use std::sync::Arc;
 
 use cairn_proto::mvccpb::KeyValue;
 use cairn_storage::backend::Bucket;
-use cairn_storage::backup::read_backup;
+use cairn_storage::etcd_db::import_snapshot;
+use cairn_storage::snapshot::read_snapshot;
 use common::cluster::{MemberOptions, ProcCluster};
 use common::{Kind, Server};
-use etcd_client::{Client, CompactionOptions, GetOptions, PutOptions};
+use etcd_client::{AlarmAction, AlarmOptions, AlarmType, Client, CompactionOptions, GetOptions, PutOptions};
 use prost::Message;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -62,10 +65,12 @@ async fn etcdctl_snapshot_save_under_write_load() {
     assert!(after_save > before, "the writers went on during the save ({before} -> {after_save})");
 
     let data = std::fs::read(&file).expect("read the backup");
-    let backup = read_backup(&data).expect("the saved file verifies");
+    let imported = import_snapshot(data).expect("the saved file verifies");
+    assert!(imported.had_hash, "etcd's SHA-256 trailer");
+    let entries = read_snapshot(&mut imported.snapshot.as_slice()).expect("the imported stream");
     let mut pre = 0;
     let mut load = 0;
-    for (bucket, _, v) in &backup.entries {
+    for (bucket, _, v) in &entries {
         if *bucket != Bucket::Key {
             continue;
         }
@@ -96,11 +101,19 @@ async fn leases(c: &mut Client) -> Vec<(i64, i64)> {
     out
 }
 
-/// A three-member cluster's history (puts, deletes, a lease with keys, a compaction) is
-/// saved with etcdctl, restored with `cairn snapshot restore` into three new data folders,
-/// and a new three-member cluster started on them answers every kept revision and lists
-/// the lease exactly as the old one; a truncated or altered file is refused, leaving no
-/// data folder.
+/// Users, roles and alarms as `etcdctl` lists them from member `i`.
+fn auth_and_alarms(c: &ProcCluster, i: usize) -> Vec<String> {
+    ["user list", "role list", "user get alice", "role get reader", "alarm list"]
+        .iter()
+        .map(|args| c.ctl_ok(i, &args.split(' ').collect::<Vec<_>>()))
+        .collect()
+}
+
+/// A three-member cluster's history (puts, deletes, a lease with keys, a compaction,
+/// users and roles, a NOSPACE alarm) is saved with etcdctl, restored with `cairn snapshot
+/// restore` into three new data folders, and a new three-member cluster started on them
+/// answers every kept revision and lists the lease, the users, roles and the alarm exactly
+/// as the old one; a truncated or altered file is refused, leaving no data folder.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restore_a_three_member_backup_into_a_new_cluster() {
     let old = ProcCluster::start(Kind::Cairn, 3);
@@ -117,6 +130,19 @@ async fn restore_a_three_member_backup_into_a_new_cluster() {
     c.put("e", "1", Some(PutOptions::new().with_lease(lease))).await.expect("put");
     c.delete("c", None).await.expect("delete");
     let last = c.put("a", "4", None).await.expect("put").header().expect("header").revision();
+    for args in [
+        &["user", "add", "alice", "--new-user-password=secret"][..],
+        &["role", "add", "reader"],
+        &["role", "grant-permission", "reader", "read", "a", "--prefix=true"],
+        &["user", "grant-role", "alice", "reader"],
+    ] {
+        old.ctl_ok(0, args);
+    }
+    let mut alarm = AlarmOptions::new();
+    alarm.with_member(old.member_id(0).expect("member id"));
+    c.alarm(AlarmAction::Activate, AlarmType::Nospace, Some(alarm)).await.expect("raise an alarm");
+    let auth_before = auth_and_alarms(&old, 0);
+    assert!(auth_before[4].contains("NOSPACE"), "{auth_before:?}");
 
     let dir = tempfile::tempdir().expect("temp dir");
     let file = dir.path().join("backup.db");
@@ -162,7 +188,9 @@ async fn restore_a_three_member_backup_into_a_new_cluster() {
         let compacted = all_at(&mut after, compact - 1).await.expect_err("below the compaction");
         assert!(compacted.contains("required revision has been compacted"), "{compacted}");
         assert_eq!(leases(&mut after).await, leases(&mut before).await, "member {i}'s leases");
+        assert_eq!(auth_and_alarms(&new, i), auth_before, "member {i}'s users, roles and alarms");
     }
+    new.ctl_ok(0, &["alarm", "disarm"]);
     // the new cluster takes writes after the restored history
     let next = Client::connect([new.endpoint(2)], None).await.expect("connect").put("f", "1", None).await.expect("put");
     assert_eq!(next.header().expect("header").revision(), last + 1);

@@ -1,5 +1,7 @@
-//! The backup file: what Maintenance.Snapshot streams and `etcdctl snapshot save` stores,
-//! and what `cairn snapshot status|restore` read.
+//! cairn's own backup format: what Maintenance.Snapshot streamed before it streamed an
+//! etcd db (`etcd_db::EtcdExport`). Kept read-only, so `cairn snapshot status|restore|
+//! export-etcd` still read files saved then; nothing writes it any more (the writer below
+//! is compiled for this module's tests only).
 //!
 //! Format:
 //! ```text
@@ -15,11 +17,9 @@
 //! (magic, every entry, count and CRC), and that only zero padding follows it; a truncated
 //! or altered file fails one of them and is refused whole.
 
-use std::io::Write;
+use ring::digest::SHA256;
 
-use ring::digest::{Context, SHA256};
-
-use crate::backend::{write_snapshot, Bucket, ReadView};
+use crate::backend::Bucket;
 use crate::error::{Error, Result};
 use crate::snapshot::read_snapshot;
 
@@ -27,77 +27,6 @@ use crate::snapshot::read_snapshot;
 pub const BACKUP_ALIGN: u64 = 512;
 /// Length of the SHA-256 that ends a backup.
 pub const SHA256_LEN: usize = 32;
-
-/// Length of a stream of `stream_len` bytes with its padding (without the SHA-256).
-pub fn padded_len(stream_len: u64) -> u64 {
-    stream_len.div_ceil(BACKUP_ALIGN) * BACKUP_ALIGN
-}
-
-/// Writes stream and padding to an output, hashing them; [`BackupWriter::finish`] returns
-/// the SHA-256 for the caller to send or append.
-pub struct BackupWriter<W: Write> {
-    out: W,
-    sha: Context,
-    written: u64,
-}
-
-impl<W: Write> BackupWriter<W> {
-    /// A writer to `out`.
-    pub fn new(out: W) -> Self {
-        BackupWriter { out, sha: Context::new(&SHA256), written: 0 }
-    }
-
-    /// Writes `view`'s snapshot stream and its padding; returns the SHA-256 of both and
-    /// the output.
-    pub fn write_view(mut self, view: &dyn ReadView) -> Result<([u8; SHA256_LEN], W)> {
-        write_snapshot(view, &mut self)?;
-        let pad = padded_len(self.written) - self.written;
-        self.write_all(&vec![0; pad as usize])?;
-        self.flush()?;
-        let mut sha = [0u8; SHA256_LEN];
-        sha.copy_from_slice(self.sha.finish().as_ref());
-        Ok((sha, self.out))
-    }
-}
-
-impl<W: Write> Write for BackupWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.out.write(buf)?;
-        self.sha.update(&buf[..n]);
-        self.written += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.out.flush()
-    }
-}
-
-/// Writes a whole backup of `view` (stream, padding, SHA-256) to `out`; returns its length.
-pub fn write_backup(view: &dyn ReadView, out: &mut dyn Write) -> Result<u64> {
-    let mut counted = Counting { out, n: 0 };
-    let (sha, counted) = BackupWriter::new(&mut counted).write_view(view)?;
-    counted.write_all(&sha)?;
-    counted.flush()?;
-    Ok(counted.n)
-}
-
-struct Counting<'a> {
-    out: &'a mut dyn Write,
-    n: u64,
-}
-
-impl Write for Counting<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.out.write(buf)?;
-        self.n += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.out.flush()
-    }
-}
 
 /// The SHA-256 of `data`.
 pub fn sha256(data: &[u8]) -> [u8; SHA256_LEN] {
@@ -147,7 +76,83 @@ pub fn read_backup(data: &[u8]) -> Result<Backup> {
 
 #[cfg(test)]
 mod tests {
+    //! The writer of the old format lives here: only these tests write it.
+
+    use std::io::Write;
+
+    use ring::digest::Context;
+
     use super::*;
+    use crate::backend::{write_snapshot, ReadView};
+
+/// Length of a stream of `stream_len` bytes with its padding (without the SHA-256).
+    fn padded_len(stream_len: u64) -> u64 {
+        stream_len.div_ceil(BACKUP_ALIGN) * BACKUP_ALIGN
+    }
+    
+    /// Writes stream and padding to an output, hashing them.
+    struct BackupWriter<W: Write> {
+        out: W,
+        sha: Context,
+        written: u64,
+    }
+    
+    impl<W: Write> BackupWriter<W> {
+        fn new(out: W) -> Self {
+            BackupWriter { out, sha: Context::new(&SHA256), written: 0 }
+        }
+    
+        /// Writes `view`'s snapshot stream and its padding; returns the SHA-256 of both and
+        /// the output.
+        fn write_view(mut self, view: &dyn ReadView) -> Result<([u8; SHA256_LEN], W)> {
+            write_snapshot(view, &mut self)?;
+            let pad = padded_len(self.written) - self.written;
+            self.write_all(&vec![0; pad as usize])?;
+            self.flush()?;
+            let mut sha = [0u8; SHA256_LEN];
+            sha.copy_from_slice(self.sha.finish().as_ref());
+            Ok((sha, self.out))
+        }
+    }
+    
+    impl<W: Write> Write for BackupWriter<W> {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let n = self.out.write(buf)?;
+            self.sha.update(&buf[..n]);
+            self.written += n as u64;
+            Ok(n)
+        }
+    
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.out.flush()
+        }
+    }
+    
+    /// Writes a whole backup of `view` (stream, padding, SHA-256) to `out`; returns its length.
+    fn write_backup(view: &dyn ReadView, out: &mut dyn Write) -> Result<u64> {
+        let mut counted = Counting { out, n: 0 };
+        let (sha, counted) = BackupWriter::new(&mut counted).write_view(view)?;
+        counted.write_all(&sha)?;
+        counted.flush()?;
+        Ok(counted.n)
+    }
+    
+    struct Counting<'a> {
+        out: &'a mut dyn Write,
+        n: u64,
+    }
+    
+    impl Write for Counting<'_> {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let n = self.out.write(buf)?;
+            self.n += n as u64;
+            Ok(n)
+        }
+    
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.out.flush()
+        }
+    }
     use crate::backend::{Backend, WriteBatch};
     use crate::sled_backend::SledBackend;
 

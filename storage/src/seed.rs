@@ -1,15 +1,17 @@
 //! Seeding a new store from a backup: the step `cairn snapshot restore` shares between
 //! snapshot formats. A format reader (a cairn backup: [`Dataset::from_backup`]; an etcd
-//! bbolt file later) produces a [`Dataset`] — the key bucket, the leases and the
-//! compaction revision — and [`write_store`] turns it into a fresh store folder.
+//! bbolt file through `etcd_db::import_snapshot`, whose stream goes the same way)
+//! produces a [`Dataset`] — the key bucket, the leases, the compaction revision, the auth
+//! state and the alarms — and [`write_store`] turns it into a fresh store folder.
 //!
 //! The key bucket is kept in the on-disk form cairn and etcd share: revision bytes
 //! (`revision.rs`: 17 bytes, 18 with the tombstone mark) → an encoded `mvccpb.KeyValue`,
 //! so a reader of etcd's `key` bucket can hand its entries over unchanged.
 //!
 //! What is *not* carried: the applied index (the new store starts at 0 and its member's
-//! Raft log at the beginning, as after etcd's restore), the member table (the new member
-//! builds a fresh one from its flags) and the alarms (they name the old members).
+//! Raft log at the beginning, as after etcd's restore) and the member table (the new
+//! member builds a fresh one from its flags). Alarms are kept as etcd's restore keeps them
+//! (its `alarm` bucket travels in the db), even when they name members of the old cluster.
 
 use std::path::Path;
 
@@ -21,7 +23,8 @@ use crate::backup::Backup;
 use crate::engine::{open_backend, StorageEngine};
 use crate::error::{Error, Result};
 use crate::revision::Revision;
-use crate::store::{Store, StoreConfig, META_COMPACT_SCHEDULED, META_CURRENT_REV};
+use crate::alarm::META_ALARMS;
+use crate::store::{Store, StoreConfig, META_AUTH, META_COMPACT_SCHEDULED, META_CURRENT_REV};
 
 /// A store's logical contents, as any snapshot format can provide them.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -34,6 +37,11 @@ pub struct Dataset {
     pub compact_revision: i64,
     /// The store revision (at least the newest revision of the key bucket).
     pub revision: i64,
+    /// The auth state (users, roles, enabled flag, auth revision) as the store keeps it
+    /// (an encoded `cairnpb.AuthState`); `None`: none recorded.
+    pub auth: Option<Vec<u8>>,
+    /// The active alarms as the store keeps them (an encoded `cairnpb.AlarmList`).
+    pub alarms: Option<Vec<u8>>,
 }
 
 fn meta_i64(v: &[u8]) -> Result<i64> {
@@ -56,6 +64,8 @@ impl Dataset {
                 // a compaction recorded but not finished is finished by the new store
                 Bucket::Meta if k.as_slice() == META_COMPACT_SCHEDULED => d.compact_revision = d.compact_revision.max(meta_i64(v)?),
                 Bucket::Meta if k.as_slice() == META_CURRENT_REV => d.revision = d.revision.max(meta_i64(v)?),
+                Bucket::Meta if k.as_slice() == META_AUTH => d.auth = Some(v.clone()),
+                Bucket::Meta if k.as_slice() == META_ALARMS => d.alarms = Some(v.clone()),
                 Bucket::Meta => {}
             }
         }
@@ -84,6 +94,11 @@ pub fn write_store(dir: &Path, engine: StorageEngine, d: &Dataset) -> Result<i64
             // scheduled, not finished: the store's compactor deletes what the compaction
             // no longer keeps at its first open
             batch.put(Bucket::Meta, META_COMPACT_SCHEDULED.to_vec(), d.compact_revision.to_be_bytes().to_vec());
+        }
+        for (key, value) in [(META_AUTH, &d.auth), (META_ALARMS, &d.alarms)] {
+            if let Some(v) = value {
+                batch.put(Bucket::Meta, key.to_vec(), v.clone());
+            }
         }
         backend.write(batch)?;
         backend.sync()?;

@@ -144,6 +144,17 @@ pub struct MemberOptions {
     pub extra_args: Vec<String>,
 }
 
+/// A member about to start, as [`ProcCluster::start_prepared`] shows it.
+pub struct Prepare<'a> {
+    pub index: usize,
+    pub name: &'a str,
+    /// `--initial-cluster` of the whole cluster.
+    pub initial_cluster: &'a str,
+    /// Its advertised peer URL.
+    pub peer_url: &'a str,
+    pub data_dir: &'a std::path::Path,
+}
+
 /// What `etcdctl endpoint status` says about one member.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Status {
@@ -187,6 +198,13 @@ impl ProcCluster {
     /// Like [`ProcCluster::start`], with member `i` set up as `opts` says for each
     /// `(i, opts)` in `options`; the other members as by [`ProcCluster::start`].
     pub fn start_with(kind: Kind, n: usize, options: &[(usize, MemberOptions)]) -> ProcCluster {
+        ProcCluster::start_prepared(kind, n, options, &mut |_| {})
+    }
+
+    /// Like [`ProcCluster::start_with`], calling `prepare` for each member once every
+    /// member's addresses are known and before any starts (e.g. to build its data folder
+    /// with `etcdctl snapshot restore`, which records the cluster's peer URLs).
+    pub fn start_prepared(kind: Kind, n: usize, options: &[(usize, MemberOptions)], prepare: &mut dyn FnMut(Prepare<'_>)) -> ProcCluster {
         let tmp = tempfile::Builder::new()
             .prefix("cairn-cluster-")
             .tempdir()
@@ -209,6 +227,10 @@ impl ProcCluster {
             m.extra_args = opts.extra_args.clone();
         }
         let initial = c.initial_cluster(0..n);
+        for (i, m) in c.members.iter().enumerate() {
+            let peer_url = format!("http://{}", m.peer_advertised);
+            prepare(Prepare { index: i, name: &m.name, initial_cluster: &initial, peer_url: &peer_url, data_dir: &m.data_dir });
+        }
         for i in 0..n {
             c.members[i].initial_cluster = initial.clone();
             c.launch(i);

@@ -1,20 +1,22 @@
 //! Maintenance.Snapshot: a consistent backup of the whole store, streamed as etcd streams
-//! one (`v3rpc/maintenance.go`): 32 KiB chunks of the backup's data, each telling how
-//! many bytes remain after it, then one last message whose blob is the SHA-256 of all
-//! the data. Concatenated, the blobs are the backup file (`cairn_storage::backup`), which
-//! `etcdctl snapshot save` stores and `cairn snapshot restore` reads.
+//! one (`v3rpc/maintenance.go`): 32 KiB chunks of an etcd db file (bbolt, etcd's buckets:
+//! `cairn_storage::etcd_db::EtcdExport`), each telling how many bytes remain after it,
+//! then one last message whose blob is the SHA-256 of all the data. Concatenated, the
+//! blobs are the file `etcdctl snapshot save` stores, which `etcdctl snapshot
+//! status|restore`, etcd itself and `cairn snapshot status|restore` read.
 //!
 //! The data come from a read view of the backend taken once: applies and reads go on
-//! while it is read, and it is scanned twice (once to learn the length etcd announces in
-//! `remaining_bytes`, once to send), on a blocking thread, never holding a store lock. A
-//! client that goes away stops the scan at the next chunk.
+//! while it is read, and it is scanned twice (once to lay out the file's pages, which
+//! gives the length etcd announces in `remaining_bytes`, once to send them), on a
+//! blocking thread, never holding a store lock, with memory bounded by one page (plus
+//! the layout: about 1% of the data). A client that goes away stops the scan at the next
+//! chunk.
 
 use std::io::Write;
 use std::sync::Arc;
 
 use cairn_proto::etcdserverpb::{ResponseHeader, SnapshotResponse};
-use cairn_storage::backend::write_snapshot;
-use cairn_storage::backup::{padded_len, BackupWriter};
+use cairn_storage::etcd_db::{EtcdExport, Sha256Writer};
 use cairn_storage::Store;
 use tokio::sync::mpsc;
 use tonic::Status;
@@ -42,16 +44,18 @@ pub fn send_backup(store: &Store, header: ResponseHeader, version: &str, tx: &Ch
 /// `Err(None)`: the client went away.
 fn try_send_backup(store: &Store, header: ResponseHeader, version: &str, tx: &Chunks) -> Result<(), Option<Status>> {
     let view = store.read_view().map_err(|e| Some(rpc_error(e)))?;
-    let stream_len = write_snapshot(view.as_ref(), &mut std::io::sink()).map_err(|e| Some(rpc_error(e)))?;
-    let total = padded_len(stream_len);
+    let export = EtcdExport::plan(view.as_ref()).map_err(|e| Some(rpc_error(cairn_storage::Error::from(e))))?;
+    let total = export.db_len();
     tracing::info!(bytes = total, "sending database snapshot to client");
     let sender = ChunkSender { tx, buf: Vec::with_capacity(CHUNK), sent: 0, total, first: Some((header, version.to_owned())) };
-    let (sha, mut sender) = match BackupWriter::new(sender).write_view(view.as_ref()) {
-        Ok(done) => done,
+    let mut hashing = Sha256Writer::new(sender);
+    match export.write(&mut hashing) {
+        Ok(()) => {}
         Err(_) if tx.is_closed() => return Err(None),
-        Err(e) => return Err(Some(rpc_error(e))),
-    };
-    sender.flush().map_err(|_| None)?;
+        Err(e) => return Err(Some(rpc_error(cairn_storage::Error::from(e)))),
+    }
+    hashing.flush().map_err(|_| None)?;
+    let (sha, sender) = hashing.finish();
     if sender.sent != total {
         return Err(Some(Status::internal(format!("cairn: snapshot changed while streamed: {} bytes, announced {total}", sender.sent))));
     }

@@ -13,8 +13,14 @@
 //! what cairn wrote since).
 //!
 //! An import, of a one-member etcd cluster (what a single control-plane kubeadm cluster
-//! runs; a larger cluster's members may not all have applied the same entries, so each is
-//! rebuilt from one snapshot with `cairn snapshot restore`, as etcd's own restore does):
+//! runs), or of any member `etcdctl snapshot restore` wrote and that never ran: its WAL
+//! holds only the bootstrap conf changes, and every member restored from the same
+//! snapshot holds the same data, so each imports its own folder and they form the
+//! restored cluster (its membership then comes from those conf changes, not from the db's
+//! `members` bucket, which etcd's restore leaves as the snapshot's source had it). A
+//! member of a larger cluster that ran may not have applied what the others did, so it
+//! is refused: each is rebuilt from one snapshot with `cairn snapshot restore`, as etcd's
+//! own restore does. The import:
 //! 1. the db file gives the keys with their history, the leases and the compaction, up to
 //!    its `consistent_index` (`cairn_storage::etcd_db::import_db`);
 //! 2. the WAL gives the member and cluster IDs and the entries after that index, which are
@@ -23,8 +29,8 @@
 //! 3. the store's applied index is reset to 0 (a restore of its own state), since the
 //!    member's Raft log starts anew, bootstrapped with etcd's member and cluster IDs.
 //!
-//! What does not travel is what a restore from an etcd snapshot leaves out too: users,
-//! roles and alarms (logged when etcd had them).
+//! Users, roles and alarms in the db travel (`import_db` reads etcd's auth and alarm
+//! buckets); changes to them in the WAL tail are not replayed (logged when there are).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -93,6 +99,17 @@ struct EtcdMember {
     name: String,
 }
 
+/// A member of the imported cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImportedMember {
+    /// etcd's member ID.
+    pub id: u64,
+    /// Its name as etcd recorded it (may be empty).
+    pub name: String,
+    /// Its peer URLs.
+    pub peer_urls: Vec<String>,
+}
+
 /// The member an import produced.
 #[derive(Debug)]
 pub struct Imported {
@@ -102,6 +119,8 @@ pub struct Imported {
     pub cluster_id: u64,
     /// Its peer URLs as etcd recorded them.
     pub peer_urls: Vec<String>,
+    /// Every member of the cluster (this one included), by ID.
+    pub members: Vec<ImportedMember>,
 }
 
 /// Whether `data_dir` holds etcd's backend file.
@@ -118,18 +137,19 @@ pub fn import(data_dir: &Path, wal_dir: Option<&Path>, store_dir: &Path, engine:
     let wal_dir = wal_dir.map_or_else(|| data_dir.join("member").join("wal"), Path::to_owned);
     let wal = read_wal(&wal_dir)?;
     let tail = wal.entries_after(db.consistent_index);
-
-    let mut members = bucket_members(db.other_buckets.get(b"members".as_slice()))?;
-    for e in tail.iter().filter(|e| e.r#type == ENTRY_CONF_CHANGE) {
+    // a folder `etcdctl snapshot restore` wrote, never started: the log is the bootstrap
+    let never_ran = !wal.entries.is_empty() && wal.entries.iter().all(|e| e.r#type == ENTRY_CONF_CHANGE);
+    let (mut members, changes) = match never_ran {
+        true => (BTreeMap::new(), &wal.entries[..]),
+        false => (bucket_members(db.other_buckets.get(b"members".as_slice()))?, tail),
+    };
+    for e in changes.iter().filter(|e| e.r#type == ENTRY_CONF_CHANGE) {
         let Ok(cc) = ConfChange::decode(e.data.as_slice()) else { continue };
         match cc.r#type {
             ADD_NODE | ADD_LEARNER => {
                 let m: Option<EtcdMember> = serde_json::from_slice(&cc.context).ok();
-                members.entry(cc.node_id).or_insert(EtcdMember {
-                    id: cc.node_id,
-                    peer_urls: m.map(|m| m.peer_urls).unwrap_or_default(),
-                    name: String::new(),
-                });
+                let (peer_urls, name) = m.map(|m| (m.peer_urls, m.name)).unwrap_or_default();
+                members.entry(cc.node_id).or_insert(EtcdMember { id: cc.node_id, peer_urls, name });
             }
             REMOVE_NODE => {
                 members.remove(&cc.node_id);
@@ -137,9 +157,11 @@ pub fn import(data_dir: &Path, wal_dir: Option<&Path>, store_dir: &Path, engine:
             _ => {}
         }
     }
-    if members.len() != 1 {
+    if members.len() != 1 && !(never_ran && !members.is_empty()) {
         return Err(EtcdImportError::NotOneMember { dir: data_dir.to_owned(), members: members.len() });
     }
+    let all: Vec<ImportedMember> =
+        members.values().map(|m| ImportedMember { id: m.id, name: m.name.clone(), peer_urls: m.peer_urls.clone() }).collect();
     let me = members.remove(&wal.node_id).ok_or(EtcdImportError::UnknownMember(wal.node_id))?;
 
     let tmp = store_dir.with_extension("import");
@@ -173,8 +195,8 @@ pub fn import(data_dir: &Path, wal_dir: Option<&Path>, store_dir: &Path, engine:
     if let Some(parent) = store_dir.parent() {
         std::fs::File::open(parent).and_then(|d| d.sync_all()).map_err(io(parent))?;
     }
-    log_import(data_dir, &wal, db.consistent_index, revision, &done, &db.other_buckets, &me);
-    Ok(Imported { member_id: wal.node_id, cluster_id: wal.cluster_id, peer_urls: me.peer_urls })
+    log_import(data_dir, &wal, db.consistent_index, revision, &done, &me);
+    Ok(Imported { member_id: wal.node_id, cluster_id: wal.cluster_id, peer_urls: me.peer_urls, members: all })
 }
 
 fn log_import(
@@ -183,7 +205,6 @@ fn log_import(
     consistent_index: u64,
     revision: i64,
     done: &Replayed,
-    buckets: &BTreeMap<Vec<u8>, BucketData>,
     me: &EtcdMember,
 ) {
     info!(
@@ -198,11 +219,10 @@ fn log_import(
         revision,
         "imported etcd data folder (etcd's files are left as they were)"
     );
-    let non_empty = |name: &[u8]| buckets.get(name).is_some_and(|b| !b.items.is_empty());
-    if non_empty(b"authUsers") || non_empty(b"authRoles") || done.not_carried > 0 {
+    if done.not_carried > 0 {
         warn!(
             auth_or_alarm_entries = done.not_carried,
-            "etcd's users, roles and alarms are not imported (as with `cairn snapshot restore`): add them again"
+            "changes to users, roles and alarms in etcd's WAL after its db are not replayed: make them again"
         );
     }
 }

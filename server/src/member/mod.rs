@@ -254,10 +254,20 @@ impl Member {
                 (id, table, None)
             }
             (None, Some(etcd)) => {
-                // etcd's member and cluster IDs, a new one-member log (etcd_import.rs)
+                // etcd's member and cluster IDs, a new log bootstrapped with etcd's members
+                // (one, or a restored cluster's: etcd_import.rs)
                 let id = Identity { member_id: etcd.member_id, cluster_id: etcd.cluster_id };
-                let me = InitialMember { name: setup.name.clone(), peer_urls: etcd.peer_urls, id: etcd.member_id };
-                (id, Members::initial(id.cluster_id, &[me]), Some(vec![etcd.member_id]))
+                let initial: Vec<InitialMember> = etcd
+                    .members
+                    .iter()
+                    .map(|m| InitialMember {
+                        name: if m.id == etcd.member_id { setup.name.clone() } else { m.name.clone() },
+                        peer_urls: m.peer_urls.clone(),
+                        id: m.id,
+                    })
+                    .collect();
+                let ids = initial.iter().map(|m| m.id).collect();
+                (id, Members::initial(id.cluster_id, &initial), Some(ids))
             }
             (None, None) if setup.join_existing => {
                 let (id, table) = fetch_cluster(&setup).await?;

@@ -19,7 +19,7 @@ use std::process::ExitCode;
 
 use cairn_storage::backup::{is_backup, read_backup, sha256, Backup};
 use cairn_storage::bbolt::is_bbolt;
-use cairn_storage::etcd_db::{export_snapshot, import_snapshot};
+use cairn_storage::etcd_db::{db_status, export_snapshot, import_snapshot, split_sha256};
 use cairn_storage::snapshot::read_snapshot;
 use cairn_storage::hash::ContentHash;
 use cairn_storage::seed::{write_store, Dataset};
@@ -196,6 +196,22 @@ fn status_of(d: &Dataset, b: &Backup, size: u64) -> Status {
     Status { hash: hash.finish(), revision: d.revision, total_key: b.entries.len(), total_size: size }
 }
 
+/// `snapshot status FILE`: for an etcd (bbolt) file, what etcdctl computes
+/// (`cairn_storage::etcd_db::db_status`) once its SHA-256 trailer verified; for a cairn
+/// backup, its own hash over the entries.
+fn status(path: &Path) -> Result<Status, SnapshotCmdError> {
+    let data = std::fs::read(path).map_err(|source| SnapshotCmdError::Io { path: path.to_owned(), source })?;
+    if SnapshotFormat::detect(&data) != Some(SnapshotFormat::Bbolt) {
+        return load(path).map(|(d, b, size)| status_of(&d, &b, size));
+    }
+    let etcd = |source| SnapshotCmdError::Etcd { path: path.to_owned(), source };
+    let db_len = split_sha256(&data).map_err(etcd)?.0.len();
+    let mut db = data;
+    db.truncate(db_len);
+    let s = db_status(db).map_err(etcd)?;
+    Ok(Status { hash: s.hash, revision: s.revision, total_key: s.total_key as usize, total_size: s.total_size })
+}
+
 /// Go's `humanize.Bytes`, which etcdutl prints sizes with ("2.1 MB").
 pub fn humanize_bytes(s: u64) -> String {
     const SIZES: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
@@ -230,8 +246,8 @@ pub fn format_status(s: &Status, write_out: &str) -> Result<String, SnapshotCmdE
     }
 }
 
-/// A one-row table as etcdctl's tablewriter draws it (centred headers, cells right-aligned
-/// for numbers and left otherwise, as in etcd's output).
+/// A one-row table as etcdctl 3.4's tablewriter draws it (centred headers, every cell
+/// right-aligned: `snapshot status -w table` sets ALIGN_RIGHT).
 fn table(head: &[&str], row: &[String]) -> String {
     let widths: Vec<usize> = head.iter().zip(row).map(|(h, c)| h.len().max(c.len()) + 2).collect();
     let line: String = widths.iter().map(|w| format!("+{}", "-".repeat(*w))).collect::<String>() + "+\n";
@@ -243,8 +259,7 @@ fn table(head: &[&str], row: &[String]) -> String {
     let cells: String = row
         .iter()
         .zip(&widths)
-        .enumerate()
-        .map(|(i, (c, w))| if i == 1 || i == 2 { format!("| {c:>width$} ", width = w - 2) } else { format!("| {c:<width$} ", width = w - 2) })
+        .map(|(c, w)| format!("| {c:>width$} ", width = w - 2))
         .collect::<String>()
         + "|\n";
     format!("{line}{heads}{line}{cells}{line}")
@@ -347,7 +362,7 @@ pub fn main(args: &[String]) -> ExitCode {
         Command::ExportEtcd { file, out } => export_etcd(&file, &out).map(|size| {
             eprintln!("exported {} to {} ({size} bytes, an etcd snapshot)", file.display(), out.display());
         }),
-        Command::Status { file, write_out } => load(&file).and_then(|(d, b, size)| format_status(&status_of(&d, &b, size), &write_out)).map(|out| print!("{out}")),
+        Command::Status { file, write_out } => status(&file).and_then(|s| format_status(&s, &write_out)).map(|out| print!("{out}")),
         Command::Restore { file, data_dir, name, initial_cluster, initial_cluster_token, initial_advertise_peer_urls, skip_hash_check: _ } => {
             let data_dir = data_dir.unwrap_or_else(|| PathBuf::from(format!("{name}.etcd")));
             eprintln!("restoring snapshot {} to {}", file.display(), data_dir.display());
@@ -392,7 +407,7 @@ mod tests {
             "+----------+----------+------------+------------+\n\
              |   HASH   | REVISION | TOTAL KEYS | TOTAL SIZE |\n\
              +----------+----------+------------+------------+\n\
-             | fe01cf57 |       10 |          7 | 2.1 MB     |\n\
+             | fe01cf57 |       10 |          7 |     2.1 MB |\n\
              +----------+----------+------------+------------+\n"
         );
         assert!(format_status(&s, "yaml").is_err());

@@ -188,6 +188,51 @@ impl Meta {
     }
 }
 
+/// Fewest elements in a branch node unless the level has fewer (bbolt's `minKeysPerPage`).
+pub(crate) const MIN_KEYS_PER_PAGE: usize = 2;
+
+/// One element to encode: a leaf's (flags, key, value) or a branch's (key, child).
+pub(crate) struct Elem<'a> {
+    pub flags: u32,
+    pub key: &'a [u8],
+    pub value: &'a [u8],
+    pub child: u64,
+}
+
+impl Elem<'_> {
+    pub fn size(&self) -> usize {
+        ELEMENT_SIZE + self.key.len() + self.value.len()
+    }
+}
+
+/// Encodes a node into `out` (exactly `node_size(elems)` bytes or more, zeroed).
+pub(crate) fn encode_node(out: &mut [u8], id: u64, flags: u16, overflow: u32, elems: &[Elem<'_>]) {
+    PageHeader { id, flags, count: elems.len() as u16, overflow }.encode(out);
+    let mut data = PAGE_HEADER_SIZE + elems.len() * ELEMENT_SIZE;
+    for (i, e) in elems.iter().enumerate() {
+        let at = PAGE_HEADER_SIZE + i * ELEMENT_SIZE;
+        let pos = (data - at) as u32;
+        if flags == BRANCH_PAGE {
+            out[at..at + 4].copy_from_slice(&pos.to_le_bytes());
+            out[at + 4..at + 8].copy_from_slice(&(e.key.len() as u32).to_le_bytes());
+            out[at + 8..at + 16].copy_from_slice(&e.child.to_le_bytes());
+        } else {
+            out[at..at + 4].copy_from_slice(&e.flags.to_le_bytes());
+            out[at + 4..at + 8].copy_from_slice(&pos.to_le_bytes());
+            out[at + 8..at + 12].copy_from_slice(&(e.key.len() as u32).to_le_bytes());
+            out[at + 12..at + 16].copy_from_slice(&(e.value.len() as u32).to_le_bytes());
+        }
+        out[data..data + e.key.len()].copy_from_slice(e.key);
+        data += e.key.len();
+        out[data..data + e.value.len()].copy_from_slice(e.value);
+        data += e.value.len();
+    }
+}
+
+pub(crate) fn node_size(elems: &[Elem<'_>]) -> usize {
+    PAGE_HEADER_SIZE + elems.iter().map(Elem::size).sum::<usize>()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,8 +8,11 @@
 //!   checksum), keeps the newest, and walks a bucket's branch, leaf and overflow pages
 //!   in key order, inline and nested buckets included, returning [`BboltError`] (never
 //!   panicking) on anything corrupt;
-//! * `write.rs`: [`write_file`]: a fresh file from [`BucketData`], which bbolt opens and
-//!   writes on (etcd's restore and server do).
+//! * `stream.rs`: [`plan`] and [`write_planned`]: a fresh file of flat buckets written
+//!   page by page in two passes over the data (never whole in memory), which bbolt
+//!   opens and writes on (etcd's restore and server do); the layout is documented there;
+//! * `write.rs` (tests only): a whole file from [`BucketData`], nested buckets included,
+//!   to test the reader on shapes the stream does not write.
 //!
 //! No crate was taken for this: the one Rust port of bbolt is a whole memory-mapped
 //! engine with `unsafe` page casts and tool dependencies (clap, rand...) in its library;
@@ -17,14 +20,25 @@
 
 mod layout;
 mod read;
+mod stream;
+#[cfg(test)]
+mod stream_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
 mod write;
 
 use std::collections::BTreeMap;
 
 pub use read::{BboltFile, BucketRef, Entry, VisitFn};
-pub use write::{write_file, MAX_KEY_SIZE, MAX_VALUE_SIZE};
+pub use stream::{plan, write_planned, BucketSink, Plan};
+#[cfg(test)]
+pub(crate) use write::write_file;
+
+/// bbolt's largest key (`MaxKeySize`).
+pub const MAX_KEY_SIZE: usize = 32768;
+/// bbolt's largest value (`MaxValueSize`).
+pub const MAX_VALUE_SIZE: usize = (1 << 31) - 2;
 
 /// True when `data` starts like a bbolt file: its first meta page's magic, right after
 /// the page header (a cheap sniff; [`BboltFile::from_bytes`] verifies).
@@ -104,6 +118,10 @@ pub enum BboltError {
     /// Writing: a value longer than [`MAX_VALUE_SIZE`].
     #[error("bbolt: value of {0} bytes is too large")]
     ValueSize(usize),
+    /// Streaming: the data fed do not follow the rules ([`BucketSink`]) or changed between
+    /// the two passes.
+    #[error("bbolt: writing a stream: {0}")]
+    Stream(&'static str),
     /// Writing: a plain value in the root bucket (bbolt allows only buckets there).
     #[error("bbolt: the top level holds only buckets")]
     ValueAtTopLevel,

@@ -1,4 +1,6 @@
-//! Writing a fresh bbolt file from sorted buckets.
+//! Writing a fresh bbolt file from sorted buckets, in memory: a test fixture for the
+//! reader (nested and inline buckets, which the streaming writer, `stream.rs`, does not
+//! write: etcd's schema has none). Files cairn produces come from `stream.rs` only.
 //!
 //! The file is built in memory, bottom-up: a bucket's nested buckets are written before
 //! it (its leaf values carry their root pages), each bucket's leaves are packed in key
@@ -12,60 +14,10 @@
 //! the freelist page last; the file ends at the high-water mark.
 
 use super::layout::{
-    BucketHeader, Meta, PageHeader, BRANCH_PAGE, BUCKET_LEAF_FLAG, ELEMENT_SIZE, FREELIST_PAGE, LEAF_PAGE, META_PAGE,
-    PAGE_HEADER_SIZE,
+    encode_node, node_size, BucketHeader, Elem, Meta, PageHeader, BRANCH_PAGE, BUCKET_LEAF_FLAG, FREELIST_PAGE, LEAF_PAGE,
+    META_PAGE, MIN_KEYS_PER_PAGE, PAGE_HEADER_SIZE,
 };
-use super::{BboltError, BucketData, Item};
-
-/// bbolt's largest key (`MaxKeySize`).
-pub const MAX_KEY_SIZE: usize = 32768;
-/// bbolt's largest value (`MaxValueSize`).
-pub const MAX_VALUE_SIZE: usize = (1 << 31) - 2;
-
-/// Fewest elements in a branch node unless the level has fewer.
-const MIN_KEYS_PER_PAGE: usize = 2;
-
-/// One element to encode: a leaf's (flags, key, value) or a branch's (key, child).
-struct Elem<'a> {
-    flags: u32,
-    key: &'a [u8],
-    value: &'a [u8],
-    child: u64,
-}
-
-impl Elem<'_> {
-    fn size(&self) -> usize {
-        ELEMENT_SIZE + self.key.len() + self.value.len()
-    }
-}
-
-/// Encodes a node into `out` (exactly `node_size(elems)` bytes or more, zeroed).
-fn encode_node(out: &mut [u8], id: u64, flags: u16, overflow: u32, elems: &[Elem<'_>]) {
-    PageHeader { id, flags, count: elems.len() as u16, overflow }.encode(out);
-    let mut data = PAGE_HEADER_SIZE + elems.len() * ELEMENT_SIZE;
-    for (i, e) in elems.iter().enumerate() {
-        let at = PAGE_HEADER_SIZE + i * ELEMENT_SIZE;
-        let pos = (data - at) as u32;
-        if flags == BRANCH_PAGE {
-            out[at..at + 4].copy_from_slice(&pos.to_le_bytes());
-            out[at + 4..at + 8].copy_from_slice(&(e.key.len() as u32).to_le_bytes());
-            out[at + 8..at + 16].copy_from_slice(&e.child.to_le_bytes());
-        } else {
-            out[at..at + 4].copy_from_slice(&e.flags.to_le_bytes());
-            out[at + 4..at + 8].copy_from_slice(&pos.to_le_bytes());
-            out[at + 8..at + 12].copy_from_slice(&(e.key.len() as u32).to_le_bytes());
-            out[at + 12..at + 16].copy_from_slice(&(e.value.len() as u32).to_le_bytes());
-        }
-        out[data..data + e.key.len()].copy_from_slice(e.key);
-        data += e.key.len();
-        out[data..data + e.value.len()].copy_from_slice(e.value);
-        data += e.value.len();
-    }
-}
-
-fn node_size(elems: &[Elem<'_>]) -> usize {
-    PAGE_HEADER_SIZE + elems.iter().map(Elem::size).sum::<usize>()
-}
+use super::{BboltError, BucketData, Item, MAX_KEY_SIZE, MAX_VALUE_SIZE};
 
 /// The file being built.
 struct Builder {

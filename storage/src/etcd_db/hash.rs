@@ -3,7 +3,9 @@
 //! saved snapshot is a bbolt file (a multiple of the page size) plus 32 bytes. etcd's
 //! restore tells the two apart by the length: `len % 512 == 32` means a trailer.
 
-use ring::digest::{digest, SHA256};
+use std::io::Write;
+
+use ring::digest::{digest, Context, SHA256};
 
 use super::EtcdDbError;
 
@@ -34,6 +36,39 @@ pub fn append_sha256(mut db: Vec<u8>) -> Vec<u8> {
     db
 }
 
+/// Writes through to an output, hashing every byte written: what a streamed snapshot's
+/// SHA-256 trailer is computed with.
+pub struct Sha256Writer<W: Write> {
+    out: W,
+    sha: Context,
+}
+
+impl<W: Write> Sha256Writer<W> {
+    /// A writer to `out`.
+    pub fn new(out: W) -> Self {
+        Sha256Writer { out, sha: Context::new(&SHA256) }
+    }
+
+    /// The SHA-256 of everything written, and the output.
+    pub fn finish(self) -> ([u8; SHA256_LEN], W) {
+        let mut sum = [0u8; SHA256_LEN];
+        sum.copy_from_slice(self.sha.finish().as_ref());
+        (sum, self.out)
+    }
+}
+
+impl<W: Write> Write for Sha256Writer<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.out.write(buf)?;
+        self.sha.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -48,6 +83,11 @@ mod tests {
         let mut bad = file.clone();
         bad[100] ^= 1;
         assert!(matches!(split_sha256(&bad), Err(EtcdDbError::HashMismatch { .. })));
+        let mut w = Sha256Writer::new(Vec::new());
+        w.write_all(&db[..100]).unwrap();
+        w.write_all(&db[100..]).unwrap();
+        let (sum, out) = w.finish();
+        assert_eq!((&sum[..], out), (&file[4096..], db));
         // the known vector: SHA-256 of "abc"
         assert_eq!(hex(digest(&SHA256, b"abc").as_ref()), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     }

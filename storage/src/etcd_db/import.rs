@@ -12,17 +12,21 @@
 
 use std::collections::BTreeMap;
 
-use cairn_proto::cairnpb::LeaseRecord;
+use cairn_proto::authpb::{Role, User};
+use cairn_proto::cairnpb::{AlarmList, AuthState, LeaseRecord};
+use cairn_proto::etcdserverpb::AlarmMember;
 use cairn_proto::leasepb;
 use prost::Message;
 
+use super::export::{Entries, AUTH_ENABLED, AUTH_REVISION};
 use super::{split_sha256, EtcdDbError, BUCKET_KEY, BUCKET_LEASE, BUCKET_META};
+use crate::alarm::META_ALARMS;
 use super::{META_CONSISTENT_INDEX, META_FINISHED_COMPACT, META_SCHEDULED_COMPACT, META_TERM};
 use crate::backend::Bucket;
 use crate::bbolt::{BboltFile, BucketData, BucketRef, Entry};
 use crate::revision::{Revision, REV_BYTES_LEN};
 use crate::snapshot::SnapshotWriter;
-use crate::store::{META_APPLIED_INDEX, META_COMPACT_FINISHED, META_COMPACT_SCHEDULED, META_CURRENT_REV};
+use crate::store::{META_APPLIED_INDEX, META_AUTH, META_COMPACT_FINISHED, META_COMPACT_SCHEDULED, META_CURRENT_REV};
 
 /// An imported etcd file.
 #[derive(Debug)]
@@ -88,6 +92,47 @@ fn bucket<'a>(root: &BucketRef<'a>, name: &'static str) -> Result<Option<BucketR
     Ok(root.bucket(name.as_bytes())?)
 }
 
+/// cairn's `auth` and `alarms` meta records, when there is something to record.
+type AuthAndAlarms = (Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// etcd's auth buckets as cairn's `auth` meta record, and its alarm bucket as cairn's
+/// `alarms` record (`None`: the file has no such bucket or nothing in it).
+fn auth_and_alarms(root: &BucketRef<'_>) -> Result<AuthAndAlarms, EtcdDbError> {
+    let values = |name: &'static str| -> Result<Entries, EtcdDbError> {
+        match bucket(root, name)? {
+            None => Ok(Vec::new()),
+            Some(b) => Ok(b.load()?.values().map(|(k, v)| (k.to_vec(), v.to_vec())).collect()),
+        }
+    };
+    let bad = |what: &'static str, e: prost::DecodeError| EtcdDbError::BadStream(crate::Error::corrupt(what, e));
+    let mut state = AuthState { enabled: false, revision: 0, users: Vec::new(), roles: Vec::new() };
+    for (k, v) in values("auth")? {
+        if k == AUTH_ENABLED {
+            state.enabled = v.as_slice() == [1];
+        } else if k == AUTH_REVISION {
+            let b: [u8; 8] = v.as_slice().try_into().map_err(|_| EtcdDbError::BadMeta { key: "authRevision", len: v.len() })?;
+            state.revision = u64::from_be_bytes(b);
+        }
+    }
+    for (_, v) in values("authUsers")? {
+        state.users.push(User::decode(v.as_slice()).map_err(|e| bad("authUsers", e))?);
+    }
+    for (_, v) in values("authRoles")? {
+        state.roles.push(Role::decode(v.as_slice()).map_err(|e| bad("authRoles", e))?);
+    }
+    // a fresh store's auth state (off, revision 1, nobody) is what no record means
+    let fresh = !state.enabled && state.revision <= 1 && state.users.is_empty() && state.roles.is_empty();
+    let auth = (!fresh).then(|| state.encode_to_vec());
+    let mut alarms = Vec::new();
+    for (k, _) in values("alarm")? {
+        alarms.push(AlarmMember::decode(k.as_slice()).map_err(|e| bad("alarm", e))?);
+    }
+    // cairn keeps them sorted by type, then member
+    alarms.sort_by_key(|a| (a.alarm, a.member_id));
+    let alarms = (!alarms.is_empty()).then(|| AlarmList { alarms }.encode_to_vec());
+    Ok((auth, alarms))
+}
+
 /// Imports a bare db file's bytes (etcd's `member/snap/db`, or a snapshot without its
 /// trailer).
 pub fn import_db(db: Vec<u8>) -> Result<Imported, EtcdDbError> {
@@ -141,6 +186,8 @@ pub fn import_db(db: Vec<u8>) -> Result<Imported, EtcdDbError> {
         }
     }
 
+    let (auth, alarms) = auth_and_alarms(&root)?;
+
     let compact_finished = finished.unwrap_or(-1);
     let compact_scheduled = scheduled.unwrap_or(-1).max(compact_finished);
     revision = revision.max(compact_finished);
@@ -153,6 +200,13 @@ pub fn import_db(db: Vec<u8>) -> Result<Imported, EtcdDbError> {
     }
     if compact_finished >= 0 {
         meta_out.push((META_COMPACT_FINISHED, compact_finished.to_be_bytes()));
+    }
+    let mut meta_out: BTreeMap<&[u8], Vec<u8>> = meta_out.into_iter().map(|(k, v)| (k, v.to_vec())).collect();
+    if let Some(auth) = auth {
+        meta_out.insert(META_AUTH, auth);
+    }
+    if let Some(alarms) = alarms {
+        meta_out.insert(META_ALARMS, alarms);
     }
     for (k, v) in meta_out {
         w.entry(Bucket::Meta, k, &v).map_err(EtcdDbError::BadStream)?;

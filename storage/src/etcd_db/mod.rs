@@ -4,8 +4,10 @@
 //! snapshot stream as a file etcd's `snapshot status` and `snapshot restore` accept.
 //!
 //! * `import.rs`: etcd file → [`Imported`] (a cairn stream and what etcd recorded);
-//! * `export.rs`: cairn stream → etcd file;
+//! * `export.rs`: a cairn read view → etcd file, streamed page by page ([`EtcdExport`]:
+//!   what Maintenance.Snapshot sends);
 //! * `hash.rs`: the SHA-256 trailer of snapshot files;
+//! * `status.rs`: what `etcdctl snapshot status` reports about a file;
 //! * `wal.rs`: etcd's WAL, read (an etcd data folder's log after its db file);
 //! * `replay.rs`: that log tail applied to a store as cairn commands.
 //!
@@ -43,37 +45,43 @@
 //! cairn's key bucket is etcd's byte for byte (same revision keys, same `KeyValue`
 //! values), and so is its lease bucket's key; its lease records carry the same three
 //! fields under the same numbers. Import and export translate the meta bucket (cairn's
-//! keys are in `store.rs`) and re-encode the lease records through their own types.
+//! keys are in `store.rs`), re-encode the lease records through their own types, and
+//! carry users, roles, the auth flag and revision and the alarms between etcd's `auth*`
+//! and `alarm` buckets and cairn's `auth` and `alarms` meta records.
 //!
 //! # What does not travel
 //! * cairn's store revision when it is above both the newest key revision and the
 //!   compaction: etcd derives its revision from those two, as cairn's rebuild does;
-//! * membership: cairn's member list is its own; etcd's `snapshot restore` writes a new
-//!   one, and an import keeps etcd's `members`, `cluster`, `alarm` and `auth*` buckets
-//!   verbatim in [`Imported::other_buckets`] for the caller.
+//! * membership: the export writes cairn's member table as etcd's `members` buckets, but
+//!   both restores build a new one; an import keeps etcd's `members` and `cluster`
+//!   buckets (and the others) verbatim in [`Imported::other_buckets`] for the caller.
 
 //! # Cost, measured
 //! `etcd_db_cost_at_a_million_revisions` (ignored; `cargo test --release -p cairn-storage
 //! --lib etcd_db_cost -- --ignored --nocapture`): 2^20 revisions of 200-byte values under
 //! Kubernetes-like keys, a 275 MB cairn stream, become a 294 MB etcd file in 2.8–3.8 s
 //! (export, SHA-256 included) and are imported back in 1.3–2.0 s (two runs on a 2-core
-//! VM shared with other builds). Both work on whole files in memory: an export holds the stream, its
-//! entries and the file at once (about 3× the data), an import the file and the stream.
+//! VM shared with other builds; measured with the in-memory writer this module had
+//! then). Maintenance.Snapshot's export streams ([`EtcdExport`]: one page in memory plus
+//! the layout, ~1% of the data); [`export_db`] (converting a saved cairn-format file)
+//! holds the entries and the file, and an import the file and the stream.
 
 mod export;
 mod hash;
 mod import;
 mod replay;
+mod status;
 #[cfg(test)]
 mod tests;
 mod wal;
 #[cfg(test)]
 mod wal_tests;
 
-pub use export::{export_db, export_snapshot};
-pub use hash::{append_sha256, split_sha256};
+pub use export::{export_db, export_snapshot, EtcdExport};
+pub use hash::{append_sha256, split_sha256, Sha256Writer};
 pub use import::{import_db, import_snapshot, Imported};
 pub use replay::{replay, to_cairn, Replayed, Translated};
+pub use status::{db_status, DbStatus};
 pub use wal::{read_wal, wal_files, EtcdWal, WalError};
 
 /// The buckets of etcd's schema.
@@ -100,7 +108,7 @@ pub enum EtcdDbError {
     #[error("etcd db: {0}")]
     Io(#[from] std::io::Error),
     /// The snapshot's SHA-256 trailer does not match its contents.
-    #[error("etcd snapshot: sha256 mismatch (expected {expected}, got {actual})")]
+    #[error("SHA-256 mismatch, the file is corrupt or truncated (expected {expected}, got {actual})")]
     HashMismatch {
         /// The trailer, in hex.
         expected: String,
