@@ -3,6 +3,9 @@
 
 use cairn_proto::cairnpb::InternalRequest;
 use raft::eraftpb::{ConfState, Message};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::observe::Observer;
@@ -113,11 +116,13 @@ impl PeerInput {
 pub struct NodeHandle<O> {
     pub(crate) tx: mpsc::UnboundedSender<Command<O>>,
     pub(crate) leader: watch::Receiver<LeaderInfo>,
+    /// Set by the node thread (see `RaftNode::publish_sole_leader`).
+    pub(crate) sole_leader: Arc<AtomicBool>,
 }
 
 impl<O> Clone for NodeHandle<O> {
     fn clone(&self) -> Self {
-        NodeHandle { tx: self.tx.clone(), leader: self.leader.clone() }
+        NodeHandle { tx: self.tx.clone(), leader: self.leader.clone(), sole_leader: self.sole_leader.clone() }
     }
 }
 
@@ -161,6 +166,19 @@ impl<O> NodeHandle<O> {
     /// calls share one ReadIndex round.
     pub fn read_index(&self) -> oneshot::Receiver<Result<u64, RequestError>> {
         self.request(Command::Read)
+    }
+
+    /// Whether this node is, as of its last loop iteration, the leader and only voter of
+    /// its cluster, with an entry of its term committed, everything committed applied and no
+    /// membership change in its log still to apply. Then every acknowledged write has been
+    /// applied (and published) here, and no other member can commit one without this node:
+    /// the local state is as fresh as a ReadIndex round would make it, so a linearizable
+    /// read needs no round ([`NodeHandle::read_index`]). The flag can be one iteration
+    /// stale; that is safe because another leader needs a second voter, which needs a
+    /// membership change this node applies (clearing the flag) long before an election can
+    /// end without it.
+    pub fn is_sole_leader(&self) -> bool {
+        self.sole_leader.load(Ordering::Acquire)
     }
 
     /// Asks the leader (this node must be it) to hand leadership to `to`.

@@ -24,6 +24,8 @@ mod pending;
 mod runner;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 // a command's Txn may nest past what prost's derived decoder takes
 use cairn_proto::nested::decode_internal_request;
@@ -186,6 +188,9 @@ pub struct RaftNode<M: StateMachine, T: Transport> {
     peer_tx: mpsc::UnboundedSender<PeerInput>,
     peer_rx: mpsc::UnboundedReceiver<PeerInput>,
     leader_tx: watch::Sender<LeaderInfo>,
+    /// Whether this node is the sole voter's leader, ready for local linearizable reads;
+    /// written only here, at the end of each tick and poll ([`NodeHandle::is_sole_leader`]).
+    sole_leader: Arc<AtomicBool>,
     /// Where measurements go (metrics).
     observer: Observer,
     pending: Pending<M::Output>,
@@ -284,6 +289,7 @@ impl<M: StateMachine, T: Transport> RaftNode<M, T> {
             peer_tx,
             peer_rx,
             leader_tx,
+            sole_leader: Arc::new(AtomicBool::new(false)),
             observer,
             applied,
             compacted_at: applied,
@@ -297,7 +303,7 @@ impl<M: StateMachine, T: Transport> RaftNode<M, T> {
 
     /// A handle for requests.
     pub fn handle(&self) -> NodeHandle<M::Output> {
-        NodeHandle { tx: self.cmd_tx.clone(), leader: self.leader_tx.subscribe() }
+        NodeHandle { tx: self.cmd_tx.clone(), leader: self.leader_tx.subscribe(), sole_leader: self.sole_leader.clone() }
     }
 
     /// Where the transport delivers inbound traffic.
@@ -366,6 +372,21 @@ impl<M: StateMachine, T: Transport> RaftNode<M, T> {
         if self.pending.round_age(self.now).is_some_and(|age| age >= self.cfg.read_retry_ticks) {
             self.pending.retry_round();
         }
+        self.publish_sole_leader();
+    }
+
+    /// Updates the flag behind [`NodeHandle::is_sole_leader`]. Called after every step that
+    /// can change the role, the configuration or the log (each tick and each poll), so a
+    /// membership change appended here clears it before any later message is handled.
+    fn publish_sole_leader(&self) {
+        let raft = &self.raw.raft;
+        let sole = raft.state == raft::StateRole::Leader
+            && raft.prs().is_singleton()
+            && raft.promotable()
+            && raft.pending_conf_index <= self.applied
+            && raft.commit_to_current_term()
+            && self.applied >= raft.raft_log.committed;
+        self.sole_leader.store(sole, Ordering::Release);
     }
 
     /// Processes every queued input and the `Ready`s that follow. Returns whether anything
@@ -377,6 +398,9 @@ impl<M: StateMachine, T: Transport> RaftNode<M, T> {
         let r = self.poll_inner();
         if r.is_err() {
             self.failed = true;
+            self.sole_leader.store(false, Ordering::Release);
+        } else {
+            self.publish_sole_leader();
         }
         r
     }

@@ -1,7 +1,7 @@
 //! ReadIndex: batched, answered only once the apply caught up, refused without a quorum.
 
 use cairn_raft_node::raft::eraftpb::MessageType;
-use cairn_raft_node::RequestError;
+use cairn_raft_node::{ConfChangeRequest, RequestError};
 
 use crate::harness::Cluster;
 
@@ -62,4 +62,52 @@ fn read_index_fails_without_a_quorum() {
     let new = c.elect_among(&[other]);
     let mut ok = c.handle(new).read_index();
     assert!(c.wait(&mut ok, 50).unwrap().is_ok());
+}
+
+#[test]
+fn a_sole_voter_leader_reads_without_a_round_until_a_second_voter_joins() {
+    let mut c = Cluster::new(1, 22);
+    let h = c.handle(1);
+    assert!(!h.is_sole_leader(), "not before it is elected and has committed in its term");
+    let leader = c.elect();
+    c.put_ok(leader, "k", "v");
+    assert!(h.is_sole_leader());
+    // a learner does not vote: the leader is still the only voter once it is applied
+    c.start(2);
+    let mut rx = h.conf_change(ConfChangeRequest::AddLearner(2));
+    let cs = c.wait(&mut rx, 50).unwrap().unwrap();
+    assert_eq!((cs.voters.clone(), cs.learners.clone()), (vec![1], vec![2]));
+    assert!(h.is_sole_leader());
+    assert!(!c.handle(2).is_sole_leader(), "a learner never reads locally");
+    // a second voter: every read takes a ReadIndex round again
+    let mut rx = h.conf_change(ConfChangeRequest::Promote(2));
+    let cs = c.wait(&mut rx, 50).unwrap().unwrap();
+    assert_eq!(cs.voters, vec![1, 2]);
+    assert!(!h.is_sole_leader());
+    assert!(c.converge_on(leader));
+    assert!(!c.handle(2).is_sole_leader());
+    // back to one voter
+    let mut rx = h.conf_change(ConfChangeRequest::Remove(2));
+    let cs = c.wait(&mut rx, 50).unwrap().unwrap();
+    assert_eq!(cs.voters, vec![1]);
+    c.put_ok(leader, "k2", "v");
+    assert!(h.is_sole_leader());
+    // after a restart, only once the new term's entry is committed and applied
+    c.crash(1);
+    c.start(1);
+    let h = c.handle(1);
+    assert!(!h.is_sole_leader());
+    c.elect();
+    assert!(c.run_until(20, |c| c.handle(1).is_sole_leader()));
+    assert!(c.kv(1).data.contains_key(&b"k2"[..]));
+}
+
+#[test]
+fn leaders_of_larger_clusters_never_skip_the_round() {
+    let mut c = Cluster::new(3, 23);
+    let leader = c.elect();
+    c.put_ok(leader, "k", "v");
+    for id in 1..=3 {
+        assert!(!c.handle(id).is_sole_leader(), "member {id}");
+    }
 }
