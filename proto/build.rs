@@ -31,6 +31,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         // tonic-prost's codec, but Txn messages decoded without recursion (src/codec.rs)
         .codec_path("crate::codec::NestedCodec")
+        // keys and values shared with the buffer they were decoded from (no copy per field)
+        .bytes(".mvccpb.KeyValue")
         .compile_fds(fds)?;
     Ok(())
 }

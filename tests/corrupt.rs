@@ -63,7 +63,7 @@ fn rewrite_value(kind: Kind, dir: &Path, from: &[u8], to: &[u8]) -> usize {
                 .scan(Bucket::Key, &[], None, &mut |k, v| {
                     let mut kv = cairn_proto::mvccpb::KeyValue::decode(v).expect("a stored KeyValue");
                     if kv.value == from {
-                        kv.value = to.to_vec();
+                        kv.value = to.to_vec().into();
                         batch.put(Bucket::Key, k.to_vec(), kv.encode_to_vec());
                     }
                     Ok(true)

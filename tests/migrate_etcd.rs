@@ -329,7 +329,7 @@ async fn restore_and_compare(file: &Path, dir: &Path, want: &Observed) -> Server
     store.restore(imported.consistent_index, &imported.snapshot).expect("restore");
     let mut round_trip = observe_store(&store);
     let last = round_trip.ranges.remove(&(want.revision + 1)).expect("the write etcd added");
-    assert!(last.0.iter().any(|kv| kv.key == b"written by etcd" && kv.mod_revision == want.revision + 1));
+    assert!(last.0.iter().any(|kv| kv.key[..] == b"written by etcd"[..] && kv.mod_revision == want.revision + 1));
     round_trip.revision -= 1;
     assert_same(&round_trip, want);
     etcd
@@ -347,7 +347,7 @@ async fn large_export_passes_etcd_checks() {
     let mut w = SnapshotWriter::new(&mut stream).unwrap();
     for i in 0..N {
         let rev = i + 2;
-        let kv = KeyValue { key: key(i), create_revision: rev, mod_revision: rev, version: 1, value: vec![b'a' + (i % 26) as u8; 300], lease: 0 };
+        let kv = KeyValue { key: key(i).into(), create_revision: rev, mod_revision: rev, version: 1, value: vec![b'a' + (i % 26) as u8; 300].into(), lease: 0 };
         w.entry(cairn_storage::backend::Bucket::Key, &Revision::new(rev, 0).to_bytes(false), &kv.encode_to_vec()).unwrap();
     }
     w.finish().unwrap();

@@ -53,7 +53,8 @@ impl ReadCtx<'_> {
             return Ok(kv.clone());
         }
         match self.backend.get(Bucket::Key, &rev.to_bytes(false))? {
-            Some(v) => KeyValue::decode(v.as_slice()).map_err(|e| Error::corrupt("key bucket value", e)),
+            // the key and value share the read buffer: no copy per field
+            Some(v) => KeyValue::decode(bytes::Bytes::from(v)).map_err(|e| Error::corrupt("key bucket value", e)),
             None if rev.main <= self.live_compact_rev.load(AtomicOrdering::Acquire) => Err(Error::Compacted),
             None => Err(Error::corrupt("key bucket", format!("revision {rev} named by the index is missing"))),
         }
@@ -63,17 +64,17 @@ impl ReadCtx<'_> {
     /// decoding, never copied.
     fn fetch_head(&self, rev: Revision) -> Result<KeyValue> {
         if let Some(kv) = self.pending.and_then(|p| p.get(&rev)) {
-            return Ok(KeyValue { value: Vec::new(), ..kv.clone() });
+            return Ok(KeyValue { value: bytes::Bytes::new(), ..kv.clone() });
         }
         match self.backend.get(Bucket::Key, &rev.to_bytes(false))? {
             Some(v) => {
                 let h = KeyValueHead::decode(v.as_slice()).map_err(|e| Error::corrupt("key bucket value", e))?;
                 Ok(KeyValue {
-                    key: h.key,
+                    key: h.key.into(),
                     create_revision: h.create_revision,
                     mod_revision: h.mod_revision,
                     version: h.version,
-                    value: Vec::new(),
+                    value: bytes::Bytes::new(),
                     lease: h.lease,
                 })
             }

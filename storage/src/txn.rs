@@ -154,11 +154,11 @@ fn put_unchecked(tx: &mut WriteTxn<'_>, p: &PutRequest) -> Result<PutResponse> {
     };
     let (value, lease) = match &prev {
         Some(kv) => (
-            if p.ignore_value { kv.value.clone() } else { p.value.clone() },
+            if p.ignore_value { kv.value.clone() } else { p.value.clone().into() },
             if p.ignore_lease { kv.lease } else { p.lease },
         ),
         None if p.ignore_value || p.ignore_lease => return Err(Error::KeyNotFound),
-        None => (p.value.clone(), p.lease),
+        None => (p.value.clone().into(), p.lease),
     };
     let rev = tx.put(&p.key, value, lease)?;
     Ok(PutResponse { header: header(rev), prev_kv: if p.prev_kv { prev } else { None } })
@@ -281,7 +281,7 @@ fn compare_kv(c: &Compare, kv: &KeyValue) -> bool {
                 Some(TargetUnion::Value(v)) => v,
                 _ => &[],
             };
-            kv.value.as_slice().cmp(want)
+            kv.value[..].cmp(want)
         }
         Ok(CompareTarget::Create) => kv.create_revision.cmp(&int(match c.target_union {
             Some(TargetUnion::CreateRevision(x)) => Some(x),

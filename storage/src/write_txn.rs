@@ -83,15 +83,16 @@ impl<'s> WriteTxn<'s> {
     }
 
     /// Writes `key`; returns the transaction's revision.
-    pub(crate) fn put(&mut self, key: &[u8], value: Vec<u8>, lease: i64) -> Result<i64> {
+    pub(crate) fn put(&mut self, key: &[u8], value: bytes::Bytes, lease: i64) -> Result<i64> {
         let rev = self.begin_rev + 1;
         let (created, ver) = match self.store.index.get_latest(key, rev) {
             Some(at) => (at.created.main, at.version),
             None => (rev, 0),
         };
         let idx_rev = Revision::new(rev, self.changes.len() as i64);
+        // the key and value are shared, not copied, by the pending map and the change list
         let kv = KeyValue {
-            key: key.to_vec(),
+            key: bytes::Bytes::copy_from_slice(key),
             create_revision: created,
             mod_revision: rev,
             version: ver + 1,
@@ -119,9 +120,9 @@ impl<'s> WriteTxn<'s> {
     /// Deletes one live key.
     pub(crate) fn delete(&mut self, key: &[u8]) -> Result<()> {
         let idx_rev = Revision::new(self.begin_rev + 1, self.changes.len() as i64);
-        let kv = KeyValue { key: key.to_vec(), mod_revision: idx_rev.main, ..Default::default() };
+        let kv = KeyValue { key: bytes::Bytes::copy_from_slice(key), mod_revision: idx_rev.main, ..Default::default() };
         // etcd stores a tombstone's value as just the key
-        let stored = KeyValue { key: key.to_vec(), ..Default::default() };
+        let stored = KeyValue { key: kv.key.clone(), ..Default::default() };
         self.batch.put(Bucket::Key, idx_rev.to_bytes(true), stored.encode_to_vec());
         self.store.index.tombstone(key, idx_rev)?;
         self.lessor.set_key_lease(key, 0);

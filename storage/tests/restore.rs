@@ -92,7 +92,7 @@ impl Member {
         })?;
         Ok(r.kvs
             .into_iter()
-            .map(|kv| (kv.key, kv.value, kv.create_revision, kv.mod_revision, kv.version, kv.lease))
+            .map(|kv| (kv.key.to_vec(), kv.value.to_vec(), kv.create_revision, kv.mod_revision, kv.version, kv.lease))
             .collect())
     }
 }

@@ -91,7 +91,7 @@ fn versions_and_revisions_follow_etcd() {
     // a delete bumps the revision; recreating starts a new generation at version 1
     let r = h.apply(Request::DeleteRange(DeleteRangeRequest { key: "a".into(), prev_kv: true, ..Default::default() }));
     let ApplyResponse::DeleteRange(d) = r.unwrap() else { panic!() };
-    assert_eq!((d.deleted, d.header.unwrap().revision, d.prev_kvs[0].value.clone()), (1, 5, b"2".to_vec()));
+    assert_eq!((d.deleted, d.header.unwrap().revision, d.prev_kvs[0].value.to_vec()), (1, 5, b"2".to_vec()));
     // deleting nothing does not bump the revision
     let ApplyResponse::DeleteRange(d) =
         h.apply(Request::DeleteRange(DeleteRangeRequest { key: "zz".into(), ..Default::default() })).unwrap()
@@ -102,7 +102,7 @@ fn versions_and_revisions_follow_etcd() {
     assert_eq!(h.put("a", "3"), 6);
     let a = &h.get("a", 0).unwrap()[0];
     assert_eq!((a.create_revision, a.mod_revision, a.version), (6, 6, 1));
-    assert_eq!(h.get("a", 4).unwrap()[0].value, b"2");
+    assert_eq!(h.get("a", 4).unwrap()[0].value, &b"2"[..]);
     assert!(h.get("a", 5).unwrap().is_empty());
     assert!(matches!(h.get("a", 7), Err(Error::FutureRev)));
 }
@@ -119,7 +119,7 @@ fn range_options_count_and_more() {
     // sort by value ascending, limited: sorting happens before truncation
     let req = RangeRequest { key: "a".into(), range_end: "\0".into(), limit: 1, sort_target: 4, sort_order: 1, ..Default::default() };
     let r = h.store.range(&req).unwrap();
-    assert_eq!((r.kvs[0].key.clone(), r.more, r.count), (b"d".to_vec(), true, 4));
+    assert_eq!((r.kvs[0].key.to_vec(), r.more, r.count), (b"d".to_vec(), true, 4));
     let req = RangeRequest { key: "a".into(), range_end: "\0".into(), count_only: true, ..Default::default() };
     let r = h.store.range(&req).unwrap();
     assert_eq!((r.kvs.len(), r.count), (0, 4));
@@ -148,7 +148,7 @@ fn limits_pushed_down_keep_etcd_answers() {
     let page = |limit: i64, sort_order: i32, sort_target: i32, keys_only: bool| {
         let req = RangeRequest { key: "a".into(), range_end: "\0".into(), limit, sort_order, sort_target, keys_only, ..Default::default() };
         let r = h.store.range(&req).unwrap();
-        let keys: Vec<String> = r.kvs.iter().map(|k| String::from_utf8(k.key.clone()).unwrap()).collect();
+        let keys: Vec<String> = r.kvs.iter().map(|k| String::from_utf8(k.key.to_vec()).unwrap()).collect();
         (keys, r.more, r.count)
     };
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
@@ -170,11 +170,11 @@ fn limits_pushed_down_keep_etcd_answers() {
     }
     let req = RangeRequest { key: "a".into(), range_end: "\0".into(), limit: 2, sort_target: 3, ..Default::default() };
     let r = q.store.range(&req).unwrap();
-    let keys: Vec<&[u8]> = r.kvs.iter().map(|k| k.key.as_slice()).collect();
+    let keys: Vec<&[u8]> = r.kvs.iter().map(|k| k.key.as_ref()).collect();
     assert_eq!((keys, r.more, r.count), (vec![b"a".as_slice(), b"b"], true, 4));
     // with an order, every key is sorted before the cut
     let r = q.store.range(&RangeRequest { sort_order: 1, ..req }).unwrap();
-    let keys: Vec<&[u8]> = r.kvs.iter().map(|k| k.key.as_slice()).collect();
+    let keys: Vec<&[u8]> = r.kvs.iter().map(|k| k.key.as_ref()).collect();
     assert_eq!((keys, r.more, r.count), (vec![b"e".as_slice(), b"a"], true, 4));
     // a lease grant makes no revision: "a" was written at 2
     assert_eq!((first.value.len(), first.lease, first.version, first.create_revision), (0, lease, 1, 2));
@@ -215,12 +215,12 @@ fn reads_during_compaction_are_whole_or_refused() {
                     let cur = store.range(&RangeRequest { count_only: true, ..span.clone() }).unwrap();
                     assert_eq!(cur.count, N as i64);
                     let page = store.range(&RangeRequest { limit: 50, ..span.clone() }).unwrap();
-                    assert!(page.kvs.iter().all(|kv| kv.value == [1u8; 8] && kv.version == 2));
+                    assert!(page.kvs.iter().all(|kv| kv.value[..] == [1u8; 8] && kv.version == 2));
                     let at_old = if t == 0 { RangeRequest { count_only: true, revision: old, ..span } } else { RangeRequest { limit: 50, revision: old, ..span } };
                     match store.range(&at_old) {
                         Ok(r) => {
                             assert_eq!(r.count, N as i64, "a read at the old revision is whole");
-                            assert!(r.kvs.iter().all(|kv| kv.value == [0u8; 8] && kv.version == 1));
+                            assert!(r.kvs.iter().all(|kv| kv.value[..] == [0u8; 8] && kv.version == 1));
                             whole += 1;
                         }
                         Err(Error::Compacted) => refused += 1,
@@ -272,9 +272,9 @@ fn txn_compares_nesting_and_reads_own_writes() {
     assert!(r.succeeded);
     assert_eq!(r.header.unwrap().revision, 3);
     let Some(response_op::Response::ResponseRange(rr)) = &r.responses[1].response else { panic!() };
-    assert_eq!(rr.kvs[0].value, b"v2", "a range after a put in one txn sees the put");
+    assert_eq!(rr.kvs[0].value, &b"v2"[..], "a range after a put in one txn sees the put");
     // nested compares see the state before the txn: v1, so the else branch ran
-    assert_eq!(h.get("x", 0).unwrap()[0].value, b"else");
+    assert_eq!(h.get("x", 0).unwrap()[0].value, &b"else"[..]);
     assert_eq!(h.get("x", 0).unwrap()[0].mod_revision, 3, "all writes of a txn share one revision");
     // a failing value compare on a missing key, and a lease compare against 0
     let t = TxnRequest {
@@ -318,8 +318,8 @@ fn txn_request_errors_change_nothing() {
     assert!(matches!(h.apply(Request::Put(p)), Err(Error::KeyNotFound)));
     let p = PutRequest { key: "k".into(), ignore_value: true, prev_kv: true, ..Default::default() };
     let ApplyResponse::Put(r) = h.apply(Request::Put(p)).unwrap() else { panic!() };
-    assert_eq!(r.prev_kv.unwrap().value, b"v");
-    assert_eq!(h.get("k", 0).unwrap()[0].value, b"v", "ignore_value keeps the value");
+    assert_eq!(r.prev_kv.unwrap().value, &b"v"[..]);
+    assert_eq!(h.get("k", 0).unwrap()[0].value, &b"v"[..], "ignore_value keeps the value");
 }
 
 #[test]
@@ -338,7 +338,7 @@ fn compaction_and_restart() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(h.store.wait_compacted(10)).unwrap();
     assert!(matches!(h.get("k", 9), Err(Error::Compacted)));
-    assert_eq!(h.get("k", 10).unwrap()[0].value, b"v4", "the newest value at the floor stays readable");
+    assert_eq!(h.get("k", 10).unwrap()[0].value, &b"v4"[..], "the newest value at the floor stays readable");
     assert!(matches!(h.apply(Request::Compaction(CompactionRequest { revision: 10, physical: false })), Err(Error::Compacted)));
     assert!(matches!(h.apply(Request::Compaction(CompactionRequest { revision: rev + 1, physical: false })), Err(Error::FutureRev)));
     h.put("k", "after");
@@ -375,7 +375,7 @@ fn leases_attach_and_revoke_in_one_revision() {
     let ApplyResponse::LeaseRevoke(r) = h.apply(Request::LeaseRevoke(LeaseRevokeRequest { id: 7 })).unwrap() else { panic!() };
     assert_eq!(r.header.unwrap().revision, 6);
     assert!(h.get("a", 0).unwrap().is_empty() && h.get("b", 0).unwrap().is_empty());
-    assert_eq!(h.get("c", 0).unwrap()[0].value, b"detached");
+    assert_eq!(h.get("c", 0).unwrap()[0].value, &b"detached"[..]);
     assert!(matches!(h.apply(Request::LeaseRevoke(LeaseRevokeRequest { id: 7 })), Err(Error::LeaseNotFound)));
     h.reopen();
     assert!(h.store.lease(7).is_none());
@@ -454,7 +454,7 @@ proptest! {
             prop_assert_eq!(h.store.revision(), cur);
             for rev in compacted.max(1)..=cur {
                 let got = h.store.range(&RangeRequest { key: "k".into(), range_end: "l".into(), revision: rev, ..Default::default() }).unwrap();
-                let got: BTreeMap<String, (String, i64, i64, i64)> = got.kvs.into_iter().map(|kv| (String::from_utf8(kv.key).unwrap(), (String::from_utf8(kv.value).unwrap(), kv.create_revision, kv.mod_revision, kv.version))).collect();
+                let got: BTreeMap<String, (String, i64, i64, i64)> = got.kvs.into_iter().map(|kv| (String::from_utf8(kv.key.to_vec()).unwrap(), (String::from_utf8(kv.value.to_vec()).unwrap(), kv.create_revision, kv.mod_revision, kv.version))).collect();
                 prop_assert_eq!(&got, &m.states[rev as usize], "revision {}", rev);
             }
         }
@@ -495,7 +495,7 @@ fn defragment_after_delete_and_compaction_shrinks_the_file() {
     h.put("/after", "defrag");
     h.reopen();
     assert_eq!(h.store.range(&all).unwrap().kvs, want);
-    assert_eq!(h.get("/after", 0).unwrap()[0].value, b"defrag");
+    assert_eq!(h.get("/after", 0).unwrap()[0].value, &b"defrag"[..]);
 }
 
 /// A read-only Txn of random compares (every target and result) and ranges (at random

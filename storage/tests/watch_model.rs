@@ -206,7 +206,7 @@ fn check(c: &Client, log: &BTreeMap<i64, Vec<Change>>, compacted_at: &BTreeSet<i
             return vec![];
         }
         log.range(w.from..=upto)
-            .flat_map(|(rev, cs)| cs.iter().filter(|c| w.spec.wants(c)).map(move |c| (*rev, c.kv.key.clone(), c.tombstone, c.kv.value.clone())))
+            .flat_map(|(rev, cs)| cs.iter().filter(|c| w.spec.wants(c)).map(move |c| (*rev, c.kv.key.to_vec(), c.tombstone, c.kv.value.to_vec())))
             .collect()
     };
     for r in &c.got {
@@ -250,7 +250,7 @@ fn check(c: &Client, log: &BTreeMap<i64, Vec<Change>>, compacted_at: &BTreeSet<i
         assert!(w.got.last().is_none_or(|l| l.0 < first), "revision {first} split or repeated for watch {}", r.watch_id);
         for e in &r.events {
             let kv = e.kv.as_ref().expect("kv");
-            w.got.push((kv.mod_revision, kv.key.clone(), e.r#type == 1, kv.value.clone()));
+            w.got.push((kv.mod_revision, kv.key.to_vec(), e.r#type == 1, kv.value.to_vec()));
         }
     }
     for w in live.values() {

@@ -154,7 +154,7 @@ fn clients_dribbling_byte_by_byte_are_answered_and_hold_no_one_up() {
                     .await
                     .expect("dribbled range");
                 assert_eq!(got.kvs.len(), 1);
-                assert_eq!(got.kvs[0].value, b"slow");
+                assert_eq!(got.kvs[0].value, &b"slow"[..]);
             });
         }
         while let Some(done) = dribblers.join_next().await {

@@ -67,7 +67,7 @@ fn innermost(resp: &TxnResponse) -> (usize, Option<&ResponseOp>) {
 fn innermost_value(resp: &TxnResponse) -> (usize, Option<Vec<u8>>) {
     let (depth, op) = innermost(resp);
     let value = match op {
-        Some(ResponseOp { response: Some(response_op::Response::ResponseRange(r)) }) => r.kvs.first().map(|kv| kv.value.clone()),
+        Some(ResponseOp { response: Some(response_op::Response::ResponseRange(r)) }) => r.kvs.first().map(|kv| kv.value.to_vec()),
         other => panic!("innermost answer {other:?}"),
     };
     (depth, value)
@@ -175,7 +175,7 @@ fn the_deepest_txn_goes_through_raft_apply_watch_and_wal_replay() {
         assert!(matches!(innermost(&resp), (d, Some(ResponseOp { response: Some(response_op::Response::ResponsePut(_)) })) if d == MAX_TXN_DEPTH));
         let event = tokio::time::timeout(Duration::from_secs(10), events.message()).await.expect("the watch event in 10 s");
         let event = event.expect("watch").expect("watch");
-        assert_eq!(event.events.first().and_then(|e| e.kv.as_ref()).map(|kv| kv.value.as_slice()), Some(&b"deepest"[..]));
+        assert_eq!(event.events.first().and_then(|e| e.kv.as_ref()).map(|kv| kv.value.as_ref()), Some(&b"deepest"[..]));
 
         let over = kv.txn(chain(MAX_TXN_DEPTH + 1, vec![put_op("/deep/over", "x")])).await;
         match kind {

@@ -85,7 +85,7 @@ fn ranges_over_a_200k_key_store_with_and_without_limit() {
         let conn = Conn::connect(addr).await;
         let some: RangeResponse = conn.unary("/etcdserverpb.KV/Range", &limited).await.expect("range with a limit");
         assert_eq!((some.count, some.kvs.len(), some.more), (n as i64, 1000, true));
-        assert_eq!(some.kvs[999].key, b"/scale/0000999");
+        assert_eq!(some.kvs[999].key, &b"/scale/0000999"[..]);
         let report = control.finish(1).await;
         eprintln!(
             "{:?}: control during the ranges {report:?}; RSS {} MiB before, {} MiB at most after a range",

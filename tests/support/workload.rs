@@ -339,7 +339,7 @@ fn to_kv(kvs: &[mvccpb::KeyValue]) -> Result<Option<Kv>, String> {
     match kvs {
         [] => Ok(None),
         [kv] => Ok(Some(Kv {
-            value: String::from_utf8(kv.value.clone())
+            value: String::from_utf8(kv.value.to_vec())
                 .map_err(|e| format!("value is not UTF-8: {e}"))?,
             mod_revision: kv.mod_revision,
         })),
@@ -652,10 +652,10 @@ fn tokio_stream_from(
 
 fn convert(e: &mvccpb::Event) -> Result<Event, String> {
     let kv = e.kv.as_ref().ok_or("event without kv")?;
-    let key = String::from_utf8(kv.key.clone()).map_err(|_| "key is not UTF-8")?;
+    let key = String::from_utf8(kv.key.to_vec()).map_err(|_| "key is not UTF-8")?;
     match mvccpb::event::EventType::try_from(e.r#type) {
         Ok(mvccpb::event::EventType::Put) => {
-            let value = String::from_utf8(kv.value.clone()).map_err(|_| "value is not UTF-8")?;
+            let value = String::from_utf8(kv.value.to_vec()).map_err(|_| "value is not UTF-8")?;
             Ok(Event::put(&key, &value, kv.mod_revision))
         }
         Ok(mvccpb::event::EventType::Delete) => Ok(Event::delete(&key, kv.mod_revision)),

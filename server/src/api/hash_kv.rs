@@ -59,7 +59,7 @@ fn hash_kept(store: &Store, compact: i64, crc: &mut Crc32) -> Result<(), Storage
         }
         match resp.kvs.last() {
             Some(last) if resp.more => {
-                key = last.key.clone();
+                key = last.key.to_vec();
                 key.push(0);
             }
             _ => return Ok(()),

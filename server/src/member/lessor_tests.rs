@@ -78,7 +78,7 @@ impl Fixture {
     fn keys(&self, prefix: &str, revision: i64) -> Vec<String> {
         let req = RangeRequest { key: prefix.into(), range_end: prefix_end(prefix), revision, ..Default::default() };
         let resp = self.store.range(&req).expect("range");
-        resp.kvs.iter().map(|kv| String::from_utf8(kv.key.clone()).unwrap()).collect()
+        resp.kvs.iter().map(|kv| String::from_utf8(kv.key.to_vec()).unwrap()).collect()
     }
 
     /// How many keys are under `prefix` at `revision` (a count-only range).

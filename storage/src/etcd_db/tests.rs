@@ -16,7 +16,7 @@ use crate::snapshot::{read_snapshot, SnapshotWriter};
 use crate::store::{META_APPLIED_INDEX, META_COMPACT_FINISHED, META_COMPACT_SCHEDULED};
 
 fn kv(key: &str, create: i64, rev: i64, version: i64, value: &str, lease: i64) -> Vec<u8> {
-    KeyValue { key: key.into(), create_revision: create, mod_revision: rev, version, value: value.into(), lease }.encode_to_vec()
+    KeyValue { key: key.to_owned().into(), create_revision: create, mod_revision: rev, version, value: value.to_owned().into(), lease }.encode_to_vec()
 }
 
 /// A cairn stream: a (3 puts, 1 delete) history with a lease, compacted at 2.
@@ -73,7 +73,7 @@ fn imported_stream_restores_a_store_with_the_history() {
         store.range(&req)
     };
     let b = range("b", 0).unwrap();
-    assert_eq!((b.kvs[0].value.as_slice(), b.kvs[0].lease, b.header.unwrap().revision), (&b"x"[..], 7, 5));
+    assert_eq!((b.kvs[0].value.as_ref(), b.kvs[0].lease, b.header.unwrap().revision), (&b"x"[..], 7, 5));
     assert_eq!(range("a", 4).unwrap().kvs[0].version, 2);
     assert!(range("a", 5).unwrap().kvs.is_empty());
     assert!(matches!(range("a", 1), Err(crate::Error::Compacted)));

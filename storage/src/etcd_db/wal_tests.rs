@@ -168,7 +168,7 @@ fn replay_applies_the_tail_as_etcd_would() {
     assert_eq!((done.applied, done.failed, done.no_op), (4, 1, 1));
     assert_eq!(store.revision(), 3);
     let got = store.range(&RangeRequest { key: b"a".to_vec(), ..Default::default() }).unwrap();
-    assert_eq!(got.kvs[0].value, b"2");
+    assert_eq!(got.kvs[0].value, &b"2"[..]);
     assert_eq!(got.kvs[0].version, 2);
     assert!(store.lease(5).is_some());
 }

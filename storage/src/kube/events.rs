@@ -11,7 +11,7 @@ use super::error::StorageError;
 use super::types::{Object, WatchEvent, WatchSender};
 
 fn object(kv: KeyValue) -> Object {
-    Object { key: kv.key, value: kv.value, resource_version: kv.mod_revision }
+    Object { key: kv.key.into(), value: kv.value.into(), resource_version: kv.mod_revision }
 }
 
 /// Converts one etcd event.
@@ -22,7 +22,7 @@ pub(crate) fn convert(ev: Event) -> Result<WatchEvent, StorageError> {
         Ok(EventType::Put) => Ok(WatchEvent::Modified(object(kv))),
         Ok(EventType::Delete) => {
             let value = ev.prev_kv.map(|p| p.value).unwrap_or_default();
-            Ok(WatchEvent::Deleted(Object { key: kv.key, value, resource_version: kv.mod_revision }))
+            Ok(WatchEvent::Deleted(Object { key: kv.key.into(), value: value.into(), resource_version: kv.mod_revision }))
         }
         Err(_) => Err(StorageError::Protocol("watch event of an unknown type")),
     }

@@ -92,8 +92,8 @@ fn header(revision: i64) -> Option<ResponseHeader> {
 
 fn put(id: i64, key: &str, rev: i64) -> WatchResponse {
     let kv = KeyValue {
-        key: key.into(),
-        value: b"v".to_vec(),
+        key: key.to_owned().into(),
+        value: b"v".to_vec().into(),
         create_revision: rev,
         mod_revision: rev,
         ..Default::default()

@@ -80,7 +80,7 @@ impl State {
 }
 
 fn object(kv: KeyValue) -> Object {
-    Object { key: kv.key, value: kv.value, resource_version: kv.mod_revision }
+    Object { key: kv.key.into(), value: kv.value.into(), resource_version: kv.mod_revision }
 }
 
 fn header_revision(header: Option<&cairn_proto::etcdserverpb::ResponseHeader>) -> Result<i64> {
@@ -307,7 +307,7 @@ impl<B: RawKv> KubeStorage for KubeStore<B> {
                 continue;
             }
             let rv = header_revision(resp.header.as_ref())?;
-            return Ok(Object { key: key.to_vec(), value, resource_version: rv });
+            return Ok(Object { key: key.to_vec(), value: value.into(), resource_version: rv });
         }
     }
 
@@ -338,7 +338,7 @@ impl<B: RawKv> KubeStorage for KubeStore<B> {
                 _ => return Err(StorageError::Protocol("delete txn without its DeleteRange response")),
             };
             let value = prev.map(|kv| kv.value).ok_or(StorageError::Protocol("delete without the previous key"))?;
-            return Ok(Object { key: key.to_vec(), value, resource_version: rv });
+            return Ok(Object { key: key.to_vec(), value: value.into(), resource_version: rv });
         }
     }
 

@@ -153,7 +153,7 @@ fn match_claims(claims: Vec<Claim>, revs: &[Arc<RevChanges>], compact: i64) -> V
     let mut by_key: BTreeMap<&[u8], Vec<(u32, u32)>> = BTreeMap::new();
     for (ri, rc) in revs.iter().enumerate() {
         for (ci, c) in rc.changes.iter().enumerate() {
-            by_key.entry(c.kv.key.as_slice()).or_default().push((ri as u32, ci as u32));
+            by_key.entry(&c.kv.key[..]).or_default().push((ri as u32, ci as u32));
         }
     }
     let mut out = Vec::with_capacity(claims.len());

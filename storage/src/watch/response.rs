@@ -133,7 +133,7 @@ fn prev_kv(store: &Store, ev: &Event) -> Option<cairn_proto::mvccpb::KeyValue> {
     if is_create || rev <= 0 {
         return None;
     }
-    match store.range(&RangeRequest { key: kv.key.clone(), revision: rev, ..Default::default() }) {
+    match store.range(&RangeRequest { key: kv.key.to_vec(), revision: rev, ..Default::default() }) {
         Ok(r) => r.kvs.into_iter().next(),
         Err(e) => {
             tracing::debug!(error = %e, revision = rev, "prev_kv not available");
@@ -176,7 +176,7 @@ mod tests {
     use cairn_proto::mvccpb::KeyValue;
 
     fn ev(n: usize) -> Event {
-        Event { r#type: 0, kv: Some(KeyValue { key: vec![b'k'; 10], value: vec![0; n], ..Default::default() }), prev_kv: None }
+        Event { r#type: 0, kv: Some(KeyValue { key: vec![b'k'; 10].into(), value: vec![0; n].into(), ..Default::default() }), prev_kv: None }
     }
 
     #[test]

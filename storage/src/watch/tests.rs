@@ -168,7 +168,7 @@ fn filters_and_prev_kv() {
     let nod: Vec<_> = got.iter().filter(|x| x.watch_id == 1).flat_map(|x| x.events.clone()).collect();
     assert_eq!(nod.len(), 2);
     assert_eq!(nod[0].prev_kv, None, "a creation has no previous value");
-    assert_eq!(nod[1].prev_kv.as_ref().map(|kv| kv.value.clone()), Some(b"v1".to_vec()));
+    assert_eq!(nod[1].prev_kv.as_ref().map(|kv| kv.value.clone()), Some(b"v1".to_vec().into()));
 }
 
 #[tokio::test]
