@@ -173,15 +173,6 @@ impl FrameScanner {
     pub(crate) fn at_boundary(&self) -> bool {
         self.have == 0 && self.remaining == 0
     }
-
-    /// How many more bytes end the current header or payload (0 at a boundary).
-    pub(crate) fn to_next_boundary(&self) -> usize {
-        if self.have > 0 {
-            FRAME_HEADER_LEN - self.have
-        } else {
-            self.remaining
-        }
-    }
 }
 
 /// What one connection's frames mean for the policy: both directions' boundaries, the
