@@ -3,15 +3,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::*;
-
-fn frame(kind: u8, flags: u8, stream_id: u32, payload: &[u8]) -> Vec<u8> {
-    let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
-    f.push(kind);
-    f.push(flags);
-    f.extend_from_slice(&stream_id.to_be_bytes());
-    f.extend_from_slice(payload);
-    f
-}
+use crate::net::ping_policy::tests::frame;
 
 fn policy() -> Option<PingPolicy> {
     Some(PingPolicy::new(Duration::from_secs(3600)))

@@ -254,4 +254,4 @@ impl ConnPings {
 
 #[cfg(test)]
 #[path = "ping_policy_tests.rs"]
-mod tests;
+pub(crate) mod tests;

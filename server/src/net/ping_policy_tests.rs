@@ -1,7 +1,8 @@
 use super::*;
 use proptest::prelude::*;
 
-fn frame(kind: u8, flags: u8, stream_id: u32, payload: &[u8]) -> Vec<u8> {
+/// One HTTP/2 frame (also used by `ping_guard`'s tests).
+pub(crate) fn frame(kind: u8, flags: u8, stream_id: u32, payload: &[u8]) -> Vec<u8> {
     let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
     f.push(kind);
     f.push(flags);
