@@ -111,7 +111,9 @@ pub(crate) struct Services<P> {
 /// client pings at most every 5 s while a stream is open).
 ///
 /// The min-time is enforced under hyper by `net::ping_guard`, on the client listeners only:
-/// etcd's peer listener has no such flag, and cairn's members ping each other freely.
+/// etcd's peer listener has no such flag, and cairn's members ping each other freely. On
+/// https client URLs too, where etcd differs: it serves gRPC there through Go's net/http
+/// (`grpcServer.ServeHTTP`), which runs no keepalive policy (`tests/abuse/pings.rs`).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Http2Settings {
     pub(crate) max_concurrent_streams: u32,
