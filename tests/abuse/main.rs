@@ -12,6 +12,8 @@
 //!   deepest cairn takes through Raft, apply, a watch and WAL replay on three members;
 //! * `scale`: a Range over a 200,000-key store with and without a limit, and a watch on the
 //!   whole keyspace while writes stream in (one reader that keeps up, one that never reads);
+//! * `pings`: a client pinging faster than `--grpc-keepalive-min-time` (GOAWAY
+//!   too_many_pings, as etcd) and one pinging a little slower (never disconnected);
 //! * `malformed`: a proptest sending arbitrary bytes and mutated valid encodings as the
 //!   request of every gRPC method.
 //!
@@ -27,6 +29,7 @@ mod connections;
 mod limits;
 mod malformed;
 mod nesting;
+mod pings;
 mod scale;
 mod support;
 

@@ -21,6 +21,8 @@ pub struct Conn {
     send: SendRequest<Bytes>,
     /// `None` while the connection is up, then why it ended ("" for a clean end).
     pub ended: watch::Receiver<Option<String>>,
+    /// The client's own PINGs ([`Conn::ping`]).
+    pings: h2::PingPong,
 }
 
 impl Conn {
@@ -42,7 +44,7 @@ impl Conn {
     where
         T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let (send, connection) = h2::client::Builder::new()
+        let (send, mut connection) = h2::client::Builder::new()
             .initial_window_size(stream_window)
             .initial_connection_window_size(connection_window)
             // etcd answers in one DATA frame per message too; a client that does not read
@@ -51,6 +53,7 @@ impl Conn {
             .handshake::<_, Bytes>(io)
             .await
             .expect("h2 handshake");
+        let pings = connection.ping_pong().expect("the connection's PingPong, taken once");
         let (ended_tx, ended) = watch::channel(None);
         tokio::spawn(async move {
             let why = match connection.await {
@@ -59,7 +62,18 @@ impl Conn {
             };
             ended_tx.send_replace(Some(why));
         });
-        Conn { send, ended }
+        Conn { send, ended, pings }
+    }
+
+    /// Sends a PING and waits for its ACK (an error if the connection ends first).
+    pub async fn ping(&mut self) -> Result<(), String> {
+        self.pings.ping(h2::Ping::opaque()).await.map(|_| ()).map_err(|e| format!("{e:?}"))
+    }
+
+    /// Waits until the connection ended, for at most `deadline`; why it ended.
+    pub async fn wait_ended(&mut self, deadline: Duration) -> Option<String> {
+        let ended = tokio::time::timeout(deadline, self.ended.wait_for(|e| e.is_some())).await;
+        ended.ok().and_then(|e| e.ok()).and_then(|e| e.clone())
     }
 
     /// Why the connection ended, if it did.

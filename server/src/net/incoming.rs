@@ -1,5 +1,5 @@
-//! Accepted client connections, as the streams tonic serves: plain TCP or TLS, each wrapped
-//! in [`AuthorityFix`].
+//! Accepted connections, as the streams tonic serves: plain TCP or TLS, each wrapped in
+//! [`PingGuard`] (client listeners: `--grpc-keepalive-min-time`) and [`AuthorityFix`].
 
 use std::io;
 use std::time::Duration;
@@ -14,6 +14,8 @@ use tonic::transport::server::TcpIncoming;
 use tracing::{debug, warn};
 
 use crate::net::authority::AuthorityFix;
+use crate::net::ping_guard::PingGuard;
+use crate::net::ping_policy::PingPolicy;
 use crate::net::tls_reload::ServerTls;
 
 /// A client's TLS handshake must finish within this.
@@ -23,22 +25,32 @@ const HANDSHAKEN_QUEUE: usize = 128;
 /// Pause after an accept error (e.g. out of file descriptors) instead of spinning.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
-/// Plain-TCP connections from `listener`.
-pub(crate) fn plain(
-    listener: TcpListener,
-) -> impl Stream<Item = io::Result<AuthorityFix<TcpStream>>> {
-    TcpIncoming::from(listener)
-        .with_nodelay(Some(true))
-        .map(|accepted| accepted.map(AuthorityFix::new))
+/// A connection as hyper sees it.
+pub(crate) type Conn<IO> = AuthorityFix<PingGuard<IO>>;
+
+fn wrap<IO>(io: IO, pings: Option<PingPolicy>) -> Conn<IO> {
+    AuthorityFix::new(PingGuard::new(io, pings))
 }
 
-/// TLS connections from `listener`. Handshakes run concurrently, each in its own task, so a
+/// Plain-TCP connections from `listener`; `pings`: the policy their clients' PINGs are
+/// held to (`None`: any number).
+pub(crate) fn plain(
+    listener: TcpListener,
+    pings: Option<PingPolicy>,
+) -> impl Stream<Item = io::Result<Conn<TcpStream>>> {
+    TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .map(move |accepted| accepted.map(|io| wrap(io, pings)))
+}
+
+/// TLS connections from `listener` (`pings` as for [`plain`]). Handshakes run concurrently, each in its own task, so a
 /// slow or silent client delays nobody else. The listening socket closes when the returned
 /// stream is dropped (tonic drops it at shutdown).
 pub(crate) fn tls(
     listener: TcpListener,
     tls: ServerTls,
-) -> impl Stream<Item = io::Result<AuthorityFix<TlsStream<TcpStream>>>> {
+    pings: Option<PingPolicy>,
+) -> impl Stream<Item = io::Result<Conn<TlsStream<TcpStream>>>> {
     let (tx, rx) = mpsc::channel(HANDSHAKEN_QUEUE);
     tokio::spawn(async move {
         loop {
@@ -62,7 +74,7 @@ pub(crate) fn tls(
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                     Ok(Ok(tls)) => {
-                        if tx.send(Ok(AuthorityFix::new(tls))).await.is_err() {
+                        if tx.send(Ok(wrap(tls, pings))).await.is_err() {
                             debug!(%peer, "server stopped during the TLS handshake");
                         }
                     }

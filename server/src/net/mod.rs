@@ -2,7 +2,8 @@
 //! `peer_tls`, `tls_policy`, certificate reload in `tls_reload`, Go's
 //! client-certificate rules in `tls_verify`), the HTTP endpoints for probes and scrapers (`http`; on the
 //! client URLs beside gRPC, `client_http`), and adapters that make hyper/tonic answer like
-//! grpc-go (`authority`, `limits`).
+//! grpc-go (`authority`, `limits`, and `ping_guard` with the rules in `ping_policy`:
+//! `--grpc-keepalive-min-time`).
 
 pub mod authority;
 pub mod client_http;
@@ -11,6 +12,8 @@ pub mod incoming;
 pub mod limits;
 pub mod listen;
 pub mod peer_tls;
+pub mod ping_guard;
+pub mod ping_policy;
 pub mod serve;
 pub mod tls;
 pub mod tls_policy;

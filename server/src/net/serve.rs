@@ -38,6 +38,7 @@ use crate::net::http::StatusSource;
 use crate::net::{client_http, incoming};
 use crate::api::kv::KvService;
 use crate::net::limits::LimitStatusLayer;
+use crate::net::ping_policy::PingPolicy;
 use crate::net::listen::ClientUrl;
 use crate::api::maintenance::MaintenanceService;
 use crate::member::identity::Membership;
@@ -105,18 +106,20 @@ pub(crate) struct Services<P> {
 }
 
 /// HTTP/2 settings of client connections: `--max-concurrent-streams`,
-/// `--grpc-keepalive-interval` and `--grpc-keepalive-timeout` (etcd's defaults: unlimited
-/// streams, a ping after 2 h of silence, 20 s for its answer).
+/// `--grpc-keepalive-interval`, `--grpc-keepalive-timeout` and `--grpc-keepalive-min-time`
+/// (etcd's defaults: unlimited streams, a ping after 2 h of silence, 20 s for its answer,
+/// client pings at most every 5 s while a stream is open).
 ///
-/// Not here: `--grpc-keepalive-min-time`. grpc-go's server closes a connection whose
-/// client pings more often than that (GOAWAY ENHANCE_YOUR_CALM "too_many_pings"); h2
-/// answers every PING inside its codec and neither h2 nor hyper lets a server see, count
-/// or refuse them, so the flag is accepted and ignored (`startup/etcd_only_flags.rs`).
+/// The min-time is enforced under hyper by `net::ping_guard`, on the client listeners only:
+/// etcd's peer listener has no such flag, and cairn's members ping each other freely. On
+/// https client URLs too, where etcd differs: it serves gRPC there through Go's net/http
+/// (`grpcServer.ServeHTTP`), which runs no keepalive policy (`tests/abuse/pings.rs`).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Http2Settings {
     pub(crate) max_concurrent_streams: u32,
     pub(crate) keepalive_interval: std::time::Duration,
     pub(crate) keepalive_timeout: std::time::Duration,
+    pub(crate) keepalive_min_time: PingPolicy,
 }
 
 impl Default for Http2Settings {
@@ -125,6 +128,7 @@ impl Default for Http2Settings {
             max_concurrent_streams: u32::MAX,
             keepalive_interval: std::time::Duration::from_secs(2 * 3600),
             keepalive_timeout: std::time::Duration::from_secs(20),
+            keepalive_min_time: PingPolicy::new(std::time::Duration::from_secs(5)),
         }
     }
 }
@@ -302,11 +306,12 @@ pub(crate) async fn serve<P: Proposer>(
         };
         let name = bound.clone();
         let servers = if kind == "client" { &mut servers } else { &mut peer_servers };
+        let pings = (kind == "client").then_some(http2.keepalive_min_time);
         if url.tls {
             let acceptor = tls.clone().ok_or_else(|| {
                 ServerError::Config(crate::error::ConfigError::HttpsWithoutCert(url.url.clone()))
             })?;
-            let incoming = incoming::tls(listener, acceptor);
+            let incoming = incoming::tls(listener, acceptor, pings);
             servers.spawn(async move {
                 (
                     name,
@@ -316,7 +321,7 @@ pub(crate) async fn serve<P: Proposer>(
                 )
             });
         } else {
-            let incoming = incoming::plain(listener);
+            let incoming = incoming::plain(listener, pings);
             servers.spawn(async move {
                 (
                     name,

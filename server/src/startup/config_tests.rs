@@ -121,13 +121,25 @@ fn ignored_flags_are_reported() {
 }
 
 #[test]
+fn grpc_keepalive_min_time_defaults_to_etcds_and_is_not_ignored() {
+    use std::time::Duration;
+    let _env = ENV_LOCK.lock();
+    let c = parse(&[]).unwrap();
+    assert_eq!(c.grpc_keepalive_min_time, Duration::from_secs(5));
+    let c = parse(&["--grpc-keepalive-min-time=1.5s"]).unwrap();
+    assert_eq!(c.grpc_keepalive_min_time, Duration::from_millis(1500));
+    assert!(c.ignored.is_empty(), "{:?}", c.ignored);
+    assert!(parse(&["--grpc-keepalive-min-time=often"]).is_err());
+}
+
+#[test]
 fn the_ignored_list_and_help_come_from_one_table() {
     let command = <Config as clap::CommandFactory>::command();
     let ids = super::ignored_flag_ids(&command);
-    for used in ["snapshot_count", "quota_backend_bytes", "heartbeat_interval", "election_timeout", "listen_peer_urls", "peer_cert_file", "metrics", "auto_compaction_mode", "auto_compaction_retention"] {
+    for used in ["snapshot_count", "quota_backend_bytes", "heartbeat_interval", "election_timeout", "listen_peer_urls", "peer_cert_file", "metrics", "auto_compaction_mode", "auto_compaction_retention", "grpc_keepalive_min_time"] {
         assert!(!ids.iter().any(|i| i == used), "{used} works and must not be listed as ignored");
     }
-    for ignored in ["enable_v2", "grpc_keepalive_min_time"] {
+    for ignored in ["enable_v2"] {
         assert!(ids.iter().any(|i| i == ignored), "{ignored} has no effect yet and must be listed");
     }
     let help = command.clone().render_long_help().to_string();

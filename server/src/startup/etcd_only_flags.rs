@@ -310,10 +310,6 @@ pub struct EtcdOnlyFlags {
     /// etcd 3.4's capnslog package levels; use --log-level (accepted, ignored)
     #[arg(long, env = "ETCD_LOG_PACKAGE_LEVELS")]
     pub log_package_levels: Option<String>,
-
-    /// Client pings more often than this are refused by etcd (GOAWAY too_many_pings); hyper/h2 answer every ping and offer no way to limit them, so cairn does not (accepted, ignored)
-    #[arg(long, env = "ETCD_GRPC_KEEPALIVE_MIN_TIME")]
-    pub grpc_keepalive_min_time: Option<String>,
 }
 
 impl EtcdOnlyFlags {

@@ -276,6 +276,7 @@ async fn serve_services(
         max_concurrent_streams: config.max_concurrent_streams,
         keepalive_interval: config.grpc_keepalive_interval,
         keepalive_timeout: config.grpc_keepalive_timeout,
+        keepalive_min_time: crate::net::ping_policy::PingPolicy::new(config.grpc_keepalive_min_time),
     });
     let served = serve::serve(urls, tls, services, peers).await;
     // The gRPC listeners stopped (signal or failure): stop the metrics listeners too.
