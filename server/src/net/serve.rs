@@ -110,10 +110,11 @@ pub(crate) struct Services<P> {
 /// (etcd's defaults: unlimited streams, a ping after 2 h of silence, 20 s for its answer,
 /// client pings at most every 5 s while a stream is open).
 ///
-/// The min-time is enforced under hyper by `net::ping_guard`, on the client listeners only:
-/// etcd's peer listener has no such flag, and cairn's members ping each other freely. On
-/// https client URLs too, where etcd differs: it serves gRPC there through Go's net/http
-/// (`grpcServer.ServeHTTP`), which runs no keepalive policy (`tests/abuse/pings.rs`).
+/// The min-time is enforced under hyper by `net::ping_guard`, on plain-text client
+/// listeners only, as etcd does: its peer listener has no such flag (cairn's members ping
+/// each other freely), and on https client URLs it serves gRPC through Go's net/http
+/// (`grpcServer.ServeHTTP`), which runs no keepalive policy, so a client that pings often
+/// over TLS works with etcd and must work with cairn (`tests/abuse/pings.rs`).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Http2Settings {
     pub(crate) max_concurrent_streams: u32,
@@ -306,12 +307,12 @@ pub(crate) async fn serve<P: Proposer>(
         };
         let name = bound.clone();
         let servers = if kind == "client" { &mut servers } else { &mut peer_servers };
-        let pings = (kind == "client").then_some(http2.keepalive_min_time);
         if url.tls {
             let acceptor = tls.clone().ok_or_else(|| {
                 ServerError::Config(crate::error::ConfigError::HttpsWithoutCert(url.url.clone()))
             })?;
-            let incoming = incoming::tls(listener, acceptor, pings);
+            // etcd holds no https client to the min-time (see `Http2Settings`)
+            let incoming = incoming::tls(listener, acceptor, None);
             servers.spawn(async move {
                 (
                     name,
@@ -321,6 +322,7 @@ pub(crate) async fn serve<P: Proposer>(
                 )
             });
         } else {
+            let pings = (kind == "client").then_some(http2.keepalive_min_time);
             let incoming = incoming::plain(listener, pings);
             servers.spawn(async move {
                 (
