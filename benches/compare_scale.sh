@@ -96,7 +96,8 @@ exec_server() {
 }
 
 # start_server LABEL BIN CLIENT_PORT PEER_PORT: exec, then wait for an answered range;
-# prints wait-ready's JSON line ({"ready_s":..,"rss_bytes":..}).
+# wait-ready's JSON line ({"ready_s":..,"rss_bytes":..}) goes to $WORK/ready.json. (Not to
+# stdout: in a $(...) subshell SERVER_PID would be lost.)
 start_server() {
     local p
     for p in "$3" "$4"; do
@@ -113,7 +114,7 @@ start_server() {
     local t1
     t1=$(date +%s.%N)
     # seconds from exec (not from wait-ready's own start)
-    echo "$out" | sed -E "s/\"ready_s\":[0-9.]+/\"ready_s\":$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')/"
+    echo "$out" | sed -E "s/\"ready_s\":[0-9.]+/\"ready_s\":$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')/" >"$WORK/ready.json"
 }
 
 stop_server() {
@@ -155,7 +156,7 @@ run_suite() {
     local r=$1 label=$2 bin=$3 cport=$4 pport=$5
     echo "== round $r: $label ($bin), $KEYS keys, load average $(loadavg)" >&2
     printf '%s\t%s\t%s\t{"load":"%s"}\n' "$r" "$label" "load average before" "$(loadavg)" >>"$RESULTS"
-    start_server "$label" "$bin" "$cport" "$pport" >/dev/null
+    start_server "$label" "$bin" "$cport" "$pport"
     load_all "$r" "$label" "$cport" 1
     local counts=20 lists=5
     ((KEYS <= 200000)) && counts=200 lists=10
@@ -180,12 +181,13 @@ run_suite() {
 run_startup() {
     local label=$1-start bin=$2 cport=$3 pport=$4 k line
     echo "== startup: $label ($bin), $KEYS keys of $VAL_SIZE bytes, load average $(loadavg)" >&2
-    start_server "$label" "$bin" "$cport" "$pport" >/dev/null
+    start_server "$label" "$bin" "$cport" "$pport"
     load_all start "$label" "$cport" 1
     stop_server
     printf 'start\t%s\t%s\t{"bytes":%s}\n' "$label" "data dir bytes" "$(du -sb "$WORK/$label/data" | cut -f1)" >>"$RESULTS"
     for ((k = 1; k <= RESTARTS; k++)); do
-        line=$(start_server "$label" "$bin" "$cport" "$pport")
+        start_server "$label" "$bin" "$cport" "$pport"
+        line=$(cat "$WORK/ready.json")
         echo "   $label restart $k [$(loadavg)]: $line" >&2
         printf 'start\t%s\t%s\t%s\n' "$label" "restart $k" "$line" >>"$RESULTS"
         stop_server
