@@ -18,6 +18,13 @@ pub async fn wait_ready(endpoints: &[String], max_wait: Duration, pid: Option<u3
     let start = Instant::now();
     let mut last_error = String::new();
     while start.elapsed() < max_wait {
+        if let Some(pid) = pid {
+            // gone, or a zombie its parent has not reaped yet
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            if !status.lines().any(|l| l.starts_with("State:") && !l.contains("zombie")) {
+                return Err(format!("process {pid} exited; last error: {last_error}"));
+            }
+        }
         match try_range(endpoints).await {
             Ok(()) => {
                 let ready_s = start.elapsed().as_secs_f64();
