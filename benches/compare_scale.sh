@@ -5,6 +5,7 @@
 #
 # usage: benches/compare_scale.sh CAIRN_BIN ETCD_BIN [--keys N] [--rounds R] [--val-size B]
 #            [--port BASE] [--bench PATH] [--startup-only | --with-startup] [--restarts K]
+#            [--compaction-only]
 #   Keys: /scale/p0/00000000 .. /scale/p9/..., N/10 under each of 10 prefixes (Txns of 100
 #   puts, 64 clients on 8 conns). Then, per server:
 #     count  count_only of /scale/ (all N keys), 1 client
@@ -13,8 +14,9 @@
 #     get    linearizable single-key range of a random key, 1 client and 64 clients/8 conns,
 #            serializable at 64
 #     compact every key written again (N more revisions), then 5 s of `get` (16 clients / 4
-#            conns) and a physical Compact at the head revision with the same reads running:
-#            p99 during vs before
+#            conns), a physical Compact at the head revision with the same reads running,
+#            5 s more: p99 during vs before and after (--compaction-only: just the two loads
+#            and this)
 #   --with-startup / --startup-only: per server, load N keys (--val-size, default 8), stop it
 #   (SIGTERM), start it again K times (--restarts, default 2): seconds from exec to the first
 #   answered linearizable range, and RSS then. Data dirs are deleted after each server.
@@ -40,6 +42,7 @@ BENCH=""
 SUITE_RUN=1
 STARTUP_RUN=0
 RESTARTS=2
+COMPACTION_ONLY=0
 while [[ $# -gt 0 ]]; do
     case $1 in
     --keys) KEYS=$2; shift 2 ;;
@@ -50,6 +53,7 @@ while [[ $# -gt 0 ]]; do
     --with-startup) STARTUP_RUN=1; shift ;;
     --startup-only) STARTUP_RUN=1; SUITE_RUN=0; shift ;;
     --restarts) RESTARTS=$2; shift 2 ;;
+    --compaction-only) COMPACTION_ONLY=1; shift ;;
     -h | --help) usage ;;
     *) echo "unknown argument: $1" >&2; usage ;;
     esac
@@ -158,6 +162,10 @@ run_suite() {
     printf '%s\t%s\t%s\t{"load":"%s"}\n' "$r" "$label" "load average before" "$(loadavg)" >>"$RESULTS"
     start_server "$label" "$bin" "$cport" "$pport"
     load_all "$r" "$label" "$cport" 1
+    if ((COMPACTION_ONLY)); then
+        run_compaction "$r" "$label" "$cport"
+        return
+    fi
     local counts=20 lists=5
     ((KEYS <= 200000)) && counts=200 lists=10
     bench "$r" "$label" "count /scale/ ($KEYS keys)" "$cport" --clients 1 --total "$counts" range /scale/ --prefix --count-only
@@ -170,6 +178,13 @@ run_suite() {
     bench "$r" "$label" "get l, 1 client" "$cport" --clients 1 --total 5000 get /scale/p3/ --keys "$PER_PREFIX"
     bench "$r" "$label" "get l, 64 clients/8 conns" "$cport" --clients 64 --conns 8 --total 40000 get /scale/p3/ --keys "$PER_PREFIX"
     bench "$r" "$label" "get s, 64 clients/8 conns" "$cport" --clients 64 --conns 8 --total 40000 --consistency s get /scale/p3/ --keys "$PER_PREFIX"
+    run_compaction "$r" "$label" "$cport"
+}
+
+# run_compaction ROUND LABEL CPORT: the second load, the compaction entry, then stops the
+# server and deletes its data.
+run_compaction() {
+    local r=$1 label=$2 cport=$3
     load_all "$r" "$label" "$cport" 2
     bench "$r" "$label" "compaction of $KEYS revisions" "$cport" --clients 16 --conns 4 compact-during /scale/p3/ --keys "$PER_PREFIX"
     stop_server
@@ -237,12 +252,14 @@ if ((SUITE_RUN)); then
                 printf '| data dir (MB) | %s | %s | %s | | | |\n' "$(($(jget bytes "$a") / 1000000))" "$(($(jget bytes "$b") / 1000000))" \
                     "$(ratio "$(jget bytes "$a")" "$(jget bytes "$b")")" ;;
             compaction*)
-                printf '| get during %s: before / during | %s / %s | %s / %s | | %s / %s | %s / %s | |\n' "$name" \
-                    "$(int "$(jget base_qps "$a")")" "$(int "$(jget during_qps "$a")")" "$(int "$(jget base_qps "$b")")" "$(int "$(jget during_qps "$b")")" \
-                    "$(jget base_p99_ms "$a")" "$(jget during_p99_ms "$a")" "$(jget base_p99_ms "$b")" "$(jget during_p99_ms "$b")"
-                printf '| p99 during / before; compaction s | %s; %s s | %s; %s s | | | | |\n' \
-                    "$(ratio "$(jget during_p99_ms "$a")" "$(jget base_p99_ms "$a")")" "$(jget compact_s "$a")" \
-                    "$(ratio "$(jget during_p99_ms "$b")" "$(jget base_p99_ms "$b")")" "$(jget compact_s "$b")" ;;
+                printf '| get before / during / after %s | %s / %s / %s | %s / %s / %s | | %s / %s / %s | %s / %s / %s | |\n' "$name" \
+                    "$(int "$(jget base_qps "$a")")" "$(int "$(jget during_qps "$a")")" "$(int "$(jget after_qps "$a")")" \
+                    "$(int "$(jget base_qps "$b")")" "$(int "$(jget during_qps "$b")")" "$(int "$(jget after_qps "$b")")" \
+                    "$(jget base_p99_ms "$a")" "$(jget during_p99_ms "$a")" "$(jget after_p99_ms "$a")" \
+                    "$(jget base_p99_ms "$b")" "$(jget during_p99_ms "$b")" "$(jget after_p99_ms "$b")"
+                printf '| p99 during / before, during / after; compaction s | %s, %s; %s s | %s, %s; %s s | | | | |\n' \
+                    "$(ratio "$(jget during_p99_ms "$a")" "$(jget base_p99_ms "$a")")" "$(ratio "$(jget during_p99_ms "$a")" "$(jget after_p99_ms "$a")")" "$(jget compact_s "$a")" \
+                    "$(ratio "$(jget during_p99_ms "$b")" "$(jget base_p99_ms "$b")")" "$(ratio "$(jget during_p99_ms "$b")" "$(jget after_p99_ms "$b")")" "$(jget compact_s "$b")" ;;
             *)
                 printf '| %s | %s | %s | **%s** | %s | %s | %s |\n' "$name" "$(int "$(jget qps "$a")")" "$(int "$(jget qps "$b")")" \
                     "$(ratio "$(jget qps "$a")" "$(jget qps "$b")")" "$(jget p99_ms "$a")" "$(jget p99_ms "$b")" \

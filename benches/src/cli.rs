@@ -128,8 +128,9 @@ pub enum Command {
         expect: u64,
     },
     /// Random single-key ranges (`get`) from --clients clients for --baseline-secs, then
-    /// Compact(current revision, physical) and the same reads until it returns; reports
-    /// the latency percentiles of both phases and the compaction's duration.
+    /// Compact(current revision, physical) and the same reads until it returns, then
+    /// --baseline-secs more; reports the latency percentiles of the three phases and the
+    /// compaction's duration.
     CompactDuring {
         prefix: String,
         #[arg(long)]

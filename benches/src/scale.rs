@@ -127,7 +127,8 @@ async fn join(handles: Vec<tokio::task::JoinHandle<(Vec<u32>, u64)>>, started: I
 }
 
 /// Reads for `cfg.baseline`, then compacts at the current revision (physical) with the
-/// same reads running until the compaction returns; one JSON line.
+/// same reads running until the compaction returns, then reads for `cfg.baseline` again;
+/// one JSON line.
 pub async fn compact_during(cfg: &CompactDuring, channels: &[Channel], admin: Channel) -> Result<String, String> {
     if !matches!(cfg.work.kind, OpKind::Get { .. }) {
         return Err("compact-during reads with `get`".into());
@@ -150,10 +151,17 @@ pub async fn compact_during(cfg: &CompactDuring, channels: &[Channel], admin: Ch
     stop.store(true, Ordering::Relaxed);
     let mut during = join(handles, started).await;
     compacted.map_err(|s| format!("compact at {revision}: {}", s.message()))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let handles = read_until(cfg, channels, stop.clone()).await;
+    tokio::time::sleep(cfg.baseline).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut after = join(handles, started).await;
     Ok(format!(
-        "{{\"revision\":{revision},\"compact_s\":{},{},{}}}",
+        "{{\"revision\":{revision},\"compact_s\":{},{},{},{}}}",
         num(compact_s),
         base.json("base"),
-        during.json("during")
+        during.json("during"),
+        after.json("after")
     ))
 }
