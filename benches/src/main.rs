@@ -131,7 +131,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
                 kv.put(req).await.map_err(|s| format!("prepopulate {key:?}: {}", s.message()))?;
             }
             let end = match (prefix, end) {
-                (true, _) => ops::prefix_end(key.as_bytes()),
+                (true, _) => watch::prefix_end(key.as_bytes()),
                 (false, end) => end.as_deref().unwrap_or("").as_bytes().to_vec(),
             };
             OpKind::Range {

@@ -11,6 +11,7 @@ use cairn_proto::etcdserverpb::{
 use tonic::transport::Channel;
 
 use crate::keys::{random_value, KeyGen, Rng};
+use crate::watch::prefix_end;
 
 /// What one operation of a run does.
 #[derive(Debug, Clone)]
@@ -50,18 +51,6 @@ pub struct RangeShape {
 /// The `i`-th key of a scale store: `prefix` then `i` as 8 decimal digits (sorted like `i`).
 pub fn scale_key(prefix: &str, i: u64) -> Vec<u8> {
     format!("{prefix}{i:08}").into_bytes()
-}
-
-/// The end of the range of every key starting with `prefix` (etcd's `--prefix`).
-pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0] // every key
 }
 
 /// Shared, read-only description of the workload.
@@ -253,7 +242,5 @@ mod tests {
         let end = prefix_end(b"/p/");
         assert!(b.as_slice() >= b"/p/".as_slice() && b < end);
         assert_eq!(end, b"/p0");
-        assert_eq!(prefix_end(b"a\xff"), b"b");
-        assert_eq!(prefix_end(b"\xff"), vec![0]);
     }
 }

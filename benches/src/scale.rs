@@ -28,7 +28,10 @@ pub async fn wait_ready(endpoints: &[String], max_wait: Duration, pid: Option<u3
         match try_range(endpoints).await {
             Ok(()) => {
                 let ready_s = start.elapsed().as_secs_f64();
-                let rss = pid.map_or(Ok(0), rss_bytes)?;
+                let rss = match pid {
+                    Some(pid) => crate::watch::rss_kib(pid).ok_or(format!("no VmRSS for process {pid}"))? * 1024,
+                    None => 0,
+                };
                 return Ok(format!("{{\"ready_s\":{},\"rss_bytes\":{rss}}}", num(ready_s)));
             }
             Err(e) => last_error = e,
@@ -48,17 +51,6 @@ async fn try_range(endpoints: &[String]) -> Result<(), String> {
         Ok(Err(s)) => Err(format!("range: {}", s.message())),
         Err(_) => Err("range timed out".into()),
     }
-}
-
-/// VmRSS of process `pid`, bytes.
-pub fn rss_bytes(pid: u32) -> Result<u64, String> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| format!("process {pid}: {e}"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map(|kb| kb * 1024)
-        .ok_or_else(|| format!("no VmRSS for process {pid}"))
 }
 
 /// Settings of `compact-during`.
