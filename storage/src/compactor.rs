@@ -6,16 +6,6 @@
 //! then records the compaction as finished and makes it durable. Readers never wait for
 //! it: a value they miss because it was just deleted is answered as compacted.
 //!
-//! Each delete batch is committed (fdatasync) before the next: one commit of a whole large
-//! compaction's deletions would write its pages under the backend's lock, and readers
-//! wait on that lock (a 3 s stall at a million revisions).
-//!
-//! It is paced like etcd's (which sleeps 10 ms after each batch of 1,000 deletions): after
-//! each index chunk and each delete batch it sleeps as long as that step's work took, at
-//! least [`MIN_PAUSE`]. On a busy machine a compaction of a million revisions otherwise takes a
-//! core for a second or more and the readers' p99 moves with it (issue 13); paced, it takes
-//! about twice as long and the readers barely see it.
-//!
 //! A snapshot restore replaces the state the compactor works on, so it [`Compactor::stop`]s
 //! it first (aborting a compaction between delete batches: the compaction stays recorded
 //! as scheduled but not finished, which is what the state being replaced says anyway) and
@@ -25,7 +15,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
@@ -37,34 +26,6 @@ use crate::store::META_COMPACT_FINISHED;
 
 /// Revisions deleted per backend batch.
 const DELETE_BATCH: usize = 1000;
-
-/// The shortest sleep after an index chunk or a delete batch (module docs).
-const MIN_PAUSE: Duration = Duration::from_millis(2);
-
-/// Sleeps after each step of a compaction for as long as the step's work took (module
-/// docs); a step's fdatasync, which leaves the cores free, is not counted.
-struct Pacer {
-    step_began: Instant,
-    /// Set by `step_done`: the work's duration, before any wait on the disk.
-    worked: Option<Duration>,
-}
-
-impl Pacer {
-    fn new() -> Self {
-        Pacer { step_began: Instant::now(), worked: None }
-    }
-
-    /// The step's work is done (what follows is waiting on the disk).
-    fn step_done(&mut self) {
-        self.worked = Some(self.step_began.elapsed());
-    }
-
-    fn pause(&mut self) {
-        let worked = self.worked.take().unwrap_or_else(|| self.step_began.elapsed());
-        thread::sleep(worked.max(MIN_PAUSE));
-        self.step_began = Instant::now();
-    }
-}
 
 pub(crate) struct Compactor {
     tx: mpsc::Sender<i64>,
@@ -130,8 +91,7 @@ impl Compactor {
 
 /// Runs one compaction; `Ok(false)` when `abort` stopped it before it finished.
 fn compact(index: &TreeIndex, backend: &dyn Backend, rev: i64, abort: &AtomicBool) -> Result<bool> {
-    let mut pacer = Pacer::new();
-    let keep = index.compact_paced(rev, &mut || pacer.pause());
+    let keep = index.compact(rev);
     let end = Revision::main_prefix_start(rev + 1);
     let mut from = Vec::new();
     loop {
@@ -152,17 +112,10 @@ fn compact(index: &TreeIndex, backend: &dyn Backend, rev: i64, abort: &AtomicBoo
         let done = batch.ops.len() < DELETE_BATCH;
         if !batch.is_empty() {
             backend.write(batch)?;
-            // commit each batch: the server's background sync commits only after applies,
-            // so the deletions of a large compaction would otherwise pile up into one
-            // commit whose page writes hold the backend's lock (readers' gets wait) for
-            // seconds at a million revisions
-            pacer.step_done();
-            backend.sync()?;
         }
         if done {
             break;
         }
-        pacer.pause();
         last.push(0); // resume strictly after the last key seen
         from = last;
     }

@@ -298,12 +298,6 @@ impl TreeIndex {
     /// or below `at` is in the published version: the store publishes at commit, before it
     /// schedules the compaction.)
     pub fn compact(&self, at: i64) -> HashSet<Revision> {
-        self.compact_paced(at, &mut || {})
-    }
-
-    /// [`TreeIndex::compact`], calling `pause` after each chunk (the compactor sleeps
-    /// there, leaving the cores to readers).
-    pub fn compact_paced(&self, at: i64, pause: &mut dyn FnMut()) -> HashSet<Revision> {
         let mut available = HashSet::new();
         let mut from: Vec<u8> = Vec::new();
         loop {
@@ -351,7 +345,6 @@ impl TreeIndex {
                 Some(k) => from = k,
                 None => return available,
             }
-            pause();
         }
     }
 

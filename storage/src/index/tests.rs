@@ -75,26 +75,6 @@ fn compaction_removes_dead_keys_in_chunks() {
 }
 
 #[test]
-fn paced_compaction_pauses_between_chunks_and_keeps_the_same() {
-    let ix = TreeIndex::new();
-    let n = COMPACT_CHUNK * 3 + 1; // four chunks
-    for i in 0..n {
-        let k = format!("k{i:05}");
-        ix.put(k.as_bytes(), r(i as i64 * 2 + 1)).unwrap();
-        ix.put(k.as_bytes(), r(i as i64 * 2 + 2)).unwrap();
-    }
-    ix.publish();
-    let at = n as i64 * 2;
-    let expected = ix.keep(at);
-    let mut pauses = 0;
-    let keep = ix.compact_paced(at, &mut || pauses += 1);
-    assert_eq!(pauses, 3, "a pause between chunks, none after the last");
-    assert_eq!(keep, expected);
-    assert_eq!(keep.len(), n);
-    assert_eq!(ix.len(), n);
-}
-
-#[test]
 fn a_failed_batch_publishes_nothing() {
     let ix = sample();
     let r2 = ix.batch(|b| {
