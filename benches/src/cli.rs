@@ -87,6 +87,64 @@ pub enum Command {
         /// Put KEY (with a --val-size value) once before the run, so the range hits data.
         #[arg(long)]
         prepopulate: bool,
+        /// Range every key starting with KEY (END must not be given).
+        #[arg(long)]
+        prefix: bool,
+        /// Ask for the count only (`count_only`).
+        #[arg(long)]
+        count_only: bool,
+        /// Ask for keys without values (`keys_only`).
+        #[arg(long)]
+        keys_only: bool,
+        /// Return at most this many keys (0: all).
+        #[arg(long, default_value_t = 0)]
+        limit: i64,
+    },
+    /// Puts --keys keys PREFIX + 8 digits (from --start), --batch puts per Txn, --clients
+    /// Txns in flight; one request = one Txn (--total is ignored).
+    Load {
+        prefix: String,
+        #[arg(long)]
+        keys: u64,
+        #[arg(long, default_value_t = 0)]
+        start: u64,
+        /// Puts per Txn (etcd's --max-txn-ops is 128 by default).
+        #[arg(long, default_value_t = 100)]
+        batch: u64,
+    },
+    /// Range of one random key among --keys keys written by `load` under PREFIX.
+    Get {
+        prefix: String,
+        #[arg(long)]
+        keys: u64,
+    },
+    /// One request = a whole paginated list of PREFIX, --limit keys a page, at the first
+    /// page's revision (as kube-apiserver lists); fails unless --expect keys were seen (if set).
+    List {
+        prefix: String,
+        #[arg(long, default_value_t = 500)]
+        limit: i64,
+        #[arg(long, default_value_t = 0)]
+        expect: u64,
+    },
+    /// Random single-key ranges (`get`) from --clients clients for --baseline-secs, then
+    /// Compact(current revision, physical) and the same reads until it returns, then
+    /// --baseline-secs more; reports the latency percentiles of the three phases and the
+    /// compaction's duration.
+    CompactDuring {
+        prefix: String,
+        #[arg(long)]
+        keys: u64,
+        #[arg(long, default_value_t = 5)]
+        baseline_secs: u64,
+    },
+    /// Waits until a linearizable range is answered (connecting again every 10 ms) and
+    /// prints the seconds waited; --pid adds that process's VmRSS in bytes.
+    WaitReady {
+        #[arg(long, default_value_t = 600)]
+        max_wait: u64,
+        #[arg(long)]
+        pid: Option<u32>,
     },
     /// Txn requests with one compare and one put (like etcd's `txn-put`).
     TxnPut,
@@ -182,6 +240,11 @@ impl Command {
         match self {
             Command::Put => "put",
             Command::Range { .. } => "range",
+            Command::Load { .. } => "load",
+            Command::Get { .. } => "get",
+            Command::List { .. } => "list",
+            Command::CompactDuring { .. } => "compact-during",
+            Command::WaitReady { .. } => "wait-ready",
             Command::TxnPut => "txn-put",
             Command::TxnRange => "txn-range",
             Command::Authenticate => "authenticate",
@@ -242,6 +305,19 @@ impl Cli {
                 return Err("--round-timeout-ms and --resend-ms must be at least 1".into());
             }
         }
+        match &self.cmd {
+            Command::Load { keys, batch, .. } if *keys == 0 || *batch == 0 => {
+                return Err("--keys and --batch must be at least 1".into());
+            }
+            Command::Get { keys, .. } | Command::CompactDuring { keys, .. } if *keys == 0 => {
+                return Err("--keys must be at least 1".into());
+            }
+            Command::List { limit, .. } if *limit < 1 => return Err("--limit must be at least 1".into()),
+            Command::Range { end: Some(_), prefix: true, .. } => {
+                return Err("give either END or --prefix".into());
+            }
+            _ => {}
+        }
         if self.endpoints.iter().all(|e| e.trim().is_empty()) {
             return Err("--endpoints must name at least one endpoint".into());
         }
@@ -253,6 +329,8 @@ impl Cli {
         match (&self.cmd, self.consistency) {
             (Command::Range { .. }, Consistency::S) => "range-s".into(),
             (Command::Range { .. }, Consistency::L) => "range-l".into(),
+            (Command::Get { .. }, Consistency::S) => "get-s".into(),
+            (Command::Get { .. }, Consistency::L) => "get-l".into(),
             (cmd, _) => cmd.name().into(),
         }
     }

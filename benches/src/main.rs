@@ -8,6 +8,7 @@ mod lease_expiry;
 mod ops;
 mod report;
 mod runner;
+mod scale;
 mod watch;
 
 use std::process::ExitCode;
@@ -39,6 +40,11 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode, String> {
+    if let Command::WaitReady { max_wait, pid } = &cli.cmd {
+        // Connects by itself, again and again, until the server answers.
+        println!("{}", scale::wait_ready(&cli.endpoints, Duration::from_secs(*max_wait), *pid).await?);
+        return Ok(ExitCode::SUCCESS);
+    }
     let keys = KeyGen::new(cli.key_size, cli.key_space, cli.sequential_keys)?;
     let channels = conn::connect_all(&cli.endpoints, cli.conns).await?;
     let timeout = (cli.timeout > 0).then(|| Duration::from_secs(cli.timeout));
@@ -92,7 +98,28 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             OpKind::Authenticate { name: name.into(), password: password.into() }
         }
         Command::Update => OpKind::Update,
-        Command::Range { key, end, prepopulate } => {
+        Command::WaitReady { .. } => unreachable!("answered above"),
+        Command::Load { prefix, keys, start, batch } => {
+            OpKind::Load { prefix: prefix.clone(), start: *start, keys: *keys, batch: *batch }
+        }
+        Command::Get { prefix, keys } => {
+            OpKind::Get { prefix: prefix.clone(), keys: *keys, serializable: cli.consistency == Consistency::S }
+        }
+        Command::List { prefix, limit, expect } => OpKind::List {
+            prefix: prefix.as_bytes().to_vec(),
+            limit: *limit,
+            expect: *expect,
+            serializable: cli.consistency == Consistency::S,
+        },
+        Command::CompactDuring { prefix, keys: n, baseline_secs } => {
+            let kind = OpKind::Get { prefix: prefix.clone(), keys: *n, serializable: cli.consistency == Consistency::S };
+            let work = Arc::new(Workload { kind, keys: keys.clone(), val_size: cli.val_size, token: None });
+            let cfg = scale::CompactDuring { clients: cli.clients, baseline: Duration::from_secs(*baseline_secs), work };
+            let admin = conn::connect_all(&cli.endpoints, 1).await?.pop().ok_or("no channel")?;
+            println!("{}", scale::compact_during(&cfg, &channels, admin).await?);
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Range { key, end, prepopulate, prefix, count_only, keys_only, limit } => {
             if *prepopulate {
                 let mut kv = KvClient::new(channels[0].clone());
                 let value = random_value(cli.val_size, &mut Rng::from_entropy());
@@ -103,10 +130,15 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
                 };
                 kv.put(req).await.map_err(|s| format!("prepopulate {key:?}: {}", s.message()))?;
             }
+            let end = match (prefix, end) {
+                (true, _) => watch::prefix_end(key.as_bytes()),
+                (false, end) => end.as_deref().unwrap_or("").as_bytes().to_vec(),
+            };
             OpKind::Range {
                 key: key.as_bytes().to_vec(),
-                end: end.as_deref().unwrap_or("").as_bytes().to_vec(),
+                end,
                 serializable: cli.consistency == Consistency::S,
+                shape: ops::RangeShape { limit: *limit, count_only: *count_only, keys_only: *keys_only },
             }
         }
     };
@@ -120,7 +152,12 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
         None => None,
     };
     let work = Arc::new(Workload { kind, keys, val_size: cli.val_size, token });
-    let cfg = RunConfig { op: cli.op_label(), clients: cli.clients, total: cli.total, timeout };
+    // `load` sends one Txn per --batch keys, whatever --total says.
+    let total = match &cli.cmd {
+        Command::Load { keys, batch, .. } => keys.div_ceil(*batch),
+        _ => cli.total,
+    };
+    let cfg = RunConfig { op: cli.op_label(), clients: cli.clients, total, timeout };
     let mut result = runner::run(&cfg, &channels, work).await;
 
     match cli.format {
