@@ -19,6 +19,8 @@ pub enum OpKind {
     Put,
     /// Put(key_at(seq), value): used to prepopulate the key space.
     Fill,
+    /// Put(prefix + seq as 10 zero-padded digits, value): `cairn-bench fill`.
+    FillOrdered { prefix: String },
     /// Range(key[, end]).
     Range { key: Vec<u8>, end: Vec<u8>, serializable: bool },
     /// Txn{ compare(always true), success: Put(key, value) }.
@@ -95,6 +97,11 @@ impl Worker {
             }
             OpKind::Fill => {
                 let req = self.put_req(self.work.keys.key_at(seq));
+                self.kv.put(self.req(req)).await?;
+                Ok(Outcome::Ok)
+            }
+            OpKind::FillOrdered { prefix } => {
+                let req = self.put_req(format!("{prefix}{seq:010}").into_bytes());
                 self.kv.put(self.req(req)).await?;
                 Ok(Outcome::Ok)
             }
