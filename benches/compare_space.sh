@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Space used by a cairn and an etcd member for the same data, in one run (issue 9):
-# each single-node on loopback with a fresh data folder under /tmp, one after the other.
+# each single-node on loopback with a fresh data folder under /tmp, both at the same time
+# (sizes do not depend on the machine's load; the fill rates printed at the end do).
 #
 # usage: benches/compare_space.sh CAIRN_BIN ETCD_BIN [--keys N] [--val-size B] [--port BASE]
 #            [--keep-dirs]
@@ -53,11 +54,13 @@ done
 
 WORK=$(mktemp -d -t cairn-space.XXXXXX)
 SERVER_PID=""
+RUNS=()
 cleanup() {
-    if [[ -n $SERVER_PID ]]; then
-        kill "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
+    local p
+    for p in "${RUNS[@]}"; do
+        kill "$p" 2>/dev/null || true
+        wait "$p" 2>/dev/null || true
+    done
     if ((KEEP)); then echo "kept $WORK" >&2; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
@@ -108,7 +111,7 @@ measure() {
     stop_server
     local data=$WORK/$label/data
     echo "   $label after $stage: files" >&2
-    (cd "$data" && find . -type f -printf '     %10s %p\n' | sort -k2) >&2
+    (cd "$data" && find . -type f -printf "     $label %10s %p\n" | sort -k3) >&2
     start_server "$label" "$bin" "$cport" "$pport"
     local st
     st=$(ctl endpoint status -w json)
@@ -120,8 +123,12 @@ measure() {
     echo "   $label after $stage: folder $folder, db file $db, status $st" >&2
 }
 
+# run LABEL BIN CLIENT_PORT PEER_PORT DBFILE: the whole sequence on one server (in a
+# subshell of its own: SERVER_PID and EP are its own).
 run() {
     local label=$1 bin=$2 cport=$3 pport=$4 dbfile=$5
+    trap stop_server EXIT
+    trap 'exit 130' INT TERM
     EP=127.0.0.1:$cport
     echo "== $label: $bin ($EP)" >&2
     : >"$WORK/$label.tsv"
@@ -141,7 +148,7 @@ run() {
         ctl del "$from" "$to" >/dev/null
     done
     local left rev
-    left=$(ctl get space/ --prefix --count-only -w json)
+    left=$(ctl get space/ --prefix --limit 1 -w json)
     rev=$(jget revision "$left")
     echo "   deleted in $((SECONDS - t0)) s; left: $(jget count "$left") keys at revision $rev" >&2
     printf '%s\n' "$(jget count "$left")" >"$WORK/$label-left"
@@ -158,8 +165,16 @@ run() {
 }
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
-run cairn "$CAIRN_BIN" "$BASE_PORT" "$((BASE_PORT + 1))" member/cairn/pages.db
-run etcd "$ETCD_BIN" "$((BASE_PORT + 10))" "$((BASE_PORT + 11))" member/snap/db
+(run cairn "$CAIRN_BIN" "$BASE_PORT" "$((BASE_PORT + 1))" member/cairn/pages.db) &
+RUNS=($!)
+(run etcd "$ETCD_BIN" "$((BASE_PORT + 10))" "$((BASE_PORT + 11))" member/snap/db) &
+RUNS+=($!)
+FAILED=0
+for p in "${RUNS[@]}"; do
+    wait "$p" || FAILED=1
+done
+RUNS=()
+((FAILED == 0)) || { echo "a run failed (logs above)" >&2; exit 1; }
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
