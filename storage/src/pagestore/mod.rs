@@ -95,8 +95,8 @@ const DEFRAG_FILE_NAME: &str = "pages.db.defrag";
 const DEFRAG_COMMIT_BYTES: usize = 64 << 20;
 /// Pages a leaf of the defragmented copy may span: a leaf of large values that would
 /// leave a page less than 7/8 full takes a second page (1 KiB values: 92% instead of
-/// 79% of the file holds entries). Later writes split a leaf they change back into
-/// one-page leaves, so a write never copies more than it did before.
+/// 79% of the file holds entries). A later write to a packed leaf copies all its entries
+/// (seven instead of three) and splits them back into one-page leaves.
 const DEFRAG_LEAF_PAGES: usize = 2;
 
 struct State {
