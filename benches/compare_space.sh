@@ -12,8 +12,8 @@
 #      compacts to the current revision, waits until the compaction is done (etcdctl
 #      compact --physical), then `etcdctl defrag`;
 #   4. sizes again, and the live data (the remaining keys and values) to compare with.
-#   The server is restarted before each measurement so that what a restart would drop
-#   (a WAL's preallocated tail, files already released) does not count.
+#   The server is restarted before each measurement: both are measured as a member just
+#   started (files listed while stopped; etcd preallocates its next WAL file at start).
 #   Ports: cairn client BASE, peer BASE+1; etcd client BASE+10, peer BASE+11 (BASE=33379).
 #   Needs about 4 GB free under /tmp (TMPDIR); the folders are deleted at the end.
 #   e.g. benches/compare_space.sh target/release/cairn /usr/bin/etcd
