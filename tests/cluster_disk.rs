@@ -2,8 +2,8 @@
 //!
 //! One member's disk is a small tmpfs the test mounts: its whole data dir (once while it
 //! follows, once while it leads), or only cairn's `member/raft` (so that the WAL fails, not
-//! the store). It is big enough to start (the WAL preallocates its first 64 MiB segment)
-//! and full after some MiB of writes. 1 MiB values are written through the healthy members
+//! the store). It is big enough to start (the WAL preallocates its active segment 4 MiB
+//! ahead, up to 64 MiB a segment) and full after some MiB of writes. 1 MiB values are written through the healthy members
 //! until the member logs `No space left on device`. Then:
 //! - writes through the healthy members keep succeeding (they are a quorum), and every
 //!   acknowledged write is readable from them;
@@ -33,15 +33,15 @@ use std::time::{Duration, Instant};
 use common::cluster::{MemberOptions, ProcCluster, LEADER_TIMEOUT};
 use common::{b64decode, etcdctl_command, target_kind, wait_for, Kind};
 
-/// The data dir's disk: cairn's first WAL segment (64 MiB) plus 16 MiB, which its store
-/// fills after a few values.
+/// The data dir's disk: room for cairn's first WAL segment (up to 64 MiB) plus 16 MiB;
+/// the WAL and the store fill it after some values (either may fail first).
 const DATA_DISK_MIB: u64 = 80;
 /// The same for etcd, which also preallocates its next segment (2 x 64,000,000 bytes) when
 /// it starts: on a smaller disk that takes all the space for a moment, and a backend commit
 /// then may fail before the member is even ready.
 const ETCD_DATA_DISK_MIB: u64 = 144;
 /// The disk of cairn's `member/raft` alone: the first WAL segment and 6 MiB, so the second
-/// segment cannot be had.
+/// segment cannot grow far.
 const WAL_DISK_MIB: u64 = 70;
 /// Size after healing: room for everything the member missed.
 const HEALED_DISK_MIB: u64 = 512;

@@ -80,6 +80,14 @@ pub enum Format {
 pub enum Command {
     /// Put requests (keys chosen from --key-space).
     Put,
+    /// Puts --total distinct keys `PREFIX` + the request number as 10 zero-padded digits
+    /// (so key ranges select them in order), --val-size random bytes each: a data set
+    /// whose parts `etcdctl del FROM TO` can delete.
+    Fill {
+        /// Prefix of every key.
+        #[arg(long, default_value = "cairn-bench/fill/")]
+        prefix: String,
+    },
     /// Range requests for KEY, or [KEY, END) when END is given.
     Range {
         key: String,
@@ -239,6 +247,7 @@ impl Command {
     pub fn name(&self) -> &'static str {
         match self {
             Command::Put => "put",
+            Command::Fill { .. } => "fill",
             Command::Range { .. } => "range",
             Command::Load { .. } => "load",
             Command::Get { .. } => "get",

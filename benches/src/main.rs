@@ -90,6 +90,7 @@ async fn run(cli: Cli) -> Result<ExitCode, String> {
             return run_watch(&cli, &cfg, &channels, &put_channels, stalled_channel).await;
         }
         Command::Put => OpKind::Put,
+        Command::Fill { prefix } => OpKind::FillOrdered { prefix: prefix.clone() },
         Command::TxnPut => OpKind::TxnPut,
         Command::TxnRange => OpKind::TxnRange,
         Command::Authenticate => {

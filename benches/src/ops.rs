@@ -20,6 +20,8 @@ pub enum OpKind {
     Put,
     /// Put(key_at(seq), value): used to prepopulate the key space.
     Fill,
+    /// Put(prefix + seq as 10 zero-padded digits, value): `cairn-bench fill`.
+    FillOrdered { prefix: String },
     /// Range(key[, end]) with the given limit / count_only / keys_only.
     Range { key: Vec<u8>, end: Vec<u8>, serializable: bool, shape: RangeShape },
     /// Range of one random key `scale_key(prefix, i)`, i < keys (a store loaded by `load`).
@@ -115,7 +117,7 @@ impl Worker {
             seen += resp.kvs.len() as u64;
             match resp.kvs.last() {
                 Some(last) if resp.more => {
-                    key = last.key.clone();
+                    key = last.key.to_vec();
                     key.push(0);
                 }
                 _ => return Ok(seen),
@@ -139,6 +141,11 @@ impl Worker {
             }
             OpKind::Fill => {
                 let req = self.put_req(self.work.keys.key_at(seq));
+                self.kv.put(self.req(req)).await?;
+                Ok(Outcome::Ok)
+            }
+            OpKind::FillOrdered { prefix } => {
+                let req = self.put_req(format!("{prefix}{seq:010}").into_bytes());
                 self.kv.put(self.req(req)).await?;
                 Ok(Outcome::Ok)
             }

@@ -55,15 +55,27 @@ pub enum WalError {
 /// WAL settings.
 #[derive(Clone, Debug)]
 pub struct WalOptions {
-    /// Bytes preallocated per segment; a segment is cut once it grows past this.
+    /// A segment is cut once its records reach this many bytes.
     pub segment_size: u64,
+    /// The active segment is preallocated this many bytes (at most `segment_size`) ahead:
+    /// at creation, then whenever a write would go past the allocated end. Before
+    /// 2026-12 whole segments were preallocated; on a small store, the 64 MiB active
+    /// segment was a large share of the data folder.
+    pub prealloc_step: u64,
     /// Told how long each fdatasync took (`etcd_disk_wal_fsync_duration_seconds`).
     pub observer: Observer,
 }
 
 impl Default for WalOptions {
     fn default() -> Self {
-        WalOptions { segment_size: 64 << 20, observer: Observer::default() }
+        WalOptions { segment_size: 64 << 20, prealloc_step: 4 << 20, observer: Observer::default() }
+    }
+}
+
+impl WalOptions {
+    /// Bytes a new segment is created with.
+    fn first_allocation(&self) -> u64 {
+        self.prealloc_step.min(self.segment_size).max(SEGMENT_HEADER_LEN)
     }
 }
 
@@ -75,6 +87,8 @@ pub struct Wal {
     file: File,
     /// Where the next record goes in the active segment.
     offset: u64,
+    /// Bytes of the active segment's file (allocated; zeros past `offset`).
+    allocated: u64,
     /// Appended, not yet written.
     pending: Vec<u8>,
     /// Highest record index appended.
@@ -96,13 +110,15 @@ impl Wal {
         }
         let mut segments = segment::list(dir)?;
         if segments.is_empty() {
-            let (info, file) = segment::create(dir, 0, 0, opts.segment_size)?;
+            let allocated = opts.first_allocation();
+            let (info, file) = segment::create(dir, 0, 0, allocated)?;
             let wal = Wal {
                 dir: dir.to_path_buf(),
                 opts,
                 segments: vec![info],
                 file,
                 offset: SEGMENT_HEADER_LEN,
+                allocated,
                 pending: Vec::new(),
                 last_index: 0,
                 failed: false,
@@ -163,6 +179,7 @@ impl Wal {
         // next record would sit below its segment's start and the log would not reopen
         let last_index = records.last().map_or(0, |r| r.index).max(active.first_index.saturating_sub(1));
         let file = std::fs::OpenOptions::new().read(true).write(true).open(&active.path)?;
+        let allocated = file.metadata()?.len();
         segments.push(active);
         let wal = Wal {
             dir: dir.to_path_buf(),
@@ -170,6 +187,7 @@ impl Wal {
             segments,
             file,
             offset: tail_offset,
+            allocated,
             pending: Vec::new(),
             last_index,
             failed: false,
@@ -197,6 +215,16 @@ impl Wal {
         if self.pending.is_empty() {
             return Ok(());
         }
+        let end = self.offset + self.pending.len() as u64;
+        if end > self.allocated {
+            // never write past the allocated end: a full disk fails here, before any byte
+            let target = end.max((self.allocated + self.opts.prealloc_step).min(self.opts.segment_size));
+            if let Err(e) = segment::preallocate(&self.file, target) {
+                self.failed = true;
+                return Err(e.into());
+            }
+            self.allocated = target;
+        }
         let r = self.file.write_all_at(&self.pending, self.offset).and_then(|_| {
             let started = Instant::now();
             let synced = self.file.sync_data();
@@ -220,9 +248,11 @@ impl Wal {
 
     fn cut(&mut self) -> Result<(), WalError> {
         let seq = self.segments.last().map_or(0, |s| s.seq + 1);
-        let (info, file) = segment::create(&self.dir, seq, self.last_index + 1, self.opts.segment_size)?;
+        let allocated = self.opts.first_allocation();
+        let (info, file) = segment::create(&self.dir, seq, self.last_index + 1, allocated)?;
         self.segments.push(info);
         self.file = file;
+        self.allocated = allocated;
         self.offset = SEGMENT_HEADER_LEN;
         Ok(())
     }

@@ -3,9 +3,10 @@
 //! A segment is `<seq:016x>-<first_index:016x>.wal`: `seq` orders segments, `first_index`
 //! is the smallest record index the segment may hold (every index in it is ≥ that, and <
 //! the next segment's). Segments start with a 16-byte header, `b"CAIRNWAL"` then a u32 LE
-//! format version (1) and 4 zero bytes, followed by records (`record.rs`). New segments are
-//! preallocated (fallocate) so that appends do not change the file's size and an
-//! fdatasync has no metadata to write.
+//! format version (1) and 4 zero bytes, followed by records (`record.rs`). Segments are
+//! preallocated (fallocate) ahead of the appends, in steps (`WalOptions::prealloc_step`),
+//! so that most appends do not change the file's size (an fdatasync then has no metadata
+//! to write) while a segment takes little more space than its records.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -58,7 +59,7 @@ pub fn list(dir: &Path) -> std::io::Result<Vec<SegmentInfo>> {
 }
 
 /// Creates a segment (header written, `size` bytes preallocated) and makes it and its
-/// directory entry durable.
+/// directory entry durable. A failure (a full disk) leaves no file behind.
 pub fn create(dir: &Path, seq: u64, first_index: u64, size: u64) -> std::io::Result<(SegmentInfo, File)> {
     let path = dir.join(segment_name(seq, first_index));
     let tmp = dir.join(format!("{}.tmp", segment_name(seq, first_index)));
@@ -88,7 +89,9 @@ pub fn check_header(buf: &[u8]) -> bool {
         && u32::from_le_bytes(buf[8..12].try_into().expect("4 bytes")) == VERSION
 }
 
-fn preallocate(f: &File, size: u64) -> std::io::Result<()> {
+/// Makes the file `size` bytes long (if shorter), with blocks allocated; reads past what
+/// was written return zeros (the end of the records).
+pub fn preallocate(f: &File, size: u64) -> std::io::Result<()> {
     // SAFETY: fallocate on a valid, open file descriptor; no memory is passed.
     let r = unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, size as libc::off_t) };
     if r == 0 {

@@ -145,3 +145,45 @@ fn an_empty_active_segment_keeps_its_first_index() {
     assert_eq!(indexes(&recs), vec![5, 6]);
     assert_eq!(wal.last_index(), 6);
 }
+
+/// The active segment is allocated a step ahead of its records, not whole: a new segment
+/// takes one step, a write past the allocated end grows it by a step (or to the write's
+/// end), and a reopened log goes on from the file's length.
+#[test]
+fn segments_are_preallocated_a_step_ahead() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = || WalOptions { segment_size: 64 << 10, prealloc_step: 8 << 10, ..WalOptions::default() };
+    let len = |dir: &Path| std::fs::metadata(active_segment(dir)).unwrap().len();
+    let (mut wal, _) = Wal::open(dir.path(), o()).unwrap();
+    assert_eq!(len(dir.path()), 8 << 10);
+    let value = vec![7u8; 1000];
+    for i in 1..=9 {
+        wal.append(1, i, &value).unwrap();
+    }
+    wal.sync().unwrap();
+    assert_eq!(len(dir.path()), 16 << 10, "grown by one step");
+    // one write larger than a step: grown to its end
+    for i in 10..=40 {
+        wal.append(1, i, &value).unwrap();
+    }
+    wal.sync().unwrap();
+    let end = data_end(&active_segment(dir.path())) as u64;
+    assert!(end > 24 << 10 && len(dir.path()) == end, "{} for records up to {end}", len(dir.path()));
+    drop(wal);
+    let (mut wal, recs) = Wal::open(dir.path(), o()).unwrap();
+    assert_eq!(indexes(&recs), (1..=40).collect::<Vec<_>>());
+    for i in 41..=100 {
+        wal.append(1, i, &value).unwrap();
+        wal.sync().unwrap();
+        assert!(len(dir.path()) <= 64 << 10, "a segment never grows past its size by a step");
+    }
+    assert!(wal.segment_count() >= 2);
+    let sealed = segment::list(dir.path()).unwrap();
+    for s in &sealed[..sealed.len() - 1] {
+        let l = std::fs::metadata(&s.path).unwrap().len();
+        assert!(l as usize == data_end(&s.path) || l == 64 << 10, "sealed segment of {l} bytes");
+    }
+    drop(wal);
+    let (_, recs) = Wal::open(dir.path(), o()).unwrap();
+    assert_eq!(indexes(&recs), (1..=100).collect::<Vec<_>>());
+}

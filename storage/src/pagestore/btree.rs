@@ -293,18 +293,27 @@ pub(crate) struct Spill<'a> {
     pub writes: &'a mut Vec<(PageId, Vec<u8>)>,
     /// The committing transaction.
     pub txid: u64,
+    /// Pages a leaf of several entries may span (1 normally; more when a
+    /// defragmentation packs the file, see `chunks`).
+    pub leaf_pages: usize,
 }
 
 /// Splits entries of the given sizes into runs filling a page each (a run holds at least
-/// `min` entries, the last one too when possible).
-fn chunks(sizes: &[usize], min: usize) -> Vec<std::ops::Range<usize>> {
+/// `min` entries, the last one too when possible). A run that would end less than 7/8
+/// full takes another page instead, up to `max_pages`: 1 KiB values fill one page to
+/// ~79% (three of them), two pages to ~92% (seven).
+fn chunks(sizes: &[usize], min: usize, max_pages: usize) -> Vec<std::ops::Range<usize>> {
+    let cap = |pages: usize| pages * PAGE_SIZE - HEADER;
     let mut out: Vec<std::ops::Range<usize>> = Vec::new();
-    let (mut from, mut bytes) = (0, 0);
+    let (mut from, mut bytes, mut pages) = (0, 0, 1);
     for (i, &s) in sizes.iter().enumerate() {
-        if i - from >= min && bytes + s > PAGE_PAYLOAD {
+        while i - from >= min && bytes + s > cap(pages) {
+            if pages < max_pages && bytes * 8 < cap(pages) * 7 {
+                pages += 1;
+                continue;
+            }
             out.push(from..i);
-            from = i;
-            bytes = 0;
+            (from, bytes, pages) = (i, 0, 1);
         }
         bytes += s;
     }
@@ -374,7 +383,7 @@ fn spill_node(node: Node, root: bool, sp: &mut Spill<'_>) -> Result<(u8, Vec<(Ve
         Node::Leaf(e) => {
             let sizes: Vec<usize> = e.iter().map(|(k, v)| page::leaf_entry_size(k, v)).collect();
             let mut pieces = Vec::new();
-            for run in chunks(&sizes, 1) {
+            for run in chunks(&sizes, 1, sp.leaf_pages) {
                 let pages = page::pages_for(sizes[run.clone()].iter().sum());
                 let start = (sp.alloc)(pages as u64);
                 let buf = page::encode_leaf(start, sp.txid, e[run.clone()].iter().map(|(k, v)| (k.as_slice(), v.as_slice())));
@@ -404,7 +413,7 @@ fn spill_node(node: Node, root: bool, sp: &mut Spill<'_>) -> Result<(u8, Vec<(Ve
             }
             let sizes: Vec<usize> = kids.iter().map(|(k, _)| page::branch_entry_size(k)).collect();
             let mut pieces = Vec::new();
-            for run in chunks(&sizes, 2) {
+            for run in chunks(&sizes, 2, 1) {
                 // each piece's entry 0 bounds nothing: it is written empty (so it can never
                 // be out of order), and its key becomes the piece's bound in the parent
                 let first = std::mem::take(&mut kids[run.start].0);
@@ -473,6 +482,24 @@ pub(crate) fn collect_spans(root: Span, r: NodeReader<'_>, out: &mut Vec<Span>) 
 mod tests {
     use super::*;
     use crate::pagestore::sim_io::{SimDisk, SimIo};
+
+    /// One-page runs as before; with two pages allowed, a run that would end under 7/8
+    /// full takes the second page, and small or huge entries are cut as before.
+    #[test]
+    fn chunks_fill_pages_and_take_a_second_one_when_it_packs_better() {
+        let lens = |runs: Vec<std::ops::Range<usize>>| runs.iter().map(|r| r.len()).collect::<Vec<_>>();
+        assert_eq!(lens(chunks(&[1052; 10], 1, 1)), vec![3, 3, 3, 1]);
+        assert_eq!(lens(chunks(&[1052; 16], 1, 2)), vec![7, 7, 2]);
+        assert_eq!(lens(chunks(&[100; 100], 1, 2)), vec![40, 40, 20]);
+        assert_eq!(lens(chunks(&[100, 20_000, 100], 1, 2)), vec![1, 1, 1]);
+        // branches: at least two entries a run, the last one too
+        assert_eq!(lens(chunks(&[3000, 3000, 3000], 2, 1)), vec![3]);
+        for sizes in [vec![1052; 16], vec![2100; 9], vec![700; 40]] {
+            for r in chunks(&sizes, 1, 2) {
+                assert!(page::pages_for(sizes[r].iter().sum()) <= 2);
+            }
+        }
+    }
 
     /// A branch that names itself as its child (checksum intact) is a typed error for
     /// reads and writes, not an endless walk.

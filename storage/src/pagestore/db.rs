@@ -201,6 +201,9 @@ pub(crate) struct Db {
     /// Decoded nodes of this file, shared with its views.
     cache: Arc<NodeCache>,
     growth: Growth,
+    /// Pages a leaf may span (`btree::Spill::leaf_pages`): 1, more while a
+    /// defragmentation packs its copy.
+    leaf_pages: usize,
 }
 
 impl Db {
@@ -290,6 +293,7 @@ impl Db {
             readers: Arc::new(Readers::default()),
             cache,
             growth,
+            leaf_pages: 1,
         })
     }
 
@@ -356,7 +360,7 @@ impl Db {
                 }
             };
             let r = NodeReader { io: self.io.as_ref(), cache: &self.cache, hwm: self.hwm };
-            let mut sp = Spill { r, freed: &mut self.freed, alloc: &mut alloc, writes: &mut writes, txid };
+            let mut sp = Spill { r, freed: &mut self.freed, alloc: &mut alloc, writes: &mut writes, txid, leaf_pages: self.leaf_pages };
             for root in self.roots.iter_mut() {
                 btree::commit(root, &mut sp)?;
             }
@@ -432,6 +436,11 @@ impl Db {
     /// Changes how the file grows from now on.
     pub(crate) fn set_growth(&mut self, growth: Growth) {
         self.growth = growth;
+    }
+
+    /// Lets leaves written from now on span up to `pages` pages (at least 1).
+    pub(crate) fn set_leaf_pages(&mut self, pages: usize) {
+        self.leaf_pages = pages.max(1);
     }
 
     /// Bytes of the file.

@@ -2,8 +2,9 @@
 //! through writes, commits, views and reopens; crash consistency on the simulated disk;
 //! views and space; corruption as typed errors.
 //!
-//! Long crash run: `CAIRN_CRASH_SEEDS=100000 cargo test --release -p cairn-storage
-//! pagestore::tests::crash -- --nocapture` (the CI-sized default is 2000 seeds).
+//! Long run: `CAIRN_CRASH_SEEDS=100000 CAIRN_MODEL_CASES=20000 cargo test --release -p
+//! cairn-storage --lib pagestore::tests -- --nocapture` (the CI-sized defaults are 2000
+//! seeds and 64 model cases).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -320,8 +321,13 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// Cases of `model_based`: `CAIRN_MODEL_CASES`, 64 by default (CI).
+fn model_cases() -> u32 {
+    std::env::var("CAIRN_MODEL_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(64)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: model_cases(), ..ProptestConfig::default() })]
 
     /// The store against a `BTreeMap` model: reads see written batches, views keep their
     /// state, a reopen (after a power loss) finds the last commit.
@@ -418,6 +424,46 @@ fn defragment_shrinks_the_file_and_keeps_the_data() {
     apply_model(&mut model, &b);
     store.write(b).unwrap();
     store.sync().unwrap();
+    drop(store);
+    let store = PageStore::open(dir.path()).unwrap();
+    assert_eq!(dump(&store).unwrap(), model);
+}
+
+/// 1 KiB values: one-page leaves hold three (~79% of the file is entries); the
+/// defragmented copy packs seven into two pages (~92%), and writes to packed leaves
+/// split them back and keep every entry.
+#[test]
+fn defragment_packs_leaves_of_large_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = PageStore::open(dir.path()).unwrap();
+    let mut model: Model = Default::default();
+    let mut b = WriteBatch::default();
+    for i in 0..6000u32 {
+        b.put(Bucket::Key, i.to_be_bytes().to_vec(), vec![(i % 251) as u8; 1040]);
+    }
+    apply_model(&mut model, &b);
+    store.write(b).unwrap();
+    store.sync().unwrap();
+    let live: u64 = model[0].iter().map(|(k, v)| (k.len() + v.len()) as u64).sum();
+    let unpacked = store.size_in_use();
+    assert!(unpacked > live * 5 / 4, "one-page leaves: {unpacked} bytes for {live}");
+    store.defragment().unwrap();
+    let packed = store.size_in_use();
+    assert!(packed < live * 23 / 20, "packed: {packed} bytes in use for {live} live bytes");
+    assert!(store.size() < live * 6 / 5, "file {} for {live} live bytes", store.size());
+    assert_eq!(dump(&store).unwrap(), model);
+    // change every 5th key and delete every 7th: packed leaves are rewritten
+    let mut b = WriteBatch::default();
+    for i in (0..6000u32).step_by(5) {
+        b.put(Bucket::Key, i.to_be_bytes().to_vec(), vec![7; 900 + (i % 300) as usize]);
+    }
+    for i in (0..6000u32).step_by(7) {
+        b.delete(Bucket::Key, i.to_be_bytes().to_vec());
+    }
+    apply_model(&mut model, &b);
+    store.write(b).unwrap();
+    store.sync().unwrap();
+    assert_eq!(dump(&store).unwrap(), model);
     drop(store);
     let store = PageStore::open(dir.path()).unwrap();
     assert_eq!(dump(&store).unwrap(), model);
