@@ -16,7 +16,7 @@ use h2::RecvStream;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::common::{free_addr, target_kind, Kind, Options, RawServer, Server};
+use crate::common::{free_addr, target_kind, Options, RawServer, Server};
 use crate::raw::{Conn, Reader, Sender};
 use crate::run;
 use crate::support::Control;
