@@ -1,7 +1,9 @@
 //! Accepted client connections, as the streams tonic serves: plain TCP or TLS, each wrapped
-//! in [`AuthorityFix`].
+//! in [`AuthorityFix`]. Peer listeners also check a client certificate's addresses against
+//! the connection's source after the handshake ([`PeerSanCheck`]), as etcd's do.
 
 use std::io;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures::Stream;
@@ -14,6 +16,7 @@ use tonic::transport::server::TcpIncoming;
 use tracing::{debug, warn};
 
 use crate::net::authority::AuthorityFix;
+use crate::net::peer_san::{PeerSanCheck, Sans};
 use crate::net::tls_reload::ServerTls;
 
 /// A client's TLS handshake must finish within this.
@@ -33,11 +36,13 @@ pub(crate) fn plain(
 }
 
 /// TLS connections from `listener`. Handshakes run concurrently, each in its own task, so a
-/// slow or silent client delays nobody else. The listening socket closes when the returned
-/// stream is dropped (tonic drops it at shutdown).
+/// slow or silent client delays nobody else; so do the `san` checks of client certificates
+/// (peer listeners). The listening socket closes when the returned stream is dropped (tonic
+/// drops it at shutdown).
 pub(crate) fn tls(
     listener: TcpListener,
     tls: ServerTls,
+    san: Option<PeerSanCheck>,
 ) -> impl Stream<Item = io::Result<AuthorityFix<TlsStream<TcpStream>>>> {
     let (tx, rx) = mpsc::channel(HANDSHAKEN_QUEUE);
     tokio::spawn(async move {
@@ -59,9 +64,15 @@ pub(crate) fn tls(
             }
             let acceptor = tls.acceptor();
             let tx = tx.clone();
+            let san = san.clone();
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                     Ok(Ok(tls)) => {
+                        if let Some(san) = &san {
+                            if !san_allows(san, &tls, peer).await {
+                                return;
+                            }
+                        }
                         if tx.send(Ok(AuthorityFix::new(tls))).await.is_err() {
                             debug!(%peer, "server stopped during the TLS handshake");
                         }
@@ -76,4 +87,26 @@ pub(crate) fn tls(
         }
     });
     ReceiverStream::new(rx)
+}
+
+/// Whether the client certificate of `tls` (if any) may connect from `peer`; a refusal is
+/// logged as etcd logs it ("rejected connection", with the certificate's addresses).
+async fn san_allows(san: &PeerSanCheck, tls: &TlsStream<TcpStream>, peer: SocketAddr) -> bool {
+    let conn = tls.get_ref().1;
+    let Some(cert) = conn.peer_certificates().and_then(|c| c.first()) else { return true };
+    let result = match Sans::of(cert) {
+        Ok(sans) => san.check(&sans, peer.ip()).await.map_err(|e| (sans, e)),
+        Err(e) => Err((Sans::default(), e)),
+    };
+    let Err((sans, error)) = result else { return true };
+    let ips: Vec<String> = sans.ips.iter().map(ToString::to_string).collect();
+    warn!(
+        remote_addr = %peer,
+        server_name = conn.server_name().unwrap_or(""),
+        ip_addresses = ?ips,
+        dns_names = ?sans.dns,
+        error = %error,
+        "rejected connection"
+    );
+    false
 }
