@@ -3,11 +3,17 @@
 //! production etcd cluster runs. A member's peer certificate is rotated on disk and the
 //! old one revoked: once its peers restart, the member reaches them only if it presents
 //! the new certificate on its new connections (etcd reads the files at every handshake).
+//!
+//! A peer's client certificate must also name the address the peer connects from (etcd's
+//! `checkCertSAN`): a certificate for 127.0.0.9 presented from 127.0.0.1 is refused, the
+//! same one from 127.0.0.9 is taken, and `--experimental-peer-skip-client-san-verification`
+//! takes it from anywhere. Those connections are made by the test itself (a TLS client
+//! bound to the source address it needs) to a one-member cluster's peer listener.
 //! Runs against cairn, or real etcd with `CAIRN_TEST_TARGET=etcd`.
 
 mod common;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -21,6 +27,7 @@ use rcgen::{
 struct Ca {
     issuer: Issuer<'static, KeyPair>,
     pem: String,
+    der: Vec<u8>,
 }
 
 impl Ca {
@@ -30,8 +37,14 @@ impl Ca {
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.distinguished_name.push(DnType::CommonName, "cairn test peer CA");
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
-        let pem = params.self_signed(&key).unwrap().pem();
-        Ca { issuer: Issuer::new(params, key), pem }
+        let cert = params.self_signed(&key).unwrap();
+        let (pem, der) = (cert.pem(), cert.der().to_vec());
+        Ca { issuer: Issuer::new(params, key), pem, der }
+    }
+
+    /// The CA certificate (DER).
+    fn issuer_der(&self) -> Vec<u8> {
+        self.der.clone()
     }
 
     /// A peer certificate for `ip` (server and client use, as etcd's peer certificates),
@@ -39,12 +52,18 @@ impl Ca {
     /// client certificate's addresses against the connection's source, which on loopback is
     /// 127.0.0.1.
     fn peer_cert(&self, ip: &str, serial: u64) -> (String, String) {
+        let (cert, key) = self.cert_for(&[ip, "127.0.0.1"], serial);
+        (cert.pem(), key.serialize_pem())
+    }
+
+    /// A peer certificate naming `sans` (IP addresses or DNS names; none: no SAN at all).
+    fn cert_for(&self, sans: &[&str], serial: u64) -> (rcgen::Certificate, KeyPair) {
         let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(vec![ip.to_owned(), "127.0.0.1".to_owned()]).unwrap();
-        params.distinguished_name.push(DnType::CommonName, format!("peer {ip}"));
+        let mut params = CertificateParams::new(sans.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, format!("peer {}", sans.join(",")));
         params.serial_number = Some(SerialNumber::from(serial));
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
-        (params.signed_by(&key, &self.issuer).unwrap().pem(), key.serialize_pem())
+        (params.signed_by(&key, &self.issuer).unwrap(), key)
     }
 
     /// A revocation list naming `serials`.
@@ -182,4 +201,133 @@ fn a_rotated_peer_certificate_is_presented_on_new_connections() {
     assert_eq!(read.trim(), "v2", "{}", c.logs());
     let status = etcdctl(&c.endpoint(1), &["endpoint", "status", "--cluster", "-w", "json"]).expect("status of every member");
     assert_eq!(status.matches("\"leader\"").count(), 3, "all three members answer: {status}");
+}
+
+/// What a member's peer listener did with a connection after the TLS handshake.
+#[derive(Debug, PartialEq, Eq)]
+enum Peer {
+    /// It answered a request of its peer protocol: the connection is served.
+    Served,
+    /// It closed the connection (why, as the client saw it).
+    Closed(String),
+}
+
+/// Connects to the peer listener `server` from `source`, presenting `cert` signed by `ca`,
+/// and sends a request of the peer protocol of `kind`: cairn's peers speak gRPC, so an
+/// HTTP/2 preface, answered with SETTINGS; etcd's speak rafthttp, so HTTP/1.1
+/// `GET /version` (etcd hands HTTP/2 on its peer port to a gRPC server that expects a
+/// second TLS handshake and closes). Whether the member serves the connection. With
+/// TLS 1.3 the client's handshake completes before the server has looked at its
+/// certificate, so a refusal shows as the connection closing.
+fn dial_peer(kind: Kind, server: SocketAddr, source: IpAddr, ca: &Ca, cert: &(rcgen::Certificate, KeyPair)) -> Peer {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+    use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+
+    let mut roots = RootCertStore::empty();
+    roots.add(CertificateDer::from(ca.issuer_der())).unwrap();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.1.serialize_der()));
+    let provider = std::sync::Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(vec![cert.0.der().clone()], key)
+        .unwrap();
+    if kind == Kind::Cairn {
+        config.alpn_protocols = vec![b"h2".to_vec()];
+    }
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::new(source, 0)).unwrap();
+        let tcp = socket.connect(server).await.expect("connect to the peer listener");
+        let mut tls = match connector.connect(ServerName::IpAddress(server.ip().into()), tcp).await {
+            Ok(tls) => tls,
+            Err(e) => return Peer::Closed(format!("handshake: {e}")),
+        };
+        let (request, answer): (Vec<u8>, &[u8]) = match kind {
+            // the client preface and an empty SETTINGS frame; the server's SETTINGS frame
+            // header has type 4 in its fourth byte
+            Kind::Cairn => ([&b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..], &[0, 0, 0, 4, 0, 0, 0, 0, 0]].concat(), &[4]),
+            Kind::Etcd => (b"GET /version HTTP/1.1\r\nHost: peer\r\n\r\n".to_vec(), b"HTTP/1.1 200"),
+        };
+        if let Err(e) = tls.write_all(&request).await {
+            return Peer::Closed(format!("write: {e}"));
+        }
+        let mut head = [0u8; 12];
+        match tokio::time::timeout(Duration::from_secs(20), tls.read_exact(&mut head)).await {
+            Ok(Ok(_)) => {
+                let got = if kind == Kind::Cairn { &head[3..4] } else { &head[..] };
+                assert_eq!(got, answer, "the peer listener answered {:?}", String::from_utf8_lossy(&head));
+                Peer::Served
+            }
+            Ok(Err(e)) => Peer::Closed(format!("read: {e}")),
+            Err(_) => panic!("the peer listener neither answered nor closed the connection in 20s"),
+        }
+    })
+}
+
+/// A one-member cluster on an `https://` peer URL with client-certificate authentication
+/// (plus `extra` flags); (the member, its peer address). Its own certificate names its
+/// peer address and 127.0.0.1.
+fn one_member(kind: Kind, ca: &Ca, dir: &Path, extra: &[&str]) -> (RawServer, SocketAddr) {
+    let (client, peer) = (free_addr(), free_addr());
+    replace(&dir.join("ca.pem"), &ca.pem);
+    let (cert, key) = ca.peer_cert(&peer.ip().to_string(), 1);
+    replace(&dir.join("m-cert.pem"), &cert);
+    replace(&dir.join("m-key.pem"), &key);
+    let file = |name: &str| dir.join(name).display().to_string();
+    let mut args = vec![
+        "--name=m".to_owned(),
+        format!("--data-dir={}", file("m")),
+        format!("--listen-client-urls=http://{client}"),
+        format!("--advertise-client-urls=http://{client}"),
+        format!("--listen-peer-urls=https://{peer}"),
+        format!("--initial-advertise-peer-urls=https://{peer}"),
+        format!("--initial-cluster=m=https://{peer}"),
+        format!("--peer-cert-file={}", file("m-cert.pem")),
+        format!("--peer-key-file={}", file("m-key.pem")),
+        format!("--peer-trusted-ca-file={}", file("ca.pem")),
+        "--peer-client-cert-auth".to_owned(),
+    ];
+    args.extend(extra.iter().map(|a| (*a).to_owned()));
+    let mut member = RawServer::spawn(kind, &args);
+    member.wait_ready();
+    (member, peer)
+}
+
+const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1));
+const NINE: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 9));
+
+#[test]
+fn a_peer_certificate_must_name_the_address_the_peer_connects_from() {
+    let ca = Ca::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let kind = target_kind();
+    let (member, peer) = one_member(kind, &ca, tmp.path(), &[]);
+    let for_nine = ca.cert_for(&["127.0.0.9"], 10);
+
+    let refused = dial_peer(kind, peer, LOCAL, &ca, &for_nine);
+    assert!(matches!(refused, Peer::Closed(_)), "a certificate for 127.0.0.9 from 127.0.0.1: {refused:?}\n{}", member.log());
+    wait_for("the member to log the refusal", Duration::from_secs(10), || member.log().contains("rejected connection").then_some(()));
+    // the same certificate from the address it names, a DNS name that resolves to the
+    // source (localhost, from /etc/hosts) and a certificate naming nothing are served
+    assert_eq!(dial_peer(kind, peer, NINE, &ca, &for_nine), Peer::Served, "{}", member.log());
+    assert_eq!(dial_peer(kind, peer, LOCAL, &ca, &ca.cert_for(&["localhost"], 11)), Peer::Served, "{}", member.log());
+    assert_eq!(dial_peer(kind, peer, LOCAL, &ca, &ca.cert_for(&[], 12)), Peer::Served, "{}", member.log());
+}
+
+#[test]
+fn the_skip_flag_lets_a_peer_in_from_any_address() {
+    let ca = Ca::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let kind = target_kind();
+    let (member, peer) = one_member(kind, &ca, tmp.path(), &["--experimental-peer-skip-client-san-verification"]);
+    let for_nine = ca.cert_for(&["127.0.0.9"], 10);
+    assert_eq!(dial_peer(kind, peer, LOCAL, &ca, &for_nine), Peer::Served, "{}", member.log());
+    // a certificate the CA did not sign is still refused: only the address check is skipped
+    let stranger = Ca::new().cert_for(&["127.0.0.1"], 13);
+    assert!(matches!(dial_peer(kind, peer, LOCAL, &ca, &stranger), Peer::Closed(_)), "{}", member.log());
 }

@@ -21,10 +21,10 @@ use std::time::{Duration, Instant};
 use cairn_proto::etcdserverpb::{
     kv_client::KvClient, lease_client::LeaseClient, LeaseGrantRequest, PutRequest, RangeRequest,
 };
+use cairn_proto::json::{json_string, JsonStyle};
 use tonic::transport::Channel;
 
 use crate::keys::{random_value, Rng};
-use crate::report::json_escape;
 
 /// How often the remaining keys are counted.
 const POLL: Duration = Duration::from_millis(50);
@@ -330,7 +330,7 @@ impl Outcome {
             "{{\"op\":\"lease-expiry\",\"leases\":{},\"ttl_s\":{},\"keys_per_lease\":{},\"clients\":{},\
              \"conns\":{},\"granted\":{},\"attached\":{},\"grant_s\":{},\"attach_s\":{},\"due_window_s\":{},\
              \"left_at_last_due\":{},\"expiry_s\":{},\"revocations_per_sec\":{},\"setup_overran_ttl\":{},\
-             \"errors\":{},\"first_error\":\"{}\"}}",
+             \"errors\":{},\"first_error\":{}}}",
             self.leases,
             self.ttl,
             self.keys_per_lease,
@@ -346,7 +346,7 @@ impl Outcome {
             num(self.revocations_per_sec),
             self.setup_overran_ttl,
             self.errors,
-            json_escape(self.error_samples.first().map_or("", |e| e.0.as_str())),
+            json_string(self.error_samples.first().map_or("", |e| e.0.as_str()), JsonStyle::Plain),
         )
     }
 }

@@ -3,6 +3,8 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use cairn_proto::json::{json_string, JsonStyle};
+
 /// Everything a run produced.
 #[derive(Debug, Default)]
 pub struct RunResult {
@@ -137,10 +139,10 @@ impl RunResult {
     pub fn json(&mut self) -> String {
         let s = self.stats();
         format!(
-            "{{\"op\":\"{}\",\"clients\":{},\"conns\":{},\"total\":{},\"ok\":{},\"errors\":{},\
+            "{{\"op\":{},\"clients\":{},\"conns\":{},\"total\":{},\"ok\":{},\"errors\":{},\
              \"conflicts\":{},\"seconds\":{},\"qps\":{},\"avg_ms\":{},\"p50_ms\":{},\"p90_ms\":{},\
              \"p99_ms\":{},\"p999_ms\":{},\"max_ms\":{}}}",
-            json_escape(&self.op),
+            json_string(&self.op, JsonStyle::Plain),
             self.clients,
             self.conns,
             self.total,
@@ -171,24 +173,6 @@ pub(crate) fn num(x: f64) -> String {
     } else {
         s.to_string()
     }
-}
-
-pub fn json_escape(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '"' => o.push_str("\\\""),
-            '\\' => o.push_str("\\\\"),
-            '\n' => o.push_str("\\n"),
-            '\r' => o.push_str("\\r"),
-            '\t' => o.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(o, "\\u{:04x}", c as u32);
-            }
-            c => o.push(c),
-        }
-    }
-    o
 }
 
 /// Linear histogram with `buckets` buckets over sorted data, like etcd's report.
@@ -255,8 +239,7 @@ mod tests {
     }
 
     #[test]
-    fn escape_and_num() {
-        assert_eq!(json_escape("a\"b\\\n"), "a\\\"b\\\\\\n");
+    fn num_formats() {
         assert_eq!(num(1.5), "1.5");
         assert_eq!(num(0.0), "0");
         assert_eq!(num(f64::NAN), "0");

@@ -19,12 +19,15 @@
 //! - [`cairnpb`]: cairn's own state-machine commands carried by Raft entries.
 //! - [`nested`]: Txn messages decoded without recursion (prost's derived decoder stops at
 //!   50 nested Txns), and [`codec`], the gRPC codec that uses it.
+//! - [`json`]: the workspace's one JSON string escaper (Go's and zap's styles), here
+//!   because every crate that writes JSON by hand depends on this one.
 //!
 //! Field names are snake_cased by prost: etcd's `ID` is `id`, `TTL` is `ttl`,
 //! `dbSize` is `db_size`, and `peerURLs` / `clientURLs` become `peer_ur_ls` /
 //! `client_ur_ls`.
 
 pub mod codec;
+pub mod json;
 pub mod nested;
 
 /// etcd's MVCC data model (protobuf package `mvccpb`).

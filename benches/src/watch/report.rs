@@ -2,8 +2,10 @@
 
 use std::fmt::Write as _;
 
+use cairn_proto::json::{json_string, JsonStyle};
+
 use super::writers::Puts;
-use crate::report::{json_escape, num, percentile};
+use crate::report::{num, percentile};
 
 /// The watch setup shared by both benchmarks.
 #[derive(Debug, Default)]
@@ -148,7 +150,7 @@ impl Delivery {
             "{{\"op\":\"watch\",{},\"puts\":{},\"put_errors\":{},\"put_s\":{},\"put_p50_ms\":{},\
              \"put_p99_ms\":{},\"expected\":{},\"received\":{},\"duplicates\":{},\"misrouted\":{},\
              \"malformed\":{},\"delivery_p50_ms\":{},\"delivery_p90_ms\":{},\"delivery_p99_ms\":{},\
-             \"delivery_max_ms\":{},\"ok\":{},\"error\":\"{}\"}}",
+             \"delivery_max_ms\":{},\"ok\":{},\"error\":{}}}",
             self.setup.json(),
             p.ok,
             p.errors,
@@ -165,7 +167,7 @@ impl Delivery {
             num(percentile(l, 99.0)),
             num(percentile(l, 100.0)),
             problems.is_empty(),
-            json_escape(&problems.join("; ")),
+            json_string(&problems.join("; "), JsonStyle::Plain),
         )
     }
 }
@@ -246,7 +248,7 @@ impl ProgressRounds {
              \"resends\":{},\"progress_responses\":{},\"progress_ahead\":{},\"events\":{},\
              \"background_puts\":{},\"background_put_errors\":{},\
              \"progress_p50_ms\":{},\"progress_p90_ms\":{},\"progress_p99_ms\":{},\
-             \"progress_max_ms\":{},\"ok\":{},\"error\":\"{}\"}}",
+             \"progress_max_ms\":{},\"ok\":{},\"error\":{}}}",
             self.setup.json(),
             self.rounds,
             w.len(),
@@ -262,7 +264,7 @@ impl ProgressRounds {
             num(percentile(w, 99.0)),
             num(percentile(w, 100.0)),
             self.ok(),
-            json_escape(self.failure.as_deref().unwrap_or("")),
+            json_string(self.failure.as_deref().unwrap_or(""), JsonStyle::Plain),
         )
     }
 }

@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cairn_proto::etcdserverpb::{AlarmType, RangeRequest};
+use cairn_proto::json::{json_string, JsonStyle};
 use cairn_storage::watch::WatchHub;
 use cairn_storage::Store;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -455,7 +456,7 @@ fn health(s: &Snapshot, q: &HealthQuery) -> Response {
         Some(why) => (
             503,
             "Service Unavailable",
-            format!(r#"{{"health":"false","reason":"{}"}}"#, json_escape(&why)),
+            format!(r#"{{"health":"false","reason":{}}}"#, json_string(&why, JsonStyle::GoMarshal)),
         ),
     };
     Response {
@@ -464,22 +465,6 @@ fn health(s: &Snapshot, q: &HealthQuery) -> Response {
         content_type: "application/json",
         body,
     }
-}
-
-fn json_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// Prometheus text format (0.0.4): the member's metrics, with the gauges of state set from

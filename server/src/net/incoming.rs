@@ -1,7 +1,10 @@
 //! Accepted connections, as the streams tonic serves: plain TCP or TLS, each wrapped in
-//! [`PingGuard`] (client listeners: `--grpc-keepalive-min-time`) and [`AuthorityFix`].
+//! [`PingGuard`] (plain-text client listeners: `--grpc-keepalive-min-time`) and
+//! [`AuthorityFix`]. Peer listeners also check a client certificate's addresses against
+//! the connection's source after the handshake ([`PeerSanCheck`]), as etcd's do.
 
 use std::io;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures::Stream;
@@ -14,6 +17,7 @@ use tonic::transport::server::TcpIncoming;
 use tracing::{debug, warn};
 
 use crate::net::authority::AuthorityFix;
+use crate::net::peer_san::{PeerSanCheck, Sans};
 use crate::net::ping_guard::PingGuard;
 use crate::net::ping_policy::PingPolicy;
 use crate::net::tls_reload::ServerTls;
@@ -43,13 +47,15 @@ pub(crate) fn plain(
         .map(move |accepted| accepted.map(|io| wrap(io, pings)))
 }
 
-/// TLS connections from `listener` (`pings` as for [`plain`]). Handshakes run concurrently, each in its own task, so a
-/// slow or silent client delays nobody else. The listening socket closes when the returned
-/// stream is dropped (tonic drops it at shutdown).
+/// TLS connections from `listener`, their PINGs unlimited (etcd holds no https client to
+/// the min-time). Handshakes run concurrently, each in its own task, so a slow or silent
+/// client delays nobody else; so do the `san` checks of client certificates (peer
+/// listeners). The listening socket closes when the returned stream is dropped (tonic drops
+/// it at shutdown).
 pub(crate) fn tls(
     listener: TcpListener,
     tls: ServerTls,
-    pings: Option<PingPolicy>,
+    san: Option<PeerSanCheck>,
 ) -> impl Stream<Item = io::Result<Conn<TlsStream<TcpStream>>>> {
     let (tx, rx) = mpsc::channel(HANDSHAKEN_QUEUE);
     tokio::spawn(async move {
@@ -71,10 +77,16 @@ pub(crate) fn tls(
             }
             let acceptor = tls.acceptor();
             let tx = tx.clone();
+            let san = san.clone();
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                     Ok(Ok(tls)) => {
-                        if tx.send(Ok(wrap(tls, pings))).await.is_err() {
+                        if let Some(san) = &san {
+                            if !san_allows(san, &tls, peer).await {
+                                return;
+                            }
+                        }
+                        if tx.send(Ok(wrap(tls, None))).await.is_err() {
                             debug!(%peer, "server stopped during the TLS handshake");
                         }
                     }
@@ -88,4 +100,26 @@ pub(crate) fn tls(
         }
     });
     ReceiverStream::new(rx)
+}
+
+/// Whether the client certificate of `tls` (if any) may connect from `peer`; a refusal is
+/// logged as etcd logs it ("rejected connection", with the certificate's addresses).
+async fn san_allows(san: &PeerSanCheck, tls: &TlsStream<TcpStream>, peer: SocketAddr) -> bool {
+    let conn = tls.get_ref().1;
+    let Some(cert) = conn.peer_certificates().and_then(|c| c.first()) else { return true };
+    let result = match Sans::of(cert) {
+        Ok(sans) => san.check(&sans, peer.ip()).await.map_err(|e| (sans, e)),
+        Err(e) => Err((Sans::default(), e)),
+    };
+    let Err((sans, error)) = result else { return true };
+    let ips: Vec<String> = sans.ips.iter().map(ToString::to_string).collect();
+    warn!(
+        remote_addr = %peer,
+        server_name = conn.server_name().unwrap_or(""),
+        ip_addresses = ?ips,
+        dns_names = ?sans.dns,
+        error = %error,
+        "rejected connection"
+    );
+    false
 }

@@ -8,7 +8,9 @@
 //! says so at start-up); `--peer-crl-file` refuses revoked peer certificates. The dialling
 //! side follows `--cipher-suites` and the TLS versions as the listeners do, and presents the
 //! certificate as the files are at each handshake (`ClientCertFiles`), so a rotated peer
-//! certificate is used without a restart.
+//! certificate is used without a restart. After the handshake, peer listeners check that a
+//! peer's client certificate names the address it connects from (`peer_san.rs`), unless
+//! `--experimental-peer-skip-client-san-verification`.
 
 use std::path::Path;
 use std::sync::Arc;

@@ -15,6 +15,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use cairn_raft_node::LeaderInfo;
+use crate::net::peer_san::PeerSanCheck;
 use crate::net::tls_reload::ServerTls;
 use tonic::service::Routes;
 use tonic_health::pb::health_server::HealthServer;
@@ -234,6 +235,9 @@ pub(crate) struct PeerListeners {
     pub(crate) urls: Vec<ClientUrl>,
     /// Peer TLS (`--peer-cert-file` ...), for `https://` URLs.
     pub(crate) tls: Option<ServerTls>,
+    /// The check of a peer client certificate's addresses after the handshake; `None` with
+    /// `--experimental-peer-skip-client-san-verification`.
+    pub(crate) san_check: Option<PeerSanCheck>,
     /// The services.
     pub(crate) routes: tonic::service::Routes,
     /// Says why this member must stop (removed from the cluster, or its node failed).
@@ -288,7 +292,7 @@ pub(crate) async fn serve<P: Proposer>(
             let (bound, listener) = url.bind_reporting().await?;
             // the peer listeners' gRPC calls count too, as etcd's (it serves gRPC there)
             let router = Server::builder().layer(grpc_metrics.clone()).layer(LimitStatusLayer).add_routes(p.routes.clone());
-            peer_listeners.push((url.clone(), bound, listener, router, p.tls.clone(), "peer"));
+            peer_listeners.push((url.clone(), bound, listener, router, p.tls.clone(), p.san_check.clone(), "peer"));
         }
         ready_gate = p.ready.take();
     }
@@ -299,7 +303,8 @@ pub(crate) async fn serve<P: Proposer>(
     // they are stopped, not drained, once the client listeners drained.
     let mut peer_servers = JoinSet::new();
     let mut bound_urls = Vec::with_capacity(urls.len());
-    let mut spawn = |(url, bound, listener, router, tls, kind): (ClientUrl, String, _, tonic::transport::server::Router<_>, Option<ServerTls>, &str)| -> Result<(), ServerError> {
+    type Listener<R> = (ClientUrl, String, tokio::net::TcpListener, tonic::transport::server::Router<R>, Option<ServerTls>, Option<PeerSanCheck>, &'static str);
+    let mut spawn = |(url, bound, listener, router, tls, san, kind): Listener<_>| -> Result<(), ServerError> {
         let mut stop = stop_rx.clone();
         let shutdown = async move {
             // An error means the sender is gone: stop as well.
@@ -312,7 +317,7 @@ pub(crate) async fn serve<P: Proposer>(
                 ServerError::Config(crate::error::ConfigError::HttpsWithoutCert(url.url.clone()))
             })?;
             // etcd holds no https client to the min-time (see `Http2Settings`)
-            let incoming = incoming::tls(listener, acceptor, None);
+            let incoming = incoming::tls(listener, acceptor, san);
             servers.spawn(async move {
                 (
                     name,
@@ -361,7 +366,7 @@ pub(crate) async fn serve<P: Proposer>(
     }
     for url in urls {
         let (bound, listener) = url.bind_reporting().await?;
-        spawn((url.clone(), bound, listener, client_router(), tls.clone(), "client"))?;
+        spawn((url.clone(), bound, listener, client_router(), tls.clone(), None, "client"))?;
     }
     drop(spawn);
     let health_task = services.leader.clone().map(|leader| tokio::spawn(follow_leader(services.grpc_health.clone(), leader)));

@@ -311,6 +311,13 @@ pub struct Config {
     #[arg(long, env = "ETCD_PEER_CRL_FILE")]
     pub peer_crl_file: Option<PathBuf>,
 
+    /// Do not check that a peer's client certificate names the address the peer connects
+    /// from (its IP SANs, or DNS SANs resolving to it); etcd 3.5's flag.
+    #[arg(long, env = "ETCD_EXPERIMENTAL_PEER_SKIP_CLIENT_SAN_VERIFICATION", num_args = 0..=1,
+          require_equals = true, default_value = "false", default_missing_value = "true",
+          value_parser = parse_go_bool, action = ArgAction::Set)]
+    pub experimental_peer_skip_client_san_verification: bool,
+
     /// etcd flags cairn accepts without acting on them (see `etcd_only_flags.rs`).
     #[command(flatten)]
     pub etcd_only: EtcdOnlyFlags,

@@ -113,11 +113,15 @@ fn ignored_flags_are_reported() {
         "--initial-cluster-state=existing",
         "--cipher-suites=TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
         "--enable-v2",
+        "--experimental-peer-skip-client-san-verification",
     ])
     .unwrap();
-    // flags that work (snapshot count, peer TLS, quota, cluster state, cipher suites) are not reported
+    // flags that work (snapshot count, peer TLS, quota, cluster state, cipher suites, the
+    // peer SAN check's switch) are not reported
     assert_eq!(c.ignored, vec!["--enable-v2"]);
     assert_eq!(c.quota_backend_bytes, 8589934592);
+    assert!(c.experimental_peer_skip_client_san_verification);
+    assert!(!parse(&[]).unwrap().experimental_peer_skip_client_san_verification, "etcd checks SANs by default");
 }
 
 #[test]
@@ -136,7 +140,7 @@ fn grpc_keepalive_min_time_defaults_to_etcds_and_is_not_ignored() {
 fn the_ignored_list_and_help_come_from_one_table() {
     let command = <Config as clap::CommandFactory>::command();
     let ids = super::ignored_flag_ids(&command);
-    for used in ["snapshot_count", "quota_backend_bytes", "heartbeat_interval", "election_timeout", "listen_peer_urls", "peer_cert_file", "metrics", "auto_compaction_mode", "auto_compaction_retention", "grpc_keepalive_min_time"] {
+    for used in ["snapshot_count", "quota_backend_bytes", "heartbeat_interval", "election_timeout", "listen_peer_urls", "peer_cert_file", "metrics", "experimental_peer_skip_client_san_verification", "auto_compaction_mode", "auto_compaction_retention", "grpc_keepalive_min_time"] {
         assert!(!ids.iter().any(|i| i == used), "{used} works and must not be listed as ignored");
     }
     for ignored in ["enable_v2"] {
@@ -301,7 +305,8 @@ fn config_file_is_the_whole_configuration() {
     std::fs::write(
         &path,
         "name: from-file\nsnapshot-count: 42\nlog-outputs: [stderr]\nlisten-client-urls: http://127.0.0.1:1,http://127.0.0.1:2\n\
-         client-transport-security:\n  client-cert-auth: true\n  trusted-ca-file: ca.crt\nno-such-key: 1\n",
+         client-transport-security:\n  client-cert-auth: true\n  trusted-ca-file: ca.crt\nno-such-key: 1\n\
+         peer-transport-security:\n  skip-client-san-verification: true\n",
     )
     .unwrap();
     let file = format!("--config-file={}", path.display());
@@ -313,6 +318,7 @@ fn config_file_is_the_whole_configuration() {
     assert!(c.client_cert_auth);
     assert_eq!(c.trusted_ca_file.as_deref(), Some(std::path::Path::new("ca.crt")));
     assert_eq!(c.unknown_file_keys, ["no-such-key"]);
+    assert!(c.experimental_peer_skip_client_san_verification);
     assert_eq!(c.config_file.as_deref(), Some(path.as_path()));
     std::fs::write(&path, "name: [unclosed\n").unwrap();
     assert!(parse(&[&file]).is_err());

@@ -141,12 +141,6 @@ pub struct EtcdOnlyFlags {
     #[arg(long, env = "ETCD_SELF_SIGNED_CERT_VALIDITY")]
     pub self_signed_cert_validity: Option<String>,
 
-    /// Skip SAN checks of peer client certificates; cairn does not check them (accepted, ignored)
-    #[arg(long, env = "ETCD_EXPERIMENTAL_PEER_SKIP_CLIENT_SAN_VERIFICATION", num_args = 0..=1,
-          require_equals = true, default_value = "false", default_missing_value = "true",
-          value_parser = parse_go_bool, action = ArgAction::Set)]
-    pub experimental_peer_skip_client_san_verification: bool,
-
     /// SO_REUSEPORT on listeners; cairn binds without it (accepted, ignored)
     #[arg(long, env = "ETCD_SOCKET_REUSE_PORT", num_args = 0..=1, require_equals = true,
           default_value = "false", default_missing_value = "true",

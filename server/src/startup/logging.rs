@@ -11,6 +11,7 @@ use std::io::{self, IsTerminal, Write};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use cairn_proto::json::JsonStyle;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
@@ -201,8 +202,9 @@ impl Visit for JsonFields {
     }
 }
 
+/// A JSON string as zap writes it.
 fn json_string(s: &str) -> String {
-    serde_json::Value::from(s).to_string()
+    cairn_proto::json::json_string(s, JsonStyle::Plain)
 }
 
 /// `2006-01-02T15:04:05.000000Z` for `t` (UTC).

@@ -30,6 +30,7 @@ use crate::member::role::Role;
 use crate::auth::{Authenticator, SimpleTokens};
 use crate::member::{Member, MemberOptions, MemberSetup};
 use crate::net::listen::ClientUrl;
+use crate::net::peer_san::PeerSanCheck;
 use crate::net::{http, peer_tls, serve, tls};
 
 /// Parses the command line, sets up logging and the runtime, and runs the server.
@@ -188,6 +189,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     let peers = serve::PeerListeners {
         urls: peer_urls,
         tls: peer_server_tls,
+        san_check: (!config.experimental_peer_skip_client_san_verification).then(PeerSanCheck::default),
         routes: engine.peer_routes.clone(),
         stop: engine.stop.clone(),
         ready: Some(Box::pin(engine.joined())),

@@ -25,6 +25,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 
 use cairn_proto::cairnpb::{AlarmList, AuthState, LeaseRecord, MemberTable};
+use cairn_proto::json::JsonStyle;
 use cairn_proto::leasepb;
 use prost::Message;
 
@@ -125,25 +126,9 @@ fn member_json(m: &cairn_proto::cairnpb::MemberRecord) -> String {
     s
 }
 
-/// A JSON string as Go writes it (HTML-safe: `<`, `>` and `&` escaped too).
+/// A JSON string as Go's encoding/json writes it (HTML-safe: `<`, `>` and `&` escaped too).
 fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 || matches!(c, '<' | '>' | '&' | '\u{2028}' | '\u{2029}') => {
-                out.push_str(&format!("\\u{:04x}", c as u32));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+    cairn_proto::json::json_string(s, JsonStyle::GoMarshal)
 }
 
 /// An etcd db file of a read view, laid out and ready to be written (module docs).
