@@ -9,7 +9,8 @@
 #     alone  PUTS (default 40000) random puts over the key space, 64 clients on 4 conns;
 #     loaded the same puts while `etcdctl snapshot save` runs in a loop;
 #   then prints, per server: p99 alone, p99 loaded, ratio, rate loaded/alone, the
-#   snapshots taken and their mean duration, the file size and the 1-minute load average
+#   snapshots completed during the loaded phase and their mean duration (0: none
+#   completed, the row measures nothing), the file size and the 1-minute load average
 #   before each phase. Extra flags for the servers: CAIRN_FLAGS, ETCD_FLAGS.
 set -euo pipefail
 [[ $# -ge 2 ]] || { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
@@ -76,7 +77,7 @@ run_one() {
     local pa pl qa ql n mean size
     pa=$(field p99_ms "$alone"); pl=$(field p99_ms "$loaded")
     qa=$(field qps "$alone"); ql=$(field qps "$loaded")
-    n=$(wc -l <"$dir/snaps" 2>/dev/null || echo 0)
+    n=$(cat "$dir/snaps" 2>/dev/null | wc -l)
     mean=$(awk '{s+=$1} END {if (NR) printf "%.2f", s/NR; else print "-"}' "$dir/snaps" 2>/dev/null || echo -)
     size=$(cat "$dir/size" 2>/dev/null || echo 0)
     printf '| %s | %.1f ms | %.1f ms | %.1f× | %.2f | %s, %s s | %d MB | %s / %s |\n' \
