@@ -23,7 +23,7 @@ use cairn_proto::etcdserverpb::AlarmMember;
 use cairn_proto::leasepb;
 use prost::Message;
 
-use super::export::{Entries, AUTH_ENABLED, AUTH_REVISION};
+use super::export::{Entries, Visit, AUTH_ENABLED, AUTH_REVISION};
 use super::{split_sha256, EtcdDbError, BUCKET_KEY, BUCKET_LEASE, BUCKET_META};
 use crate::alarm::META_ALARMS;
 use super::{META_CONSISTENT_INDEX, META_FINISHED_COMPACT, META_SCHEDULED_COMPACT, META_TERM};
@@ -147,7 +147,7 @@ pub type EntrySink<'s> = dyn FnMut(Bucket, &[u8], &[u8]) -> crate::Result<()> + 
 fn each_value(
     bucket: &BucketRef<'_>,
     what: &'static str,
-    visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), EtcdDbError>,
+    visit: &mut Visit<'_>,
 ) -> Result<(), EtcdDbError> {
     let mut failed = None;
     bucket.for_each(&mut |k, e| {
