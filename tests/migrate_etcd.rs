@@ -231,13 +231,13 @@ fn status_of(db: &[u8]) -> (u32, i64, u64) {
     file.root()
         .for_each(&mut |name, e| {
             if let Entry::Bucket(b) = e {
-                buckets.push((name, b));
+                buckets.push((name.to_vec(), b));
             }
             Ok(true)
         })
         .unwrap();
     for (name, b) in buckets {
-        hash = crc32c(hash, name);
+        hash = crc32c(hash, &name);
         b.for_each(&mut |k, e| {
             let Entry::Value(v) = e else { panic!("nested bucket in {name:?}") };
             hash = crc32c(crc32c(hash, k), v);

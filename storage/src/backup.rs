@@ -15,13 +15,18 @@
 //! SHA-256 as the last message (`v3rpc/maintenance.go`), and etcd's restore checks that
 //! hash. A reader ([`read_backup`]) checks, in order: the length, the SHA-256, the stream
 //! (magic, every entry, count and CRC), and that only zero padding follows it; a truncated
-//! or altered file fails one of them and is refused whole.
+//! or altered file fails one of them and is refused whole. [`read_backup_file`] makes the
+//! same checks on a file in two passes (the SHA-256, then the stream, handed out entry by
+//! entry), holding a chunk of it at a time.
 
-use ring::digest::SHA256;
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::path::Path;
+
+use ring::digest::{Context, SHA256};
 
 use crate::backend::Bucket;
 use crate::error::{Error, Result};
-use crate::snapshot::read_snapshot;
+use crate::snapshot::{read_snapshot, read_snapshot_with, EntryFn};
 
 /// The stream is padded to a multiple of this many bytes.
 pub const BACKUP_ALIGN: u64 = 512;
@@ -33,6 +38,23 @@ pub fn sha256(data: &[u8]) -> [u8; SHA256_LEN] {
     let mut out = [0u8; SHA256_LEN];
     out.copy_from_slice(ring::digest::digest(&SHA256, data).as_ref());
     out
+}
+
+/// The SHA-256 of the next `len` bytes of `input`, read a MiB at a time (a file's
+/// contents before its trailer, without holding them).
+pub fn sha256_of_next(input: &mut dyn Read, len: u64) -> std::io::Result<[u8; SHA256_LEN]> {
+    let mut sha = Context::new(&SHA256);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        input.read_exact(&mut buf[..n])?;
+        sha.update(&buf[..n]);
+        left -= n as u64;
+    }
+    let mut out = [0u8; SHA256_LEN];
+    out.copy_from_slice(sha.finish().as_ref());
+    Ok(out)
 }
 
 /// True when `data` starts like a cairn backup (its stream's magic).
@@ -72,6 +94,37 @@ pub fn read_backup(data: &[u8]) -> Result<Backup> {
     let mut sha256 = [0u8; SHA256_LEN];
     sha256.copy_from_slice(want);
     Ok(Backup { entries, sha256 })
+}
+
+/// Verifies the backup file at `path` as [`read_backup`] does and hands its stream's
+/// entries to `visit`, reading the file in chunks (module docs); returns the file's
+/// length. The stream's own checks come after some entries were handed out: a visitor
+/// that keeps them must drop them on an error.
+pub fn read_backup_file(path: &Path, visit: &mut EntryFn<'_>) -> Result<u64> {
+    let bad = |detail: String| Error::corrupt("backup", detail);
+    let mut file = std::fs::File::open(path)?;
+    let len = file.metadata()?.len();
+    if len < SHA256_LEN as u64 || (len - SHA256_LEN as u64) % BACKUP_ALIGN != 0 {
+        return Err(bad(format!(
+            "{len} bytes is not a multiple of {BACKUP_ALIGN} plus a {SHA256_LEN}-byte SHA-256: the file is truncated or not a cairn backup"
+        )));
+    }
+    let body_len = len - SHA256_LEN as u64;
+    let got = sha256_of_next(&mut file, body_len)?;
+    let mut want = [0u8; SHA256_LEN];
+    file.read_exact(&mut want)?;
+    if got != want {
+        return Err(bad("SHA-256 mismatch: the file is corrupt or truncated".to_owned()));
+    }
+    file.seek(SeekFrom::Start(0))?;
+    let mut body = BufReader::with_capacity(1 << 20, (&mut file).take(body_len));
+    read_snapshot_with(&mut body, visit)?;
+    let mut rest = Vec::new();
+    (&mut body).take(BACKUP_ALIGN).read_to_end(&mut rest)?;
+    if rest.len() as u64 >= BACKUP_ALIGN || rest.iter().any(|&b| b != 0) {
+        return Err(bad(format!("{} unexpected bytes after the snapshot stream", rest.len())));
+    }
+    Ok(len)
 }
 
 #[cfg(test)]

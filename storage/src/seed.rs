@@ -1,8 +1,12 @@
 //! Seeding a new store from a backup: the step `cairn snapshot restore` shares between
-//! snapshot formats. A format reader (a cairn backup: [`Dataset::from_backup`]; an etcd
-//! bbolt file through `etcd_db::import_snapshot`, whose stream goes the same way)
-//! produces a [`Dataset`] — the key bucket, the leases, the compaction revision, the auth
-//! state and the alarms — and [`write_store`] turns it into a fresh store folder.
+//! snapshot formats. A format reader hands the entries of a cairn snapshot stream
+//! (`snapshot.rs`), one at a time, to a [`Seeder`]: a cairn backup's stream as it is read
+//! (`backup::read_backup_file`), an etcd bbolt file's through
+//! `etcd_db::import_entries`. The seeder writes them to a fresh store folder in batches of
+//! about [`SEED_BATCH_BYTES`], each committed, so memory does not grow with the backup;
+//! what it keeps ([`StreamMeta`]: the revision, the compaction revision, the auth state
+//! and the alarms) it writes last, then opens the store once, which rebuilds the index
+//! from every entry.
 //!
 //! The key bucket is kept in the on-disk form cairn and etcd share: revision bytes
 //! (`revision.rs`: 17 bytes, 18 with the tombstone mark) → an encoded `mvccpb.KeyValue`,
@@ -14,25 +18,25 @@
 //! (its `alarm` bucket travels in the db), even when they name members of the old cluster.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use cairn_proto::cairnpb::LeaseRecord;
 use prost::Message;
 
-use crate::backend::{Bucket, WriteBatch};
-use crate::backup::Backup;
+use crate::alarm::META_ALARMS;
+use crate::backend::{Backend, Bucket, WriteBatch};
 use crate::engine::{open_backend, StorageEngine};
 use crate::error::{Error, Result};
 use crate::revision::Revision;
-use crate::alarm::META_ALARMS;
 use crate::store::{Store, StoreConfig, META_AUTH, META_COMPACT_SCHEDULED, META_CURRENT_REV};
 
-/// A store's logical contents, as any snapshot format can provide them.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Dataset {
-    /// The key bucket: revision bytes → encoded `mvccpb.KeyValue`, in revision order.
-    pub key_bucket: Vec<(Vec<u8>, Vec<u8>)>,
-    /// Every lease.
-    pub leases: Vec<LeaseRecord>,
+/// A [`Seeder`] writes its entries once they add up to this many bytes.
+pub const SEED_BATCH_BYTES: usize = 8 << 20;
+
+/// What a snapshot stream says besides its key and lease entries, gathered as the
+/// entries go by ([`StreamMeta::note`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct StreamMeta {
     /// The compaction revision (-1: never compacted).
     pub compact_revision: i64,
     /// The store revision (at least the newest revision of the key bucket).
@@ -44,69 +48,107 @@ pub struct Dataset {
     pub alarms: Option<Vec<u8>>,
 }
 
+impl Default for StreamMeta {
+    fn default() -> Self {
+        StreamMeta { compact_revision: -1, revision: 1, auth: None, alarms: None }
+    }
+}
+
 fn meta_i64(v: &[u8]) -> Result<i64> {
     let b: [u8; 8] = v.try_into().map_err(|_| Error::corrupt("backup meta", format!("{} bytes", v.len())))?;
     Ok(i64::from_be_bytes(b))
 }
 
-impl Dataset {
-    /// The dataset of a verified cairn backup.
-    pub fn from_backup(b: &Backup) -> Result<Dataset> {
-        let mut d = Dataset { compact_revision: -1, revision: 1, ..Dataset::default() };
-        for (bucket, k, v) in &b.entries {
-            match bucket {
-                Bucket::Key => {
-                    let (rev, _) = Revision::from_bytes(k)?;
-                    d.revision = d.revision.max(rev.main);
-                    d.key_bucket.push((k.clone(), v.clone()));
-                }
-                Bucket::Lease => d.leases.push(LeaseRecord::decode(v.as_slice()).map_err(|e| Error::corrupt("backup lease", e))?),
-                // a compaction recorded but not finished is finished by the new store
-                Bucket::Meta if k.as_slice() == META_COMPACT_SCHEDULED => d.compact_revision = d.compact_revision.max(meta_i64(v)?),
-                Bucket::Meta if k.as_slice() == META_CURRENT_REV => d.revision = d.revision.max(meta_i64(v)?),
-                Bucket::Meta if k.as_slice() == META_AUTH => d.auth = Some(v.clone()),
-                Bucket::Meta if k.as_slice() == META_ALARMS => d.alarms = Some(v.clone()),
-                Bucket::Meta => {}
+impl StreamMeta {
+    /// Takes one entry of the stream into account: a key's revision, a lease that must
+    /// decode, the meta records kept. Returns the lease, decoded.
+    pub fn note(&mut self, bucket: Bucket, k: &[u8], v: &[u8]) -> Result<Option<LeaseRecord>> {
+        match bucket {
+            Bucket::Key => {
+                let (rev, _) = Revision::from_bytes(k)?;
+                self.revision = self.revision.max(rev.main);
             }
+            Bucket::Lease => return Ok(Some(LeaseRecord::decode(v).map_err(|e| Error::corrupt("backup lease", e))?)),
+            // a compaction recorded but not finished is finished by the new store
+            Bucket::Meta if k == META_COMPACT_SCHEDULED => self.compact_revision = self.compact_revision.max(meta_i64(v)?),
+            Bucket::Meta if k == META_CURRENT_REV => self.revision = self.revision.max(meta_i64(v)?),
+            Bucket::Meta if k == META_AUTH => self.auth = Some(v.to_vec()),
+            Bucket::Meta if k == META_ALARMS => self.alarms = Some(v.to_vec()),
+            Bucket::Meta => {}
         }
-        Ok(d)
+        Ok(None)
     }
 }
 
-/// Writes `d` into a new store in `dir` (which must not hold one) on `engine`, then opens
-/// it once, which rebuilds the index from every entry: a dataset that does not decode is
-/// refused here with [`Error::Corrupt`]. Returns the opened store's revision.
-pub fn write_store(dir: &Path, engine: StorageEngine, d: &Dataset) -> Result<i64> {
-    if crate::engine::detect(dir)?.is_some() {
-        return Err(Error::corrupt("restore target", format!("{} already holds a store", dir.display())));
-    }
-    {
+/// Writes a new store from a snapshot stream's entries as they come (module docs).
+pub struct Seeder {
+    dir: std::path::PathBuf,
+    engine: StorageEngine,
+    backend: Arc<dyn Backend>,
+    batch: WriteBatch,
+    batch_bytes: usize,
+    meta: StreamMeta,
+}
+
+impl Seeder {
+    /// Starts a new store in `dir` (which must not hold one) on `engine`.
+    pub fn create(dir: &Path, engine: StorageEngine) -> Result<Seeder> {
+        if crate::engine::detect(dir)?.is_some() {
+            return Err(Error::corrupt("restore target", format!("{} already holds a store", dir.display())));
+        }
         let backend = open_backend(dir, engine)?;
-        let mut batch = WriteBatch::default();
-        for (k, v) in &d.key_bucket {
-            batch.put(Bucket::Key, k.clone(), v.clone());
+        Ok(Seeder { dir: dir.to_owned(), engine, backend, batch: WriteBatch::default(), batch_bytes: 0, meta: StreamMeta::default() })
+    }
+
+    /// Takes the stream's next entry: key entries and leases are written (a batch at a
+    /// time), meta records noted for [`Seeder::finish`].
+    pub fn entry(&mut self, bucket: Bucket, k: &[u8], v: &[u8]) -> Result<()> {
+        let lease = self.meta.note(bucket, k, v)?;
+        match (bucket, lease) {
+            (Bucket::Key, _) => self.put(Bucket::Key, k.to_vec(), v.to_vec()),
+            (Bucket::Lease, Some(l)) => self.put(Bucket::Lease, (l.id as u64).to_be_bytes().to_vec(), l.encode_to_vec()),
+            _ => Ok(()),
         }
-        for l in &d.leases {
-            batch.put(Bucket::Lease, (l.id as u64).to_be_bytes().to_vec(), l.encode_to_vec());
+    }
+
+    fn put(&mut self, bucket: Bucket, k: Vec<u8>, v: Vec<u8>) -> Result<()> {
+        self.batch_bytes += k.len() + v.len();
+        self.batch.put(bucket, k, v);
+        if self.batch_bytes >= SEED_BATCH_BYTES {
+            // committed at once: a backend holds what was written since its last commit
+            // in memory (the page store's open transaction)
+            self.backend.write(std::mem::take(&mut self.batch))?;
+            self.backend.sync()?;
+            self.batch_bytes = 0;
         }
-        batch.put(Bucket::Meta, META_CURRENT_REV.to_vec(), d.revision.to_be_bytes().to_vec());
-        if d.compact_revision >= 0 {
+        Ok(())
+    }
+
+    /// Writes what is left and the meta records, syncs, then opens the store once, which
+    /// rebuilds the index from every entry: entries that do not decode are refused here
+    /// with [`Error::Corrupt`]. Returns the opened store's revision.
+    pub fn finish(mut self) -> Result<i64> {
+        let m = std::mem::take(&mut self.meta);
+        self.batch.put(Bucket::Meta, META_CURRENT_REV.to_vec(), m.revision.to_be_bytes().to_vec());
+        if m.compact_revision >= 0 {
             // scheduled, not finished: the store's compactor deletes what the compaction
             // no longer keeps at its first open
-            batch.put(Bucket::Meta, META_COMPACT_SCHEDULED.to_vec(), d.compact_revision.to_be_bytes().to_vec());
+            self.batch.put(Bucket::Meta, META_COMPACT_SCHEDULED.to_vec(), m.compact_revision.to_be_bytes().to_vec());
         }
-        for (key, value) in [(META_AUTH, &d.auth), (META_ALARMS, &d.alarms)] {
+        for (key, value) in [(META_AUTH, m.auth), (META_ALARMS, m.alarms)] {
             if let Some(v) = value {
-                batch.put(Bucket::Meta, key.to_vec(), v.clone());
+                self.batch.put(Bucket::Meta, key.to_vec(), v);
             }
         }
+        let Seeder { dir, engine, backend, batch, .. } = self;
         backend.write(batch)?;
         backend.sync()?;
+        drop(backend);
+        let mut cfg = StoreConfig::new(&dir);
+        cfg.engine = engine;
+        let store = Store::open(cfg)?;
+        let rev = store.revision();
+        store.sync_backend()?;
+        Ok(rev)
     }
-    let mut cfg = StoreConfig::new(dir);
-    cfg.engine = engine;
-    let store = Store::open(cfg)?;
-    let rev = store.revision();
-    store.sync_backend()?;
-    Ok(rev)
 }

@@ -67,6 +67,21 @@ impl<'a> SnapshotWriter<'a> {
 
 /// Reads a whole snapshot stream, verifying it, and returns its entries.
 pub fn read_snapshot(input: &mut dyn Read) -> Result<Vec<(Bucket, Vec<u8>, Vec<u8>)>> {
+    let mut entries = Vec::new();
+    read_snapshot_with(input, &mut |b, k, v| {
+        entries.push((b, k.to_vec(), v.to_vec()));
+        Ok(())
+    })?;
+    Ok(entries)
+}
+
+/// The visitor of [`read_snapshot_with`]: gets each entry in stream order.
+pub type EntryFn<'v> = dyn FnMut(Bucket, &[u8], &[u8]) -> Result<()> + 'v;
+
+/// Reads a snapshot stream, handing each entry to `visit` as it is read (one entry in
+/// memory at a time); returns the number of entries. The trailer (count and CRC) is
+/// checked at the end, so a visitor that keeps what it got must drop it on an error.
+pub fn read_snapshot_with(input: &mut dyn Read, visit: &mut EntryFn<'_>) -> Result<u64> {
     let mut r = CrcReader { input, crc: Crc32::new() };
     let mut magic = [0u8; 8];
     r.read(&mut magic)?;
@@ -77,7 +92,7 @@ pub fn read_snapshot(input: &mut dyn Read) -> Result<Vec<(Bucket, Vec<u8>, Vec<u
     if version != VERSION {
         return Err(Error::corrupt("snapshot", format!("unknown version {version}")));
     }
-    let mut entries = Vec::new();
+    let mut count = 0u64;
     loop {
         let mut tag = [0u8; 1];
         r.read(&mut tag)?;
@@ -90,11 +105,12 @@ pub fn read_snapshot(input: &mut dyn Read) -> Result<Vec<(Bucket, Vec<u8>, Vec<u
         };
         let k = r.bytes()?;
         let v = r.bytes()?;
-        entries.push((bucket, k, v));
+        visit(bucket, &k, &v)?;
+        count += 1;
     }
     let mut n = [0u8; 8];
     r.read(&mut n)?;
-    if u64::from_le_bytes(n) != entries.len() as u64 {
+    if u64::from_le_bytes(n) != count {
         return Err(Error::corrupt("snapshot", "entry count mismatch"));
     }
     let want = r.crc.finish();
@@ -103,7 +119,7 @@ pub fn read_snapshot(input: &mut dyn Read) -> Result<Vec<(Bucket, Vec<u8>, Vec<u
     if u32::from_le_bytes(crc) != want {
         return Err(Error::corrupt("snapshot", "crc mismatch"));
     }
-    Ok(entries)
+    Ok(count)
 }
 
 struct CrcReader<'a> {

@@ -1,12 +1,17 @@
 //! `cairn snapshot status FILE` and `cairn snapshot restore FILE ...`: etcdutl's commands
 //! (flags, `--write-out` formats) for the backups Maintenance.Snapshot streams.
 //!
-//! Restore reads the whole file, detects its format from its first bytes, verifies it
-//! (a cairn backup: SHA-256, stream and padding, `cairn_storage::backup`), turns it into
-//! a [`Dataset`] (keys with their history, leases, compaction revision) and seeds a new
-//! store from it (`cairn_storage::seed`) in a temporary folder next to `--data-dir`,
-//! renamed into place only once complete: a bad file or a failure leaves no data folder.
-//! A second format plugs in at [`SnapshotFormat`]: its reader produces a `Dataset`.
+//! Neither command reads the file into memory. Both detect its format from its first
+//! bytes and verify its SHA-256 trailer in a first pass, a MiB at a time; then an etcd
+//! (bbolt) file is walked with its pages read as the walk reaches them
+//! (`cairn_storage::bbolt::BboltFile::from_file`) and a cairn backup's stream is read
+//! entry by entry. Status hashes and counts what goes by; restore hands the entries, as
+//! a cairn snapshot stream (`cairn_storage::etcd_db::import_entries` for etcd's schema),
+//! to a [`Seeder`] writing a new store (`cairn_storage::seed`) in a temporary folder next
+//! to `--data-dir`, renamed into place only once complete: a bad file (bad SHA-256, page,
+//! meta page or entry) or a failure leaves no data folder. Memory stays at a few MiB plus
+//! what the new store needs when it opens (its key index). A format plugs in at
+//! [`SnapshotFormat`] and [`read_entries`].
 //!
 //! The new member's identity and Raft log are created at its first start from the same
 //! `--name`, `--initial-cluster`, `--initial-cluster-token` and
@@ -17,12 +22,14 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use cairn_storage::backup::{is_backup, read_backup, sha256, Backup};
+use std::io::Read;
+
+use cairn_storage::backup::{is_backup, read_backup, read_backup_file};
 use cairn_storage::bbolt::is_bbolt;
-use cairn_storage::etcd_db::{db_status, export_snapshot, import_snapshot, split_sha256};
-use cairn_storage::snapshot::read_snapshot;
+use cairn_storage::etcd_db::{export_snapshot, file_status, import_entries, open_snapshot_file};
 use cairn_storage::hash::ContentHash;
-use cairn_storage::seed::{write_store, Dataset};
+use cairn_storage::seed::{Seeder, StreamMeta};
+use cairn_storage::snapshot::EntryFn;
 use cairn_storage::StorageEngine;
 use clap::{Parser, Subcommand};
 
@@ -149,26 +156,28 @@ impl SnapshotFormat {
     }
 }
 
-/// Reads, detects and verifies `path` into a dataset, with the verified backup.
-fn load(path: &Path) -> Result<(Dataset, Backup, u64), SnapshotCmdError> {
-    let data = std::fs::read(path).map_err(|source| SnapshotCmdError::Io { path: path.to_owned(), source })?;
+/// The format of the file at `path`, from its first bytes.
+fn detect_file(path: &Path) -> Result<Option<SnapshotFormat>, SnapshotCmdError> {
+    let io = |source| SnapshotCmdError::Io { path: path.to_owned(), source };
+    let mut head = Vec::with_capacity(64);
+    std::fs::File::open(path).map_err(io)?.take(64).read_to_end(&mut head).map_err(io)?;
+    Ok(SnapshotFormat::detect(&head))
+}
+
+/// Verifies `path` and hands the entries of its cairn snapshot stream to `visit` one at
+/// a time (module docs); returns the file's size. Entries handed out before an error
+/// must be dropped by the caller.
+fn read_entries(path: &Path, visit: &mut EntryFn<'_>) -> Result<u64, SnapshotCmdError> {
     let storage = |source| SnapshotCmdError::Storage { path: path.to_owned(), source };
-    match SnapshotFormat::detect(&data) {
-        Some(SnapshotFormat::Cairn) => {
-            let backup = read_backup(&data).map_err(storage)?;
-            let dataset = Dataset::from_backup(&backup).map_err(storage)?;
-            Ok((dataset, backup, data.len() as u64))
-        }
+    let etcd = |source| SnapshotCmdError::Etcd { path: path.to_owned(), source };
+    match detect_file(path)? {
+        Some(SnapshotFormat::Cairn) => read_backup_file(path, visit).map_err(storage),
         Some(SnapshotFormat::Bbolt) => {
             // etcd's snapshot (or `member/snap/db`): its keys, revisions, leases and
             // compaction, as a cairn snapshot stream (`cairn_storage::etcd_db`)
-            let size = data.len() as u64;
-            let sha = sha256(&data);
-            let imported = import_snapshot(data).map_err(|source| SnapshotCmdError::Etcd { path: path.to_owned(), source })?;
-            let entries = read_snapshot(&mut imported.snapshot.as_slice()).map_err(storage)?;
-            let backup = Backup { entries, sha256: sha };
-            let dataset = Dataset::from_backup(&backup).map_err(storage)?;
-            Ok((dataset, backup, size))
+            let (db, _) = open_snapshot_file(path).map_err(etcd)?;
+            import_entries(&db, visit).map_err(etcd)?;
+            std::fs::metadata(path).map(|m| m.len()).map_err(|source| SnapshotCmdError::Io { path: path.to_owned(), source })
         }
         None => Err(SnapshotCmdError::UnknownFormat(path.to_owned())),
     }
@@ -188,28 +197,24 @@ pub struct Status {
     pub total_size: u64,
 }
 
-fn status_of(d: &Dataset, b: &Backup, size: u64) -> Status {
-    let mut hash = ContentHash::default();
-    for (bucket, k, v) in &b.entries {
-        hash.entry(*bucket, k, v);
-    }
-    Status { hash: hash.finish(), revision: d.revision, total_key: b.entries.len(), total_size: size }
-}
-
 /// `snapshot status FILE`: for an etcd (bbolt) file, what etcdctl computes
-/// (`cairn_storage::etcd_db::db_status`) once its SHA-256 trailer verified; for a cairn
+/// (`cairn_storage::etcd_db::file_status`) once its SHA-256 trailer verified; for a cairn
 /// backup, its own hash over the entries.
 fn status(path: &Path) -> Result<Status, SnapshotCmdError> {
-    let data = std::fs::read(path).map_err(|source| SnapshotCmdError::Io { path: path.to_owned(), source })?;
-    if SnapshotFormat::detect(&data) != Some(SnapshotFormat::Bbolt) {
-        return load(path).map(|(d, b, size)| status_of(&d, &b, size));
+    if detect_file(path)? == Some(SnapshotFormat::Bbolt) {
+        let etcd = |source| SnapshotCmdError::Etcd { path: path.to_owned(), source };
+        let (db, _) = open_snapshot_file(path).map_err(etcd)?;
+        let s = file_status(&db).map_err(etcd)?;
+        return Ok(Status { hash: s.hash, revision: s.revision, total_key: s.total_key as usize, total_size: s.total_size });
     }
-    let etcd = |source| SnapshotCmdError::Etcd { path: path.to_owned(), source };
-    let db_len = split_sha256(&data).map_err(etcd)?.0.len();
-    let mut db = data;
-    db.truncate(db_len);
-    let s = db_status(db).map_err(etcd)?;
-    Ok(Status { hash: s.hash, revision: s.revision, total_key: s.total_key as usize, total_size: s.total_size })
+    let (mut hash, mut meta, mut total_key) = (ContentHash::default(), StreamMeta::default(), 0usize);
+    let size = read_entries(path, &mut |bucket, k, v| {
+        hash.entry(bucket, k, v);
+        meta.note(bucket, k, v)?;
+        total_key += 1;
+        Ok(())
+    })?;
+    Ok(Status { hash: hash.finish(), revision: meta.revision, total_key, total_size: size })
 }
 
 /// Go's `humanize.Bytes`, which etcdutl prints sizes with ("2.1 MB").
@@ -289,7 +294,6 @@ pub fn restore(
     if data_dir.exists() {
         return Err(SnapshotCmdError::DataDirExists(data_dir.to_owned()));
     }
-    let (dataset, _, _) = load(file)?;
     let tmp = tmp_dir(data_dir);
     let io = |path: &Path| {
         let path = path.to_owned();
@@ -300,8 +304,13 @@ pub fn restore(
     }
     let store_dir = tmp.join("member").join("cairn");
     std::fs::create_dir_all(&store_dir).map_err(io(&store_dir))?;
-    let result = write_store(&store_dir, StorageEngine::default(), &dataset)
-        .map_err(|source| SnapshotCmdError::Storage { path: file.to_owned(), source })
+    let storage = |source| SnapshotCmdError::Storage { path: file.to_owned(), source };
+    let result = Seeder::create(&store_dir, StorageEngine::default())
+        .map_err(storage)
+        .and_then(|mut seeder| {
+            read_entries(file, &mut |bucket, k, v| seeder.entry(bucket, k, v))?;
+            seeder.finish().map_err(storage)
+        })
         .and_then(|rev| {
             std::fs::rename(&tmp, data_dir).map_err(io(data_dir))?;
             if let Some(parent) = data_dir.parent().filter(|p| !p.as_os_str().is_empty()) {

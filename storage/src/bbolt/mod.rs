@@ -1,13 +1,14 @@
 //! etcd's storage file format: bbolt (the B+tree file in etcd's `member/snap/db`, and
-//! what `etcdctl snapshot save` writes). Reading and writing whole files, so a cairn
-//! store can be imported from etcd and exported to it (`etcd_db/` puts etcd's schema on
-//! top).
+//! what `etcdctl snapshot save` writes). Reading files (from memory, or from disk a page
+//! at a time) and writing them page by page, so a cairn store can be imported from etcd
+//! and exported to it (`etcd_db/` puts etcd's schema on top).
 //!
 //! * `layout.rs`: pages, elements, bucket headers and the meta page, byte by byte;
 //! * `read.rs`: [`BboltFile`]: validates both meta pages (magic, version, FNV-1a
 //!   checksum), keeps the newest, and walks a bucket's branch, leaf and overflow pages
-//!   in key order, inline and nested buckets included, returning [`BboltError`] (never
-//!   panicking) on anything corrupt;
+//!   (from memory, or read from the file as the walk reaches them) in key order, inline
+//!   and nested buckets included, returning [`BboltError`] (never panicking) on anything
+//!   corrupt;
 //! * `stream.rs`: [`plan`] and [`write_planned`]: a fresh file of flat buckets written
 //!   page by page in two passes over the data (never whole in memory), which bbolt
 //!   opens and writes on (etcd's restore and server do); the layout is documented there;
@@ -41,7 +42,7 @@ pub const MAX_KEY_SIZE: usize = 32768;
 pub const MAX_VALUE_SIZE: usize = (1 << 31) - 2;
 
 /// True when `data` starts like a bbolt file: its first meta page's magic, right after
-/// the page header (a cheap sniff; [`BboltFile::from_bytes`] verifies).
+/// the page header (a cheap sniff; opening it with [`BboltFile`] verifies).
 pub fn is_bbolt(data: &[u8]) -> bool {
     let at = layout::PAGE_HEADER_SIZE;
     data.get(at..at + 4).is_some_and(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) == layout::MAGIC)

@@ -1,7 +1,10 @@
 //! Reading a bbolt file: pick the meta page, walk a bucket's B+tree in key order.
 //!
-//! The whole file is held in memory and every offset is checked before use, so a corrupt
-//! file gives a [`BboltError`], never a panic or an endless walk:
+//! The pages come from memory ([`BboltFile::from_bytes`]) or are read from an open file
+//! one at a time as the walk reaches them ([`BboltFile::from_file`]: memory stays at a
+//! page, its overflow pages and one bit per page of the file, whatever the file's size).
+//! Every offset is checked before use, so a corrupt file gives a [`BboltError`], never a
+//! panic or an endless walk:
 //! * a page number must lie between the meta pages and the meta's high-water mark, and
 //!   the page (with its overflow pages) inside the file; its header must carry its own id;
 //! * one load never visits a page twice (a valid file references each page once), so a
@@ -9,12 +12,14 @@
 //!   tree and bucket nesting depth is bounded too;
 //! * keys must come out strictly ascending.
 
-use std::collections::HashSet;
+use std::borrow::Cow;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use super::layout::{
     u32_at, u64_at, BucketHeader, Meta, PageHeader, BRANCH_PAGE, BUCKET_HEADER_SIZE, BUCKET_LEAF_FLAG, ELEMENT_SIZE,
-    FREELIST_PAGE, LEAF_PAGE, NO_FREELIST, PAGE_HEADER_SIZE,
+    FREELIST_PAGE, LEAF_PAGE, META_SIZE, NO_FREELIST, PAGE_HEADER_SIZE,
 };
 use super::{BboltError, BucketData, Item};
 
@@ -24,61 +29,148 @@ const MAX_DEPTH: usize = 128;
 /// Page sizes tried for the second meta page when the first one is unreadable.
 const PAGE_SIZE_GUESSES: [usize; 7] = [4096, 8192, 16384, 32768, 65536, 2048, 1024];
 
-/// An open bbolt file (read-only, in memory).
+/// An open bbolt file (read-only).
 pub struct BboltFile {
-    data: Vec<u8>,
+    source: Source,
     page_size: usize,
     meta: Meta,
 }
 
+/// Where the pages are.
+enum Source {
+    /// The whole file in memory.
+    Memory(Vec<u8>),
+    /// An open file, of which the first `len` bytes are the db (a snapshot's SHA-256
+    /// trailer follows them).
+    File { file: File, len: u64 },
+}
+
+impl Source {
+    fn len(&self) -> u64 {
+        match self {
+            Source::Memory(d) => d.len() as u64,
+            Source::File { len, .. } => *len,
+        }
+    }
+
+    /// The bytes `at..at + n`, or as many of them as the source holds (possibly none).
+    fn read(&self, at: u64, n: usize) -> Result<Cow<'_, [u8]>, BboltError> {
+        let end = at.saturating_add(n as u64).min(self.len());
+        let n = end.saturating_sub(at) as usize;
+        match self {
+            Source::Memory(d) => Ok(Cow::Borrowed(d.get(at as usize..at as usize + n).unwrap_or(&[]))),
+            Source::File { file, .. } => {
+                let mut buf = vec![0u8; n];
+                file.read_exact_at(&mut buf, at)?;
+                Ok(Cow::Owned(buf))
+            }
+        }
+    }
+}
+
 /// A bucket of an open file: the root bucket or a nested one.
-#[derive(Clone, Copy)]
-pub struct BucketRef<'a> {
-    file: &'a BboltFile,
-    root: Root<'a>,
+#[derive(Clone)]
+pub struct BucketRef<'f> {
+    file: &'f BboltFile,
+    root: Root,
     sequence: u64,
 }
 
-#[derive(Clone, Copy)]
-enum Root<'a> {
+#[derive(Clone)]
+enum Root {
     /// The bucket's root page.
     Page(u64),
-    /// An inline bucket: its leaf page, inside the parent's value.
-    Inline(&'a [u8]),
+    /// An inline bucket: its leaf page, copied out of the parent's value (a fraction of
+    /// a page).
+    Inline(Vec<u8>),
 }
 
-/// A value in a bucket, as a walk hands it out.
-pub enum Entry<'a> {
+/// A value in a bucket, as a walk hands it out: a value borrowed from the page being
+/// visited (`'p`), or a nested bucket of the file (`'f`).
+pub enum Entry<'p, 'f> {
     /// A plain value.
-    Value(&'a [u8]),
+    Value(&'p [u8]),
     /// A nested bucket.
-    Bucket(BucketRef<'a>),
+    Bucket(BucketRef<'f>),
 }
 
-/// The visitor of [`BucketRef::for_each`]: gets each key and entry, returns whether to go on.
-pub type VisitFn<'v, 'a> = dyn FnMut(&'a [u8], Entry<'a>) -> Result<bool, BboltError> + 'v;
+/// The visitor of [`BucketRef::for_each`]: gets each key and entry (valid for the call
+/// only: the page they lie in may be dropped after it), returns whether to go on.
+pub type VisitFn<'v, 'f> = dyn for<'p> FnMut(&'p [u8], Entry<'p, 'f>) -> Result<bool, BboltError> + 'v;
 
-/// Pages seen by one walk (see the module docs).
+/// One walk's state (see the module docs): the pages it has seen, one bit per page of
+/// the file, and the last key visited.
 struct Walk {
-    seen: HashSet<u64>,
+    seen: Vec<u64>,
+    last: Option<Vec<u8>>,
+}
+
+impl Walk {
+    fn new(pages: u64) -> Walk {
+        Walk { seen: vec![0; pages.div_ceil(64) as usize], last: None }
+    }
+
+    /// Marks `pgid` seen; false if it was already (`pgid` is below the high-water mark).
+    fn first_visit(&mut self, pgid: u64) -> bool {
+        let (word, bit) = ((pgid / 64) as usize, 1u64 << (pgid % 64));
+        match self.seen.get_mut(word) {
+            Some(w) if *w & bit == 0 => {
+                *w |= bit;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Checks that `key` comes after the last key visited and makes it the last one.
+    fn next_key(&mut self, key: &[u8], pgid: u64) -> Result<(), BboltError> {
+        match &mut self.last {
+            Some(l) if l.as_slice() >= key => Err(BboltError::KeysOutOfOrder { pgid }),
+            Some(l) => {
+                l.clear();
+                l.extend_from_slice(key);
+                Ok(())
+            }
+            None => {
+                self.last = Some(key.to_vec());
+                Ok(())
+            }
+        }
+    }
 }
 
 impl BboltFile {
-    /// Reads and opens the file at `path`.
+    /// Opens the file at `path`, reading its pages as they are walked.
     pub fn open(path: &Path) -> Result<BboltFile, BboltError> {
-        Self::from_bytes(std::fs::read(path)?)
+        let file = File::open(path)?;
+        let len = file.metadata()?.len();
+        Self::from_file(file, len)
     }
 
     /// Opens a file's bytes: validates both meta pages and keeps the newest valid one.
     pub fn from_bytes(data: Vec<u8>) -> Result<BboltFile, BboltError> {
-        let meta0 = Meta::decode(data.get(PAGE_HEADER_SIZE..).unwrap_or(&[]));
+        Self::from_source(Source::Memory(data))
+    }
+
+    /// Opens the db in the first `len` bytes of `file` (a snapshot file's db, before its
+    /// SHA-256 trailer): validates both meta pages and keeps the newest valid one; the
+    /// other pages are read when a walk reaches them.
+    pub fn from_file(file: File, len: u64) -> Result<BboltFile, BboltError> {
+        Self::from_source(Source::File { file, len })
+    }
+
+    fn from_source(source: Source) -> Result<BboltFile, BboltError> {
+        let meta_at = |at: usize| -> Result<Result<Meta, BboltError>, BboltError> {
+            Ok(Meta::decode(&source.read((at + PAGE_HEADER_SIZE) as u64, META_SIZE)?))
+        };
+        let meta0 = meta_at(0)?;
         let guesses: Vec<usize> = match &meta0 {
             Ok(m) => vec![m.page_size as usize],
             Err(_) => PAGE_SIZE_GUESSES.to_vec(),
         };
         let mut meta1 = Err(BboltError::BadMeta("file too short"));
         for (i, size) in guesses.into_iter().enumerate() {
-            match Meta::decode(data.get(size + PAGE_HEADER_SIZE..).unwrap_or(&[])) {
+            match meta_at(size)? {
                 Ok(m) if m.page_size as usize == size => {
                     meta1 = Ok(m);
                     break;
@@ -108,8 +200,8 @@ impl BboltFile {
             return Err(BboltError::BadMeta("page size is not a power of two between 1 KiB and 1 MiB"));
         }
         let needed = meta.pgid.checked_mul(page_size as u64).ok_or(BboltError::BadMeta("high-water mark overflows"))?;
-        if (data.len() as u64) < needed {
-            return Err(BboltError::Truncated { len: data.len() as u64, needed });
+        if source.len() < needed {
+            return Err(BboltError::Truncated { len: source.len(), needed });
         }
         if meta.pgid < 3 || meta.root.root < 2 || meta.root.root >= meta.pgid {
             return Err(BboltError::BadMeta("root page outside the file"));
@@ -117,7 +209,7 @@ impl BboltFile {
         if meta.freelist != NO_FREELIST && (meta.freelist < 2 || meta.freelist >= meta.pgid) {
             return Err(BboltError::BadMeta("freelist page outside the file"));
         }
-        Ok(BboltFile { data, page_size, meta })
+        Ok(BboltFile { source, page_size, meta })
     }
 
     /// The file's page size.
@@ -151,7 +243,7 @@ impl BboltFile {
             return Err(BboltError::BadPage { pgid, detail: "freelist page without the freelist flag" });
         }
         let (count, start) = if h.count == 0xFFFF {
-            let n = u64_at(page, PAGE_HEADER_SIZE).ok_or(BboltError::BadPage { pgid, detail: "freelist count" })?;
+            let n = u64_at(&page, PAGE_HEADER_SIZE).ok_or(BboltError::BadPage { pgid, detail: "freelist count" })?;
             (n, PAGE_HEADER_SIZE + 8)
         } else {
             (u64::from(h.count), PAGE_HEADER_SIZE)
@@ -168,13 +260,16 @@ impl BboltFile {
     }
 
     /// The page `pgid` with its overflow pages, and its header.
-    fn page(&self, pgid: u64) -> Result<(PageHeader, &[u8]), BboltError> {
+    fn page(&self, pgid: u64) -> Result<(PageHeader, Cow<'_, [u8]>), BboltError> {
         if pgid < 2 || pgid >= self.meta.pgid {
             return Err(BboltError::PageOutOfRange { pgid, high_water: self.meta.pgid });
         }
-        let start = pgid as usize * self.page_size;
-        let first = self.data.get(start..start + self.page_size).ok_or(BboltError::PageOutOfRange { pgid, high_water: self.meta.pgid })?;
-        let h = PageHeader::decode(first).ok_or(BboltError::BadPage { pgid, detail: "short header" })?;
+        let start = pgid * self.page_size as u64;
+        let first = self.source.read(start, self.page_size)?;
+        if first.len() < self.page_size {
+            return Err(BboltError::PageOutOfRange { pgid, high_water: self.meta.pgid });
+        }
+        let h = PageHeader::decode(&first).ok_or(BboltError::BadPage { pgid, detail: "short header" })?;
         if h.id != pgid {
             return Err(BboltError::BadPage { pgid, detail: "header carries another page id" });
         }
@@ -182,8 +277,15 @@ impl BboltFile {
         if pgid + span > self.meta.pgid {
             return Err(BboltError::BadPage { pgid, detail: "overflow past the high-water mark" });
         }
-        let end = start + span as usize * self.page_size;
-        let page = self.data.get(start..end).ok_or(BboltError::BadPage { pgid, detail: "overflow past the end of the file" })?;
+        if span == 1 {
+            return Ok((h, first));
+        }
+        // below the high-water mark, which the source's length was checked against
+        let len = usize::try_from(span * self.page_size as u64).map_err(|_| BboltError::BadPage { pgid, detail: "overflow too large" })?;
+        let page = self.source.read(start, len)?;
+        if page.len() < len {
+            return Err(BboltError::BadPage { pgid, detail: "overflow past the end of the file" });
+        }
         Ok((h, page))
     }
 }
@@ -214,21 +316,20 @@ fn element(page: &[u8], pgid: u64, branch: bool, i: usize) -> Result<Element<'_>
     Ok(Element { flags, key, value, child })
 }
 
-impl<'a> BucketRef<'a> {
+impl<'f> BucketRef<'f> {
     /// The bucket's sequence (bbolt's `NextSequence` counter).
     pub fn sequence(&self) -> u64 {
         self.sequence
     }
 
     /// Visits every entry in key order until `visit` returns `false`.
-    pub fn for_each(&self, visit: &mut VisitFn<'_, 'a>) -> Result<(), BboltError> {
-        let mut walk = Walk { seen: HashSet::new() };
-        let mut last: Option<&'a [u8]> = None;
-        self.walk(&mut walk, 0, &mut last, visit).map(|_| ())
+    pub fn for_each(&self, visit: &mut VisitFn<'_, 'f>) -> Result<(), BboltError> {
+        let mut walk = Walk::new(self.file.meta.pgid);
+        self.walk(&mut walk, 0, visit).map(|_| ())
     }
 
     /// The nested bucket `name`, if there is one.
-    pub fn bucket(&self, name: &[u8]) -> Result<Option<BucketRef<'a>>, BboltError> {
+    pub fn bucket(&self, name: &[u8]) -> Result<Option<BucketRef<'f>>, BboltError> {
         let mut found = None;
         self.for_each(&mut |k, e| {
             if k == name {
@@ -244,60 +345,60 @@ impl<'a> BucketRef<'a> {
 
     /// The whole bucket, nested buckets included, in memory.
     pub fn load(&self) -> Result<BucketData, BboltError> {
-        let mut walk = Walk { seen: HashSet::new() };
+        let mut walk = Walk::new(self.file.meta.pgid);
         self.load_in(&mut walk, 0)
     }
 
     fn load_in(&self, walk: &mut Walk, depth: usize) -> Result<BucketData, BboltError> {
         let mut out = BucketData { sequence: self.sequence, ..BucketData::default() };
         let mut nested = Vec::new();
-        let mut last = None;
-        self.walk(walk, depth, &mut last, &mut |k, e| {
+        walk.last = None;
+        self.walk(walk, depth, &mut |k, e| {
             match e {
                 Entry::Value(v) => {
                     out.items.insert(k.to_vec(), Item::Value(v.to_vec()));
                 }
-                Entry::Bucket(b) => nested.push((k, b)),
+                Entry::Bucket(b) => nested.push((k.to_vec(), b)),
             }
             Ok(true)
         })?;
         for (k, b) in nested {
-            out.items.insert(k.to_vec(), Item::Bucket(b.load_in(walk, depth + 1)?));
+            out.items.insert(k, Item::Bucket(b.load_in(walk, depth + 1)?));
         }
         Ok(out)
     }
 
     /// Walks this bucket's tree; returns `false` once the visitor asked to stop.
-    fn walk(&self, walk: &mut Walk, depth: usize, last: &mut Option<&'a [u8]>, visit: &mut VisitFn<'_, 'a>) -> Result<bool, BboltError> {
-        match self.root {
-            Root::Page(pgid) => self.walk_page(walk, pgid, depth, last, visit),
+    fn walk(&self, walk: &mut Walk, depth: usize, visit: &mut VisitFn<'_, 'f>) -> Result<bool, BboltError> {
+        match &self.root {
+            Root::Page(pgid) => self.walk_page(walk, *pgid, depth, visit),
             Root::Inline(page) => {
                 let h = PageHeader::decode(page).ok_or(BboltError::BadPage { pgid: 0, detail: "inline bucket too short" })?;
                 if h.flags != LEAF_PAGE {
                     return Err(BboltError::BadPage { pgid: 0, detail: "inline bucket is not a leaf" });
                 }
-                self.visit_leaf(page, 0, h.count, depth, last, visit)
+                self.visit_leaf(walk, page, 0, h.count, depth, visit)
             }
         }
     }
 
-    fn walk_page(&self, walk: &mut Walk, pgid: u64, depth: usize, last: &mut Option<&'a [u8]>, visit: &mut VisitFn<'_, 'a>) -> Result<bool, BboltError> {
+    fn walk_page(&self, walk: &mut Walk, pgid: u64, depth: usize, visit: &mut VisitFn<'_, 'f>) -> Result<bool, BboltError> {
         if depth > MAX_DEPTH {
             return Err(BboltError::TooDeep { pgid });
         }
-        if !walk.seen.insert(pgid) {
+        if pgid >= 2 && pgid < self.file.meta.pgid && !walk.first_visit(pgid) {
             return Err(BboltError::PageReferencedTwice { pgid });
         }
         let (h, page) = self.file.page(pgid)?;
         match h.flags {
-            LEAF_PAGE => self.visit_leaf(page, pgid, h.count, depth, last, visit),
+            LEAF_PAGE => self.visit_leaf(walk, &page, pgid, h.count, depth, visit),
             BRANCH_PAGE => {
                 if h.count == 0 {
                     return Err(BboltError::BadPage { pgid, detail: "empty branch page" });
                 }
                 for i in 0..h.count as usize {
-                    let e = element(page, pgid, true, i)?;
-                    if !self.walk_page(walk, e.child, depth + 1, last, visit)? {
+                    let e = element(&page, pgid, true, i)?;
+                    if !self.walk_page(walk, e.child, depth + 1, visit)? {
                         return Ok(false);
                     }
                 }
@@ -307,13 +408,10 @@ impl<'a> BucketRef<'a> {
         }
     }
 
-    fn visit_leaf(&self, page: &'a [u8], pgid: u64, count: u16, depth: usize, last: &mut Option<&'a [u8]>, visit: &mut VisitFn<'_, 'a>) -> Result<bool, BboltError> {
+    fn visit_leaf(&self, walk: &mut Walk, page: &[u8], pgid: u64, count: u16, depth: usize, visit: &mut VisitFn<'_, 'f>) -> Result<bool, BboltError> {
         for i in 0..count as usize {
             let e = element(page, pgid, false, i)?;
-            if last.is_some_and(|l| l >= e.key) {
-                return Err(BboltError::KeysOutOfOrder { pgid });
-            }
-            *last = Some(e.key);
+            walk.next_key(e.key, pgid)?;
             let entry = if e.flags & BUCKET_LEAF_FLAG == 0 {
                 Entry::Value(e.value)
             } else {
@@ -327,12 +425,12 @@ impl<'a> BucketRef<'a> {
     }
 
     /// The bucket whose header (and inline page) is `value`.
-    fn nested(&self, value: &'a [u8], pgid: u64, depth: usize) -> Result<BucketRef<'a>, BboltError> {
+    fn nested(&self, value: &[u8], pgid: u64, depth: usize) -> Result<BucketRef<'f>, BboltError> {
         if depth >= MAX_DEPTH {
             return Err(BboltError::TooDeep { pgid });
         }
         let h = BucketHeader::decode(value).ok_or(BboltError::BadPage { pgid, detail: "bucket value too short" })?;
-        let root = if h.root == 0 { Root::Inline(&value[BUCKET_HEADER_SIZE..]) } else { Root::Page(h.root) };
+        let root = if h.root == 0 { Root::Inline(value[BUCKET_HEADER_SIZE..].to_vec()) } else { Root::Page(h.root) };
         Ok(BucketRef { file: self.file, root, sequence: h.sequence })
     }
 }

@@ -46,7 +46,7 @@ pub(crate) const AUTH_REVISION: &[u8] = b"authRevision";
 pub(crate) type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// A visitor of a bucket's entries that may fail.
-type Visit<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), EtcdDbError> + 'a;
+pub(crate) type Visit<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), EtcdDbError> + 'a;
 
 /// The buckets made from cairn's meta bucket (small: a few entries each).
 struct Small {

@@ -3,11 +3,14 @@
 //! saved snapshot is a bbolt file (a multiple of the page size) plus 32 bytes. etcd's
 //! restore tells the two apart by the length: `len % 512 == 32` means a trailer.
 
-use std::io::Write;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::Path;
 
 use ring::digest::{digest, Context, SHA256};
 
 use super::EtcdDbError;
+use crate::bbolt::BboltFile;
 
 const SHA256_LEN: usize = 32;
 
@@ -27,6 +30,25 @@ pub fn split_sha256(file: &[u8]) -> Result<(&[u8], bool), EtcdDbError> {
         return Err(EtcdDbError::HashMismatch { expected: hex(trailer), actual: hex(actual.as_ref()) });
     }
     Ok((db, true))
+}
+
+/// Opens the snapshot (or bare db) file at `path` without reading it into memory: a
+/// trailer (the rule of [`split_sha256`]) is verified by hashing the db a MiB at a time, then the db before it is opened with its pages read on demand
+/// ([`BboltFile::from_file`]). Returns the open db and whether the file had a trailer.
+pub fn open_snapshot_file(path: &Path) -> Result<(BboltFile, bool), EtcdDbError> {
+    let mut file = File::open(path)?;
+    let len = file.metadata()?.len();
+    if len % 512 != SHA256_LEN as u64 {
+        return Ok((BboltFile::from_file(file, len)?, false));
+    }
+    let db_len = len - SHA256_LEN as u64;
+    let actual = crate::backup::sha256_of_next(&mut file, db_len)?;
+    let mut trailer = [0u8; SHA256_LEN];
+    file.read_exact(&mut trailer)?;
+    if actual != trailer {
+        return Err(EtcdDbError::HashMismatch { expected: hex(&trailer), actual: hex(&actual) });
+    }
+    Ok((BboltFile::from_file(file, db_len)?, true))
 }
 
 /// Appends the SHA-256 of `db` to it, as etcd's snapshot files carry it.

@@ -1,7 +1,12 @@
 //! etcd file → a cairn snapshot stream (module docs in `mod.rs` give both schemas).
 //!
-//! The key bucket is copied entry by entry straight from the file's pages (no copy of
-//! the whole bucket in between); its keys are checked to be revisions here and its
+//! [`import_entries`] hands the stream's entries to a sink one at a time (`cairn snapshot
+//! restore` writes them to a new store as they come, so a file of any size imports in
+//! bounded memory when its pages are read on demand); [`import_db`] and
+//! [`import_snapshot`] collect them into a stream in memory.
+//!
+//! The key and lease buckets are copied entry by entry straight from the file's pages
+//! (no copy of a whole bucket in between); the key bucket's keys are checked to be revisions here and its
 //! values are decoded by [`crate::Store::restore`]'s rebuild, which refuses the stream
 //! whole if one does not. Meta translation, as etcd's own `store.restore` reads them:
 //! * etcd's compacted revision is `finishedCompactRev`; a `scheduledCompactRev` above it
@@ -18,7 +23,7 @@ use cairn_proto::etcdserverpb::AlarmMember;
 use cairn_proto::leasepb;
 use prost::Message;
 
-use super::export::{Entries, AUTH_ENABLED, AUTH_REVISION};
+use super::export::{Entries, Visit, AUTH_ENABLED, AUTH_REVISION};
 use super::{split_sha256, EtcdDbError, BUCKET_KEY, BUCKET_LEASE, BUCKET_META};
 use crate::alarm::META_ALARMS;
 use super::{META_CONSISTENT_INDEX, META_FINISHED_COMPACT, META_SCHEDULED_COMPACT, META_TERM};
@@ -32,7 +37,8 @@ use crate::store::{META_APPLIED_INDEX, META_AUTH, META_COMPACT_FINISHED, META_CO
 #[derive(Debug)]
 pub struct Imported {
     /// A cairn snapshot stream of etcd's keys, leases and compaction, for
-    /// [`crate::Store::restore`] (which sets the applied index it is given).
+    /// [`crate::Store::restore`] (which sets the applied index it is given); empty from
+    /// [`import_entries`], which hands the entries to its sink instead.
     pub snapshot: Vec<u8>,
     /// etcd's `consistent_index`: the Raft index the db reflects (0 if absent).
     pub consistent_index: u64,
@@ -133,10 +139,49 @@ fn auth_and_alarms(root: &BucketRef<'_>) -> Result<AuthAndAlarms, EtcdDbError> {
     Ok((auth, alarms))
 }
 
+/// Where [`import_entries`] hands the cairn stream's entries, in stream order.
+pub type EntrySink<'s> = dyn FnMut(Bucket, &[u8], &[u8]) -> crate::Result<()> + 's;
+
+/// Visits every plain value of `bucket` in key order with a fallible `visit`; a nested
+/// bucket is refused (etcd writes none in the buckets read this way).
+fn each_value(
+    bucket: &BucketRef<'_>,
+    what: &'static str,
+    visit: &mut Visit<'_>,
+) -> Result<(), EtcdDbError> {
+    let mut failed = None;
+    bucket.for_each(&mut |k, e| {
+        let r = match e {
+            Entry::Value(v) => visit(k, v),
+            Entry::Bucket(_) => Err(EtcdDbError::NestedBucket(what)),
+        };
+        match r {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                failed = Some(e);
+                Ok(false)
+            }
+        }
+    })?;
+    failed.map_or(Ok(()), Err)
+}
+
 /// Imports a bare db file's bytes (etcd's `member/snap/db`, or a snapshot without its
-/// trailer).
+/// trailer) into a cairn stream in memory.
 pub fn import_db(db: Vec<u8>) -> Result<Imported, EtcdDbError> {
     let file = BboltFile::from_bytes(db)?;
+    let mut snapshot = Vec::new();
+    let mut w = SnapshotWriter::new(&mut snapshot).map_err(EtcdDbError::BadStream)?;
+    let mut imported = import_entries(&file, &mut |b, k, v| w.entry(b, k, v))?;
+    w.finish().map_err(EtcdDbError::BadStream)?;
+    imported.snapshot = snapshot;
+    Ok(imported)
+}
+
+/// Hands the cairn stream of an open etcd db to `sink`, entry by entry: the key bucket,
+/// the leases, then cairn's meta records (the module docs say how they are derived). A
+/// sink's error stops the import and is returned as [`EtcdDbError::Sink`].
+pub fn import_entries(file: &BboltFile, sink: &mut EntrySink<'_>) -> Result<Imported, EtcdDbError> {
     let root = file.root();
     let key = bucket(&root, "key")?.ok_or(EtcdDbError::MissingBucket("key"))?;
     let meta = bucket(&root, "meta")?.ok_or(EtcdDbError::MissingBucket("meta"))?.load()?;
@@ -145,45 +190,28 @@ pub fn import_db(db: Vec<u8>) -> Result<Imported, EtcdDbError> {
     let finished = meta_rev(&meta, META_FINISHED_COMPACT)?;
     let scheduled = meta_rev(&meta, META_SCHEDULED_COMPACT)?;
 
-    let mut snapshot = Vec::new();
-    let mut w = SnapshotWriter::new(&mut snapshot).map_err(EtcdDbError::BadStream)?;
     let mut revision = 1i64;
     let mut key_entries = 0u64;
-    let mut stream_err = None;
-    key.for_each(&mut |k, e| {
-        let Entry::Value(v) = e else {
-            stream_err = Some(EtcdDbError::NestedBucket("key"));
-            return Ok(false);
-        };
-        match Revision::from_bytes(k) {
-            Ok((rev, _)) => revision = revision.max(rev.main),
-            Err(e) => {
-                stream_err = Some(EtcdDbError::BadRevision(e));
-                return Ok(false);
-            }
-        }
-        if let Err(e) = w.entry(Bucket::Key, k, v) {
-            stream_err = Some(EtcdDbError::BadStream(e));
-            return Ok(false);
-        }
+    each_value(&key, "key", &mut |k, v| {
+        let (rev, _) = Revision::from_bytes(k).map_err(EtcdDbError::BadRevision)?;
+        revision = revision.max(rev.main);
+        sink(Bucket::Key, k, v).map_err(EtcdDbError::Sink)?;
         key_entries += 1;
-        Ok(true)
+        Ok(())
     })?;
-    if let Some(e) = stream_err {
-        return Err(e);
-    }
 
     let mut leases = 0u64;
     if let Some(lease) = bucket(&root, "lease")? {
-        for (k, v) in lease.load()?.values() {
+        each_value(&lease, "lease", &mut |k, v| {
             let l = leasepb::Lease::decode(v)?;
             if k != (l.id as u64).to_be_bytes() {
                 return Err(EtcdDbError::LeaseKeyMismatch { id: l.id, key: k.to_vec() });
             }
             let rec = LeaseRecord { id: l.id, ttl: l.ttl, remaining_ttl: l.remaining_ttl };
-            w.entry(Bucket::Lease, k, &rec.encode_to_vec()).map_err(EtcdDbError::BadStream)?;
+            sink(Bucket::Lease, k, &rec.encode_to_vec()).map_err(EtcdDbError::Sink)?;
             leases += 1;
-        }
+            Ok(())
+        })?;
     }
 
     let (auth, alarms) = auth_and_alarms(&root)?;
@@ -209,25 +237,24 @@ pub fn import_db(db: Vec<u8>) -> Result<Imported, EtcdDbError> {
         meta_out.insert(META_ALARMS, alarms);
     }
     for (k, v) in meta_out {
-        w.entry(Bucket::Meta, k, &v).map_err(EtcdDbError::BadStream)?;
+        sink(Bucket::Meta, k, &v).map_err(EtcdDbError::Sink)?;
     }
-    w.finish().map_err(EtcdDbError::BadStream)?;
 
     let mut other_buckets = BTreeMap::new();
     let mut nested = Vec::new();
     root.for_each(&mut |name, e| {
         if let Entry::Bucket(b) = e {
             if ![BUCKET_KEY, BUCKET_META, BUCKET_LEASE].contains(&name) {
-                nested.push((name, b));
+                nested.push((name.to_vec(), b));
             }
         }
         Ok(true)
     })?;
     for (name, b) in nested {
-        other_buckets.insert(name.to_vec(), b.load()?);
+        other_buckets.insert(name, b.load()?);
     }
     Ok(Imported {
-        snapshot,
+        snapshot: Vec::new(),
         consistent_index,
         term,
         revision,

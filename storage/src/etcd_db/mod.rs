@@ -78,10 +78,10 @@ mod wal;
 mod wal_tests;
 
 pub use export::{export_db, export_snapshot, EtcdExport};
-pub use hash::{append_sha256, split_sha256, Sha256Writer};
-pub use import::{import_db, import_snapshot, Imported};
+pub use hash::{append_sha256, open_snapshot_file, split_sha256, Sha256Writer};
+pub use import::{import_db, import_entries, import_snapshot, EntrySink, Imported};
 pub use replay::{replay, to_cairn, Replayed, Translated};
-pub use status::{db_status, DbStatus};
+pub use status::{db_status, file_status, DbStatus};
 pub use wal::{read_wal, wal_files, EtcdWal, WalError};
 
 /// The buckets of etcd's schema.
@@ -146,6 +146,9 @@ pub enum EtcdDbError {
     /// The cairn snapshot stream to export does not verify or decode.
     #[error("cairn snapshot: {0}")]
     BadStream(crate::Error),
+    /// The sink of [`import_entries`] refused an entry.
+    #[error("{0}")]
+    Sink(crate::Error),
 }
 
 impl From<EtcdDbError> for crate::Error {

@@ -25,18 +25,23 @@ pub struct DbStatus {
 /// The status of a bare db (a snapshot file without its SHA-256 trailer); a file that
 /// does not read is refused as the import refuses it.
 pub fn db_status(db: Vec<u8>) -> Result<DbStatus, EtcdDbError> {
-    let file = BboltFile::from_bytes(db)?;
+    file_status(&BboltFile::from_bytes(db)?)
+}
+
+/// The status of an open db (pages read as the walk reaches them, see
+/// [`BboltFile::from_file`]).
+pub fn file_status(file: &BboltFile) -> Result<DbStatus, EtcdDbError> {
     let total_size = file.page_count() * file.page_size() as u64;
     let mut buckets = Vec::new();
     file.root().for_each(&mut |name, e| {
         if let Entry::Bucket(b) = e {
-            buckets.push((name, b));
+            buckets.push((name.to_vec(), b));
         }
         Ok(true)
     })?;
     let mut s = DbStatus { hash: 0, revision: 0, total_key: 0, total_size };
     for (name, b) in buckets {
-        s.hash = crc32c_update(s.hash, name);
+        s.hash = crc32c_update(s.hash, &name);
         let is_key = name == super::BUCKET_KEY;
         b.for_each(&mut |k, e| {
             s.hash = crc32c_update(s.hash, k);

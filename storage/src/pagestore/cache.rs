@@ -6,8 +6,8 @@
 //! a page is reallocated only once no open state reaches it (the freelist's pending
 //! rule), so no stale node can be put back after the commit forgot it.
 //!
-//! Bounded by a number of nodes; when full it is emptied (cheap, and the branches that
-//! matter most come back at the next reads).
+//! Bounded by the pages its nodes span (a node of a large value spans many); when full it
+//! is emptied (cheap, and the branches that matter most come back at the next reads).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,20 +16,28 @@ use parking_lot::Mutex;
 
 use super::page::{DiskNode, PageId, Span};
 
-/// Nodes kept (about 64 MiB of full one-page leaves).
-const CAPACITY: usize = 16 * 1024;
+/// Pages the cached nodes may span (64 MiB of 4 KiB pages).
+const CAPACITY_PAGES: u64 = 16 * 1024;
 
 /// The cache (module docs).
 #[derive(Default)]
 pub(crate) struct NodeCache {
-    /// First page → (pages, node). A leaf lock.
-    nodes: Mutex<HashMap<PageId, (u32, Arc<DiskNode>)>>,
+    /// The nodes and the pages they span. A leaf lock.
+    nodes: Mutex<Nodes>,
+}
+
+#[derive(Default)]
+struct Nodes {
+    /// First page → (pages, node).
+    by_start: HashMap<PageId, (u32, Arc<DiskNode>)>,
+    /// The sum of the pages of `by_start`'s nodes.
+    pages: u64,
 }
 
 impl NodeCache {
     /// The node stored in `span`, if cached.
     pub(crate) fn get(&self, span: Span) -> Option<Arc<DiskNode>> {
-        match self.nodes.lock().get(&span.start) {
+        match self.nodes.lock().by_start.get(&span.start) {
             Some((pages, node)) if *pages == span.pages => Some(node.clone()),
             _ => None,
         }
@@ -38,20 +46,26 @@ impl NodeCache {
     /// Remembers the node read from `span`.
     pub(crate) fn insert(&self, span: Span, node: Arc<DiskNode>) {
         let mut nodes = self.nodes.lock();
-        if nodes.len() >= CAPACITY {
-            nodes.clear();
+        if nodes.pages + u64::from(span.pages) > CAPACITY_PAGES {
+            nodes.by_start.clear();
+            nodes.pages = 0;
         }
-        nodes.insert(span.start, (span.pages, node));
+        if let Some((old, _)) = nodes.by_start.insert(span.start, (span.pages, node)) {
+            nodes.pages -= u64::from(old);
+        }
+        nodes.pages += u64::from(span.pages);
     }
 
     /// Forgets whatever started at pages `start .. start + n` (they are being rewritten).
     pub(crate) fn forget(&self, start: PageId, n: u64) {
         let mut nodes = self.nodes.lock();
-        if nodes.is_empty() {
+        if nodes.by_start.is_empty() {
             return;
         }
         for p in start..start + n {
-            nodes.remove(&p);
+            if let Some((pages, _)) = nodes.by_start.remove(&p) {
+                nodes.pages -= u64::from(pages);
+            }
         }
     }
 }
