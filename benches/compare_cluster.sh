@@ -34,12 +34,10 @@ BENCH=$ROOT/target/release/cairn-bench
 [[ -x $BENCH ]] || (cd "$ROOT" && cargo build --release -p cairn-bench >&2)
 
 WORK=$(mktemp -d -t cairn-compare-cluster.XXXXXX)
-PIDS=()
-stop_cluster() {
-    local p
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-    PIDS=()
+# shellcheck source=benches/cluster.sh
+source "$ROOT/benches/cluster.sh"
+member_ready() {
+    "$BENCH" --endpoints "$1" --total 1 --timeout 2 --format json range ready >/dev/null 2>&1
 }
 trap 'stop_cluster; rm -rf "$WORK"' EXIT
 trap 'exit 130' INT TERM
@@ -52,42 +50,10 @@ SUITE=(
     "update 64 clients|--clients 64 --conns 8 --key-space 1000 update"
 )
 
-# start_cluster LABEL BIN BASE: three members; sets ENDPOINTS; waits until a linearizable
-# range succeeds through every member.
-start_cluster() {
-    local label=$1 bin=$2 base=$3 i initial=""
-    for i in 0 1 2; do
-        initial+="${initial:+,}m$i=http://127.0.0.1:$((base + 10 * i + 1))"
-    done
-    ENDPOINTS=""
-    for i in 0 1 2; do
-        local c=$((base + 10 * i)) p=$((base + 10 * i + 1)) dir=$WORK/$label/m$i
-        mkdir -p "$dir"
-        "$bin" --name "m$i" --data-dir "$dir/data" \
-            --listen-client-urls "http://127.0.0.1:$c" --advertise-client-urls "http://127.0.0.1:$c" \
-            --listen-peer-urls "http://127.0.0.1:$p" --initial-advertise-peer-urls "http://127.0.0.1:$p" \
-            --initial-cluster "$initial" --initial-cluster-state new --initial-cluster-token "bench-$label" \
-            >"$dir/server.log" 2>&1 &
-        PIDS+=($!)
-        ENDPOINTS+="${ENDPOINTS:+,}127.0.0.1:$c"
-    done
-    local deadline=$((SECONDS + 60)) ep
-    for ep in ${ENDPOINTS//,/ }; do
-        until "$BENCH" --endpoints "$ep" --total 1 --timeout 2 --format json range ready >/dev/null 2>&1; do
-            if ((SECONDS > deadline)); then
-                echo "$label member $ep not ready after 60s" >&2
-                tail -n 20 "$WORK/$label"/m*/server.log >&2
-                exit 1
-            fi
-            sleep 0.2
-        done
-    done
-}
-
 run_suite() {
     local label=$1 bin=$2 base=$3 entry name args line
     echo "== $label: 3 x $bin" >&2
-    start_cluster "$label" "$bin" "$base"
+    start_cluster "$label" "$bin" "$base" 3
     : >"$WORK/$label.jsonl"
     for entry in "${SUITE[@]}"; do
         name=${entry%%|*}

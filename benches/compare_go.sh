@@ -51,12 +51,10 @@ ETCDCTL=${ETCDCTL:-etcdctl}
 command -v "$ETCDCTL" >/dev/null || { echo "etcdctl not found (Debian etcd-client)" >&2; exit 2; }
 
 WORK=$(mktemp -d -t cairn-compare-go.XXXXXX)
-PIDS=()
-stop_cluster() {
-    local p
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-    PIDS=()
+# shellcheck source=benches/cluster.sh
+source "$ROOT/benches/cluster.sh"
+member_ready() {
+    "$ETCDCTL" --endpoints "$1" --command-timeout 2s get ready >/dev/null 2>&1
 }
 trap 'stop_cluster; rm -rf "$WORK"' EXIT
 trap 'exit 130' INT TERM
@@ -76,40 +74,6 @@ SUITE=(
     "first page (limit 500) of $KEYS keys, 8 clients|--clients 8 --conns 8 range $'\x01' $'\xff' --limit 500 --total $ONE"
 )
 
-# start_cluster LABEL BIN BASE: MEMBERS members; sets ENDPOINTS; waits until each answers a
-# linearizable get.
-start_cluster() {
-    local label=$1 bin=$2 base=$3 i initial=""
-    for ((i = 0; i < MEMBERS; i++)); do
-        initial+="${initial:+,}m$i=http://127.0.0.1:$((base + 10 * i + 1))"
-    done
-    ENDPOINTS=""
-    for ((i = 0; i < MEMBERS; i++)); do
-        local c=$((base + 10 * i)) p=$((base + 10 * i + 1)) dir=$WORK/$label/m$i
-        rm -rf "$dir"
-        mkdir -p "$dir"
-        "$bin" --name "m$i" --data-dir "$dir/data" \
-            --listen-client-urls "http://127.0.0.1:$c" --advertise-client-urls "http://127.0.0.1:$c" \
-            --listen-peer-urls "http://127.0.0.1:$p" --initial-advertise-peer-urls "http://127.0.0.1:$p" \
-            --initial-cluster "$initial" --initial-cluster-state new --initial-cluster-token "bench-$label" \
-            >"$dir/server.log" 2>&1 &
-        PIDS+=($!)
-        ENDPOINTS+="${ENDPOINTS:+,}127.0.0.1:$c"
-    done
-    local deadline=$((SECONDS + 60)) ep
-    for ep in ${ENDPOINTS//,/ }; do
-        until "$ETCDCTL" --endpoints "$ep" --command-timeout 2s get ready >/dev/null 2>&1; do
-            if ((SECONDS > deadline)); then
-                echo "$label member $ep not ready after 60s" >&2
-                tail -n 20 "$WORK/$label"/m*/server.log >&2
-                exit 1
-            fi
-            sleep 0.2
-        done
-    done
-    "$ETCDCTL" --endpoints "${ENDPOINTS%%,*}" put foo bar >/dev/null
-}
-
 # bench_line ARGS...: runs benchmark, prints "qps p50_ms p99_ms" ("0 0 0" if it failed).
 bench_line() {
     local out
@@ -128,7 +92,8 @@ bench_line() {
 run_suite() {
     local label=$1 bin=$2 base=$3 round=$4 entry name args line
     echo "== round $round, $label: $MEMBERS x $bin, load average $(cut -d' ' -f1-3 /proc/loadavg)" >&2
-    start_cluster "$label" "$bin" "$base"
+    start_cluster "$label" "$bin" "$base" "$MEMBERS"
+    "$ETCDCTL" --endpoints "${ENDPOINTS%%,*}" put foo bar >/dev/null
     : >"$WORK/$label.$round"
     for entry in "${SUITE[@]}"; do
         name=${entry%%|*}
