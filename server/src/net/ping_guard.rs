@@ -1,5 +1,7 @@
 //! [`PingGuard`]: the connection adapter that enforces `--grpc-keepalive-min-time`
-//! (rules in [`crate::net::ping_policy`]).
+//! (rules in [`crate::net::ping_policy`]). Only plain-text client listeners pass it a
+//! policy (`net/serve.rs`: etcd runs no keepalive policy for https clients); elsewhere
+//! it forwards bytes untouched.
 //!
 //! h2 answers a client's PINGs inside its codec, and neither h2 nor hyper lets a server
 //! see, count or refuse them. So the guard sits between the socket (after TLS) and hyper's

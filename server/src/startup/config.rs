@@ -179,8 +179,9 @@ pub struct Config {
     pub grpc_keepalive_timeout: std::time::Duration,
 
     /// Least time between a client's pings while it has a stream open (2 h without one);
-    /// more than two pings sooner than that get GOAWAY too_many_pings, as from etcd
-    /// (Go duration; 0: grpc-go's 5m).
+    /// more than two pings sooner than that get GOAWAY too_many_pings, as from etcd, on
+    /// plain-text client URLs (etcd holds https clients to nothing) (Go duration; 0:
+    /// grpc-go's 5m).
     #[arg(long, env = "ETCD_GRPC_KEEPALIVE_MIN_TIME", default_value = "5s",
           value_parser = parse_go_duration)]
     pub grpc_keepalive_min_time: std::time::Duration,
