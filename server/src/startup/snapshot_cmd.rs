@@ -256,9 +256,11 @@ pub fn format_status(s: &Status, write_out: &str) -> Result<String, SnapshotCmdE
 fn table(head: &[&str], row: &[String]) -> String {
     let widths: Vec<usize> = head.iter().zip(row).map(|(h, c)| h.len().max(c.len()) + 2).collect();
     let line: String = widths.iter().map(|w| format!("+{}", "-".repeat(*w))).collect::<String>() + "+\n";
+    // tablewriter pads a header inside its cell with the smaller half of the gap on the
+    // left, then adds one space on each side
     let centre = |s: &str, w: usize| {
-        let pad = w - s.len();
-        format!("{}{}{}", " ".repeat(pad - pad / 2), s, " ".repeat(pad / 2))
+        let gap = w - 2 - s.len();
+        format!(" {}{}{} ", " ".repeat(gap / 2), s, " ".repeat(gap - gap / 2))
     };
     let heads: String = head.iter().zip(&widths).map(|(h, w)| format!("|{}", centre(h, *w))).collect::<String>() + "|\n";
     let cells: String = row
@@ -420,6 +422,16 @@ mod tests {
              +----------+----------+------------+------------+\n"
         );
         assert!(format_status(&s, "yaml").is_err());
+        // an odd gap (a 7-digit hash) leaves the extra space on the right, as tablewriter
+        let s = Status { hash: 0x6223e6a, revision: 214, total_key: 270, total_size: 98_304 };
+        assert_eq!(
+            format_status(&s, "table").unwrap(),
+            "+---------+----------+------------+------------+\n\
+             |  HASH   | REVISION | TOTAL KEYS | TOTAL SIZE |\n\
+             +---------+----------+------------+------------+\n\
+             | 6223e6a |      214 |        270 |      98 kB |\n\
+             +---------+----------+------------+------------+\n"
+        );
     }
 
     #[test]
