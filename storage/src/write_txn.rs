@@ -85,11 +85,11 @@ impl<'s> WriteTxn<'s> {
     /// Writes `key`; returns the transaction's revision.
     pub(crate) fn put(&mut self, key: &[u8], value: bytes::Bytes, lease: i64) -> Result<i64> {
         let rev = self.begin_rev + 1;
-        let (created, ver) = match self.store.index.get_latest(key, rev) {
+        let idx_rev = Revision::new(rev, self.changes.len() as i64);
+        let (created, ver) = match self.store.index.put(key, idx_rev)? {
             Some(at) => (at.created.main, at.version),
             None => (rev, 0),
         };
-        let idx_rev = Revision::new(rev, self.changes.len() as i64);
         // the key and value are shared, not copied, by the pending map and the change list
         let kv = KeyValue {
             key: bytes::Bytes::copy_from_slice(key),
@@ -100,7 +100,6 @@ impl<'s> WriteTxn<'s> {
             lease,
         };
         self.batch.put(Bucket::Key, idx_rev.to_bytes(false), kv.encode_to_vec());
-        self.store.index.put(key, idx_rev)?;
         self.lessor.set_key_lease(key, lease);
         self.pending.insert(idx_rev, kv.clone());
         self.changes.push(Change { kv, tombstone: false });

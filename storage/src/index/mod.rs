@@ -171,6 +171,19 @@ impl IndexBatch {
         tree.update(key, |ki, _| ki.put(rev))
     }
 
+    /// [`IndexBatch::put_in`], returning the key as visible at `rev.main` before the put
+    /// (one descent for the lookup and the change).
+    fn put_seen_in(tree: &mut Tree, key: &[u8], rev: Revision) -> Result<Option<KeyAt>> {
+        let mut seen = None;
+        tree.update(key, |ki, known| {
+            if known {
+                seen = ki.get(rev.main);
+            }
+            ki.put(rev)
+        })?;
+        Ok(seen)
+    }
+
     fn tombstone_in(tree: &mut Tree, key: &[u8], rev: Revision) -> Result<()> {
         tree.update(key, |ki, known| match known {
             true => ki.tombstone(rev),
@@ -229,9 +242,11 @@ impl TreeIndex {
     }
 
     /// Records a put of `key` at `rev` in the working version (readers see it once
-    /// published).
-    pub fn put(&self, key: &[u8], rev: Revision) -> Result<()> {
-        IndexBatch::put_in(&mut self.working.lock(), key, rev)
+    /// published); returns the key as it was visible at `rev.main` before the put (its
+    /// creation revision and version, for the new revision's), as
+    /// [`TreeIndex::get_latest`] would have, without a second descent.
+    pub fn put(&self, key: &[u8], rev: Revision) -> Result<Option<KeyAt>> {
+        IndexBatch::put_seen_in(&mut self.working.lock(), key, rev)
     }
 
     /// Records the deletion of `key` at `rev` in the working version.

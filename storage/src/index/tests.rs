@@ -185,7 +185,8 @@ proptest! {
                 Op::Put(k) => {
                     rev += 1;
                     let before = m.map.get(&key(k)).and_then(|ki| ki.get(rev));
-                    ix.put(&key(k), r(rev)).unwrap();
+                    let seen = ix.put(&key(k), r(rev)).unwrap();
+                    prop_assert_eq!(&seen, &before, "put returns the key as it was at its revision");
                     m.map.entry(key(k)).or_default().put(r(rev)).unwrap();
                     let want = m.map.get(&key(k)).and_then(|ki| ki.get(rev));
                     prop_assert_eq!(ix.get_latest(&key(k), rev), want, "the working version has it");
