@@ -150,11 +150,36 @@ fn latencies(ix: &TreeIndex, n: u64, committed: &AtomicI64, label: &str) {
     }
 }
 
+/// The apply thread's cost per put: scattered keys, the index published every 16 puts (a
+/// Ready batch under 64 clients), so most puts copy the path to their leaf. Best of 5.
+fn put_cost(ix: &TreeIndex, n: u64, mut rev: i64) -> Duration {
+    const PUTS: u64 = 200_000;
+    let mut best = Duration::MAX;
+    let mut i = 0u64;
+    for _ in 0..5 {
+        let t = Instant::now();
+        for p in 0..PUTS {
+            rev += 1;
+            i = i.wrapping_add(7919);
+            black_box(ix.put(&key(i % n), Revision::new(rev, 0)).expect("put"));
+            if p % 16 == 15 {
+                ix.publish();
+            }
+        }
+        best = best.min(t.elapsed() / PUTS as u32);
+    }
+    best
+}
+
 fn main() {
     let n = keys_from_env();
     let t = Instant::now();
     let (ix, rev) = build(n);
     println!("index/{n}: built {} keys ({} revisions) in {:?}", ix.len(), 2 * n, t.elapsed());
+    {
+        let (ix, rev) = build(n);
+        println!("index/{n}: put, published every 16 puts: {:?} per put", put_cost(&ix, n, rev));
+    }
     let committed = Arc::new(AtomicI64::new(rev));
     if std::env::var_os("CAIRN_BENCH_QUICK").is_some() {
         // build and compaction times only (for profiling)

@@ -27,7 +27,8 @@ use prost::Message;
 
 use crate::backend::{Backend, Bucket};
 use crate::error::{Error, Result};
-use crate::index::{IndexHit, KeySpan, TreeIndex};
+use crate::index::{KeySpan, TreeIndex};
+use crate::key_index::KeyAt;
 use crate::revision::Revision;
 
 /// What a read needs: the index, the backend, the values a write transaction has staged
@@ -84,10 +85,10 @@ impl ReadCtx<'_> {
     }
 
     /// The index's range in the version this read sees (see `pending`).
-    fn index_range(&self, span: &KeySpan<'_>, at: i64, limit: usize) -> (Vec<IndexHit>, i64) {
+    fn index_range(&self, span: &KeySpan<'_>, at: i64, limit: usize) -> (Vec<KeyAt>, i64) {
         match self.pending {
-            Some(_) => self.index.range_latest(span, at, limit),
-            None => self.index.range(span, at, limit),
+            Some(_) => self.index.revisions_latest(span, at, limit),
+            None => self.index.revisions(span, at, limit),
         }
     }
 
@@ -104,7 +105,7 @@ impl ReadCtx<'_> {
     /// The keys of `span` visible at `at` with their values (etcd's `Range` with no options).
     pub fn kvs(&self, span: &KeySpan<'_>, at: i64) -> Result<Vec<KeyValue>> {
         let (hits, _) = self.index_range(span, at, 0);
-        hits.iter().map(|h| self.fetch(h.at.modified)).collect()
+        hits.iter().map(|h| self.fetch(h.modified)).collect()
     }
 
     /// A Range request answered at store revision `cur_rev` (the header's revision).
@@ -149,7 +150,7 @@ impl ReadCtx<'_> {
         let heads_only = r.keys_only && target != SortTarget::Value;
         let mut kvs = Vec::with_capacity(hits.len());
         for h in &hits {
-            let kv = if heads_only { self.fetch_head(h.at.modified)? } else { self.fetch(h.at.modified)? };
+            let kv = if heads_only { self.fetch_head(h.modified)? } else { self.fetch(h.modified)? };
             if keep(r, &kv) {
                 kvs.push(kv);
             }

@@ -6,10 +6,14 @@
 //! with the older versions. A reader holding an old root reads an unchanging tree.
 //!
 //! # Layout
-//! * A leaf holds up to [`MAX`] entries `(key, Arc<KeyIndex>)` in key order.
-//! * An inner node holds up to [`MAX`] children, each with `min`, the smallest key under
-//!   it; the children's key ranges are disjoint and increasing, so child `i` holds the keys
-//!   in `[min_i, min_{i+1})`.
+//! * A leaf holds up to [`MAX`] keys in key order, packed in one buffer ([`Keys`]), and
+//!   their histories (`Arc<KeyIndex>`, shared between versions until changed).
+//! * An inner node holds up to [`MAX`] children and, packed the same way, each one's
+//!   `min`, the smallest key under it; the children's key ranges are disjoint and
+//!   increasing, so child `i` holds the keys in `[min_i, min_{i+1})`.
+//! * Copying a node (a writer's path copy) copies its key buffer and touches one reference
+//!   count per item: a key's bytes live in its leaf (and, as a `min`, in inner nodes), not
+//!   in an allocation of their own.
 //! * Every leaf is at the same depth. A node other than the root holds at least one item;
 //!   one left with fewer than [`MIN`] is merged with a neighbour (and split again evenly if
 //!   the two are too many for one node), one left empty is removed.
@@ -39,6 +43,7 @@
 
 use std::sync::Arc;
 
+use super::keys::Keys;
 use crate::key_index::{KeyAt, KeyIndex};
 
 /// Most entries of a leaf, children of an inner node.
@@ -46,18 +51,48 @@ pub(crate) const MAX: usize = 32;
 /// A non-root node with fewer items than this is merged with a neighbour.
 const MIN: usize = MAX / 4;
 
-/// One key and its history; shared between tree versions until a writer changes it.
-#[derive(Clone, Debug)]
-pub(crate) struct Entry {
-    pub key: Arc<[u8]>,
-    pub ki: Arc<KeyIndex>,
+/// A leaf: keys and their histories (`kis[i]` is key `i`'s), in key order. A history is
+/// shared between tree versions until a writer changes it.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Leaf {
+    pub keys: Keys,
+    pub kis: Vec<Arc<KeyIndex>>,
 }
 
-#[derive(Clone, Debug)]
-struct Child {
-    /// The smallest key under `node`.
-    min: Arc<[u8]>,
-    node: Arc<Node>,
+impl Leaf {
+    fn insert(&mut self, i: usize, key: &[u8], ki: Arc<KeyIndex>) {
+        self.keys.insert(i, key);
+        self.kis.insert(i, ki);
+    }
+
+    fn remove(&mut self, i: usize) {
+        self.keys.remove(i);
+        self.kis.remove(i);
+    }
+}
+
+/// An inner node: child `i` is `nodes[i]`, whose smallest key is `mins.get(i)`.
+#[derive(Clone, Debug, Default)]
+struct Inner {
+    mins: Keys,
+    nodes: Vec<Arc<Node>>,
+}
+
+impl Inner {
+    /// The child whose range holds `key` (the first when `key` is below every `min`).
+    fn child_for(&self, key: &[u8]) -> usize {
+        self.mins.partition_point(|m| m <= key).saturating_sub(1)
+    }
+
+    fn insert(&mut self, i: usize, node: Node) {
+        self.mins.insert(i, node.first_key().expect("a new child is non-empty"));
+        self.nodes.insert(i, Arc::new(node));
+    }
+
+    fn remove(&mut self, i: usize) -> Arc<Node> {
+        self.mins.remove(i);
+        self.nodes.remove(i)
+    }
 }
 
 /// Aggregates of a subtree (see the module docs). A change adds its difference on the
@@ -100,13 +135,13 @@ pub(crate) struct Node {
 
 #[derive(Clone, Debug)]
 enum Kind {
-    Leaf(Vec<Entry>),
-    Inner(Vec<Child>),
+    Leaf(Leaf),
+    Inner(Inner),
 }
 
 impl Default for Node {
     fn default() -> Self {
-        Node { stats: Stats::default(), kind: Kind::Leaf(Vec::new()) }
+        Node { stats: Stats::default(), kind: Kind::Leaf(Leaf::default()) }
     }
 }
 
@@ -114,7 +149,7 @@ impl Default for Node {
 /// visible at the revision in the whole span (`total`), however many were gathered.
 pub(crate) struct Gather<'t> {
     pub limit: usize,
-    pub hits: Vec<(&'t Arc<[u8]>, KeyAt)>,
+    pub hits: Vec<(&'t [u8], KeyAt)>,
     pub total: i64,
 }
 
@@ -122,23 +157,23 @@ impl Node {
     /// Items (entries or children) held by this node itself.
     fn width(&self) -> usize {
         match &self.kind {
-            Kind::Leaf(e) => e.len(),
-            Kind::Inner(c) => c.len(),
+            Kind::Leaf(l) => l.kis.len(),
+            Kind::Inner(n) => n.nodes.len(),
         }
     }
 
-    fn first_key(&self) -> Option<&Arc<[u8]>> {
+    fn first_key(&self) -> Option<&[u8]> {
         match &self.kind {
-            Kind::Leaf(e) => e.first().map(|e| &e.key),
-            Kind::Inner(c) => c.first().map(|c| &c.min),
+            Kind::Leaf(l) => l.keys.first(),
+            Kind::Inner(n) => n.mins.first(),
         }
     }
 
     fn recompute(&mut self) {
         let mut s = Stats::default();
         match &self.kind {
-            Kind::Leaf(es) => es.iter().for_each(|e| s.add(Stats::of_entry(&e.ki))),
-            Kind::Inner(cs) => cs.iter().for_each(|c| s.add(c.node.stats)),
+            Kind::Leaf(l) => l.kis.iter().for_each(|ki| s.add(Stats::of_entry(ki))),
+            Kind::Inner(n) => n.nodes.iter().for_each(|c| s.add(c.stats)),
         }
         self.stats = s;
     }
@@ -146,8 +181,14 @@ impl Node {
     /// Moves the upper half of the items into a new node, returned.
     fn split(&mut self) -> Node {
         let kind = match &mut self.kind {
-            Kind::Leaf(e) => Kind::Leaf(e.split_off(e.len() / 2)),
-            Kind::Inner(c) => Kind::Inner(c.split_off(c.len() / 2)),
+            Kind::Leaf(l) => {
+                let at = l.kis.len() / 2;
+                Kind::Leaf(Leaf { keys: l.keys.split_off(at), kis: l.kis.split_off(at) })
+            }
+            Kind::Inner(n) => {
+                let at = n.nodes.len() / 2;
+                Kind::Inner(Inner { mins: n.mins.split_off(at), nodes: n.nodes.split_off(at) })
+            }
         };
         let mut right = Node { stats: Stats::default(), kind };
         right.recompute();
@@ -156,10 +197,16 @@ impl Node {
     }
 
     /// Appends the items of `right` (a node of the same level, holding greater keys).
-    fn absorb(&mut self, right: Node) {
-        match (&mut self.kind, right.kind) {
-            (Kind::Leaf(a), Kind::Leaf(b)) => a.extend(b),
-            (Kind::Inner(a), Kind::Inner(b)) => a.extend(b),
+    fn absorb(&mut self, right: &Node) {
+        match (&mut self.kind, &right.kind) {
+            (Kind::Leaf(a), Kind::Leaf(b)) => {
+                a.keys.append(&b.keys);
+                a.kis.extend(b.kis.iter().cloned());
+            }
+            (Kind::Inner(a), Kind::Inner(b)) => {
+                a.mins.append(&b.mins);
+                a.nodes.extend(b.nodes.iter().cloned());
+            }
             _ => unreachable!("tree: siblings at different depths"),
         }
         self.recompute();
@@ -172,15 +219,18 @@ impl Node {
 
     /// The history of `key`, if the tree holds it.
     pub(crate) fn get(&self, key: &[u8]) -> Option<&Arc<KeyIndex>> {
+        self.entry(key).map(|(_, ki)| ki)
+    }
+
+    /// `key` as the tree holds it (borrowed from its leaf) and its history.
+    pub(crate) fn entry(&self, key: &[u8]) -> Option<(&[u8], &Arc<KeyIndex>)> {
         let mut node = self;
         loop {
             match &node.kind {
-                Kind::Leaf(es) => {
-                    return es.binary_search_by(|e| (*e.key).cmp(key)).ok().map(|i| &es[i].ki);
-                }
-                Kind::Inner(cs) => {
-                    let i = cs.partition_point(|c| &*c.min <= key).checked_sub(1)?;
-                    node = &cs[i].node;
+                Kind::Leaf(l) => return l.keys.search(key).ok().map(|i| (l.keys.get(i), &l.kis[i])),
+                Kind::Inner(n) => {
+                    let i = n.mins.partition_point(|m| m <= key).checked_sub(1)?;
+                    node = &n.nodes[i];
                 }
             }
         }
@@ -188,21 +238,27 @@ impl Node {
 
     /// Visits the entries with `from <= key < to` (`to == None`: to the end) in key order
     /// until `f` returns false; returns false when `f` stopped it.
-    pub(crate) fn visit<'t>(&'t self, from: &[u8], to: Option<&[u8]>, f: &mut dyn FnMut(&'t Entry) -> bool) -> bool {
+    pub(crate) fn visit<'t>(
+        &'t self,
+        from: &[u8],
+        to: Option<&[u8]>,
+        f: &mut dyn FnMut(&'t [u8], &'t Arc<KeyIndex>) -> bool,
+    ) -> bool {
         match &self.kind {
-            Kind::Leaf(es) => {
-                let start = es.partition_point(|e| &*e.key < from);
-                for e in &es[start..] {
-                    if to.is_some_and(|t| &*e.key >= t) || !f(e) {
+            Kind::Leaf(l) => {
+                let start = l.keys.partition_point(|k| k < from);
+                for (i, ki) in l.kis.iter().enumerate().skip(start) {
+                    let k = l.keys.get(i);
+                    if to.is_some_and(|t| k >= t) || !f(k, ki) {
                         return false;
                     }
                 }
                 true
             }
-            Kind::Inner(cs) => {
-                let start = cs.partition_point(|c| &*c.min <= from).saturating_sub(1);
-                for c in &cs[start..] {
-                    if to.is_some_and(|t| &*c.min >= t) || !c.node.visit(from, to, f) {
+            Kind::Inner(n) => {
+                let start = n.child_for(from);
+                for (i, c) in n.nodes.iter().enumerate().skip(start) {
+                    if to.is_some_and(|t| n.mins.get(i) >= t) || !c.visit(from, to, f) {
                         return false;
                     }
                 }
@@ -215,36 +271,38 @@ impl Node {
     /// exclusive upper bound of this node's keys (`None`: unbounded), known from its parent.
     pub(crate) fn gather<'t>(&'t self, from: &[u8], to: Option<&[u8]>, hi: Option<&[u8]>, at: i64, g: &mut Gather<'t>) {
         match &self.kind {
-            Kind::Leaf(es) => {
-                let start = es.partition_point(|e| &*e.key < from);
-                for e in &es[start..] {
-                    if to.is_some_and(|t| &*e.key >= t) {
+            Kind::Leaf(l) => {
+                let start = l.keys.partition_point(|k| k < from);
+                for (i, ki) in l.kis.iter().enumerate().skip(start) {
+                    let k = l.keys.get(i);
+                    if to.is_some_and(|t| k >= t) {
                         return;
                     }
-                    if let Some(k) = e.ki.get(at) {
+                    if let Some(state) = ki.get(at) {
                         g.total += 1;
                         if g.hits.len() < g.limit {
-                            g.hits.push((&e.key, k));
+                            g.hits.push((k, state));
                         }
                     }
                 }
             }
-            Kind::Inner(cs) => {
-                let start = cs.partition_point(|c| &*c.min <= from).saturating_sub(1);
-                for (i, c) in cs.iter().enumerate().skip(start) {
-                    if to.is_some_and(|t| &*c.min >= t) {
+            Kind::Inner(n) => {
+                let start = n.child_for(from);
+                for (i, c) in n.nodes.iter().enumerate().skip(start) {
+                    let min = n.mins.get(i);
+                    if to.is_some_and(|t| min >= t) {
                         return;
                     }
-                    let upper = cs.get(i + 1).map(|n| &*n.min).or(hi);
-                    let inside = from <= &*c.min
+                    let upper = if i + 1 < n.nodes.len() { Some(n.mins.get(i + 1)) } else { hi };
+                    let inside = from <= min
                         && match to {
                             None => true,
                             Some(t) => upper.is_some_and(|u| u <= t),
                         };
-                    if inside && g.hits.len() >= g.limit && c.node.stats.max_mod <= at {
-                        g.total += c.node.stats.live;
+                    if inside && g.hits.len() >= g.limit && c.stats.max_mod <= at {
+                        g.total += c.stats.live;
                     } else {
-                        c.node.gather(from, to, upper, at, g);
+                        c.gather(from, to, upper, at, g);
                     }
                 }
             }
@@ -256,24 +314,28 @@ impl Node {
     fn check(&self, lower: Option<&[u8]>, upper: Option<&[u8]>) -> usize {
         let mut s = Stats::default();
         let depth = match &self.kind {
-            Kind::Leaf(es) => {
-                for (i, e) in es.iter().enumerate() {
-                    assert!(i == 0 || es[i - 1].key < e.key, "tree: leaf keys not increasing");
-                    assert!(lower.is_none_or(|l| l <= &*e.key), "tree: key below its node's range");
-                    assert!(upper.is_none_or(|u| &*e.key < u), "tree: key above its node's range");
-                    s.add(Stats::of_entry(&e.ki));
+            Kind::Leaf(l) => {
+                assert_eq!(l.keys.len(), l.kis.len(), "tree: a leaf's keys and histories differ in number");
+                for (i, ki) in l.kis.iter().enumerate() {
+                    let k = l.keys.get(i);
+                    assert!(i == 0 || l.keys.get(i - 1) < k, "tree: leaf keys not increasing");
+                    assert!(lower.is_none_or(|lo| lo <= k), "tree: key below its node's range");
+                    assert!(upper.is_none_or(|u| k < u), "tree: key above its node's range");
+                    s.add(Stats::of_entry(ki));
                 }
                 0
             }
-            Kind::Inner(cs) => {
+            Kind::Inner(n) => {
+                assert_eq!(n.mins.len(), n.nodes.len(), "tree: an inner node's mins and children differ in number");
                 let mut depth = None;
-                for (i, c) in cs.iter().enumerate() {
-                    assert_eq!(Some(&c.min), c.node.first_key(), "tree: child min is not its first key");
-                    let up = cs.get(i + 1).map(|n| &*n.min).or(upper);
-                    let d = c.node.check(Some(&c.min), up);
+                for (i, c) in n.nodes.iter().enumerate() {
+                    let min = n.mins.get(i);
+                    assert_eq!(Some(min), c.first_key(), "tree: child min is not its first key");
+                    let up = if i + 1 < n.nodes.len() { Some(n.mins.get(i + 1)) } else { upper };
+                    let d = c.check(Some(min), up);
                     assert!(depth.is_none_or(|x| x == d), "tree: leaves at different depths");
                     depth = Some(d);
-                    s.add(c.node.stats);
+                    s.add(c.stats);
                 }
                 depth.unwrap_or(0) + 1
             }
@@ -297,13 +359,13 @@ impl Tree {
     /// never inserted). `f` must change nothing when it fails (as `KeyIndex`'s methods,
     /// which check before they change); the tree then holds what it held before.
     pub(crate) fn update<E>(&mut self, key: &[u8], f: impl FnOnce(&mut KeyIndex, bool) -> Result<(), E>) -> Result<(), E> {
-        self.change(key, |es| match es.binary_search_by(|e| (*e.key).cmp(key)) {
+        self.change(key, |l| match l.keys.search(key) {
             Ok(i) => {
-                let ki = Arc::make_mut(&mut es[i].ki);
+                let ki = Arc::make_mut(&mut l.kis[i]);
                 let before = Stats::of_entry(ki);
                 f(ki, true)?;
                 if ki.is_empty() {
-                    es.remove(i);
+                    l.remove(i);
                     return Ok(Stats::delta(Some(before), None));
                 }
                 Ok(Stats::delta(Some(before), Some(Stats::of_entry(ki))))
@@ -315,7 +377,7 @@ impl Tree {
                     return Ok(Stats::default());
                 }
                 let after = Stats::of_entry(&ki);
-                es.insert(i, Entry { key: key.into(), ki: Arc::new(ki) });
+                l.insert(i, key, Arc::new(ki));
                 Ok(Stats::delta(None, Some(after)))
             }
         })
@@ -326,20 +388,20 @@ impl Tree {
     /// was not.
     pub(crate) fn replace_if(&mut self, key: &[u8], expected: &Arc<KeyIndex>, new: Option<Arc<KeyIndex>>) -> bool {
         // `Err(())`: not the expected history (the path may be copied: harmless)
-        self.change(key, |es| {
-            let i = es.binary_search_by(|e| (*e.key).cmp(key)).map_err(|_| ())?;
-            if !Arc::ptr_eq(&es[i].ki, expected) {
+        self.change(key, |l| {
+            let i = l.keys.search(key).map_err(|_| ())?;
+            if !Arc::ptr_eq(&l.kis[i], expected) {
                 return Err(());
             }
-            let before = Stats::of_entry(&es[i].ki);
+            let before = Stats::of_entry(&l.kis[i]);
             Ok(match new {
                 Some(ki) => {
                     let after = Stats::of_entry(&ki);
-                    es[i].ki = ki;
+                    l.kis[i] = ki;
                     Stats::delta(Some(before), Some(after))
                 }
                 None => {
-                    es.remove(i);
+                    l.remove(i);
                     Stats::delta(Some(before), None)
                 }
             })
@@ -347,28 +409,26 @@ impl Tree {
         .is_ok()
     }
 
-    /// Runs `leaf` on the entries of the leaf where `key` belongs (copying the path to it
-    /// where shared), adds the stats difference it returns on the way up and restores the
-    /// shape rules.
-    fn change<E>(&mut self, key: &[u8], leaf: impl FnOnce(&mut Vec<Entry>) -> Result<Stats, E>) -> Result<(), E> {
+    /// Runs `leaf` on the leaf where `key` belongs (copying the path to it where shared),
+    /// adds the stats difference it returns on the way up and restores the shape rules.
+    fn change<E>(&mut self, key: &[u8], leaf: impl FnOnce(&mut Leaf) -> Result<Stats, E>) -> Result<(), E> {
         change_node(&mut self.root, key, leaf)?;
         if self.root.width() > MAX {
             let root = Arc::make_mut(&mut self.root);
             let right = root.split();
             let left = std::mem::take(root);
-            let children = [left, right]
-                .into_iter()
-                .map(|n| Child { min: n.first_key().expect("split halves are non-empty").clone(), node: Arc::new(n) })
-                .collect();
-            let mut top = Node { stats: Stats::default(), kind: Kind::Inner(children) };
+            let mut top = Inner::default();
+            top.insert(0, left);
+            top.insert(1, right);
+            let mut top = Node { stats: Stats::default(), kind: Kind::Inner(top) };
             top.recompute();
             self.root = Arc::new(top);
         }
         // an inner root left with one child (or none) gives way to it
         loop {
             let next = match &self.root.kind {
-                Kind::Inner(cs) if cs.len() == 1 => cs[0].node.clone(),
-                Kind::Inner(cs) if cs.is_empty() => Arc::default(),
+                Kind::Inner(n) if n.nodes.len() == 1 => n.nodes[0].clone(),
+                Kind::Inner(n) if n.nodes.is_empty() => Arc::default(),
                 _ => break,
             };
             self.root = next;
@@ -383,15 +443,15 @@ impl Tree {
     }
 }
 
-fn change_node<E>(node: &mut Arc<Node>, key: &[u8], leaf: impl FnOnce(&mut Vec<Entry>) -> Result<Stats, E>) -> Result<Stats, E> {
+fn change_node<E>(node: &mut Arc<Node>, key: &[u8], leaf: impl FnOnce(&mut Leaf) -> Result<Stats, E>) -> Result<Stats, E> {
     // copies the path even when `leaf` fails: harmless, the copies hold what they copied
     let n = Arc::make_mut(node);
     let delta = match &mut n.kind {
-        Kind::Leaf(es) => leaf(es)?,
-        Kind::Inner(cs) => {
-            let i = cs.partition_point(|c| &*c.min <= key).saturating_sub(1);
-            let delta = change_node(&mut cs[i].node, key, leaf)?;
-            fix_child(cs, i);
+        Kind::Leaf(l) => leaf(l)?,
+        Kind::Inner(inner) => {
+            let i = inner.child_for(key);
+            let delta = change_node(&mut inner.nodes[i], key, leaf)?;
+            fix_child(inner, i);
             delta
         }
     };
@@ -401,35 +461,30 @@ fn change_node<E>(node: &mut Arc<Node>, key: &[u8], leaf: impl FnOnce(&mut Vec<E
 
 /// Restores the shape rules for child `i` after it changed: drops it when empty, splits it
 /// when too wide, merges it with a neighbour when too narrow; refreshes the `min`s.
-fn fix_child(cs: &mut Vec<Child>, i: usize) {
-    let w = cs[i].node.width();
+fn fix_child(n: &mut Inner, i: usize) {
+    let w = n.nodes[i].width();
     if w == 0 {
-        cs.remove(i);
+        n.remove(i);
         return;
     }
     if w > MAX {
-        let right = Arc::make_mut(&mut cs[i].node).split();
-        let min = right.first_key().expect("split half is non-empty").clone();
-        cs.insert(i + 1, Child { min, node: Arc::new(right) });
-    } else if w < MIN && cs.len() > 1 {
-        let (l, r) = if i + 1 < cs.len() { (i, i + 1) } else { (i - 1, i) };
-        let right = cs.remove(r).node;
-        let right = Arc::try_unwrap(right).unwrap_or_else(|shared| (*shared).clone());
-        let left = Arc::make_mut(&mut cs[l].node);
-        left.absorb(right);
+        let right = Arc::make_mut(&mut n.nodes[i]).split();
+        n.insert(i + 1, right);
+    } else if w < MIN && n.nodes.len() > 1 {
+        let (l, r) = if i + 1 < n.nodes.len() { (i, i + 1) } else { (i - 1, i) };
+        let right = n.remove(r);
+        let left = Arc::make_mut(&mut n.nodes[l]);
+        left.absorb(&right);
         if left.width() > MAX {
             let rest = left.split();
-            let min = rest.first_key().expect("split half is non-empty").clone();
-            cs.insert(l + 1, Child { min, node: Arc::new(rest) });
+            n.insert(l + 1, rest);
         }
     }
     let lo = i.saturating_sub(1);
-    let hi = (i + 2).min(cs.len());
-    for c in &mut cs[lo..hi] {
-        let first = c.node.first_key().expect("non-empty child");
-        if !Arc::ptr_eq(first, &c.min) {
-            c.min = first.clone();
-        }
+    let hi = (i + 2).min(n.nodes.len());
+    let Inner { mins, nodes } = n;
+    for (j, child) in nodes.iter().enumerate().take(hi).skip(lo) {
+        mins.set(j, child.first_key().expect("non-empty child"));
     }
 }
 
@@ -444,8 +499,8 @@ mod tests {
 
     fn keys(n: &Node) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
-        n.visit(b"", None, &mut |e| {
-            out.push(e.key.to_vec());
+        n.visit(b"", None, &mut |k, _| {
+            out.push(k.to_vec());
             true
         });
         out
@@ -527,8 +582,8 @@ mod tests {
                 let mut g = Gather { limit: 0, hits: Vec::new(), total: 0 };
                 t.root.gather(from.as_bytes(), to.map(str::as_bytes), None, at, &mut g);
                 let mut walked = 0;
-                t.root.visit(from.as_bytes(), to.map(str::as_bytes), &mut |e| {
-                    walked += i64::from(e.ki.get(at).is_some());
+                t.root.visit(from.as_bytes(), to.map(str::as_bytes), &mut |_, ki| {
+                    walked += i64::from(ki.get(at).is_some());
                     true
                 });
                 assert_eq!(g.total, walked, "at {at} span {from}..{to:?}");

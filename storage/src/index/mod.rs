@@ -59,6 +59,7 @@
 //! keys with an empty history are never in it.
 
 mod cow;
+mod keys;
 #[cfg(test)]
 mod tests;
 
@@ -119,8 +120,8 @@ impl<'a> KeySpan<'a> {
 /// One key visible at the asked revision.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IndexHit {
-    /// The key (shared with the index: no copy per hit).
-    pub key: Arc<[u8]>,
+    /// The key (a copy: readers that need only revisions use [`TreeIndex::revisions`]).
+    pub key: Vec<u8>,
     /// Its state at the asked revision.
     pub at: KeyAt,
 }
@@ -143,7 +144,7 @@ impl Default for TreeIndex {
 
 /// A key's history compacted without holding `working`, to install if still current.
 struct Prepared {
-    key: Arc<[u8]>,
+    key: Vec<u8>,
     old: Arc<KeyIndex>,
     /// `None`: nothing left, the key goes.
     new: Option<Arc<KeyIndex>>,
@@ -277,6 +278,11 @@ impl TreeIndex {
         range_in(&self.working.lock().root, span, at, limit)
     }
 
+    /// [`TreeIndex::revisions`] on the working version (see [`TreeIndex::get_latest`]).
+    pub fn revisions_latest(&self, span: &KeySpan<'_>, at: i64, limit: usize) -> (Vec<KeyAt>, i64) {
+        revisions_in(&self.working.lock().root, span, at, limit)
+    }
+
     /// True if the index knows the key at all (live, deleted or with history).
     pub fn contains(&self, key: &[u8]) -> bool {
         self.root.load().get(key).is_some()
@@ -293,6 +299,12 @@ impl TreeIndex {
     /// their keys.
     pub fn range(&self, span: &KeySpan<'_>, at: i64, limit: usize) -> (Vec<IndexHit>, i64) {
         range_in(&self.root.load(), span, at, limit)
+    }
+
+    /// [`TreeIndex::range`] without the keys: each visible key's state (its revisions), in
+    /// key order, and the total. What a read needs to fetch the values; no key is copied.
+    pub fn revisions(&self, span: &KeySpan<'_>, at: i64, limit: usize) -> (Vec<KeyAt>, i64) {
+        revisions_in(&self.root.load(), span, at, limit)
     }
 
     /// Number of keys of `span` visible at `at`; allocates nothing.
@@ -320,19 +332,19 @@ impl TreeIndex {
             let mut prepared: Vec<Prepared> = Vec::new();
             let mut seen = 0usize;
             let mut next = None;
-            snapshot.visit(&from, None, &mut |e| {
+            snapshot.visit(&from, None, &mut |key, old| {
                 if seen == COMPACT_CHUNK {
-                    next = Some(e.key.to_vec());
+                    next = Some(key.to_vec());
                     return false;
                 }
                 seen += 1;
-                if e.ki.compaction_changes(at) {
-                    let mut ki = (*e.ki).clone();
+                if old.compaction_changes(at) {
+                    let mut ki = (**old).clone();
                     let kept = ki.compact_kept(at);
                     let new = (!ki.is_empty()).then(|| Arc::new(ki));
-                    prepared.push(Prepared { key: e.key.clone(), old: e.ki.clone(), new, kept });
+                    prepared.push(Prepared { key: key.to_vec(), old: old.clone(), new, kept });
                 } else {
-                    e.ki.keep(at, &mut available);
+                    old.keep(at, &mut available);
                 }
                 true
             });
@@ -367,8 +379,8 @@ impl TreeIndex {
     pub fn keep(&self, at: i64) -> HashSet<Revision> {
         let root = self.root.load_full();
         let mut available = HashSet::new();
-        root.visit(b"", None, &mut |e| {
-            e.ki.keep(at, &mut available);
+        root.visit(b"", None, &mut |_, ki| {
+            ki.keep(at, &mut available);
             true
         });
         available
@@ -404,19 +416,32 @@ impl TreeIndex {
     pub(crate) fn dump(&self) -> Vec<(Vec<u8>, KeyIndex)> {
         let root = self.root.load_full();
         let mut out = Vec::new();
-        root.visit(b"", None, &mut |e| {
-            out.push((e.key.to_vec(), (*e.ki).clone()));
+        root.visit(b"", None, &mut |k, ki| {
+            out.push((k.to_vec(), (**ki).clone()));
             true
         });
         out
     }
 }
 
-/// [`TreeIndex::range`] on one version.
+/// [`TreeIndex::range`] on one version: the hits' keys (copied) and states.
 fn range_in(root: &Node, span: &KeySpan<'_>, at: i64, limit: usize) -> (Vec<IndexHit>, i64) {
+    let (hits, total) = gather_in(root, span, at, limit);
+    (hits.into_iter().map(|(key, at)| IndexHit { key: key.to_vec(), at }).collect(), total)
+}
+
+/// [`TreeIndex::revisions`] on one version: the hits' states only, no key copied.
+fn revisions_in(root: &Node, span: &KeySpan<'_>, at: i64, limit: usize) -> (Vec<KeyAt>, i64) {
+    let (hits, total) = gather_in(root, span, at, limit);
+    (hits.into_iter().map(|(_, at)| at).collect(), total)
+}
+
+/// The keys of `span` visible at `at` (at most `limit`, 0 = all) borrowed from `root`, and
+/// how many there are in all.
+fn gather_in<'t>(root: &'t Node, span: &KeySpan<'_>, at: i64, limit: usize) -> (Vec<(&'t [u8], KeyAt)>, i64) {
     if let KeySpan::Single(k) = *span {
-        return match root.get(k).and_then(|ki| ki.get(at)) {
-            Some(at) => (vec![IndexHit { key: k.into(), at }], 1),
+        return match root.entry(k).and_then(|(key, ki)| Some((key, ki.get(at)?))) {
+            Some(hit) => (vec![hit], 1),
             None => (Vec::new(), 0),
         };
     }
@@ -424,8 +449,7 @@ fn range_in(root: &Node, span: &KeySpan<'_>, at: i64, limit: usize) -> (Vec<Inde
     let limit = if limit == 0 { usize::MAX } else { limit };
     let mut g = Gather { limit, hits: Vec::new(), total: 0 };
     root.gather(from, to, None, at, &mut g);
-    let hits = g.hits.into_iter().map(|(key, at)| IndexHit { key: key.clone(), at }).collect();
-    (hits, g.total)
+    (g.hits, g.total)
 }
 
 /// [`TreeIndex::count`] on one version.

@@ -162,9 +162,13 @@ fn check_reads(ix: &TreeIndex, m: &Model, at: i64, from: u16, len: u16, limit: u
     prop_assert_eq!(&got, &want, "range at {} from {:?} to {:?} limit {}", at, f, to, limit);
     prop_assert_eq!(total, want_total);
     prop_assert_eq!(ix.count(&span, at), want_total);
+    let states: Vec<KeyAt> = want.iter().map(|(_, s)| *s).collect();
+    prop_assert_eq!(ix.revisions(&span, at, limit), (states, want_total), "revisions: the range without keys");
     let single = ix.range(&KeySpan::Single(&f), at, 0);
     let want_single = m.map.get(&f).and_then(|ki| ki.get(at));
     prop_assert_eq!(single.0.first().map(|h| h.at), want_single);
+    prop_assert_eq!(single.0.first().map(|h| h.key.clone()), want_single.map(|_| f.clone()));
+    prop_assert_eq!(ix.revisions(&KeySpan::Single(&f), at, 0).0.first().copied(), want_single);
     prop_assert_eq!(ix.get(&f, at), want_single);
     Ok(())
 }
