@@ -183,11 +183,15 @@ impl Node {
         let kind = match &mut self.kind {
             Kind::Leaf(l) => {
                 let at = l.kis.len() / 2;
-                Kind::Leaf(Leaf { keys: l.keys.split_off(at), kis: l.kis.split_off(at) })
+                let right = Leaf { keys: l.keys.split_off(at), kis: l.kis.split_off(at) };
+                l.kis.shrink_to_fit();
+                Kind::Leaf(right)
             }
             Kind::Inner(n) => {
                 let at = n.nodes.len() / 2;
-                Kind::Inner(Inner { mins: n.mins.split_off(at), nodes: n.nodes.split_off(at) })
+                let right = Inner { mins: n.mins.split_off(at), nodes: n.nodes.split_off(at) };
+                n.nodes.shrink_to_fit();
+                Kind::Inner(right)
             }
         };
         let mut right = Node { stats: Stats::default(), kind };

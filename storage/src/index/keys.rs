@@ -90,6 +90,9 @@ impl Keys {
         let cut = self.start(at);
         let bytes = self.bytes.split_off(cut);
         let ends = self.ends.split_off(at).into_iter().map(|e| e - cut).collect();
+        // the kept half gives back what it no longer uses (every version keeps the node)
+        self.bytes.shrink_to_fit();
+        self.ends.shrink_to_fit();
         Keys { bytes, ends }
     }
 
