@@ -89,28 +89,9 @@ impl Compactor {
     }
 }
 
-/// Makes the allocator sort out the memory the key index compaction freed now, on this
-/// thread with no lock held.
-///
-/// Compacting the index of 1M keys frees millions of small blocks (the replaced key
-/// histories and tree nodes). glibc's malloc parks them in its "fast bins" and merges them
-/// only at the next large allocation in the same arena: that was the compactor's first
-/// delete batch, under the page store's `state` write lock, so every reader's `get`
-/// waited 0.4 s for `malloc_consolidate` (`perf` with DWARF stacks, BENCHMARKS.md "Range
-/// p99 during a compaction of 1M revisions"). `malloc_trim` does that merge for every
-/// arena here instead. Other allocators do not defer the work this way; nothing to do.
-fn consolidate_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim takes no pointers and may be called at any time.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
 /// Runs one compaction; `Ok(false)` when `abort` stopped it before it finished.
 fn compact(index: &TreeIndex, backend: &dyn Backend, rev: i64, abort: &AtomicBool) -> Result<bool> {
     let keep = index.compact(rev);
-    consolidate_freed_memory();
     let end = Revision::main_prefix_start(rev + 1);
     let mut from = Vec::new();
     loop {
