@@ -56,6 +56,12 @@ impl NodeCache {
         nodes.pages += u64::from(span.pages);
     }
 
+    /// How many nodes are cached.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.nodes.lock().by_start.len()
+    }
+
     /// Forgets whatever started at pages `start .. start + n` (they are being rewritten).
     pub(crate) fn forget(&self, start: PageId, n: u64) {
         let mut nodes = self.nodes.lock();

@@ -11,6 +11,7 @@
 //!   pages held back for open readers;
 //! * `btree.rs`: the copy-on-write tree, its reads, writes and commit-time spill;
 //!   `cache.rs`: decoded committed nodes, shared by the writer and the views;
+//!   `bulk.rs`: whole-bucket walks of a view that bypass that cache (a backup's passes);
 //! * `db.rs`: an open file: the commit protocol, readers, sizes;
 //! * this file: the [`Backend`] over it: sticky failures, views, defragmentation.
 //!
@@ -60,6 +61,7 @@
 //! ~2k branch pages: 350k leaves, ~168 children per branch; not measured here.)
 
 mod btree;
+mod bulk;
 mod cache;
 mod db;
 pub mod freelist;
@@ -82,7 +84,8 @@ use parking_lot::{Mutex, RwLock};
 
 use self::db::{Db, Growth, PinnedState};
 use self::io::{FileIo, PageIo};
-use crate::backend::{write_snapshot, Backend, Bucket, ReadView, ScanFn, WriteBatch};
+use self::bulk::Leaves;
+use crate::backend::{write_snapshot, Backend, Bucket, LenFn, ReadView, ScanFn, WriteBatch};
 use crate::error::{Error, Result};
 
 /// The page file in a page store's directory.
@@ -247,6 +250,14 @@ impl ReadView for PageView {
 
     fn scan(&self, bucket: Bucket, start: &[u8], end: Option<&[u8]>, visit: &mut ScanFn<'_>) -> Result<()> {
         self.0.scan(bucket, start, end, visit)
+    }
+
+    fn scan_all_uncached(&self, bucket: Bucket, visit: &mut ScanFn<'_>) -> Result<()> {
+        self.0.scan_bulk(bucket, Leaves::Verified, visit)
+    }
+
+    fn scan_value_lens(&self, bucket: Bucket, visit: &mut LenFn<'_>) -> Result<()> {
+        self.0.scan_bulk(bucket, Leaves::Lengths, &mut |k, v| visit(k, v.len()))
     }
 }
 
