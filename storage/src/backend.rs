@@ -155,6 +155,14 @@ pub trait Backend: Send + Sync + 'static {
     /// commits them).
     fn read_view(&self) -> Result<Box<dyn ReadView>>;
 
+    /// A view of the state as of the last [`Backend::sync`] that has returned (every batch
+    /// written before that call), without making anything durable now: the caller never
+    /// waits for an fdatasync. Default: [`Backend::read_view`] (then it also holds what was
+    /// written since).
+    fn synced_view(&self) -> Result<Box<dyn ReadView>> {
+        self.read_view()
+    }
+
     /// Rewrites the live data compactly and gives the rest of the space back to the file
     /// system; `size` shrinks towards `size_in_use`. Writes and reads go on meanwhile,
     /// except for a short pause while the rewritten state is swapped in. Every batch

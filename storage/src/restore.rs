@@ -157,10 +157,17 @@ impl Store {
         }
     }
 
-    /// A consistent view of the whole store as last flushed (applies go on beside it;
-    /// Maintenance.Snapshot writes a backup from it, see `backup.rs`).
+    /// A consistent view of the whole store holding at least every apply published when
+    /// called (Maintenance.Snapshot writes a backup from it, Hash hashes it): the backend
+    /// is synced as [`Store::sync_backend`] does, beside applies, then its last commit
+    /// is pinned; no apply waits for the fdatasync. The view's own Meta `applied_index`
+    /// tells which index it holds.
     pub fn read_view(&self) -> Result<Box<dyn ReadView>> {
-        Ok(self.snapshot_view()?.1)
+        self.sync_backend()?;
+        if self.failed.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(Error::Stopped);
+        }
+        self.backend.synced_view()
     }
 
     /// Streams [`Store::snapshot_bytes`]'s stream to `out` (Maintenance.Snapshot) from a

@@ -27,7 +27,8 @@
 //! # Views
 //! [`Backend::read_view`] commits what was written, then pins that commit: its pages are
 //! not reused (pending in the freelist) until the view is dropped, so the view reads the
-//! file without any lock while writes and commits go on.
+//! file without any lock while writes and commits go on. [`Backend::synced_view`] pins
+//! the last finished commit without committing (no fdatasync).
 //!
 //! # Defragmentation
 //! 1. under `commit` and `state` (write, held across the commit's fdatasync this once):
@@ -309,6 +310,14 @@ impl Backend for PageStore {
     fn read_view(&self) -> Result<Box<dyn ReadView>> {
         let _commit = self.commit.lock();
         self.sync_locked()?;
+        Ok(Box::new(PageView(self.state.read().db.pin())))
+    }
+
+    fn synced_view(&self) -> Result<Box<dyn ReadView>> {
+        // under `commit` (not across anyone's fdatasync but a running commit's): the pin
+        // is of the last finished commit, as `read_view`'s is of its own
+        let _commit = self.commit.lock();
+        self.check_alive()?;
         Ok(Box::new(PageView(self.state.read().db.pin())))
     }
 

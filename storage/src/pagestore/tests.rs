@@ -208,6 +208,33 @@ fn bulk_scans_read_the_view_and_leave_the_node_cache_alone() {
 }
 
 #[test]
+fn a_synced_view_holds_the_last_sync_without_committing() {
+    let (_disk, store) = sim_store(Vec::new(), None, 4);
+    let store = store.unwrap();
+    let mut model: Model = Default::default();
+    let mut rng = 9;
+    for _ in 0..5 {
+        let b = random_batch(&mut rng, 40);
+        apply_model(&mut model, &b);
+        store.write(b).unwrap();
+    }
+    store.sync().unwrap();
+    let synced = model.clone();
+    let b = random_batch(&mut rng, 40);
+    apply_model(&mut model, &b);
+    store.write(b).unwrap();
+    assert_ne!(synced, model);
+    let view = store.synced_view().unwrap();
+    assert_eq!(dump_rv(view.as_ref()).unwrap(), synced, "not the write after the sync");
+    assert_eq!(dump_rv(store.read_view().unwrap().as_ref()).unwrap(), model, "read_view commits it");
+    // the view stays as it was through later commits
+    store.write(random_batch(&mut rng, 40)).unwrap();
+    store.sync().unwrap();
+    assert_eq!(dump_rv(view.as_ref()).unwrap(), synced);
+    assert_eq!(dump_rv(store.synced_view().unwrap().as_ref()).unwrap(), dump(&store).unwrap());
+}
+
+#[test]
 fn size_in_use_follows_the_data() {
     let (_disk, store) = sim_store(Vec::new(), None, 1);
     let store = store.unwrap();
