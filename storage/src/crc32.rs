@@ -1,10 +1,9 @@
-//! CRC-32 (IEEE 802.3, reflected, polynomial 0xEDB88320), table driven, which checksums
-//! snapshot streams; and CRC-32C (Castagnoli, reflected, polynomial 0x82F63B78), which
-//! etcd's WAL records carry ([`crc32c_update`]).
-//!
-//! Slicing-by-8: eight tables let each step fold eight bytes (table `k` holds the CRC of
-//! a byte followed by `k` zero bytes), several times faster than a byte per step; page
-//! store nodes are checksummed on every read, so a backup's scan spends its time here.
+//! CRC-32 (IEEE 802.3, reflected, polynomial 0xEDB88320), which checksums page store
+//! nodes and snapshot streams: `crc32fast`, which uses the CPU's carry-less multiply
+//! (PCLMULQDQ) where there is one, ten times faster than tables; and CRC-32C
+//! (Castagnoli, reflected, polynomial 0x82F63B78), which etcd's WAL records carry
+//! ([`crc32c_update`]): slicing-by-8, eight tables letting each step fold eight bytes
+//! (table `k` holds the register after a byte and `k` zero bytes).
 
 const fn make_table(poly: u32) -> [u32; 256] {
     let mut table = [0u32; 256];
@@ -40,7 +39,6 @@ const fn make_tables(poly: u32) -> [[u32; 256]; 8] {
     t
 }
 
-static TABLES: [[u32; 256]; 8] = make_tables(0xEDB8_8320);
 static TABLES_C: [[u32; 256]; 8] = make_tables(0x82F6_3B78);
 
 /// Feeds `data` to the (inverted) register `c`, eight bytes per step.
@@ -72,36 +70,28 @@ pub fn crc32c_update(prev: u32, data: &[u8]) -> u32 {
 }
 
 /// A running CRC-32.
-#[derive(Clone, Copy, Debug)]
-pub struct Crc32(u32);
-
-impl Default for Crc32 {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+#[derive(Clone, Debug, Default)]
+pub struct Crc32(crc32fast::Hasher);
 
 impl Crc32 {
     /// A fresh checksum.
     pub fn new() -> Self {
-        Crc32(0xFFFF_FFFF)
+        Crc32(crc32fast::Hasher::new())
     }
 
     /// Feeds bytes.
     pub fn update(&mut self, data: &[u8]) {
-        self.0 = update(&TABLES, self.0, data);
+        self.0.update(data);
     }
 
     /// The checksum of everything fed so far.
     pub fn finish(&self) -> u32 {
-        !self.0
+        self.0.clone().finalize()
     }
 
     /// The checksum of `data`.
     pub fn of(data: &[u8]) -> u32 {
-        let mut c = Crc32::new();
-        c.update(data);
-        c.finish()
+        crc32fast::hash(data)
     }
 }
 
