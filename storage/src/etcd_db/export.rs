@@ -54,6 +54,9 @@ pub(crate) type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 /// A visitor of a bucket's entries that may fail.
 pub(crate) type Visit<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), EtcdDbError> + 'a;
 
+/// A visitor of a bucket's keys and value lengths that may fail.
+type VisitLen<'a> = dyn FnMut(&[u8], usize) -> Result<(), EtcdDbError> + 'a;
+
 /// The buckets made from cairn's meta bucket (small: a few entries each).
 struct Small {
     alarm: Entries,
@@ -212,7 +215,7 @@ fn scan(view: &dyn ReadView, bucket: Bucket, visit: &mut Visit<'_>) -> Result<()
 }
 
 /// [`scan`] of the keys and the values' lengths only (`ReadView::scan_value_lens`).
-fn scan_lens(view: &dyn ReadView, bucket: Bucket, visit: &mut dyn FnMut(&[u8], usize) -> Result<(), EtcdDbError>) -> Result<(), EtcdDbError> {
+fn scan_lens(view: &dyn ReadView, bucket: Bucket, visit: &mut VisitLen<'_>) -> Result<(), EtcdDbError> {
     let mut failed = None;
     view.scan_value_lens(bucket, &mut |k, n| Ok(keep_going(visit(k, n), &mut failed))).map_err(EtcdDbError::BadStream)?;
     failed.map_or(Ok(()), Err)

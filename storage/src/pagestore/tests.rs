@@ -199,11 +199,13 @@ fn bulk_scans_read_the_view_and_leave_the_node_cache_alone() {
     .unwrap();
     assert_eq!(n, 3);
     // where an ordinary scan of the view fills it
-    assert_eq!(dump_view(&|b, f| pin.scan(b, &[], None, &mut |k, v| {
-        f(k, v);
-        Ok(true)
-    }))
-    .unwrap(), model);
+    let cached = dump_view(&|b, f| {
+        pin.scan(b, &[], None, &mut |k, v| {
+            f(k, v);
+            Ok(true)
+        })
+    });
+    assert_eq!(cached.unwrap(), model);
     assert!(pin.cached_nodes() > before);
 }
 
