@@ -9,6 +9,9 @@
 //! which is also the `applied_index` the stream's Meta bucket carries; that is the index
 //! returned. Applies staged but not yet flushed (not committed or published yet) are not
 //! in it. The scan then runs from the view with no lock held, beside applies.
+//! [`Store::read_view`] (backups, Hash), which needs no index of its own (the view's
+//! Meta bucket carries it), does not take the apply lock across the backend's commit:
+//! it syncs the backend beside applies and pins the last commit.
 //!
 //! Against the compactor, which deletes unneeded revisions at or below a scheduled
 //! compaction in batches and then writes `compact_finished`: a view taken between two of
