@@ -11,7 +11,9 @@
 #   then prints, per server: p99 alone, p99 loaded, ratio, rate loaded/alone, the
 #   snapshots completed during the loaded phase and their mean duration (0: none
 #   completed, the row measures nothing), the file size and the 1-minute load average
-#   before each phase. Extra flags for the servers: CAIRN_FLAGS, ETCD_FLAGS.
+#   before each phase. Extra flags for the servers: CAIRN_FLAGS, ETCD_FLAGS. SNAP_DIR
+#   puts the saved files elsewhere (e.g. /dev/shm: etcdctl's write and fsync of each
+#   file then stay off the servers' disk, which isolates what the sending costs).
 set -euo pipefail
 [[ $# -ge 2 ]] || { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 CAIRN_BIN=$1
@@ -58,13 +60,14 @@ run_one() {
     l_alone=$(load1)
     alone=$("${b[@]}" --total "$PUTS" --key-space "$FILL" --val-size 1024 put)
     # snapshots in a loop: each line is one snapshot's duration in seconds
+    local snap=${SNAP_DIR:-$dir}/cairn-snapload-$$.db
     (
         while :; do
             s=$(date +%s.%N)
-            ETCDCTL_API=3 "$ETCDCTL" --endpoints "127.0.0.1:$PORT" snapshot save "$dir/snap.db" >/dev/null 2>&1 || exit 1
+            ETCDCTL_API=3 "$ETCDCTL" --endpoints "127.0.0.1:$PORT" snapshot save "$snap" >/dev/null 2>&1 || exit 1
             echo "$(date +%s.%N) - $s" | bc >>"$dir/snaps"
-            stat -c %s "$dir/snap.db" >"$dir/size"
-            rm -f "$dir/snap.db"
+            stat -c %s "$snap" >"$dir/size"
+            rm -f "$snap"
         done
     ) &
     LOOP_PID=$!
@@ -72,6 +75,7 @@ run_one() {
     loaded=$("${b[@]}" --total "$PUTS" --key-space "$FILL" --val-size 1024 put)
     kill "$LOOP_PID" 2>/dev/null; wait "$LOOP_PID" 2>/dev/null || true
     LOOP_PID=""
+    rm -f "$snap" "$snap.part"
     kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
     SERVER_PID=""
     local pa pl qa ql n mean size

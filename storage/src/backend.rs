@@ -82,7 +82,26 @@ pub trait ReadView: Send + Sync {
     /// Visits the entries of `bucket` with `start <= key < end` (`end == None`: to the
     /// end) in key order until the visitor returns `false`.
     fn scan(&self, bucket: Bucket, start: &[u8], end: Option<&[u8]>, visit: &mut ScanFn<'_>) -> Result<()>;
+
+    /// Visits every entry of `bucket` in key order, for a one-off pass over all of it (a
+    /// backup): the backend may read around the caches its writers use, so the pass
+    /// neither evicts their data nor contends for the caches' locks. Same results as
+    /// [`ReadView::scan`] of the whole bucket, which is the default.
+    fn scan_all_uncached(&self, bucket: Bucket, visit: &mut ScanFn<'_>) -> Result<()> {
+        self.scan(bucket, &[], None, visit)
+    }
+
+    /// Visits every key of `bucket` in key order with its value's length (a layout
+    /// pass). As [`ReadView::scan_all_uncached`], and the backend may also skip
+    /// verifying what it reads: a pass that uses the values must follow and check them.
+    fn scan_value_lens(&self, bucket: Bucket, visit: &mut LenFn<'_>) -> Result<()> {
+        self.scan_all_uncached(bucket, &mut |k, v| visit(k, v.len()))
+    }
 }
+
+/// Visitor for [`ReadView::scan_value_lens`]: gets each key and its value's length;
+/// returns `Ok(false)` to stop.
+pub type LenFn<'a> = dyn FnMut(&[u8], usize) -> Result<bool> + 'a;
 
 /// Streams every bucket of `view` to `out` in the snapshot format (see `snapshot.rs`);
 /// returns the number of bytes written.
@@ -135,6 +154,14 @@ pub trait Backend: Send + Sync + 'static {
     /// on while it is read. It may make those batches durable first (the page store
     /// commits them).
     fn read_view(&self) -> Result<Box<dyn ReadView>>;
+
+    /// A view of the state as of the last [`Backend::sync`] that has returned (every batch
+    /// written before that call), without making anything durable now: the caller never
+    /// waits for an fdatasync. Default: [`Backend::read_view`] (then it also holds what was
+    /// written since).
+    fn synced_view(&self) -> Result<Box<dyn ReadView>> {
+        self.read_view()
+    }
 
     /// Rewrites the live data compactly and gives the rest of the space back to the file
     /// system; `size` shrinks towards `size_in_use`. Writes and reads go on meanwhile,

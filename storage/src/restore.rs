@@ -9,6 +9,9 @@
 //! which is also the `applied_index` the stream's Meta bucket carries; that is the index
 //! returned. Applies staged but not yet flushed (not committed or published yet) are not
 //! in it. The scan then runs from the view with no lock held, beside applies.
+//! [`Store::read_view`] (backups, Hash), which needs no index of its own (the view's
+//! Meta bucket carries it), does not take the apply lock across the backend's commit:
+//! it syncs the backend beside applies and pins the last commit.
 //!
 //! Against the compactor, which deletes unneeded revisions at or below a scheduled
 //! compaction in batches and then writes `compact_finished`: a view taken between two of
@@ -157,10 +160,17 @@ impl Store {
         }
     }
 
-    /// A consistent view of the whole store as last flushed (applies go on beside it;
-    /// Maintenance.Snapshot writes a backup from it, see `backup.rs`).
+    /// A consistent view of the whole store holding at least every apply published when
+    /// called (Maintenance.Snapshot writes a backup from it, Hash hashes it): the backend
+    /// is synced as [`Store::sync_backend`] does, beside applies, then its last commit
+    /// is pinned; no apply waits for the fdatasync. The view's own Meta `applied_index`
+    /// tells which index it holds.
     pub fn read_view(&self) -> Result<Box<dyn ReadView>> {
-        Ok(self.snapshot_view()?.1)
+        self.sync_backend()?;
+        if self.failed.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(Error::Stopped);
+        }
+        self.backend.synced_view()
     }
 
     /// Streams [`Store::snapshot_bytes`]'s stream to `out` (Maintenance.Snapshot) from a

@@ -6,11 +6,14 @@
 //! status|restore`, etcd itself and `cairn snapshot status|restore` read.
 //!
 //! The data come from a read view of the backend taken once: applies and reads go on
-//! while it is read, and it is scanned twice (once to lay out the file's pages, which
-//! gives the length etcd announces in `remaining_bytes`, once to send them), on a
-//! blocking thread, never holding a store lock, with memory bounded by one page (plus
-//! the layout: about 1% of the data). A client that goes away stops the scan at the next
-//! chunk.
+//! while it is read, and it is scanned twice, on a blocking thread, never holding a
+//! store lock: once for the layout of the file's pages, which gives the length etcd
+//! announces in `remaining_bytes` (keys and value lengths only, no value copied or
+//! checksummed), once to send the pages. Both scans bypass the backend's node cache, so
+//! the writers keep theirs (`EtcdExport`). Memory stays bounded by one page (plus the
+//! layout: about 1% of the data). A client that goes away stops the scan at the next
+//! chunk; a view whose second scan does not match the first fails the stream with an
+//! error instead of its checksum, so no client keeps a broken file.
 
 use std::io::Write;
 use std::sync::Arc;

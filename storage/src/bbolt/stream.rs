@@ -2,6 +2,8 @@
 //! schema) without holding it in memory: the data are read twice, as a consistent read
 //! view allows. The first pass ([`plan`]) cuts each bucket's entries into leaf pages and
 //! lays out every page; the second ([`write_planned`]) emits the pages in file order.
+//! The first needs only each entry's key and value length ([`BucketSink::entry_len`]), so
+//! a source can feed it without reading or checking the values.
 //!
 //! # Layout
 //! ```text
@@ -52,6 +54,12 @@ pub trait BucketSink {
     fn bucket(&mut self, name: &[u8]) -> Result<(), BboltError>;
     /// Adds an entry to the current bucket.
     fn entry(&mut self, key: &[u8], value: &[u8]) -> Result<(), BboltError>;
+    /// Adds an entry of which only the value's length is given: enough for the layout
+    /// ([`plan`]), refused by the pass that writes the pages.
+    fn entry_len(&mut self, key: &[u8], value_len: usize) -> Result<(), BboltError> {
+        let _ = (key, value_len);
+        Err(BboltError::Stream("an entry without its value where the pages are written"))
+    }
 }
 
 /// A node of the plan: how many elements (entries or children) and pages it has, and
@@ -176,12 +184,12 @@ impl Planner {
     }
 }
 
-fn check_entry(key: &[u8], value: &[u8]) -> Result<(), BboltError> {
+fn check_entry(key: &[u8], value_len: usize) -> Result<(), BboltError> {
     if key.is_empty() || key.len() > MAX_KEY_SIZE {
         return Err(BboltError::KeySize(key.len()));
     }
-    if value.len() > MAX_VALUE_SIZE {
-        return Err(BboltError::ValueSize(value.len()));
+    if value_len > MAX_VALUE_SIZE {
+        return Err(BboltError::ValueSize(value_len));
     }
     Ok(())
 }
@@ -208,11 +216,15 @@ impl BucketSink for Planner {
     }
 
     fn entry(&mut self, key: &[u8], value: &[u8]) -> Result<(), BboltError> {
-        check_entry(key, value)?;
+        self.entry_len(key, value.len())
+    }
+
+    fn entry_len(&mut self, key: &[u8], value_len: usize) -> Result<(), BboltError> {
+        check_entry(key, value_len)?;
         if self.last_key.as_deref().is_some_and(|last| last >= key) {
             return Err(BboltError::Stream("keys not in ascending order"));
         }
-        let esize = ELEMENT_SIZE + key.len() + value.len();
+        let esize = ELEMENT_SIZE + key.len() + value_len;
         if self.count >= 1 && self.size + esize > self.page_size {
             self.close_leaf();
         }
@@ -361,7 +373,7 @@ impl BucketSink for Emitter<'_> {
 
     fn entry(&mut self, key: &[u8], value: &[u8]) -> Result<(), BboltError> {
         let b = self.bucket.ok_or(BboltError::Stream("an entry before any bucket"))?;
-        check_entry(key, value)?;
+        check_entry(key, value.len())?;
         self.arena.extend_from_slice(key);
         let kend = self.arena.len();
         self.arena.extend_from_slice(value);

@@ -134,3 +134,26 @@ proptest! {
         prop_assert_eq!(read_back(&stream_file(&root, page_size)), root);
     }
 }
+
+#[test]
+fn a_layout_from_value_lengths_only_is_the_same() {
+    let root = sample(5000, true);
+    let full = stream_file(&root, 4096);
+    let mut lens_only = |sink: &mut dyn BucketSink| -> Result<(), BboltError> {
+        for (name, item) in &root.items {
+            let Item::Bucket(b) = item else { panic!("a value at the top level") };
+            sink.bucket(name)?;
+            for (k, v) in b.values() {
+                sink.entry_len(k, v.len())?;
+            }
+        }
+        Ok(())
+    };
+    let plan = plan(4096, &mut lens_only).unwrap();
+    let mut out = Vec::new();
+    write_planned(&plan, &mut feed_of(&root), &mut out).unwrap();
+    assert_eq!(out, full);
+    // the pass that writes pages needs the values
+    let mut out = Vec::new();
+    assert!(matches!(write_planned(&plan, &mut lens_only, &mut out), Err(BboltError::Stream(_))));
+}

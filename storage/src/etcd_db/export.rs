@@ -4,6 +4,12 @@
 //! [`EtcdExport::plan`] reads the view once to lay the file out (`bbolt::stream`: the
 //! length is known before the first byte is sent), [`EtcdExport::write`] reads it again
 //! and writes the pages in order; memory stays bounded whatever the data set's size.
+//! Both passes read the key bucket with the view's uncached whole-bucket scans
+//! (`ReadView::scan_all_uncached`), so a backup does not evict the writers' cached
+//! nodes; the layout pass takes only the keys and the values' lengths
+//! (`ReadView::scan_value_lens`: no value is copied or checksummed there), the write
+//! pass checks every leaf it reads, and `bbolt::stream` refuses a second pass that does
+//! not match the layout, so a view that changed or a damaged page never makes a file.
 //!
 //! Translation, bucket by bucket (etcd's names, in the order of the file):
 //! * `alarm`: each active alarm's encoded `AlarmMember` as the key, an empty value;
@@ -47,6 +53,9 @@ pub(crate) type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// A visitor of a bucket's entries that may fail.
 pub(crate) type Visit<'a> = dyn FnMut(&[u8], &[u8]) -> Result<(), EtcdDbError> + 'a;
+
+/// A visitor of a bucket's keys and value lengths that may fail.
+type VisitLen<'a> = dyn FnMut(&[u8], usize) -> Result<(), EtcdDbError> + 'a;
 
 /// The buckets made from cairn's meta bucket (small: a few entries each).
 struct Small {
@@ -142,7 +151,7 @@ impl<'v> EtcdExport<'v> {
     /// The first pass over `view`: reads its meta bucket and lays out every page.
     pub fn plan(view: &'v dyn ReadView) -> Result<EtcdExport<'v>, EtcdDbError> {
         let small = Small::of(view)?;
-        let plan = plan(DEFAULT_PAGE_SIZE, &mut |sink| feed(view, &small, sink))?;
+        let plan = plan(DEFAULT_PAGE_SIZE, &mut |sink| feed(view, &small, sink, Pass::Layout))?;
         Ok(EtcdExport { view, small, plan })
     }
 
@@ -153,12 +162,21 @@ impl<'v> EtcdExport<'v> {
 
     /// The second pass: writes the db file ([`EtcdExport::db_len`] bytes) to `out`.
     pub fn write(&self, out: &mut dyn Write) -> Result<(), EtcdDbError> {
-        write_planned(&self.plan, &mut |sink| feed(self.view, &self.small, sink), out)
+        write_planned(&self.plan, &mut |sink| feed(self.view, &self.small, sink, Pass::Write), out)
     }
 }
 
+/// Which pass of the export a feed is for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// [`plan`]: keys and value lengths are enough.
+    Layout,
+    /// [`write_planned`]: the values, checked.
+    Write,
+}
+
 /// Feeds every etcd bucket, in name order, to `sink`.
-fn feed(view: &dyn ReadView, small: &Small, sink: &mut dyn BucketSink) -> Result<(), EtcdDbError> {
+fn feed(view: &dyn ReadView, small: &Small, sink: &mut dyn BucketSink, pass: Pass) -> Result<(), EtcdDbError> {
     let put_all = |sink: &mut dyn BucketSink, name: &[u8], entries: &Entries| -> Result<(), EtcdDbError> {
         sink.bucket(name)?;
         for (k, v) in entries {
@@ -172,8 +190,13 @@ fn feed(view: &dyn ReadView, small: &Small, sink: &mut dyn BucketSink) -> Result
     put_all(sink, b"authUsers", &small.auth_users)?;
     put_all(sink, b"cluster", &Vec::new())?;
     sink.bucket(BUCKET_KEY)?;
-    scan(view, Bucket::Key, &mut |k, v| Ok(sink.entry(k, v)?))?;
+    // the key bucket's values go as they are: the layout needs only their lengths
+    match pass {
+        Pass::Layout => scan_lens(view, Bucket::Key, &mut |k, n| Ok(sink.entry_len(k, n)?))?,
+        Pass::Write => scan(view, Bucket::Key, &mut |k, v| Ok(sink.entry(k, v)?))?,
+    }
     sink.bucket(BUCKET_LEASE)?;
+    // lease records are re-encoded (and few): both passes decode them
     scan(view, Bucket::Lease, &mut |k, v| {
         let r = LeaseRecord::decode(v)?;
         let l = leasepb::Lease { id: r.id, ttl: r.ttl, remaining_ttl: r.remaining_ttl };
@@ -184,18 +207,29 @@ fn feed(view: &dyn ReadView, small: &Small, sink: &mut dyn BucketSink) -> Result
     put_all(sink, BUCKET_META, &small.meta)
 }
 
-/// Scans a whole bucket of `view`, stopping at the first error of `visit`.
+/// Scans a whole bucket of `view` (uncached), stopping at the first error of `visit`.
 fn scan(view: &dyn ReadView, bucket: Bucket, visit: &mut Visit<'_>) -> Result<(), EtcdDbError> {
     let mut failed = None;
-    view.scan(bucket, &[], None, &mut |k, v| match visit(k, v) {
-        Ok(()) => Ok(true),
-        Err(e) => {
-            failed = Some(e);
-            Ok(false)
-        }
-    })
-    .map_err(EtcdDbError::BadStream)?;
+    view.scan_all_uncached(bucket, &mut |k, v| Ok(keep_going(visit(k, v), &mut failed))).map_err(EtcdDbError::BadStream)?;
     failed.map_or(Ok(()), Err)
+}
+
+/// [`scan`] of the keys and the values' lengths only (`ReadView::scan_value_lens`).
+fn scan_lens(view: &dyn ReadView, bucket: Bucket, visit: &mut VisitLen<'_>) -> Result<(), EtcdDbError> {
+    let mut failed = None;
+    view.scan_value_lens(bucket, &mut |k, n| Ok(keep_going(visit(k, n), &mut failed))).map_err(EtcdDbError::BadStream)?;
+    failed.map_or(Ok(()), Err)
+}
+
+/// After `Ok`, `true`: scan on; after `Err`, keeps the error in `failed` and stops.
+fn keep_going(r: Result<(), EtcdDbError>, failed: &mut Option<EtcdDbError>) -> bool {
+    match r {
+        Ok(()) => true,
+        Err(e) => {
+            *failed = Some(e);
+            false
+        }
+    }
 }
 
 /// A cairn snapshot stream's entries as a read view (each bucket sorted by key).

@@ -162,6 +162,12 @@ impl NodeCache {
         Evicted(out)
     }
 
+    /// How many nodes are cached.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.nodes.lock().by_start.len()
+    }
+
     /// Forgets whatever started at pages `start .. start + n` (they are being rewritten);
     /// what it removed is freed by dropping the result, outside the lock.
     pub(crate) fn forget(&self, start: PageId, n: u64) -> Evicted {

@@ -98,6 +98,24 @@ impl PinnedState {
     pub(crate) fn scan(&self, bucket: Bucket, start: &[u8], end: Option<&[u8]>, visit: &mut ScanFn<'_>) -> Result<()> {
         btree::scan(self.roots[slot(bucket)].as_ref(), self.reader(), start, end, visit)
     }
+
+    /// The file, `bucket`'s root span (`None`: empty) and the high-water mark: what a
+    /// walk that bypasses the node cache needs (`bulk.rs`).
+    pub(crate) fn raw(&self, bucket: Bucket) -> Result<(&dyn PageIo, Option<Span>, PageId)> {
+        let root = match &self.roots[slot(bucket)] {
+            Some(Child::Disk(span)) => Some(*span),
+            None => None,
+            // `roots_of` makes only disk roots: a pinned state is committed
+            Some(Child::Mem(_)) => return Err(Error::Backend("a pinned state with a memory root".into())),
+        };
+        Ok((self.io.as_ref(), root, self.meta.hwm))
+    }
+
+    /// How many nodes the shared node cache holds.
+    #[cfg(test)]
+    pub(crate) fn cached_nodes(&self) -> usize {
+        self.cache.len()
+    }
 }
 
 /// A node's checksum: its header bytes 0..4.

@@ -11,6 +11,7 @@
 //!   pages held back for open readers;
 //! * `btree.rs`: the copy-on-write tree, its reads, writes and commit-time spill;
 //!   `cache.rs`: decoded committed nodes, shared by the writer and the views;
+//!   `bulk.rs`: whole-bucket walks of a view that bypass that cache (a backup's passes);
 //! * `db.rs`: an open file: the commit protocol, readers, sizes;
 //! * this file: the [`Backend`] over it: sticky failures, views, defragmentation.
 //!
@@ -26,7 +27,8 @@
 //! # Views
 //! [`Backend::read_view`] commits what was written, then pins that commit: its pages are
 //! not reused (pending in the freelist) until the view is dropped, so the view reads the
-//! file without any lock while writes and commits go on.
+//! file without any lock while writes and commits go on. [`Backend::synced_view`] pins
+//! the last finished commit without committing (no fdatasync).
 //!
 //! # Defragmentation
 //! 1. under `commit` and `state` (write, held across the commit's fdatasync this once):
@@ -60,6 +62,7 @@
 //! ~2k branch pages: 350k leaves, ~168 children per branch; not measured here.)
 
 mod btree;
+mod bulk;
 mod cache;
 mod db;
 pub mod freelist;
@@ -82,7 +85,8 @@ use parking_lot::{Mutex, RwLock};
 
 use self::db::{Db, Growth, PinnedState};
 use self::io::{FileIo, PageIo};
-use crate::backend::{write_snapshot, Backend, Bucket, ReadView, ScanFn, WriteBatch};
+use self::bulk::Leaves;
+use crate::backend::{write_snapshot, Backend, Bucket, LenFn, ReadView, ScanFn, WriteBatch};
 use crate::error::{Error, Result};
 
 /// The page file in a page store's directory.
@@ -248,6 +252,14 @@ impl ReadView for PageView {
     fn scan(&self, bucket: Bucket, start: &[u8], end: Option<&[u8]>, visit: &mut ScanFn<'_>) -> Result<()> {
         self.0.scan(bucket, start, end, visit)
     }
+
+    fn scan_all_uncached(&self, bucket: Bucket, visit: &mut ScanFn<'_>) -> Result<()> {
+        self.0.scan_bulk(bucket, Leaves::Verified, visit)
+    }
+
+    fn scan_value_lens(&self, bucket: Bucket, visit: &mut LenFn<'_>) -> Result<()> {
+        self.0.scan_bulk(bucket, Leaves::Lengths, &mut |k, v| visit(k, v.len()))
+    }
 }
 
 impl Backend for PageStore {
@@ -298,6 +310,14 @@ impl Backend for PageStore {
     fn read_view(&self) -> Result<Box<dyn ReadView>> {
         let _commit = self.commit.lock();
         self.sync_locked()?;
+        Ok(Box::new(PageView(self.state.read().db.pin())))
+    }
+
+    fn synced_view(&self) -> Result<Box<dyn ReadView>> {
+        // under `commit` (not across anyone's fdatasync but a running commit's): the pin
+        // is of the last finished commit, as `read_view`'s is of its own
+        let _commit = self.commit.lock();
+        self.check_alive()?;
         Ok(Box::new(PageView(self.state.read().db.pin())))
     }
 

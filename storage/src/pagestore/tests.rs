@@ -157,6 +157,86 @@ fn a_view_is_unchanged_by_later_writes_and_its_pages_are_not_reused() {
 }
 
 #[test]
+fn bulk_scans_read_the_view_and_leave_the_node_cache_alone() {
+    let (_disk, store) = sim_store(Vec::new(), None, 3);
+    let store = store.unwrap();
+    let mut model: Model = Default::default();
+    let mut rng = 5;
+    for _ in 0..40 {
+        let b = random_batch(&mut rng, 60);
+        apply_model(&mut model, &b);
+        store.write(b).unwrap();
+        store.sync().unwrap();
+    }
+    let pin = store.state.read().db.pin();
+    // later writes change neither the pinned state nor what the bulk scans see
+    store.write(random_batch(&mut rng, 60)).unwrap();
+    store.sync().unwrap();
+    let before = pin.cached_nodes();
+    let full = dump_view(&|b, f| {
+        pin.scan_bulk(b, super::bulk::Leaves::Verified, &mut |k, v| {
+            f(k, v);
+            Ok(true)
+        })
+    })
+    .unwrap();
+    assert_eq!(full, model);
+    let mut lens = Vec::new();
+    pin.scan_bulk(Bucket::Key, super::bulk::Leaves::Lengths, &mut |k, v| {
+        lens.push((k.to_vec(), v.len()));
+        Ok(true)
+    })
+    .unwrap();
+    assert_eq!(lens, model[0].iter().map(|(k, v)| (k.clone(), v.len())).collect::<Vec<_>>());
+    assert!(model[0].len() > 200, "several leaves: {}", model[0].len());
+    assert_eq!(pin.cached_nodes(), before, "the bulk scans put nothing in the cache");
+    // a stop is honoured
+    let mut n = 0;
+    pin.scan_bulk(Bucket::Key, super::bulk::Leaves::Verified, &mut |_, _| {
+        n += 1;
+        Ok(n < 3)
+    })
+    .unwrap();
+    assert_eq!(n, 3);
+    // where an ordinary scan of the view fills it
+    let cached = dump_view(&|b, f| {
+        pin.scan(b, &[], None, &mut |k, v| {
+            f(k, v);
+            Ok(true)
+        })
+    });
+    assert_eq!(cached.unwrap(), model);
+    assert!(pin.cached_nodes() > before);
+}
+
+#[test]
+fn a_synced_view_holds_the_last_sync_without_committing() {
+    let (_disk, store) = sim_store(Vec::new(), None, 4);
+    let store = store.unwrap();
+    let mut model: Model = Default::default();
+    let mut rng = 9;
+    for _ in 0..5 {
+        let b = random_batch(&mut rng, 40);
+        apply_model(&mut model, &b);
+        store.write(b).unwrap();
+    }
+    store.sync().unwrap();
+    let synced = model.clone();
+    let b = random_batch(&mut rng, 40);
+    apply_model(&mut model, &b);
+    store.write(b).unwrap();
+    assert_ne!(synced, model);
+    let view = store.synced_view().unwrap();
+    assert_eq!(dump_rv(view.as_ref()).unwrap(), synced, "not the write after the sync");
+    assert_eq!(dump_rv(store.read_view().unwrap().as_ref()).unwrap(), model, "read_view commits it");
+    // the view stays as it was through later commits
+    store.write(random_batch(&mut rng, 40)).unwrap();
+    store.sync().unwrap();
+    assert_eq!(dump_rv(view.as_ref()).unwrap(), synced);
+    assert_eq!(dump_rv(store.synced_view().unwrap().as_ref()).unwrap(), dump(&store).unwrap());
+}
+
+#[test]
 fn size_in_use_follows_the_data() {
     let (_disk, store) = sim_store(Vec::new(), None, 1);
     let store = store.unwrap();
