@@ -72,7 +72,7 @@ use parking_lot::{Mutex, MutexGuard};
 use crate::error::{Error, Result};
 use crate::key_index::{KeyAt, KeyIndex};
 use crate::revision::Revision;
-use cow::{Gather, Node, Tree};
+use cow::{Entry, Gather, Node, Tree};
 
 /// How many keys the compactor prepares and then installs per hold of `working` (and per
 /// published version).
@@ -202,6 +202,23 @@ impl TreeIndex {
     /// An empty index.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An index holding `keys` (a bulk load, built bottom-up: see `cow.rs`), which must be
+    /// in strictly increasing key order with non-empty histories; anything else is
+    /// [`Error::Corrupt`]. In debug builds every history's invariants are checked.
+    pub(crate) fn from_sorted(keys: Vec<(Arc<[u8]>, Arc<KeyIndex>)>) -> Result<TreeIndex> {
+        for (i, (key, ki)) in keys.iter().enumerate() {
+            if i > 0 && keys[i - 1].0 >= *key {
+                return Err(Error::corrupt("key index", "bulk load: keys not strictly increasing"));
+            }
+            if ki.is_empty() {
+                return Err(Error::corrupt("key index", "bulk load: a key with no history"));
+            }
+            ki.check_invariants();
+        }
+        let tree = Tree::from_sorted(keys.into_iter().map(|(key, ki)| Entry { key, ki }).collect());
+        Ok(TreeIndex { root: ArcSwap::new(tree.root.clone()), working: Mutex::new(tree) })
     }
 
     /// Runs `f` on a copy of the working version and, if `f` succeeds, makes the result

@@ -11,6 +11,7 @@
 //!   pages held back for open readers;
 //! * `btree.rs`: the copy-on-write tree, its reads, writes and commit-time spill;
 //!   `cache.rs`: decoded committed nodes, shared by the writer and the views;
+//!   `bulk.rs`: a one-pass scan of a whole bucket that bypasses the cache (the rebuild);
 //! * `db.rs`: an open file: the commit protocol, readers, sizes;
 //! * this file: the [`Backend`] over it: sticky failures, views, defragmentation.
 //!
@@ -60,6 +61,7 @@
 //! ~2k branch pages: 350k leaves, ~168 children per branch; not measured here.)
 
 mod btree;
+mod bulk;
 mod cache;
 mod db;
 pub mod freelist;
@@ -259,6 +261,13 @@ impl Backend for PageStore {
     fn scan(&self, bucket: Bucket, start: &[u8], end: Option<&[u8]>, visit: &mut ScanFn<'_>) -> Result<()> {
         self.check_alive()?;
         self.state.read().db.scan(bucket, start, end, visit)
+    }
+
+    /// Holds the read side of `state` for the whole pass (writes wait; at start-up, the one
+    /// caller, there are none).
+    fn scan_bulk(&self, bucket: Bucket, visit: &mut ScanFn<'_>) -> Result<()> {
+        self.check_alive()?;
+        self.state.read().db.scan_uncached(bucket, visit)
     }
 
     fn write(&self, batch: WriteBatch) -> Result<()> {
