@@ -22,7 +22,7 @@
 //! 3. the keys are split at a pivot, and each of two threads merges its share of every run
 //!    (a k-way merge, ties to the older run: `merged`), building each key's history with
 //!    the same [`KeyIndex`] steps the entries would take one by one (`build_part`);
-//! 5. the tree is built bottom-up from the key-ordered histories (`TreeIndex::from_sorted`).
+//! 4. the tree is built bottom-up from the key-ordered histories (`TreeIndex::from_sorted`).
 //!
 //! A key's history depends only on its own records in revision order, which every step
 //! keeps, so the result is the index the entries would build one at a time (a test checks
@@ -94,9 +94,9 @@ pub(crate) struct Rebuilt {
 
 /// Key-bucket entries handed from the scanner to the collector per message.
 const SCAN_BATCH: usize = 4096;
-/// The collector sorts what it received by key each time this many records have come in
-/// (while the scanner goes on), so the final sort merges runs. (Small in tests, so that
-/// their histories make several runs.)
+/// Records per run: the collector sorts each run by key as soon as it is full (while the
+/// scanner goes on); the runs are merged at the end. (Small in tests, so that their
+/// histories make several runs.)
 const SORTED_RUN: usize = if cfg!(test) { 64 } else { 1 << 16 };
 
 /// One decoded key-bucket entry.
@@ -153,8 +153,8 @@ struct Part {
 }
 
 /// Builds the histories of the keys of `records` (in key order, each key's records in
-/// revision order). A key's records are applied in revision order with the
-/// old rebuild's rules: its first record restores the generation it starts (the stored
+/// revision order). A key's records are applied in revision order with the rules of the
+/// rebuild one entry at a time: its first record restores the generation it starts (the stored
 /// creation revision and version: compaction may have removed the revisions that counted
 /// them); a later put is a put, a tombstone a tombstone; a tombstone first is corrupt.
 fn build_part(records: impl Iterator<Item = Rec>) -> Result<Part> {

@@ -7,7 +7,6 @@
 //! store that applied the history did.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 
 use cairn_proto::cairnpb::{internal_request::Request, InternalRequest};
@@ -195,22 +194,6 @@ impl Live {
     }
 }
 
-/// Opens the store in `dir` once the previous one let go of it (its compactor thread holds
-/// the backend until it notices the store is gone), within 5 s.
-fn reopen(dir: &Path) -> Arc<Store> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        match Store::open(StoreConfig::new(dir)) {
-            Ok(s) => return s,
-            Err(e) if std::time::Instant::now() < deadline => {
-                let _retry = e;
-                std::thread::sleep(std::time::Duration::from_millis(5));
-            }
-            Err(e) => panic!("reopen: {e}"),
-        }
-    }
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
     #[test]
@@ -225,7 +208,7 @@ proptest! {
         let leases_before: Vec<_> = (0..8u8).map(|k| live.store.lessor.read().lease_of(format!("key{k}").as_bytes())).collect();
         let (rev, compacted) = (live.store.revision(), live.store.compact_revision());
         drop(live);
-        let store = reopen(dir.path());
+        let store = Store::reopen_when_free(dir.path());
         prop_assert_eq!(store.revision(), rev);
         prop_assert_eq!(store.compact_revision(), compacted);
         let again = Live { store, index: 0 };
