@@ -19,9 +19,13 @@ use proptest::prelude::*;
 use super::*;
 use crate::{Store, StoreConfig};
 
+/// What the reference derives from the key bucket: the index, the newest revision, and
+/// each leased key's lease in key order.
+type Reference = (TreeIndex, i64, Vec<(Vec<u8>, i64)>);
+
 /// The key-bucket rebuild before the bulk build (the reference): one batch, every entry
 /// in revision order, a tree descent each; leases from a map sorted at the end.
-fn by_descent(c: &dyn Contents) -> Result<(TreeIndex, i64, Vec<(Vec<u8>, i64)>)> {
+fn by_descent(c: &dyn Contents) -> Result<Reference> {
     let mut entries = Vec::new();
     c.scan_all(Bucket::Key, &mut |k, v| {
         entries.push((k.to_vec(), v.to_vec()));
