@@ -5,7 +5,7 @@
 #
 # usage: benches/compare_scale.sh CAIRN_BIN ETCD_BIN [--keys N] [--rounds R] [--val-size B]
 #            [--port BASE] [--bench PATH] [--startup-only | --with-startup] [--restarts K]
-#            [--compaction-only]
+#            [--compaction-only] [--data DIR]
 #   Keys: /scale/p0/00000000 .. /scale/p9/..., N/10 under each of 10 prefixes (Txns of 100
 #   puts, 64 clients on 8 conns). Then, per server:
 #     count  count_only of /scale/ (all N keys), 1 client
@@ -19,14 +19,17 @@
 #            and this)
 #   --with-startup / --startup-only: per server, load N keys (--val-size, default 8), stop it
 #   (SIGTERM), start it again K times (--restarts, default 2): seconds from exec to the first
-#   answered linearizable range, and RSS then. Data dirs are deleted after each server.
+#   answered linearizable range, and RSS then; the restarts alternate cairn, etcd, cairn, ...
+#   Data dirs are deleted after each server, except with --data DIR: the start-up data dirs
+#   live in DIR/{cairn,etcd}-start and are kept, and a dir already loaded (DIR/LABEL/loaded)
+#   is not loaded again (--restarts 0 only loads; reuse needs the same --keys/--val-size).
 #   Ports: cairn BASE/BASE+1, etcd BASE+10/BASE+11 (BASE=45379).
 #   e.g. benches/compare_scale.sh target/release/cairn /usr/bin/etcd --keys 100000
 #        benches/compare_scale.sh target/release/cairn /usr/bin/etcd --keys 2000000 --startup-only --val-size 512
 set -euo pipefail
 
 usage() {
-    sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -43,6 +46,7 @@ SUITE_RUN=1
 STARTUP_RUN=0
 RESTARTS=2
 COMPACTION_ONLY=0
+DATA=""
 while [[ $# -gt 0 ]]; do
     case $1 in
     --keys) KEYS=$2; shift 2 ;;
@@ -54,6 +58,7 @@ while [[ $# -gt 0 ]]; do
     --startup-only) STARTUP_RUN=1; SUITE_RUN=0; shift ;;
     --restarts) RESTARTS=$2; shift 2 ;;
     --compaction-only) COMPACTION_ONLY=1; shift ;;
+    --data) DATA=$2; shift 2 ;;
     -h | --help) usage ;;
     *) echo "unknown argument: $1" >&2; usage ;;
     esac
@@ -86,9 +91,15 @@ loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-# exec_server LABEL BIN CLIENT_PORT PEER_PORT: starts BIN on $WORK/LABEL/data (kept if there).
+# server_dir LABEL: $WORK/LABEL, or $DATA/LABEL for a start-up server with --data (kept).
+server_dir() {
+    if [[ -n $DATA && $1 == *-start ]]; then echo "$DATA/$1"; else echo "$WORK/$1"; fi
+}
+
+# exec_server LABEL BIN CLIENT_PORT PEER_PORT: starts BIN on LABEL's data dir (kept if there).
 exec_server() {
-    local label=$1 bin=$2 cport=$3 pport=$4 dir=$WORK/$1
+    local label=$1 bin=$2 cport=$3 pport=$4 dir
+    dir=$(server_dir "$1")
     mkdir -p "$dir/data"
     "$bin" --name "scale-$label" --data-dir "$dir/data" \
         --listen-client-urls "http://127.0.0.1:$cport" \
@@ -112,7 +123,7 @@ start_server() {
     exec_server "$@"
     if ! out=$("$BENCH" --endpoints "127.0.0.1:$3" wait-ready --max-wait 900 --pid "$SERVER_PID"); then
         echo "$1 ($2) did not start; log:" >&2
-        tail -n 30 "$WORK/$1/server.log" >&2
+        tail -n 30 "$(server_dir "$1")/server.log" >&2
         exit 1
     fi
     local t1
@@ -192,22 +203,32 @@ run_compaction() {
     rm -rf "${WORK:?}/$label"
 }
 
-# run_startup LABEL BIN CPORT PPORT
-run_startup() {
-    local label=$1-start bin=$2 cport=$3 pport=$4 k line
-    echo "== startup: $label ($bin), $KEYS keys of $VAL_SIZE bytes, load average $(loadavg)" >&2
-    start_server "$label" "$bin" "$cport" "$pport"
-    load_all start "$label" "$cport" 1
-    stop_server
-    printf 'start\t%s\t%s\t{"bytes":%s}\n' "$label" "data dir bytes" "$(du -sb "$WORK/$label/data" | cut -f1)" >>"$RESULTS"
-    for ((k = 1; k <= RESTARTS; k++)); do
+# load_startup LABEL BIN CPORT PPORT: a server loaded with N keys and stopped (skipped when
+# --data already holds them).
+load_startup() {
+    local label=$1-start bin=$2 cport=$3 pport=$4 dir
+    dir=$(server_dir "$label")
+    if [[ -n $DATA && -e $dir/loaded ]]; then
+        echo "== startup: $label reuses $dir ($(cat "$dir/loaded"))" >&2
+    else
+        echo "== startup: $label ($bin), $KEYS keys of $VAL_SIZE bytes, load average $(loadavg)" >&2
+        rm -rf "$dir"
         start_server "$label" "$bin" "$cport" "$pport"
-        line=$(cat "$WORK/ready.json")
-        echo "   $label restart $k [$(loadavg)]: $line" >&2
-        printf 'start\t%s\t%s\t%s\n' "$label" "restart $k" "$line" >>"$RESULTS"
+        load_all start "$label" "$cport" 1
         stop_server
-    done
-    rm -rf "${WORK:?}/$label"
+        echo "$KEYS keys of $VAL_SIZE bytes" >"$dir/loaded"
+    fi
+    printf 'start\t%s\t%s\t{"bytes":%s}\n' "$label" "data dir bytes" "$(du -sb "$dir/data" | cut -f1)" >>"$RESULTS"
+}
+
+# restart_once LABEL BIN CPORT PPORT K: restart K of a loaded server, recorded.
+restart_once() {
+    local label=$1-start bin=$2 cport=$3 pport=$4 k=$5 line
+    start_server "$label" "$bin" "$cport" "$pport"
+    line=$(cat "$WORK/ready.json")
+    echo "   $label restart $k [$(loadavg)]: $line" >&2
+    printf 'start\t%s\t%s\t%s\n' "$label" "restart $k" "$line" >>"$RESULTS"
+    stop_server
 }
 
 if ((SUITE_RUN)); then
@@ -222,8 +243,12 @@ if ((SUITE_RUN)); then
     done
 fi
 if ((STARTUP_RUN)); then
-    run_startup cairn "$CAIRN_BIN" "$BASE_PORT" "$((BASE_PORT + 1))"
-    run_startup etcd "$ETCD_BIN" "$((BASE_PORT + 10))" "$((BASE_PORT + 11))"
+    load_startup cairn "$CAIRN_BIN" "$BASE_PORT" "$((BASE_PORT + 1))"
+    load_startup etcd "$ETCD_BIN" "$((BASE_PORT + 10))" "$((BASE_PORT + 11))"
+    for ((k = 1; k <= RESTARTS; k++)); do
+        restart_once cairn "$CAIRN_BIN" "$BASE_PORT" "$((BASE_PORT + 1))" "$k"
+        restart_once etcd "$ETCD_BIN" "$((BASE_PORT + 10))" "$((BASE_PORT + 11))" "$k"
+    done
 fi
 
 jget() {

@@ -125,6 +125,14 @@ pub trait Backend: Send + Sync + 'static {
     /// end) in key order until the visitor returns `false`.
     fn scan(&self, bucket: Bucket, start: &[u8], end: Option<&[u8]>, visit: &mut ScanFn<'_>) -> Result<()>;
 
+    /// Visits every entry of `bucket` in key order until the visitor returns `false`, for
+    /// one pass over a whole bucket (the rebuild at start-up): a backend may read it
+    /// without filling its caches and hand out entries without copying them. The default
+    /// is [`Backend::scan`] over the whole bucket.
+    fn scan_bulk(&self, bucket: Bucket, visit: &mut ScanFn<'_>) -> Result<()> {
+        self.scan(bucket, &[], None, visit)
+    }
+
     /// Applies `batch` atomically; visible to reads on return, durable after `sync`.
     fn write(&self, batch: WriteBatch) -> Result<()>;
 

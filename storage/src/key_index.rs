@@ -126,6 +126,14 @@ impl KeyIndex {
         Ok(())
     }
 
+    /// Gives back spare capacity (a history built once and kept: the rebuild).
+    pub(crate) fn shrink_to_fit(&mut self) {
+        self.generations.shrink_to_fit();
+        for g in &mut self.generations {
+            g.revs.shrink_to_fit();
+        }
+    }
+
     /// True when the key has no live value now (never written, or deleted last).
     pub fn is_deleted(&self) -> bool {
         self.generations.last().is_none_or(Generation::is_empty)

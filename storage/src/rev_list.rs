@@ -46,6 +46,12 @@ impl RevList {
         }
     }
 
+    /// Gives back the tail's spare capacity.
+    pub(crate) fn shrink_to_fit(&mut self) {
+        self.tail.shrink_to_fit();
+        self.chunks.shrink_to_fit();
+    }
+
     /// Every revision, oldest first.
     pub(crate) fn iter(&self) -> impl DoubleEndedIterator<Item = &Revision> + '_ {
         self.chunks.iter().flat_map(|c| c.iter()).chain(self.tail.iter())

@@ -182,6 +182,23 @@ impl Store {
         Self::open_with(cfg, backend)
     }
 
+    /// Opens the store in `dir` once the previous one let go of it (its compactor thread
+    /// holds the backend until it notices the store is gone), within 5 s (tests).
+    #[cfg(test)]
+    pub(crate) fn reopen_when_free(dir: &std::path::Path) -> Arc<Store> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match Store::open(StoreConfig::new(dir)) {
+                Ok(s) => return s,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    let _retry = e;
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                Err(e) => panic!("reopen: {e}"),
+            }
+        }
+    }
+
     /// Opens the store over any backend.
     pub fn open_with(cfg: StoreConfig, backend: Arc<dyn Backend>) -> Result<Arc<Store>> {
         let r = rebuild(&BackendContents(backend.as_ref()), cfg.min_lease_ttl)?;

@@ -34,7 +34,8 @@ fn boot_time() -> Option<f64> {
     text.lines().find_map(|l| l.strip_prefix("btime ")).and_then(|v| v.trim().parse().ok())
 }
 
-fn resident_bytes() -> Option<f64> {
+/// The process's resident set (`VmRSS`) in bytes.
+pub(crate) fn resident_bytes() -> Option<f64> {
     let text = std::fs::read_to_string("/proc/self/status").ok()?;
     let kb: f64 = text.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
     Some(kb * 1024.0)

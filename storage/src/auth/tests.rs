@@ -121,22 +121,6 @@ mod store {
         store.apply(index, &InternalRequest { id: index, request: Some(r), auth })
     }
 
-    /// Opens the store in `dir` again once the previous one let go of it (its compactor
-    /// thread holds the backend until it notices the store is gone), within 5 s.
-    fn reopen(dir: &std::path::Path) -> std::sync::Arc<Store> {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        loop {
-            match Store::open(StoreConfig::new(dir)) {
-                Ok(s) => return s,
-                Err(e) if std::time::Instant::now() < deadline => {
-                    let _ = e;
-                    std::thread::sleep(std::time::Duration::from_millis(5));
-                }
-                Err(e) => panic!("reopen: {e}"),
-            }
-        }
-    }
-
     fn put(key: &str) -> Request {
         Request::Put(PutRequest { key: key.into(), value: b"v".to_vec(), ..Default::default() })
     }
@@ -181,7 +165,7 @@ mod store {
             store.commit().unwrap();
             assert_eq!(store.applied_index(), index);
         }
-        let store = reopen(dir.path());
+        let store = Store::reopen_when_free(dir.path());
         let view = store.auth();
         assert!(view.enabled());
         assert_eq!(view.state().user_names(), vec!["alice".to_string(), ROOT.to_string()]);

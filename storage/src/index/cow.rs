@@ -169,6 +169,12 @@ impl Node {
         }
     }
 
+    fn with_stats(kind: Kind) -> Node {
+        let mut n = Node { stats: Stats::default(), kind };
+        n.recompute();
+        n
+    }
+
     fn recompute(&mut self) {
         let mut s = Stats::default();
         match &self.kind {
@@ -440,11 +446,55 @@ impl Tree {
         Ok(())
     }
 
+    /// A tree holding `entries`, built bottom-up in one pass (a bulk load: no descent per
+    /// key). The caller guarantees what the module docs' invariants need of the entries:
+    /// keys strictly increasing, no empty history. Each level is cut into
+    /// `ceil(n / MAX)` nodes of sizes differing by at most one, so every node but a lone
+    /// root holds more than `MAX / 2` items (at least [`MIN`]).
+    pub(crate) fn from_sorted(entries: Vec<(Arc<[u8]>, Arc<KeyIndex>)>) -> Tree {
+        if entries.is_empty() {
+            return Tree::default();
+        }
+        let mut items = entries.into_iter();
+        let mut level: Vec<Node> = even_chunks(items.len())
+            .map(|n| {
+                let mut leaf = Leaf { keys: Keys::default(), kis: Vec::with_capacity(n) };
+                for (key, ki) in items.by_ref().take(n) {
+                    leaf.keys.push(&key);
+                    leaf.kis.push(ki);
+                }
+                leaf.keys.shrink_to_fit();
+                Node::with_stats(Kind::Leaf(leaf))
+            })
+            .collect();
+        while level.len() > 1 {
+            let mut nodes = level.into_iter();
+            level = even_chunks(nodes.len())
+                .map(|n| {
+                    let mut inner = Inner { mins: Keys::default(), nodes: Vec::with_capacity(n) };
+                    for node in nodes.by_ref().take(n) {
+                        inner.mins.push(node.first_key().expect("bulk-loaded nodes are non-empty"));
+                        inner.nodes.push(Arc::new(node));
+                    }
+                    inner.mins.shrink_to_fit();
+                    Node::with_stats(Kind::Inner(inner))
+                })
+                .collect();
+        }
+        Tree { root: Arc::new(level.pop().expect("a non-empty level")) }
+    }
+
     /// Verifies the invariants (module docs), visiting every node; panics on a broken one.
     #[cfg(test)]
     pub(crate) fn check(&self) {
         self.root.check(None, None);
     }
+}
+
+/// The sizes of `ceil(n / MAX)` nodes holding `n` items, differing by at most one.
+fn even_chunks(n: usize) -> impl Iterator<Item = usize> {
+    let m = n.div_ceil(MAX).max(1);
+    (0..m).map(move |i| n / m + usize::from(i < n % m))
 }
 
 fn change_node<E>(node: &mut Arc<Node>, key: &[u8], leaf: impl FnOnce(&mut Leaf) -> Result<Stats, E>) -> Result<Stats, E> {
@@ -538,6 +588,34 @@ mod tests {
         t.check();
         assert_eq!(t.root.len(), keep.len());
         assert_eq!(keys(&t.root), keep.iter().map(|i| format!("k{i:06}").into_bytes()).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn bulk_load_matches_inserts_and_stays_writable() {
+        for n in [0usize, 1, 7, MAX, MAX + 1, MAX * MAX, MAX * MAX + 3, 3 * MAX * MAX + 17] {
+            let entries: Vec<(Arc<[u8]>, Arc<KeyIndex>)> = (0..n)
+                .map(|i| {
+                    let mut ki = KeyIndex::default();
+                    ki.put(Revision::new(i as i64 + 1, 0)).unwrap();
+                    (format!("k{i:06}").into_bytes().into(), Arc::new(ki))
+                })
+                .collect();
+            let mut t = Tree::from_sorted(entries);
+            t.check();
+            assert_eq!(t.root.len(), n);
+            assert_eq!(keys(&t.root), (0..n).map(|i| format!("k{i:06}").into_bytes()).collect::<Vec<_>>());
+            // a bulk-loaded tree takes inserts and removals like any other
+            for i in 0..n.min(200) {
+                put(&mut t, format!("k{i:06}x").as_bytes(), (n + i) as i64 + 1);
+                t.update::<crate::Error>(format!("k{i:06}").as_bytes(), |ki, _| {
+                    *ki = KeyIndex::default();
+                    Ok(())
+                })
+                .unwrap();
+            }
+            t.check();
+            assert_eq!(t.root.len(), n);
+        }
     }
 
     #[test]

@@ -77,6 +77,19 @@ impl Keys {
         }
     }
 
+    /// Appends `key`, which must sort after every key held (a bulk load).
+    pub(crate) fn push(&mut self, key: &[u8]) {
+        debug_assert!(self.ends.is_empty() || self.get(self.len() - 1) < key, "keys pushed out of order");
+        self.bytes.extend_from_slice(key);
+        self.ends.push(self.bytes.len());
+    }
+
+    /// Gives back unused capacity.
+    pub(crate) fn shrink_to_fit(&mut self) {
+        self.bytes.shrink_to_fit();
+        self.ends.shrink_to_fit();
+    }
+
     /// Makes key `i` be `key` (nothing is moved when it already is).
     pub(crate) fn set(&mut self, i: usize, key: &[u8]) {
         if self.get(i) != key {
@@ -91,8 +104,7 @@ impl Keys {
         let bytes = self.bytes.split_off(cut);
         let ends = self.ends.split_off(at).into_iter().map(|e| e - cut).collect();
         // the kept half gives back what it no longer uses (every version keeps the node)
-        self.bytes.shrink_to_fit();
-        self.ends.shrink_to_fit();
+        self.shrink_to_fit();
         Keys { bytes, ends }
     }
 

@@ -218,6 +218,23 @@ impl TreeIndex {
         Self::default()
     }
 
+    /// An index holding `keys` (a bulk load, built bottom-up: see `cow.rs`), which must be
+    /// in strictly increasing key order with non-empty histories; anything else is
+    /// [`Error::Corrupt`]. In debug builds every history's invariants are checked.
+    pub(crate) fn from_sorted(keys: Vec<(Arc<[u8]>, Arc<KeyIndex>)>) -> Result<TreeIndex> {
+        for (i, (key, ki)) in keys.iter().enumerate() {
+            if i > 0 && keys[i - 1].0 >= *key {
+                return Err(Error::corrupt("key index", "bulk load: keys not strictly increasing"));
+            }
+            if ki.is_empty() {
+                return Err(Error::corrupt("key index", "bulk load: a key with no history"));
+            }
+            ki.check_invariants();
+        }
+        let tree = Tree::from_sorted(keys);
+        Ok(TreeIndex { root: ArcSwap::new(tree.root.clone()), working: Mutex::new(tree) })
+    }
+
     /// Runs `f` on a copy of the working version and, if `f` succeeds, makes the result
     /// the working version and publishes it (readers see all of its changes or none); on
     /// `Err` nothing changes. Nodes are copied once per batch, not once per change: a bulk

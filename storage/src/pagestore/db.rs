@@ -28,6 +28,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::btree::{self, Child, NodeReader, Spill};
+use super::rebuild_scan;
 use super::cache::NodeCache;
 use super::freelist::{FreeSpans, Freelist, HashSpans};
 use super::io::PageIo;
@@ -100,7 +101,7 @@ impl PinnedState {
     }
 
     /// The file, `bucket`'s root span (`None`: empty) and the high-water mark: what a
-    /// walk that bypasses the node cache needs (`bulk.rs`).
+    /// walk that bypasses the node cache needs (`rebuild_scan.rs`).
     pub(crate) fn raw(&self, bucket: Bucket) -> Result<(&dyn PageIo, Option<Span>, PageId)> {
         let root = match &self.roots[slot(bucket)] {
             Some(Child::Disk(span)) => Some(*span),
@@ -327,6 +328,12 @@ impl Db {
     /// Visits `bucket`'s entries in `start..end` as written so far.
     pub(crate) fn scan(&self, bucket: Bucket, start: &[u8], end: Option<&[u8]>, visit: &mut ScanFn<'_>) -> Result<()> {
         btree::scan(self.roots[slot(bucket)].as_ref(), self.reader(), start, end, visit)
+    }
+
+    /// Visits every entry of `bucket` as written so far, in key order, reading committed
+    /// nodes without the node cache (`rebuild_scan.rs`).
+    pub(crate) fn scan_uncached(&self, bucket: Bucket, visit: &mut ScanFn<'_>) -> Result<()> {
+        rebuild_scan::scan_all(self.roots[slot(bucket)].as_ref(), rebuild_scan::Source { io: self.io.as_ref(), hwm: self.hwm }, visit)
     }
 
     /// Applies a batch to the open transaction (memory only). An error leaves the batch

@@ -12,6 +12,7 @@
 //! * `btree.rs`: the copy-on-write tree, its reads, writes and commit-time spill;
 //!   `cache.rs`: decoded committed nodes, shared by the writer and the views;
 //!   `bulk.rs`: whole-bucket walks of a view that bypass that cache (a backup's passes);
+//!   `rebuild_scan.rs`: the start-up rebuild's one-pass scan of a bucket, also uncached;
 //! * `db.rs`: an open file: the commit protocol, readers, sizes;
 //! * this file: the [`Backend`] over it: sticky failures, views, defragmentation.
 //!
@@ -63,6 +64,7 @@
 
 mod btree;
 mod bulk;
+mod rebuild_scan;
 mod cache;
 mod db;
 pub mod freelist;
@@ -271,6 +273,13 @@ impl Backend for PageStore {
     fn scan(&self, bucket: Bucket, start: &[u8], end: Option<&[u8]>, visit: &mut ScanFn<'_>) -> Result<()> {
         self.check_alive()?;
         self.state.read().db.scan(bucket, start, end, visit)
+    }
+
+    /// Holds the read side of `state` for the whole pass (writes wait; at start-up, the one
+    /// caller, there are none).
+    fn scan_bulk(&self, bucket: Bucket, visit: &mut ScanFn<'_>) -> Result<()> {
+        self.check_alive()?;
+        self.state.read().db.scan_uncached(bucket, visit)
     }
 
     fn write(&self, batch: WriteBatch) -> Result<()> {

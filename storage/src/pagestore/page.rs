@@ -23,8 +23,10 @@
 //! of child `i`'s keys, except entry 0, whose key is not a bound (the child is
 //! open-ended downwards); see `btree.rs`.
 //!
-//! [`decode`] checks every length against the buffer and returns [`Error::Corrupt`] for
-//! anything that does not fit; it never panics, whatever the bytes.
+//! [`decode`] (owned entries) and [`decode_view`] (a leaf's entries walked in place, for a
+//! one-pass scan) check every length against the buffer and return [`Error::Corrupt`] for
+//! anything that does not fit; they never panic, whatever the bytes. `decode` is
+//! `decode_view` with the entries copied out, so one parser serves both.
 
 use crate::crc32::Crc32;
 use crate::error::{Error, Result};
@@ -168,10 +170,20 @@ pub(crate) fn node_txid(buf: &[u8]) -> u64 {
     le64(buf, 12)
 }
 
-/// Decodes the node stored in `buf`, which was read from `span`. `limit` is the file's
-/// high-water mark: no child may reach past it.
-pub(crate) fn decode(buf: &[u8], span: Span, limit: PageId) -> Result<DiskNode> {
-    let here = |d: String| Error::corrupt("page", format!("node at page {}: {d}", span.start));
+/// What [`check_header`] accepted: the node's height and entry count, and its payload.
+struct Header<'a> {
+    height: u8,
+    count: usize,
+    payload: &'a [u8],
+}
+
+fn corrupt_at(span: Span, d: String) -> Error {
+    Error::corrupt("page", format!("node at page {}: {d}", span.start))
+}
+
+/// Checks a node's header (lengths, checksum, position, height, a plausible count).
+fn check_header(buf: &[u8], span: Span) -> Result<Header<'_>> {
+    let here = |d: String| corrupt_at(span, d);
     if buf.len() < HEADER {
         return Err(here(format!("{} bytes, shorter than a header", buf.len())));
     }
@@ -198,45 +210,106 @@ pub(crate) fn decode(buf: &[u8], span: Span, limit: PageId) -> Result<DiskNode> 
     if count > payload_len / 8 {
         return Err(here(format!("{count} entries in {payload_len} bytes")));
     }
-    let mut c = Cursor { buf: &buf[HEADER..HEADER + payload_len], pos: 0 };
-    let node = if height == 0 {
-        let mut entries: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(count);
-        for _ in 0..count {
-            let kl = c.u32()? as usize;
-            let vl = c.u32()? as usize;
-            let k = c.take(kl)?.to_vec();
-            let v = c.take(vl)?.to_vec();
-            if entries.last().is_some_and(|(p, _)| *p >= k) {
-                return Err(here("leaf keys out of order".into()));
+    Ok(Header { height, count, payload: &buf[HEADER..HEADER + payload_len] })
+}
+
+/// A node read in place ([`decode_view`]): a leaf's entries borrow the buffer.
+pub(crate) enum NodeView<'a> {
+    /// The leaf's entries, checked as they are walked.
+    Leaf(LeafEntries<'a>),
+    /// Height (≥ 1) and (separator, child) pairs, as [`DiskNode::Branch`].
+    Branch(u8, Vec<(Vec<u8>, Span)>),
+}
+
+/// The entries of a leaf, walked in place: each `(key, value)` borrows the page buffer.
+/// Every length is checked as it is read, and the keys' order; after the last entry, that
+/// nothing is left. A check that fails yields one `Err` and then nothing.
+pub(crate) struct LeafEntries<'a> {
+    c: Cursor<'a>,
+    left: usize,
+    prev: Option<&'a [u8]>,
+    span: Span,
+    failed: bool,
+}
+
+impl<'a> LeafEntries<'a> {
+    fn step(&mut self) -> Result<Option<(&'a [u8], &'a [u8])>> {
+        if self.left == 0 {
+            if self.c.pos != self.c.buf.len() {
+                return Err(corrupt_at(self.span, format!("{} payload bytes after the last entry", self.c.buf.len() - self.c.pos)));
             }
-            entries.push((k, v));
+            return Ok(None);
         }
-        DiskNode::Leaf(entries)
-    } else {
-        let mut entries: Vec<(Vec<u8>, Span)> = Vec::with_capacity(count);
-        for _ in 0..count {
-            let kl = c.u32()? as usize;
-            let start = c.u64()?;
-            let pages = c.u32()?;
-            let k = c.take(kl)?.to_vec();
-            let child = Span { start, pages };
-            if start < 2 || pages == 0 || start.checked_add(pages as u64).is_none_or(|e| e > limit) {
-                return Err(here(format!("child span {start}+{pages} outside 2..{limit}")));
-            }
-            if entries.last().is_some_and(|(p, _)| *p >= k) {
-                return Err(here("branch keys out of order".into()));
-            }
-            entries.push((k, child));
+        let kl = self.c.u32()? as usize;
+        let vl = self.c.u32()? as usize;
+        let k = self.c.take(kl)?;
+        let v = self.c.take(vl)?;
+        if self.prev.is_some_and(|p| p >= k) {
+            return Err(corrupt_at(self.span, "leaf keys out of order".into()));
         }
-        if entries.is_empty() {
-            return Err(here("empty branch".into()));
-        }
-        DiskNode::Branch(height, entries)
-    };
-    if c.pos != payload_len {
-        return Err(here(format!("{} payload bytes after the last entry", payload_len - c.pos)));
+        self.prev = Some(k);
+        self.left -= 1;
+        Ok(Some((k, v)))
     }
-    Ok(node)
+}
+
+impl<'a> Iterator for LeafEntries<'a> {
+    type Item = Result<(&'a [u8], &'a [u8])>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        let r = self.step().transpose();
+        self.failed = matches!(r, Some(Err(_)));
+        r
+    }
+}
+
+/// Decodes the node stored in `buf`, which was read from `span`, without copying a leaf's
+/// entries (see [`LeafEntries`]). `limit` is the file's high-water mark: no child may
+/// reach past it.
+pub(crate) fn decode_view(buf: &[u8], span: Span, limit: PageId) -> Result<NodeView<'_>> {
+    let h = check_header(buf, span)?;
+    let mut c = Cursor { buf: h.payload, pos: 0 };
+    if h.height == 0 {
+        return Ok(NodeView::Leaf(LeafEntries { c, left: h.count, prev: None, span, failed: false }));
+    }
+    let here = |d: String| corrupt_at(span, d);
+    let mut entries: Vec<(Vec<u8>, Span)> = Vec::with_capacity(h.count);
+    for _ in 0..h.count {
+        let kl = c.u32()? as usize;
+        let start = c.u64()?;
+        let pages = c.u32()?;
+        let k = c.take(kl)?.to_vec();
+        let child = Span { start, pages };
+        if start < 2 || pages == 0 || start.checked_add(pages as u64).is_none_or(|e| e > limit) {
+            return Err(here(format!("child span {start}+{pages} outside 2..{limit}")));
+        }
+        if entries.last().is_some_and(|(p, _)| *p >= k) {
+            return Err(here("branch keys out of order".into()));
+        }
+        entries.push((k, child));
+    }
+    if entries.is_empty() {
+        return Err(here("empty branch".into()));
+    }
+    if c.pos != h.payload.len() {
+        return Err(here(format!("{} payload bytes after the last entry", h.payload.len() - c.pos)));
+    }
+    Ok(NodeView::Branch(h.height, entries))
+}
+
+/// Decodes the node stored in `buf`, which was read from `span`, into owned entries (see
+/// [`decode_view`] for `limit`).
+pub(crate) fn decode(buf: &[u8], span: Span, limit: PageId) -> Result<DiskNode> {
+    match decode_view(buf, span, limit)? {
+        NodeView::Leaf(entries) => {
+            let entries = entries.map(|e| e.map(|(k, v)| (k.to_vec(), v.to_vec()))).collect::<Result<Vec<_>>>()?;
+            Ok(DiskNode::Leaf(entries))
+        }
+        NodeView::Branch(h, entries) => Ok(DiskNode::Branch(h, entries)),
+    }
 }
 
 #[cfg(test)]
