@@ -11,7 +11,9 @@
 //! from a [`SnapshotSource`] (the state machine) when raft asks for a snapshot: the source
 //! returns its state with the index it reflects, and the storage pairs it with the term of
 //! that index and the conf state in force there. The log is compacted behind a point the
-//! state machine has made durable ([`WalStorage::compact`]).
+//! state machine has made durable ([`WalStorage::compact`], which deletes sealed segments
+//! only; [`WalStorage::compact_and_cut`], which moves what is still needed into a fresh
+//! segment so every older one goes, the active one included).
 //!
 //! # Contract
 //! Single owner (the driver, through `RawNode::mut_store`); nothing here locks.
