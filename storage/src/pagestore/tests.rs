@@ -266,17 +266,21 @@ fn crash_run(base: &[u8], seed: u64, fault: Option<Fault>) -> u64 {
     }
     let ops = disk.ops();
     drop(store);
-    let image = disk.power_loss();
+    reopen_after_crash(disk.power_loss(), &format!("seed {seed} {fault:?}"), seed, &committed, attempted.as_ref());
+    ops
+}
+
+/// Reopens the `image` a power loss left: the state must be `committed` or `attempted`
+/// (the one whose commit was under way), and the reopened store must take a commit.
+fn reopen_after_crash(image: Vec<u8>, case: &str, seed: u64, committed: &Model, attempted: Option<&Model>) {
     let (_, reopened) = sim_store(image, None, seed ^ 0xABCD);
-    let reopened = reopened.unwrap_or_else(|e| panic!("seed {seed} {fault:?}: reopen failed: {e}"));
-    let got = dump(&reopened).unwrap_or_else(|e| panic!("seed {seed} {fault:?}: read after reopen: {e}"));
-    assert!(got == committed || Some(&got) == attempted.as_ref(), "seed {seed} {fault:?}: state after the crash is neither committed nor attempted");
-    // and the reopened store works
+    let reopened = reopened.unwrap_or_else(|e| panic!("{case}: reopen failed: {e}"));
+    let got = dump(&reopened).unwrap_or_else(|e| panic!("{case}: read after reopen: {e}"));
+    assert!(got == *committed || Some(&got) == attempted, "{case}: state after the crash is neither committed nor attempted");
     let mut b = WriteBatch::default();
     b.put(Bucket::Meta, b"after".to_vec(), b"crash".to_vec());
     reopened.write(b).unwrap();
     reopened.sync().unwrap();
-    ops
 }
 
 #[test]
@@ -384,14 +388,7 @@ fn defrag_crash_run(base: &[u8], seed: u64, fault: Option<DefragFault>) -> Defra
     drop(store);
     let files = dir.power_loss();
     let image = files.get(FILE_NAME).unwrap_or_else(|| panic!("seed {seed} {fault:?}: no {FILE_NAME} after the power loss")).clone();
-    let (_, reopened) = sim_store(image, None, seed ^ 0xABCD);
-    let reopened = reopened.unwrap_or_else(|e| panic!("seed {seed} {fault:?}: reopen failed: {e}"));
-    let got = dump(&reopened).unwrap_or_else(|e| panic!("seed {seed} {fault:?}: read after reopen: {e}"));
-    assert!(got == committed || Some(&got) == attempted.as_ref(), "seed {seed} {fault:?}: state after the crash is neither committed nor attempted");
-    let mut b = WriteBatch::default();
-    b.put(Bucket::Meta, b"after".to_vec(), b"crash".to_vec());
-    reopened.write(b).unwrap();
-    reopened.sync().unwrap();
+    reopen_after_crash(image, &format!("defrag seed {seed} {fault:?}"), seed, &committed, attempted.as_ref());
     ops
 }
 
