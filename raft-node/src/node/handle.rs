@@ -80,6 +80,15 @@ pub struct NodeStatus {
 /// The answer to a proposal.
 pub type ProposeResult<O> = Result<O, RequestError>;
 
+/// What [`NodeHandle::release_log`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogRelease {
+    /// The log's compaction point now: entries up to it are gone.
+    pub compacted_to: u64,
+    /// WAL segment files deleted.
+    pub segments_removed: usize,
+}
+
 pub(crate) enum Command<O> {
     Propose(InternalRequest, oneshot::Sender<ProposeResult<O>>),
     ConfChange(ConfChangeRequest, Vec<u8>, oneshot::Sender<Result<ConfState, RequestError>>),
@@ -87,6 +96,7 @@ pub(crate) enum Command<O> {
     TransferLeader(u64),
     Campaign,
     Status(oneshot::Sender<NodeStatus>),
+    ReleaseLog(oneshot::Sender<LogRelease>),
     Stop,
 }
 
@@ -194,6 +204,15 @@ impl<O> NodeHandle<O> {
     /// The node's status.
     pub fn status(&self) -> oneshot::Receiver<NodeStatus> {
         self.request(Command::Status)
+    }
+
+    /// Makes the state machine durable, compacts the log behind it (keeping the
+    /// catch-up entries when the configuration has other members) and deletes every WAL
+    /// segment that held only what was compacted, the active one included (it is cut):
+    /// what an operator's Defragment does to the log. A dropped receiver means the node
+    /// stopped (or failed doing it).
+    pub fn release_log(&self) -> oneshot::Receiver<LogRelease> {
+        self.request(Command::ReleaseLog)
     }
 
     /// Stops the node's run loop.

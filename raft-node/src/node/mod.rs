@@ -19,6 +19,7 @@
 //! Pre-vote and check-quorum are always on: a partitioned node cannot disrupt the cluster
 //! when it returns, and a leader that loses its quorum steps down.
 
+mod compact;
 mod handle;
 mod pending;
 mod runner;
@@ -35,7 +36,7 @@ use raft::RawNode;
 use raft_prost::Message as _;
 use tokio::sync::{mpsc, watch};
 
-pub use handle::{ConfChangeRequest, LeaderInfo, Mailbox, NodeHandle, NodeStatus, ProposeResult, RequestError, Transport};
+pub use handle::{ConfChangeRequest, LeaderInfo, LogRelease, Mailbox, NodeHandle, NodeStatus, ProposeResult, RequestError, Transport};
 pub use pending::IdGen;
 pub use runner::{IntervalTicker, ManualTicker, Ticker};
 
@@ -199,6 +200,8 @@ pub struct RaftNode<M: StateMachine, T: Transport> {
     applied: u64,
     /// `applied` at the last compaction.
     compacted_at: u64,
+    /// Callers of [`NodeHandle::release_log`] waiting for the next poll to do it.
+    release_wanted: Vec<tokio::sync::oneshot::Sender<handle::LogRelease>>,
     now: u64,
     /// The tick (`now`) at which a message from each peer last arrived.
     heard: std::collections::HashMap<u64, u64>,
@@ -293,6 +296,7 @@ impl<M: StateMachine, T: Transport> RaftNode<M, T> {
             observer,
             applied,
             compacted_at: applied,
+            release_wanted: Vec::new(),
             now: 0,
             heard: std::collections::HashMap::new(),
             campaign_wanted: false,
@@ -420,6 +424,9 @@ impl<M: StateMachine, T: Transport> RaftNode<M, T> {
             did = true;
             self.handle_ready()?;
         }
+        if !self.release_wanted.is_empty() {
+            self.release_log()?;
+        }
         Ok(did)
     }
 
@@ -487,6 +494,7 @@ impl<M: StateMachine, T: Transport> RaftNode<M, T> {
             Command::Status(tx) => {
                 let _receiver_may_be_gone = tx.send(self.status());
             }
+            Command::ReleaseLog(tx) => self.release_wanted.push(tx),
             Command::Stop => self.stopped = true,
         }
     }
@@ -675,22 +683,6 @@ impl<M: StateMachine, T: Transport> RaftNode<M, T> {
             self.pending.complete_proposal(id, Ok(out));
         }
         self.pending.applied(self.applied);
-        Ok(())
-    }
-
-    /// Every `snapshot_count` applied entries: make the state machine durable and compact
-    /// the log behind it, keeping `catchup_entries`.
-    fn maybe_compact(&mut self) -> Result<(), NodeError> {
-        if self.applied < self.compacted_at + self.cfg.snapshot_count {
-            return Ok(());
-        }
-        let durable = self.sm.persist()?.min(self.applied);
-        self.compacted_at = self.applied;
-        let target = durable.saturating_sub(self.cfg.catchup_entries);
-        if target > self.raw.store().snapshot_point().0 {
-            let removed = self.raw.mut_store().compact(target)?;
-            tracing::debug!(id = self.cfg.id, index = target, segments = removed, "raft: log compacted");
-        }
         Ok(())
     }
 }

@@ -11,7 +11,9 @@
 //! from a [`SnapshotSource`] (the state machine) when raft asks for a snapshot: the source
 //! returns its state with the index it reflects, and the storage pairs it with the term of
 //! that index and the conf state in force there. The log is compacted behind a point the
-//! state machine has made durable ([`WalStorage::compact`]).
+//! state machine has made durable ([`WalStorage::compact`], which deletes sealed segments
+//! only; [`WalStorage::compact_and_cut`], which moves what is still needed into a fresh
+//! segment so every older one goes, the active one included).
 //!
 //! # Contract
 //! Single owner (the driver, through `RawNode::mut_store`); nothing here locks.
@@ -358,8 +360,54 @@ impl WalStorage {
         self.sync()?;
         let had_installed = self.st.installed;
         self.st.compact(meta);
-        let oldest_needed = self.st.entry_pos.first().copied().unwrap_or(first_new).min(first_new);
+        let oldest_needed = self.st.oldest_entry_pos().unwrap_or(first_new).min(first_new);
         let removed = self.wal.release(oldest_needed - 1)?;
+        if let (Some(i), None) = (had_installed, self.st.installed) {
+            snapfile::remove(&self.snap_dir, i)?;
+        }
+        Ok(removed)
+    }
+
+    /// Compacts the log behind `index` (at least the current compaction point), which the
+    /// state machine must hold durably, and moves what is still needed into a fresh WAL
+    /// segment so that every older one, the active one included, is deleted: the segment
+    /// is cut ([`Wal::cut_now`]), the compaction record, the conf states after it, the hard
+    /// state and a copy of every live entry (`ENTRY_COPY`, see `records.rs`) are written
+    /// to it and synced, and only then are the older segments deleted. A crash before the
+    /// sync leaves the older segments as they were (the new one's torn tail is cut at
+    /// open); after it, either set replays to the same log. Returns the number of segments
+    /// deleted.
+    pub fn compact_and_cut(&mut self, index: u64) -> Result<usize, StorageError> {
+        let index = index.max(self.st.snap.index);
+        let last = self.st.last_index();
+        let term = match self.term(index) {
+            Ok(t) if index <= last => t,
+            _ => return Err(StorageError::CompactOutOfRange { index, first: self.st.snap.index + 1, last }),
+        };
+        let meta = SnapshotMetadata { conf_state: Some(self.st.conf_state_at(index)), index, term };
+        self.wal.cut_now()?;
+        let first_new = self.put(records::COMPACT, meta.encode_to_vec())?;
+        let later: Vec<(u64, ConfState)> = self.st.conf_states.iter().filter(|(i, _)| *i > index).cloned().collect();
+        for (i, cs) in &later {
+            self.put(records::CONF_STATE, records::conf_state_record(*i, cs))?;
+        }
+        self.put(records::HARD_STATE, self.st.hard_state.encode_to_vec())?;
+        let kept: Vec<Vec<u8>> = self.st.entries.iter().filter(|e| e.index > index).map(|e| e.encode_to_vec()).collect();
+        let mut positions = Vec::with_capacity(kept.len());
+        for data in kept {
+            positions.push(self.put(records::ENTRY_COPY, data)?);
+        }
+        self.sync()?;
+        let had_installed = self.st.installed;
+        self.st.compact(meta);
+        // the compaction point may be the installed snapshot's own: the WAL no longer
+        // needs it (the state machine holds it durably), and its record is going
+        if self.st.installed.is_some_and(|i| i <= index) {
+            self.st.installed = None;
+        }
+        debug_assert_eq!(self.st.entry_pos.len(), positions.len());
+        self.st.entry_pos = positions;
+        let removed = self.wal.release(first_new - 1)?;
         if let (Some(i), None) = (had_installed, self.st.installed) {
             snapfile::remove(&self.snap_dir, i)?;
         }

@@ -10,6 +10,7 @@
 //! | 3    | `CONF_STATE` | `SnapshotMetadata` | the conf state (`conf_state`) in force from the entry `index` on (`term` unused) |
 //! | 4    | `SNAPSHOT`   | `SnapshotMetadata` | a snapshot received from the leader was installed at `index`/`term`: the whole log is replaced; its data is in the snapshot file (`snapfile.rs`) |
 //! | 5    | `COMPACT`    | `SnapshotMetadata` | the log was compacted behind `index`/`term`: entries ≤ `index` are gone, `conf_state` was in force at `index` |
+//! | 6    | `ENTRY_COPY` | `Entry`            | a live entry copied into a fresh segment by a compaction that cuts (`WalStorage::compact_and_cut`): if the log holds `entry.index` already it must have the same term, and only its position moves (nothing is truncated); otherwise it is appended |
 //!
 //! # The record index is a sequence number
 //! The WAL requires record indexes that never go down (a segment holds indexes ≥ its first).
@@ -18,6 +19,15 @@
 //! index is inside the payload. Compaction re-appends the current state (COMPACT, the conf
 //! states after it, the hard state) and then releases every segment whose positions are all
 //! below the first live entry's position (see `WalStorage::compact`).
+//!
+//! A compaction that cuts (`WalStorage::compact_and_cut`) writes the same records into a
+//! fresh segment, followed by an `ENTRY_COPY` of every live entry, so that every older
+//! segment can go. A copy never truncates: if power fails while the copies are being
+//! written, the WAL keeps a prefix of them (a torn tail is cut at open) and the older
+//! segments still hold the rest; an `ENTRY` record there would truncate the log at the
+//! first copy and lose the entries after the last one that survived. After such a
+//! replay the entries' positions are no longer in index order: the oldest position
+//! needed is the smallest of them, not the first entry's.
 
 use raft::eraftpb::{ConfState, Entry, HardState, SnapshotMetadata};
 use raft_prost::Message as _;
@@ -35,6 +45,8 @@ pub const CONF_STATE: u8 = 3;
 pub const SNAPSHOT: u8 = 4;
 /// A compaction point.
 pub const COMPACT: u8 = 5;
+/// A live entry copied into a fresh segment (never truncates).
+pub const ENTRY_COPY: u8 = 6;
 
 /// Everything the WAL says about the raft state.
 #[derive(Debug, Default)]
@@ -69,8 +81,13 @@ impl Recovered {
         for rec in records {
             r.last_pos = r.last_pos.max(rec.index);
             match rec.kind {
-                ENTRY => {
+                ENTRY | ENTRY_COPY => {
                     let e = Entry::decode(rec.data.as_slice()).map_err(|e| corrupt(rec, e))?;
+                    if rec.kind == ENTRY_COPY && e.index > r.snap.index && e.index <= r.last_index() {
+                        r.copy_entry(e, rec.index).map_err(|d| corrupt(rec, d))?;
+                        continue;
+                    }
+                    // an entry, or a copy of one the log does not hold yet
                     if r.entries.is_empty() && r.snap.index == 0 && e.index > 1 && !r.headless {
                         // the segments before this one were released behind a compaction
                         // whose record comes later: the run of entries kept starts here
@@ -132,6 +149,23 @@ impl Recovered {
         self.entries.push(e);
         self.entry_pos.push(pos);
         Ok(())
+    }
+
+    /// Replays an `ENTRY_COPY` of an entry the log holds: it keeps its place and everything
+    /// after it, and takes the copy's position.
+    fn copy_entry(&mut self, e: Entry, pos: u64) -> Result<(), String> {
+        let at = (e.index - self.snap.index - 1) as usize;
+        if self.entries[at].term != e.term {
+            return Err(format!("copy of entry {} has term {}, the log holds term {}", e.index, e.term, self.entries[at].term));
+        }
+        self.entry_pos[at] = pos;
+        Ok(())
+    }
+
+    /// The smallest WAL position of a live entry (positions are in index order except
+    /// after a replay that met a partial run of copies, see the module docs).
+    pub fn oldest_entry_pos(&self) -> Option<u64> {
+        self.entry_pos.iter().copied().min()
     }
 
     /// A snapshot from the leader replaces the log.

@@ -18,6 +18,8 @@
 //! # Release
 //! [`Wal::release`] deletes whole segments whose records are all at or below an index the
 //! state machine has made durable elsewhere; the active segment is never deleted.
+//! [`Wal::cut_now`] seals the active segment early (the raft storage does so when it
+//! moves the state it still needs into a fresh segment, so every older one can go).
 
 mod record;
 mod segment;
@@ -242,6 +244,18 @@ impl Wal {
                 self.failed = true;
                 return Err(e);
             }
+        }
+        Ok(())
+    }
+
+    /// Writes and syncs what was appended, then seals the active segment and starts a new
+    /// one (durable, with its directory entry) whose records go above everything appended
+    /// so far. Sticky on failure.
+    pub fn cut_now(&mut self) -> Result<(), WalError> {
+        self.sync()?;
+        if let Err(e) = self.cut() {
+            self.failed = true;
+            return Err(e);
         }
         Ok(())
     }

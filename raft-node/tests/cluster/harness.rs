@@ -307,6 +307,12 @@ impl Cluster {
         self.wait(&mut rx, 100).expect("no answer").expect("put failed")
     }
 
+    /// WAL segment files of member `id`.
+    pub fn wal_segments(&self, id: u64) -> usize {
+        let dir = self.dirs[&id].path().join("wal");
+        std::fs::read_dir(dir).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".wal")).count()
+    }
+
     pub fn applied(&self, id: u64) -> u64 {
         self.nodes[&id].status().applied
     }

@@ -228,6 +228,44 @@ fn lagging_member_gets_a_snapshot_after_compaction() {
     assert_eq!(c.kv(follower).data, c.kv(leader).data);
 }
 
+/// `release_log` (what Defragment sends) compacts at the applied index (the harness keeps
+/// no catch-up entries) and deletes every older WAL segment; the leader crashes right
+/// after and comes back with everything; the member cut off meanwhile gets a snapshot.
+#[test]
+fn release_log_deletes_old_segments_and_a_lagging_member_gets_a_snapshot() {
+    let mut c = Cluster::new(3, 12);
+    let leader = c.elect();
+    let lagging = (1..=3).find(|&i| i != leader).unwrap();
+    c.net.isolate(lagging);
+    let value = "v".repeat(300);
+    for i in 0..400 {
+        c.put_ok(leader, &format!("k{i:03}"), &value);
+    }
+    let before = c.wal_segments(leader);
+    assert!(before >= 2, "{before} segments of 64 KiB");
+    let mut rx = c.handle(leader).release_log();
+    let done = c.wait(&mut rx, 10).expect("answered");
+    assert_eq!(done.segments_removed, before);
+    assert_eq!(done.compacted_to, c.applied(leader));
+    assert_eq!(c.wal_segments(leader), 1);
+    assert_eq!(c.nodes[&leader].status().log.0, done.compacted_to + 1);
+    let data = c.kv(leader).data.clone();
+    c.crash(leader);
+    c.start(leader);
+    assert_eq!(c.kv(leader).data, data, "the state machine persisted before the log went");
+    let others: Vec<u64> = (1..=3).filter(|&i| i != lagging).collect();
+    let leader = c.elect_among(&others);
+    c.put_ok(leader, "after", "release");
+    c.net.heal();
+    assert!(c.converge_on(leader));
+    assert_eq!(c.kv(lagging).restores.len(), 1, "restored from one snapshot");
+    let data = c.kv(leader).data.clone();
+    assert_eq!(data.len(), 401);
+    for id in 1..=3 {
+        assert_eq!(c.kv(id).data, data, "node {id}");
+    }
+}
+
 #[test]
 fn leadership_transfer_moves_the_leader() {
     let mut c = Cluster::new(3, 11);

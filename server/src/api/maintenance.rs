@@ -1,7 +1,8 @@
 //! The Maintenance service: Status (what `etcdctl endpoint status` and kube-apiserver's
 //! db-size poll read, with the engine's real file size and size in use, and the active
 //! alarms in `errors` as etcd lists them), Defragment (the engine's online
-//! defragmentation), Alarm (GET answered from the applied alarm set; ACTIVATE and
+//! defragmentation, then this member's Raft log compacted and its WAL segments released),
+//! Alarm (GET answered from the applied alarm set; ACTIVATE and
 //! DEACTIVATE go through Raft, as etcd's do), Snapshot (a backup streamed from a read
 //! view, `snapshot.rs`), Hash (of the logical content, `cairn_storage::hash`), HashKV,
 //! MoveLeader; Downgrade is not implemented yet.
@@ -138,6 +139,9 @@ impl<P: Proposer> Maintenance for MaintenanceService<P> {
             .await
             .map_err(|e| Status::internal(format!("cairn: defragment task failed: {e}")))?
             .map_err(rpc_error)?;
+        // then this member's Raft log: unlike etcd, whose WAL keeps everything since its
+        // last snapshot, the segments behind what the store holds durably are deleted
+        self.control.release_log().await.map_err(rpc_error)?;
         Ok(Response::new(DefragmentResponse { header: Some(self.membership.header(self.store.revision())) }))
     }
 

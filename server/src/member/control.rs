@@ -41,4 +41,8 @@ pub trait ClusterControl: Send + Sync + 'static {
     async fn promote_member(&self, id: u64) -> Result<(), RequestError>;
     /// Hands leadership to `target` (this member must be the leader).
     async fn move_leader(&self, target: u64) -> Result<(), RequestError>;
+    /// Compacts this member's Raft log behind what its store holds durably and deletes
+    /// the WAL segments that held only that (Defragment does it after the store's own
+    /// defragmentation); followers' catch-up entries are kept.
+    async fn release_log(&self) -> Result<(), RequestError>;
 }

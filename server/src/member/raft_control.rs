@@ -229,6 +229,13 @@ impl ClusterControl for RaftControl {
         }
         self.transfer_until(target, |leader| leader == target).await.map(|_| ())
     }
+
+    async fn release_log(&self) -> Result<(), RequestError> {
+        // the node drops the request only when it stopped or failed doing it
+        let done = self.handle.release_log().await.map_err(|_| RequestError::Stopped)?;
+        tracing::debug!(compacted_to = done.compacted_to, segments = done.segments_removed, "raft log released");
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -6,12 +6,17 @@
 //! `fdatasync` for durability, and growth preallocated in chunks (`posix_fallocate`) so
 //! a full disk shows up as ENOSPC when the file grows, not later as a failed write into
 //! a hole of a sparse file.
+//!
+//! Defragmentation also creates, renames and removes files in the store's directory: it
+//! does so through [`PageDir`], real in [`FileDir`], simulated in `sim_io.rs` (entries
+//! that are lost on power failure until the directory is synced).
 
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// A file of bytes as the page store sees it. Implementations are shared between the
 /// writer and readers of views, so every method takes `&self`.
@@ -80,5 +85,38 @@ impl PageIo for FileIo {
             libc::EOPNOTSUPP | libc::EINVAL => self.file.set_len(len),
             e => Err(io::Error::from_raw_os_error(e)),
         }
+    }
+}
+
+/// The store's directory as defragmentation uses it (file names are relative to it).
+pub(crate) trait PageDir: Send + Sync {
+    /// Creates the file `name` (or opens it, kept as it is, if it exists) and locks it.
+    fn create(&self, name: &str) -> io::Result<Arc<dyn PageIo>>;
+    /// Renames `from` over `to` atomically (durable after [`PageDir::sync`]).
+    fn rename(&self, from: &str, to: &str) -> io::Result<()>;
+    /// Removes `name` (durable after [`PageDir::sync`]).
+    fn remove(&self, name: &str) -> io::Result<()>;
+    /// Makes every change to the directory's entries durable (fsync of the directory).
+    fn sync(&self) -> io::Result<()>;
+}
+
+/// A real directory.
+pub(crate) struct FileDir(pub(crate) PathBuf);
+
+impl PageDir for FileDir {
+    fn create(&self, name: &str) -> io::Result<Arc<dyn PageIo>> {
+        Ok(Arc::new(FileIo::open(&self.0.join(name), true)?))
+    }
+
+    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        std::fs::rename(self.0.join(from), self.0.join(to))
+    }
+
+    fn remove(&self, name: &str) -> io::Result<()> {
+        std::fs::remove_file(self.0.join(name))
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        File::open(&self.0)?.sync_all()
     }
 }

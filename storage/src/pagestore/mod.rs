@@ -3,8 +3,10 @@
 //!
 //! # Layers (one file each)
 //! * `io.rs`: the file (`pread`/`pwrite`/`fdatasync`, preallocated growth) behind the
-//!   `PageIo` trait; `sim_io.rs` (tests) is a disk that loses unsynced writes, tears
-//!   pages and fails on command;
+//!   `PageIo` trait, and the directory defragmentation creates, renames and syncs files
+//!   in behind `PageDir`; `sim_io.rs` (tests) is a disk that loses unsynced writes, tears
+//!   pages and fails on command, and a directory of such disks that loses entries not
+//!   yet synced (the crash test runs it through defragmentation's copy and swap);
 //! * `page.rs` / `meta.rs`: the on-disk layouts of nodes and of the two meta pages, byte
 //!   by byte, with decoders that never panic;
 //! * `freelist/`: free spans (a linear reference and the segregated one) and pending
@@ -78,16 +80,15 @@ mod sim_io;
 #[cfg(test)]
 mod tests;
 
-use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 
 use self::db::{Db, Growth, PinnedState};
-use self::io::{FileIo, PageIo};
 use self::bulk::Leaves;
+use self::io::{FileDir, FileIo, PageDir, PageIo};
 use crate::backend::{write_snapshot, Backend, Bucket, LenFn, ReadView, ScanFn, WriteBatch};
 use crate::error::{Error, Result};
 
@@ -114,8 +115,9 @@ struct State {
 
 /// The page store (module docs).
 pub struct PageStore {
-    /// The store's directory; `None` on a simulated disk.
-    dir: Option<PathBuf>,
+    /// The store's directory (defragmentation writes its copy there); `None` on a
+    /// simulated disk without one.
+    dir: Option<Arc<dyn PageDir>>,
     growth: Growth,
     /// Lock 3 (module docs): the open file, its write transaction and the defragment log.
     /// Write side: `write`, preparing and finishing a commit, pinning a view,
@@ -128,10 +130,6 @@ pub struct PageStore {
     defrag: Mutex<()>,
     /// Set by the first failed write or commit (sticky until reopen).
     failed: AtomicBool,
-}
-
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 impl PageStore {
@@ -151,13 +149,13 @@ impl PageStore {
             let tmp = dir.join(NEW_FILE_NAME);
             Db::create(&FileIo::open(&tmp, true)?)?;
             std::fs::rename(&tmp, &path)?;
-            sync_dir(dir)?;
+            FileDir(dir.to_path_buf()).sync()?;
         }
         let io: Arc<dyn PageIo> = Arc::new(FileIo::open(&path, false)?);
-        Self::with_db(Some(dir.to_path_buf()), io, Growth::default())
+        Self::with_db(Some(Arc::new(FileDir(dir.to_path_buf()))), io, Growth::default())
     }
 
-    fn with_db(dir: Option<PathBuf>, io: Arc<dyn PageIo>, growth: Growth) -> Result<PageStore> {
+    fn with_db(dir: Option<Arc<dyn PageDir>>, io: Arc<dyn PageIo>, growth: Growth) -> Result<PageStore> {
         let db = Db::open(io, growth)?;
         Ok(PageStore {
             dir,
@@ -176,6 +174,16 @@ impl PageStore {
             Db::create(io.as_ref())?;
         }
         Self::with_db(None, io, growth)
+    }
+
+    /// A store on a simulated disk in a simulated directory (tests of defragmentation),
+    /// created empty when the disk is.
+    #[cfg(test)]
+    pub(crate) fn open_in(dir: Arc<dyn PageDir>, io: Arc<dyn PageIo>, growth: Growth) -> Result<PageStore> {
+        if io.len()? == 0 {
+            Db::create(io.as_ref())?;
+        }
+        Self::with_db(Some(dir), io, growth)
     }
 
     fn check_alive(&self) -> Result<()> {
@@ -209,13 +217,12 @@ impl PageStore {
     }
 
     /// Step 2 of a defragmentation: a fresh file in `dir` holding `pin`'s state.
-    fn copy_to_new_file(&self, dir: &Path, pin: &PinnedState) -> Result<Db> {
-        let tmp = dir.join(DEFRAG_FILE_NAME);
-        let io = FileIo::open(&tmp, true)?;
-        Db::create(&io)?;
+    fn copy_to_new_file(&self, dir: &dyn PageDir, pin: &PinnedState) -> Result<Db> {
+        let io = dir.create(DEFRAG_FILE_NAME)?;
+        Db::create(io.as_ref())?;
         // grow the copy by small steps so it ends close to its data's size
         let tight = Growth { min_step: 64 * 4096, max_step: 8 << 20 };
-        let mut new = Db::open(Arc::new(io), tight)?;
+        let mut new = Db::open(io, tight)?;
         new.set_leaf_pages(DEFRAG_LEAF_PAGES);
         let mut batch = WriteBatch::default();
         let mut bytes = 0usize;
@@ -350,7 +357,7 @@ impl Backend for PageStore {
         };
         let before = self.size();
         // step 2
-        let copied = self.copy_to_new_file(&dir, &pin);
+        let copied = self.copy_to_new_file(dir.as_ref(), &pin);
         drop(pin);
         let _commit = self.commit.lock();
         let mut st = self.state.write();
@@ -362,18 +369,18 @@ impl Backend for PageStore {
                 new.apply(batch)?;
             }
             new.commit()?;
-            std::fs::rename(dir.join(DEFRAG_FILE_NAME), dir.join(FILE_NAME))?;
+            dir.rename(DEFRAG_FILE_NAME, FILE_NAME)?;
             Ok(new)
         });
         let mut new = match swapped {
             Ok(new) => new,
             Err(e) => {
                 // the old file is untouched; drop the copy
-                let _ = std::fs::remove_file(dir.join(DEFRAG_FILE_NAME));
+                let _ = dir.remove(DEFRAG_FILE_NAME);
                 return Err(e);
             }
         };
-        if let Err(e) = sync_dir(&dir) {
+        if let Err(e) = dir.sync() {
             return self.fail(e.into());
         }
         new.set_growth(self.growth);

@@ -9,13 +9,18 @@
 //!   what will be durable, as Linux does when writeback fails.
 //! * [`SimDisk::power_loss`] gives the bytes a reboot would find: the durable bytes plus a
 //!   random subset of the writes not yet synced, applied in random order, some torn.
+//! * [`SimDir`] is a directory of such disks for defragmentation (create, rename, remove,
+//!   sync): its operations are numbered too and it can lose power before any of them,
+//!   which powers off every disk in it; a reboot finds its entries as of the last sync or
+//!   as they are now ([`SimDir::power_loss`]).
 
+use std::collections::BTreeMap;
 use std::io;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::io::PageIo;
+use super::io::{PageDir, PageIo};
 
 /// What goes wrong, and when.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -140,6 +145,16 @@ impl SimDisk {
         image
     }
 
+    /// Whether power was lost (a crash fault fired, or the directory lost power).
+    pub(crate) fn is_crashed(&self) -> bool {
+        self.state.lock().crashed
+    }
+
+    /// Loses power: every later operation fails.
+    fn power_off(&self) {
+        self.state.lock().crashed = true;
+    }
+
     /// The bytes reads see now (everything written).
     pub(crate) fn written(&self) -> Vec<u8> {
         self.state.lock().written.clone()
@@ -243,5 +258,118 @@ impl PageIo for SimIo {
                 Ok(())
             }
         }
+    }
+}
+
+/// A simulated directory of [`SimDisk`]s (module docs).
+pub(crate) struct SimDir {
+    /// Guards the entries and the counters; taken before a disk's lock, never after.
+    state: Mutex<SimDirState>,
+}
+
+struct SimDirState {
+    /// The entries as they are now.
+    now: BTreeMap<String, Arc<SimDisk>>,
+    /// The entries as of the last sync.
+    durable: BTreeMap<String, Arc<SimDisk>>,
+    /// Directory operations done so far.
+    ops: u64,
+    /// Power is lost before this directory operation.
+    crash_at: Option<u64>,
+    /// The fault of the next file created (then none).
+    create_fault: Option<Fault>,
+    /// Files created so far (each disk's seed is drawn from it).
+    created: u64,
+    rng: u64,
+}
+
+impl SimDir {
+    /// A directory holding `name` (durably) on `disk`; the next file created fails as
+    /// `create_fault` says, and the directory loses power before its operation `crash_at`.
+    pub(crate) fn new(name: &str, disk: Arc<SimDisk>, create_fault: Option<Fault>, crash_at: Option<u64>, seed: u64) -> Arc<SimDir> {
+        let entries = BTreeMap::from([(name.to_owned(), disk)]);
+        Arc::new(SimDir {
+            state: Mutex::new(SimDirState {
+                now: entries.clone(),
+                durable: entries,
+                ops: 0,
+                crash_at,
+                create_fault,
+                created: 0,
+                rng: seed,
+            }),
+        })
+    }
+
+    /// Directory operations done so far.
+    pub(crate) fn ops(&self) -> u64 {
+        self.state.lock().ops
+    }
+
+    /// The disk of entry `name` now.
+    pub(crate) fn disk(&self, name: &str) -> Option<Arc<SimDisk>> {
+        self.state.lock().now.get(name).cloned()
+    }
+
+    /// What a reboot finds: the entries as of the last sync or as they are now (one of
+    /// the two, drawn at random, when they differ), each file as its disk's
+    /// [`SimDisk::power_loss`] leaves it.
+    pub(crate) fn power_loss(&self) -> BTreeMap<String, Vec<u8>> {
+        let mut st = self.state.lock();
+        let entries = if next_rand(&mut st.rng) % 2 == 0 { st.durable.clone() } else { st.now.clone() };
+        entries.into_iter().map(|(name, disk)| (name, disk.power_loss())).collect()
+    }
+
+}
+
+impl SimDirState {
+    /// Counts a directory operation; fails it (and powers every disk off) at the crash
+    /// point, or once any disk in the directory lost power.
+    fn step(&mut self) -> io::Result<()> {
+        if self.now.values().chain(self.durable.values()).any(|d| d.is_crashed()) {
+            return Err(crashed());
+        }
+        let n = self.ops;
+        self.ops += 1;
+        if self.crash_at == Some(n) {
+            for d in self.now.values().chain(self.durable.values()) {
+                d.power_off();
+            }
+            return Err(crashed());
+        }
+        Ok(())
+    }
+}
+
+impl PageDir for SimDir {
+    fn create(&self, name: &str) -> io::Result<Arc<dyn PageIo>> {
+        let mut st = self.state.lock();
+        st.step()?;
+        st.created += 1;
+        let seed = st.rng ^ st.created;
+        let disk = SimDisk::new(Vec::new(), st.create_fault.take(), seed);
+        st.now.insert(name.to_owned(), disk.clone());
+        Ok(Arc::new(SimIo(disk)))
+    }
+
+    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        let mut st = self.state.lock();
+        st.step()?;
+        let disk = st.now.remove(from).ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        st.now.insert(to.to_owned(), disk);
+        Ok(())
+    }
+
+    fn remove(&self, name: &str) -> io::Result<()> {
+        let mut st = self.state.lock();
+        st.step()?;
+        st.now.remove(name).map(|_| ()).ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        let mut st = self.state.lock();
+        st.step()?;
+        st.durable = st.now.clone();
+        Ok(())
     }
 }

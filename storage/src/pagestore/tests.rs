@@ -2,9 +2,10 @@
 //! through writes, commits, views and reopens; crash consistency on the simulated disk;
 //! views and space; corruption as typed errors.
 //!
-//! Long run: `CAIRN_CRASH_SEEDS=100000 CAIRN_MODEL_CASES=20000 cargo test --release -p
-//! cairn-storage --lib pagestore::tests -- --nocapture` (the CI-sized defaults are 2000
-//! seeds and 64 model cases).
+//! Long run: `CAIRN_CRASH_SEEDS=100000 CAIRN_DEFRAG_CRASH_SEEDS=20000
+//! CAIRN_MODEL_CASES=20000 cargo test --release -p cairn-storage --lib pagestore::tests --
+//! --nocapture` (the CI-sized defaults are 2000 seeds, 200 defragmentation seeds and 64
+//! model cases).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,8 +14,8 @@ use proptest::prelude::*;
 
 use super::db::Growth;
 use super::io::PageIo;
-use super::sim_io::{next_rand, Fault, SimDisk, SimIo};
-use super::PageStore;
+use super::sim_io::{next_rand, Fault, SimDir, SimDisk, SimIo};
+use super::{PageStore, FILE_NAME};
 use crate::backend::{Backend, Bucket, ReadView, WriteBatch};
 use crate::error::Error;
 
@@ -345,17 +346,21 @@ fn crash_run(base: &[u8], seed: u64, fault: Option<Fault>) -> u64 {
     }
     let ops = disk.ops();
     drop(store);
-    let image = disk.power_loss();
+    reopen_after_crash(disk.power_loss(), &format!("seed {seed} {fault:?}"), seed, &committed, attempted.as_ref());
+    ops
+}
+
+/// Reopens the `image` a power loss left: the state must be `committed` or `attempted`
+/// (the one whose commit was under way), and the reopened store must take a commit.
+fn reopen_after_crash(image: Vec<u8>, case: &str, seed: u64, committed: &Model, attempted: Option<&Model>) {
     let (_, reopened) = sim_store(image, None, seed ^ 0xABCD);
-    let reopened = reopened.unwrap_or_else(|e| panic!("seed {seed} {fault:?}: reopen failed: {e}"));
-    let got = dump(&reopened).unwrap_or_else(|e| panic!("seed {seed} {fault:?}: read after reopen: {e}"));
-    assert!(got == committed || Some(&got) == attempted.as_ref(), "seed {seed} {fault:?}: state after the crash is neither committed nor attempted");
-    // and the reopened store works
+    let reopened = reopened.unwrap_or_else(|e| panic!("{case}: reopen failed: {e}"));
+    let got = dump(&reopened).unwrap_or_else(|e| panic!("{case}: read after reopen: {e}"));
+    assert!(got == *committed || Some(&got) == attempted, "{case}: state after the crash is neither committed nor attempted");
     let mut b = WriteBatch::default();
     b.put(Bucket::Meta, b"after".to_vec(), b"crash".to_vec());
     reopened.write(b).unwrap();
     reopened.sync().unwrap();
-    ops
 }
 
 #[test]
@@ -380,6 +385,126 @@ fn crash_at_any_operation_leaves_a_committed_state() {
         crashes += 1;
     }
     eprintln!("{crashes} seeded crash points checked");
+}
+
+/// Where a defragmentation crash run fails.
+#[derive(Clone, Copy, Debug)]
+enum DefragFault {
+    /// The old file's disk (its operations during the defragmentation: step 1's commit).
+    Old(Fault),
+    /// The copy's disk, from its creation through the swap and the commit after it.
+    Copy(Fault),
+    /// Power is lost before this directory operation (create, rename, sync, remove).
+    Dir(u64),
+}
+
+/// Operations of a run without a fault: on the old disk before and after the
+/// defragmentation, on the copy's disk, in the directory.
+struct DefragOps {
+    old: (u64, u64),
+    copy: u64,
+    dir: u64,
+}
+
+/// One defragmentation crash run: a seeded workload (some commits, then writes not yet
+/// committed), a defragmentation, one more commit on the swapped-in file; a fault as
+/// `fault` says; then a power loss of the whole directory and a reopen of whichever
+/// `pages.db` it left: the state must be the last committed one or the one whose commit
+/// was under way. A defragmentation that fails before its swap without a power loss (a
+/// full disk, EIO on the copy) leaves the store working on the old file.
+fn defrag_crash_run(base: &[u8], seed: u64, fault: Option<DefragFault>) -> DefragOps {
+    let old_fault = match fault {
+        Some(DefragFault::Old(f)) => Some(f),
+        _ => None,
+    };
+    let copy_fault = match fault {
+        Some(DefragFault::Copy(f)) => Some(f),
+        _ => None,
+    };
+    let dir_crash = match fault {
+        Some(DefragFault::Dir(n)) => Some(n),
+        _ => None,
+    };
+    let old = SimDisk::new(base.to_vec(), old_fault, seed);
+    let dir = SimDir::new(FILE_NAME, old.clone(), copy_fault, dir_crash, seed ^ 0x5EED);
+    let store = PageStore::open_in(dir.clone(), Arc::new(SimIo(old.clone())), small_growth()).expect("opening does not write");
+    let mut rng = seed;
+    let mut current: Model = Default::default();
+    for _ in 0..6 {
+        let b = random_batch(&mut rng, 25);
+        apply_model(&mut current, &b);
+        store.write(b).expect("no fault fires before the defragmentation");
+        store.sync().expect("no fault fires before the defragmentation");
+    }
+    let mut committed = current.clone();
+    // writes the defragmentation's first step commits
+    let b = random_batch(&mut rng, 25);
+    apply_model(&mut current, &b);
+    store.write(b).expect("no fault fires before the defragmentation");
+    let mut attempted = None;
+    let old_before = old.ops();
+    let defragmented = store.defragment();
+    let old_after = old.ops();
+    match defragmented {
+        Ok(()) => committed = current.clone(),
+        Err(_) => attempted = Some(current.clone()),
+    }
+    let crashed = || old.is_crashed() || dir.disk(super::DEFRAG_FILE_NAME).or_else(|| dir.disk(FILE_NAME)).is_some_and(|d| d.is_crashed());
+    if !crashed() {
+        // on the new file after a swap, or on the old one after a failed copy
+        let b = random_batch(&mut rng, 25);
+        apply_model(&mut current, &b);
+        let written = store.write(b).and_then(|()| store.sync());
+        match written {
+            Ok(()) => committed = current.clone(),
+            // a store the defragmentation left failed refuses the batch: what may be on
+            // disk is still what the defragmentation's commit attempted
+            Err(_) if attempted.is_some() => {}
+            Err(_) => attempted = Some(current.clone()),
+        }
+        if written.is_ok() {
+            assert_eq!(dump(&store).expect("read"), current, "seed {seed} {fault:?}: the store reads what was written");
+        }
+    }
+    let copy = dir.disk(FILE_NAME).filter(|d| !Arc::ptr_eq(d, &old)).or_else(|| dir.disk(super::DEFRAG_FILE_NAME));
+    let ops = DefragOps { old: (old_before, old_after), copy: copy.map_or(0, |d| d.ops()), dir: dir.ops() };
+    drop(store);
+    let files = dir.power_loss();
+    let image = files.get(FILE_NAME).unwrap_or_else(|| panic!("seed {seed} {fault:?}: no {FILE_NAME} after the power loss")).clone();
+    reopen_after_crash(image, &format!("defrag seed {seed} {fault:?}"), seed, &committed, attempted.as_ref());
+    ops
+}
+
+/// Crash points inside defragmentation: every operation of the copy's disk (its
+/// creation, the copy's commits, the swap's commit of the logged batches and the first
+/// commit after it) with a crash, a torn write, ENOSPC or EIO; every directory operation
+/// (create, rename, the fsync after it, the removal of a failed copy) with a power loss;
+/// and every operation of the old disk during the defragmentation (step 1's commit).
+#[test]
+fn crash_during_defragmentation_leaves_a_committed_state() {
+    let seeds: u64 = std::env::var("CAIRN_DEFRAG_CRASH_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(200);
+    let (disk, store) = sim_store(Vec::new(), None, 0);
+    drop(store.unwrap());
+    let base = disk.written();
+    let mut points = 0u64;
+    for seed in 0..seeds {
+        let ops = defrag_crash_run(&base, seed, None);
+        assert!(ops.copy > 0 && ops.dir >= 3, "seed {seed}: a defragmentation ran");
+        let kind = |n: u64, at: u64| match (seed + n) % 4 {
+            0 => Fault::Crash(at),
+            1 => Fault::Torn(at),
+            2 => Fault::NoSpace(at),
+            _ => Fault::Eio(at),
+        };
+        let mut faults: Vec<DefragFault> = (0..ops.copy).map(|at| DefragFault::Copy(kind(at, at))).collect();
+        faults.extend((0..ops.dir).map(DefragFault::Dir));
+        faults.extend((ops.old.0..ops.old.1).map(|at| DefragFault::Old(kind(at, at))));
+        for f in faults {
+            defrag_crash_run(&base, seed, Some(f));
+            points += 1;
+        }
+    }
+    eprintln!("{points} defragmentation crash points checked over {seeds} seeds");
 }
 
 #[derive(Clone, Debug)]
