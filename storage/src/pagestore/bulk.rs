@@ -3,8 +3,8 @@
 //! as little as possible:
 //! * nodes are read straight from the file into one reused buffer, never through the
 //!   node cache (`cache.rs`): a pass over a whole bucket would fill it with nodes read
-//!   once, and the cache is emptied when full, so the writers' hot branches and leaves
-//!   would be dropped; nor is the cache's lock taken once per node;
+//!   once, evicting the writers' and readers' hot branches and leaves; nor is the
+//!   cache's lock taken once per node;
 //! * a leaf is read in place: its entries are handed to the visitor as slices of the
 //!   buffer, with no allocation or copy per entry (`page::decode` builds owned vectors);
 //!   branches, about one node in 150, go through `page::decode`;

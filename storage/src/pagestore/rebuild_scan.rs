@@ -4,7 +4,7 @@
 //! The ordinary scan (`btree::scan`) reads each node through the shared node cache and
 //! decodes a leaf into owned keys and values. For a one-pass read of a whole bucket both
 //! are waste: each leaf is read once, so caching it only evicts what readers need (and
-//! the cache, emptied whenever full, frees its nodes thousands at a time), and a visitor
+//! churns the allocator with millions of decoded leaves), and a visitor
 //! that wants a key and a few fields of each value would see every value copied first.
 //! Here a committed leaf is read into a reused buffer and its entries are walked in place
 //! (`page::decode_view`, as panic-free as `decode`: a damaged page is
