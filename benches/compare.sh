@@ -26,15 +26,10 @@
 #        benches/compare.sh target/release/cairn /usr/bin/etcd --auth-only
 #        benches/compare.sh /usr/bin/etcd /usr/bin/etcd --total 5000   # self-check
 set -euo pipefail
-
-usage() {
-    sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//' >&2
-    exit 2
-}
-
-[[ $# -ge 2 ]] || usage
-CAIRN_BIN=$1
-ETCD_BIN=$2
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=benches/args.sh
+source "$ROOT/benches/args.sh"
+take_binaries "$@"
 shift 2
 TOTAL=20000
 BENCH=""
@@ -81,11 +76,7 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 
-for b in "$CAIRN_BIN" "$ETCD_BIN"; do
-    [[ -x $b ]] || { echo "not an executable: $b" >&2; exit 2; }
-done
 
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
 if [[ -z $BENCH ]]; then
     BENCH=$ROOT/target/release/cairn-bench
     if [[ ! -x $BENCH ]]; then

@@ -8,14 +8,10 @@
 #   Ports: member i (0..2) of cairn: client BASE+10i, peer BASE+10i+1; etcd: BASE+100+...
 #   (BASE=42379). e.g. benches/compare_cluster.sh target/release/cairn /usr/bin/etcd
 set -euo pipefail
-
-usage() {
-    sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' >&2
-    exit 2
-}
-[[ $# -ge 2 ]] || usage
-CAIRN_BIN=$1
-ETCD_BIN=$2
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=benches/args.sh
+source "$ROOT/benches/args.sh"
+take_binaries "$@"
 shift 2
 TOTAL=20000
 BASE_PORT=42379
@@ -29,7 +25,6 @@ while [[ $# -gt 0 ]]; do
     *) echo "unknown argument: $1" >&2; usage ;;
     esac
 done
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BENCH=$ROOT/target/release/cairn-bench
 [[ -x $BENCH ]] || (cd "$ROOT" && cargo build --release -p cairn-bench >&2)
 

@@ -16,14 +16,10 @@
 #   (BASE=52379). Prints one markdown table per round and the median ratio over the rounds.
 #   e.g. benches/compare_go.sh target/release/cairn /usr/bin/etcd --members 3 --rounds 2
 set -euo pipefail
-
-usage() {
-    sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2
-    exit 2
-}
-[[ $# -ge 2 ]] || usage
-CAIRN_BIN=$1
-ETCD_BIN=$2
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=benches/args.sh
+source "$ROOT/benches/args.sh"
+take_binaries "$@"
 shift 2
 MEMBERS=1
 TOTAL=20000
@@ -42,10 +38,6 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 [[ $MEMBERS == 1 || $MEMBERS == 3 ]] || { echo "--members is 1 or 3" >&2; exit 2; }
-for b in "$CAIRN_BIN" "$ETCD_BIN"; do
-    [[ -x $b ]] || { echo "not an executable: $b" >&2; exit 2; }
-done
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BENCHMARK=$("$ROOT/benches/etcd-benchmark/build.sh")
 ETCDCTL=${ETCDCTL:-etcdctl}
 command -v "$ETCDCTL" >/dev/null || { echo "etcdctl not found (Debian etcd-client)" >&2; exit 2; }

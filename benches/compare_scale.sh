@@ -27,15 +27,10 @@
 #   e.g. benches/compare_scale.sh target/release/cairn /usr/bin/etcd --keys 100000
 #        benches/compare_scale.sh target/release/cairn /usr/bin/etcd --keys 2000000 --startup-only --val-size 512
 set -euo pipefail
-
-usage() {
-    sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//' >&2
-    exit 2
-}
-
-[[ $# -ge 2 ]] || usage
-CAIRN_BIN=$1
-ETCD_BIN=$2
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=benches/args.sh
+source "$ROOT/benches/args.sh"
+take_binaries "$@"
 shift 2
 KEYS=100000
 ROUNDS=2
@@ -64,10 +59,6 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 ((KEYS >= 10 && KEYS % 10 == 0)) || { echo "--keys must be a multiple of 10" >&2; exit 2; }
-for b in "$CAIRN_BIN" "$ETCD_BIN"; do
-    [[ -x $b ]] || { echo "not an executable: $b" >&2; exit 2; }
-done
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BENCH=${BENCH:-$ROOT/target/release/cairn-bench}
 [[ -x $BENCH ]] || { echo "cairn-bench not found at $BENCH (cargo build --release -p cairn-bench)" >&2; exit 2; }
 

@@ -19,15 +19,10 @@
 #   e.g. benches/compare_space.sh target/release/cairn /usr/bin/etcd
 #        benches/compare_space.sh target/release/cairn /usr/bin/etcd --keys 100000   # quick
 set -euo pipefail
-
-usage() {
-    sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//' >&2
-    exit 2
-}
-
-[[ $# -ge 2 ]] || usage
-CAIRN_BIN=$1
-ETCD_BIN=$2
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=benches/args.sh
+source "$ROOT/benches/args.sh"
+take_binaries "$@"
 shift 2
 KEYS=1048576
 VAL_SIZE=1024
@@ -45,12 +40,9 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BENCH=$ROOT/target/release/cairn-bench
 [[ -x $BENCH ]] || (cd "$ROOT" && cargo build --release -p cairn-bench >&2)
-for b in "$CAIRN_BIN" "$ETCD_BIN" "$BENCH"; do
-    [[ -x $b ]] || { echo "not an executable: $b" >&2; exit 2; }
-done
+[[ -x $BENCH ]] || { echo "not an executable: $BENCH" >&2; exit 2; }
 
 WORK=$(mktemp -d -t cairn-space.XXXXXX)
 SERVER_PID=""
