@@ -93,7 +93,7 @@ ctl() {
 
 # jget KEY JSON: the first numeric value of KEY in JSON.
 jget() {
-    sed -nE "s/.*\"$1\":(-?[0-9]+).*/\1/p" <<<"$2" | head -n 1
+    sed -nE "s/.*\"$1\":(-?[0-9]+).*/\1/p" <<<"$2" | sed -n 1p
 }
 
 # measure LABEL STAGE: restarts the server, then appends

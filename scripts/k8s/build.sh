@@ -81,5 +81,5 @@ if (( built_any )); then
     echo "build.sh: build took $(( $(date +%s) - start ))s" >&2
 fi
 "$bin/kube-apiserver" --version >&2
-"$bin/etcd" --version | head -1 >&2
+"$bin/etcd" --version | sed -n 1p >&2  # sed reads all: head would close the pipe, and etcd dies of SIGPIPE under pipefail
 echo "$bin"

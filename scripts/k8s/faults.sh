@@ -234,7 +234,7 @@ final_state() {
         | jq -r '.items[] | select(.metadata.name | startswith("f")) | "\(.metadata.name) \(.data.v // "-")"' \
         | sort > "$fdir/final" || fail "listing the configmaps after the faults"
     local dups
-    dups="$(cut -d' ' -f1 "$fdir/final" | uniq -d | head -5)"
+    dups="$(cut -d' ' -f1 "$fdir/final" | uniq -d | sed -n 1,5p)"
     [[ -z "$dups" ]] || fail "objects listed twice: $dups"
     kc get configmaps -n "$fns" --chunk-size=7 -o name | sed -n 's|^configmap/\(f.*\)|\1|p' | sort \
         > "$fdir/final-chunked" || fail "chunked list after the faults"
@@ -245,7 +245,7 @@ final_state() {
 # check_objects: the final state against what the writers were told (see the top).
 check_objects() {
     local bad
-    bad="$(awk '$3 ~ /^bad-/' "$fdir/ledger" | head -5)"
+    bad="$(awk '$3 ~ /^bad-/' "$fdir/ledger" | sed -n 1,5p)"
     [[ -z "$bad" ]] || fail "answers no correct store allows (NAME OP OUTCOME ATTEMPTS START END CODE): $bad"
     # Allowed final values per object, "|"-separated; "absent" for none.
     awk '

@@ -82,7 +82,7 @@ report_store_usage() {
 check_apiserver_log() {
     local bad
     bad="$(grep -E '^E[0-9]{4} ' "$work/apiserver.log" \
-        | grep -iE 'etcd|storage|rpc error|watch|compact|Internal error' | head -20 || true)"
+        | grep -iE 'etcd|storage|rpc error|watch|compact|Internal error' | sed -n 1,20p || true)"
     if [[ -n "$bad" ]]; then
         echo "$bad" >&2
         fail "the apiserver logged storage errors (above)"

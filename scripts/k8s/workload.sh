@@ -110,7 +110,7 @@ check_watch() {
     [[ "$(watch_events "$name" "$ev" "$pre")" == "$want" ]] \
         || fail "$name watch: $(watch_events "$name" "$ev" "$pre") $ev events of $pre*, expected $want"
     dups="$(awk -v ev="$ev" -v pre="$pre" '$1 == ev && index($3, pre) == 1 {print $2 "/" $3}' \
-        "$work/watch-$name.txt" | sort | uniq -d | head -3)"
+        "$work/watch-$name.txt" | sort | uniq -d | sed -n 1,3p)"
     [[ -z "$dups" ]] || fail "$name watch: duplicate $ev events for $dups"
 }
 
