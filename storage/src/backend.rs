@@ -44,6 +44,11 @@ pub enum BatchOp {
     Put(Bucket, Vec<u8>, Vec<u8>),
     /// Remove `key` from `bucket`.
     Delete(Bucket, Vec<u8>),
+    /// Remove every key `k` of `bucket` with `from <= k < to` (nothing when `from >= to`),
+    /// including keys put earlier in the same batch. A backend may drop whole stretches of
+    /// the range without reading their entries (the compactor deletes the runs of
+    /// revisions between those it keeps this way).
+    DeleteRange(Bucket, Vec<u8>, Vec<u8>),
 }
 
 /// Changes applied atomically by [`Backend::write`].
@@ -62,6 +67,11 @@ impl WriteBatch {
     /// Adds a delete.
     pub fn delete(&mut self, bucket: Bucket, key: Vec<u8>) {
         self.ops.push(BatchOp::Delete(bucket, key));
+    }
+
+    /// Adds a deletion of every key in `from..to` (see [`BatchOp::DeleteRange`]).
+    pub fn delete_range(&mut self, bucket: Bucket, from: Vec<u8>, to: Vec<u8>) {
+        self.ops.push(BatchOp::DeleteRange(bucket, from, to));
     }
 
     /// True when the batch changes nothing.

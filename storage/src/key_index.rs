@@ -223,16 +223,20 @@ impl KeyIndex {
 
     /// Like [`KeyIndex::compact`] but changes nothing: only fills `available`.
     pub fn keep(&self, at: i64, available: &mut HashSet<Revision>) {
+        available.extend(self.kept(at));
+    }
+
+    /// Like [`KeyIndex::compact_kept`] but changes nothing: the one revision of the key a
+    /// compaction at `at` keeps, if any.
+    pub fn kept(&self, at: i64) -> Option<Revision> {
         if self.is_empty() {
-            return;
+            return None;
         }
-        let (gen_idx, rev_idx) = self.do_compact(at, available);
+        let (gen_idx, rev_idx) = self.locate(at);
         let g = &self.generations[gen_idx];
-        if let Some(ri) = rev_idx {
-            if ri == g.revs.len() - 1 && gen_idx != self.generations.len() - 1 {
-                available.remove(&g.revs[ri]);
-            }
-        }
+        let ri = rev_idx?;
+        // the newest revision ≤ `at` is the tombstone of a closed generation: nothing
+        (ri != g.revs.len() - 1 || gen_idx == self.generations.len() - 1).then(|| g.revs[ri])
     }
 
     /// True when [`KeyIndex::compact`] at `at` would change the key's history (the
@@ -255,17 +259,8 @@ impl KeyIndex {
         rev_idx.is_some_and(|ri| ri > 0) || (remaining == 1 && self.generations.len() > 1)
     }
 
-    /// Finds the first generation that can still be read at `at` and, within it, the index
-    /// of the newest revision ≤ `at` (recorded in `available`).
-    fn do_compact(&self, at: i64, available: &mut HashSet<Revision>) -> (usize, Option<usize>) {
-        let (gen_idx, rev_idx) = self.locate(at);
-        if let Some(ri) = rev_idx {
-            available.insert(self.generations[gen_idx].revs[ri]);
-        }
-        (gen_idx, rev_idx)
-    }
-
-    /// [`KeyIndex::do_compact`] without recording anything.
+    /// The first generation that can still be read at `at` and, within it, the index of
+    /// the newest revision ≤ `at`.
     fn locate(&self, at: i64) -> (usize, Option<usize>) {
         let mut gen_idx = 0;
         while gen_idx < self.generations.len() - 1 {
@@ -380,6 +375,15 @@ mod tests {
             let mut avail = HashSet::new();
             c.compact(at, &mut avail);
             assert_eq!(keep, avail, "at {at}");
+        }
+        let mut live = KeyIndex::default();
+        for m in [2, 4, 6] {
+            live.put(r(m)).unwrap();
+        }
+        for ki in [example(), live] {
+            for at in 0..8 {
+                assert_eq!(ki.kept(at), ki.clone().compact_kept(at), "at {at}: {ki:?}");
+            }
         }
     }
 

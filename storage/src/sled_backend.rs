@@ -28,6 +28,9 @@ pub struct SledBackend {
     log_file: Mutex<Option<File>>,
     /// Set by the first failed write or sync; every later write or sync fails (sticky).
     failed: AtomicBool,
+    /// Held by `write` from reading a batch's ranges to applying it, so no other write
+    /// adds a key to a range between the two. Guards nothing else; a leaf lock.
+    writing: Mutex<()>,
 }
 
 impl SledBackend {
@@ -57,7 +60,7 @@ impl SledBackend {
         };
         // make the directory entries of the files sled created durable
         File::open(dir)?.sync_all()?;
-        Ok(SledBackend { db, dir: dir.to_path_buf(), log_file: Mutex::new(None), failed: AtomicBool::new(false) })
+        Ok(SledBackend { db, dir: dir.to_path_buf(), log_file: Mutex::new(None), failed: AtomicBool::new(false), writing: Mutex::new(()) })
     }
 
     fn prefixed(bucket: Bucket, key: &[u8]) -> Vec<u8> {
@@ -110,11 +113,39 @@ impl Backend for SledBackend {
 
     fn write(&self, batch: WriteBatch) -> Result<()> {
         self.check_alive()?;
+        let _writing = self.writing.lock();
         let mut b = sled::Batch::default();
+        // keys this batch put so far (true) or removed (false): a range deletes those too
+        let mut touched: BTreeMap<Vec<u8>, bool> = BTreeMap::new();
         for op in batch.ops {
             match op {
-                BatchOp::Put(bucket, k, v) => b.insert(Self::prefixed(bucket, &k), v),
-                BatchOp::Delete(bucket, k) => b.remove(Self::prefixed(bucket, &k)),
+                BatchOp::Put(bucket, k, v) => {
+                    let k = Self::prefixed(bucket, &k);
+                    touched.insert(k.clone(), true);
+                    b.insert(k, v);
+                }
+                BatchOp::Delete(bucket, k) => {
+                    let k = Self::prefixed(bucket, &k);
+                    touched.insert(k.clone(), false);
+                    b.remove(k);
+                }
+                BatchOp::DeleteRange(bucket, from, to) => {
+                    if from >= to {
+                        continue;
+                    }
+                    let (lo, hi) = (Self::prefixed(bucket, &from), Self::prefixed(bucket, &to));
+                    let mut gone: Vec<Vec<u8>> = touched.range(lo.clone()..hi.clone()).filter(|(_, put)| **put).map(|(k, _)| k.clone()).collect();
+                    for item in self.db.range(lo..hi) {
+                        match item {
+                            Ok((k, _)) => gone.push(k.to_vec()),
+                            Err(e) => return self.fail(e),
+                        }
+                    }
+                    for k in gone {
+                        touched.insert(k.clone(), false);
+                        b.remove(k);
+                    }
+                }
             }
         }
         match self.db.apply_batch(b) {

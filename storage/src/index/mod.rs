@@ -330,7 +330,7 @@ impl TreeIndex {
     }
 
     /// Compacts every key at `at`, a chunk of [`COMPACT_CHUNK`] keys at a time, dropping
-    /// keys left with no history; returns the revisions the backend must keep.
+    /// keys left with no history; returns the revisions the backend must keep, sorted.
     ///
     /// Each chunk is prepared without holding `working`, from the published version: the
     /// keys compaction changes are compacted into new histories. The lock is then held only
@@ -341,8 +341,8 @@ impl TreeIndex {
     /// changes it, so the keys left alone and the revisions kept stand. (Every revision at
     /// or below `at` is in the published version: the store publishes at commit, before it
     /// schedules the compaction.)
-    pub fn compact(&self, at: i64) -> HashSet<Revision> {
-        let mut available = HashSet::new();
+    pub fn compact(&self, at: i64) -> Vec<Revision> {
+        let mut available = Vec::new();
         let mut from: Vec<u8> = Vec::new();
         loop {
             let snapshot = self.root.load_full();
@@ -361,7 +361,7 @@ impl TreeIndex {
                     let new = (!ki.is_empty()).then(|| Arc::new(ki));
                     prepared.push(Prepared { key: key.to_vec(), old: old.clone(), new, kept });
                 } else {
-                    old.keep(at, &mut available);
+                    available.extend(old.kept(at));
                 }
                 true
             });
@@ -387,7 +387,11 @@ impl TreeIndex {
             }
             match next {
                 Some(k) => from = k,
-                None => return available,
+                None => {
+                    // in key order so far; the backend's key bucket is in revision order
+                    available.sort_unstable();
+                    return available;
+                }
             }
         }
     }

@@ -281,6 +281,84 @@ pub(crate) fn delete(root: &mut Option<Child>, r: NodeReader<'_>, freed: &mut Ve
     }
 }
 
+/// Removes every key in `from..to`. Children of a branch lying wholly inside the range
+/// are dropped without reading their leaves: their spans, and those of every node under
+/// them (found by reading only their branches), join `freed`. Only the nodes on the paths
+/// to the range's two ends are copied; a range holding no key copies nothing. Emptied
+/// nodes stay in memory until the commit's spill drops them.
+pub(crate) fn delete_range(root: &mut Option<Child>, r: NodeReader<'_>, freed: &mut Vec<Span>, from: &[u8], to: &[u8]) -> Result<()> {
+    if from >= to {
+        return Ok(());
+    }
+    let mut any = false;
+    scan(root.as_ref(), r, from, Some(to), &mut |_, _| {
+        any = true;
+        Ok(false)
+    })?;
+    match root {
+        Some(child) if any => {
+            let node = make_mem(child, r, freed)?;
+            delete_range_in(node, 0, r, freed, from, to)
+        }
+        _ => Ok(()),
+    }
+}
+
+fn delete_range_in(node: &mut Node, depth: u8, r: NodeReader<'_>, freed: &mut Vec<Span>, from: &[u8], to: &[u8]) -> Result<()> {
+    if depth > page::MAX_HEIGHT {
+        return Err(Error::corrupt("page", "a path deeper than any tree"));
+    }
+    match node {
+        Node::Leaf(e) => {
+            let lo = e.partition_point(|(k, _)| k.as_slice() < from);
+            let hi = lo + e[lo..].partition_point(|(k, _)| k.as_slice() < to);
+            e.drain(lo..hi);
+            Ok(())
+        }
+        Node::Branch(h, e) => {
+            let h = *h;
+            let wanted = child_range(e, from, Some(to));
+            let mut kept = Vec::with_capacity(e.len());
+            let mut entries = std::mem::take(e).into_iter().enumerate().peekable();
+            while let Some((i, (sep, mut child))) = entries.next() {
+                if !wanted.contains(&i) {
+                    kept.push((sep, child));
+                    continue;
+                }
+                // child i holds keys in [sep, next sep); child 0's lower end is open
+                let above = if i == 0 { from.is_empty() } else { sep.as_slice() >= from };
+                let below = entries.peek().is_some_and(|(_, (next, _))| next.as_slice() <= to);
+                if above && below {
+                    drop_subtree(child, h.saturating_sub(1), r, freed)?;
+                } else {
+                    delete_range_in(make_mem(&mut child, r, freed)?, depth + 1, r, freed, from, to)?;
+                    kept.push((sep, child));
+                }
+            }
+            *e = kept;
+            Ok(())
+        }
+    }
+}
+
+/// Adds the spans of every committed node under `child` (of height `h`) to `freed`,
+/// reading only branches, and around the node cache: what is dropped is not read again.
+/// (A memory node's own span joined `freed` when it was copied.)
+fn drop_subtree(child: Child, h: u8, r: NodeReader<'_>, freed: &mut Vec<Span>) -> Result<()> {
+    match child {
+        Child::Disk(span) if h == 0 => freed.push(span),
+        Child::Disk(span) => collect_spans(span, r, freed)?,
+        Child::Mem(node) => {
+            if let Node::Branch(h, e) = *node {
+                for (_, c) in e {
+                    drop_subtree(c, h.saturating_sub(1), r, freed)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// What a commit needs to spill memory nodes.
 pub(crate) struct Spill<'a> {
     /// Reads committed siblings (for merging small leaves).

@@ -345,6 +345,7 @@ impl Db {
             match op {
                 BatchOp::Put(b, k, v) => btree::put(&mut self.roots[slot(b)], r, &mut self.freed, k, v)?,
                 BatchOp::Delete(b, k) => btree::delete(&mut self.roots[slot(b)], r, &mut self.freed, &k)?,
+                BatchOp::DeleteRange(b, from, to) => btree::delete_range(&mut self.roots[slot(b)], r, &mut self.freed, &from, &to)?,
             }
         }
         Ok(())

@@ -78,6 +78,8 @@ mod page;
 #[cfg(test)]
 mod sim_io;
 #[cfg(test)]
+mod range_tests;
+#[cfg(test)]
 mod tests;
 
 use std::path::Path;

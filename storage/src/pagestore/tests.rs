@@ -19,13 +19,13 @@ use super::{PageStore, FILE_NAME};
 use crate::backend::{Backend, Bucket, ReadView, WriteBatch};
 use crate::error::Error;
 
-type Model = [BTreeMap<Vec<u8>, Vec<u8>>; 3];
+pub(super) type Model = [BTreeMap<Vec<u8>, Vec<u8>>; 3];
 
-fn small_growth() -> Growth {
+pub(super) fn small_growth() -> Growth {
     Growth { min_step: 16 * 4096, max_step: 64 * 4096 }
 }
 
-fn sim_store(image: Vec<u8>, fault: Option<Fault>, seed: u64) -> (Arc<SimDisk>, crate::Result<PageStore>) {
+pub(super) fn sim_store(image: Vec<u8>, fault: Option<Fault>, seed: u64) -> (Arc<SimDisk>, crate::Result<PageStore>) {
     let disk = SimDisk::new(image, fault, seed);
     let io: Arc<dyn PageIo> = Arc::new(SimIo(disk.clone()));
     (disk.clone(), PageStore::open_io(io, small_growth()))
@@ -45,7 +45,7 @@ fn dump_view(get_scan: &dyn Fn(Bucket, &mut dyn FnMut(&[u8], &[u8])) -> crate::R
     Ok(m)
 }
 
-fn dump(be: &dyn Backend) -> crate::Result<Model> {
+pub(super) fn dump(be: &dyn Backend) -> crate::Result<Model> {
     dump_view(&|b, f| {
         be.scan(b, &[], None, &mut |k, v| {
             f(k, v);
@@ -63,7 +63,7 @@ fn dump_rv(v: &dyn ReadView) -> crate::Result<Model> {
     })
 }
 
-fn apply_model(m: &mut Model, batch: &WriteBatch) {
+pub(super) fn apply_model(m: &mut Model, batch: &WriteBatch) {
     for op in &batch.ops {
         match op {
             crate::backend::BatchOp::Put(b, k, v) => {
@@ -71,6 +71,9 @@ fn apply_model(m: &mut Model, batch: &WriteBatch) {
             }
             crate::backend::BatchOp::Delete(b, k) => {
                 m[*b as usize - 1].remove(k);
+            }
+            crate::backend::BatchOp::DeleteRange(b, from, to) => {
+                m[*b as usize - 1].retain(|k, _| k < from || k >= to);
             }
         }
     }
@@ -82,8 +85,13 @@ fn random_batch(rng: &mut u64, ops: u64) -> WriteBatch {
     let mut b = WriteBatch::default();
     for _ in 0..1 + next_rand(rng) % ops {
         let bucket = if next_rand(rng) % 8 == 0 { Bucket::Lease } else { Bucket::Key };
-        let key = format!("k{:04}", next_rand(rng) % 400).into_bytes();
-        if next_rand(rng) % 4 == 0 {
+        let i = next_rand(rng) % 400;
+        let key = format!("k{i:04}").into_bytes();
+        if next_rand(rng) % 50 == 0 {
+            // a range of up to 30 keys, now and then up to 120
+            let width = if next_rand(rng) % 8 == 0 { 120 } else { 30 };
+            b.delete_range(bucket, key, format!("k{:04}", i + next_rand(rng) % width).into_bytes());
+        } else if next_rand(rng) % 4 == 0 {
             b.delete(bucket, key);
         } else {
             let len = if next_rand(rng) % 40 == 0 { 4000 + next_rand(rng) % 9000 } else { next_rand(rng) % 200 };
@@ -352,7 +360,7 @@ fn crash_run(base: &[u8], seed: u64, fault: Option<Fault>) -> u64 {
 
 /// Reopens the `image` a power loss left: the state must be `committed` or `attempted`
 /// (the one whose commit was under way), and the reopened store must take a commit.
-fn reopen_after_crash(image: Vec<u8>, case: &str, seed: u64, committed: &Model, attempted: Option<&Model>) {
+pub(super) fn reopen_after_crash(image: Vec<u8>, case: &str, seed: u64, committed: &Model, attempted: Option<&Model>) {
     let (_, reopened) = sim_store(image, None, seed ^ 0xABCD);
     let reopened = reopened.unwrap_or_else(|e| panic!("{case}: reopen failed: {e}"));
     let got = dump(&reopened).unwrap_or_else(|e| panic!("{case}: read after reopen: {e}"));
@@ -510,6 +518,8 @@ fn crash_during_defragmentation_leaves_a_committed_state() {
 #[derive(Clone, Debug)]
 enum Op {
     Write(Vec<(u8, u16, Option<u16>)>),
+    /// Deletes keys `from..from + width` of a bucket.
+    DeleteRange(u8, u16, u16),
     Sync,
     View,
     DropView,
@@ -519,6 +529,7 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => proptest::collection::vec((0u8..3, 0u16..300, proptest::option::weighted(0.8, 0u16..600)), 1..40).prop_map(Op::Write),
+        1 => (0u8..3, 0u16..300, 0u16..150).prop_map(|(b, from, width)| Op::DeleteRange(b, from, width)),
         3 => Just(Op::Sync),
         1 => Just(Op::View),
         1 => Just(Op::DropView),
@@ -554,6 +565,13 @@ proptest! {
                             None => b.delete(bucket_of(bucket as usize), key),
                         }
                     }
+                    apply_model(&mut current, &b);
+                    store.write(b).unwrap();
+                }
+                Op::DeleteRange(bucket, from, width) => {
+                    let key = |k: u16| format!("key-{k:05}").into_bytes();
+                    let mut b = WriteBatch::default();
+                    b.delete_range(bucket_of(bucket as usize), key(from), key(from + width));
                     apply_model(&mut current, &b);
                     store.write(b).unwrap();
                 }
