@@ -342,11 +342,12 @@ impl TreeIndex {
     /// or below `at` is in the published version: the store publishes at commit, before it
     /// schedules the compaction.)
     pub fn compact(&self, at: i64) -> Vec<Revision> {
-        let mut available = Vec::new();
+        // at most one revision a key: sized once rather than grown (and copied) 20-odd times
+        let mut available = Vec::with_capacity(self.len());
         let mut from: Vec<u8> = Vec::new();
+        let mut prepared: Vec<Prepared> = Vec::with_capacity(COMPACT_CHUNK);
         loop {
             let snapshot = self.root.load_full();
-            let mut prepared: Vec<Prepared> = Vec::new();
             let mut seen = 0usize;
             let mut next = None;
             snapshot.visit(&from, None, &mut |key, old| {
@@ -369,7 +370,7 @@ impl TreeIndex {
             if !prepared.is_empty() {
                 let mut working = self.working.lock();
                 let tree = &mut *working;
-                for p in prepared {
+                for p in prepared.drain(..) {
                     let kept = if tree.replace_if(&p.key, &p.old, p.new) {
                         p.kept
                     } else {
