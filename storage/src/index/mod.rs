@@ -342,6 +342,12 @@ impl TreeIndex {
     /// or below `at` is in the published version: the store publishes at commit, before it
     /// schedules the compaction.)
     pub fn compact(&self, at: i64) -> Vec<Revision> {
+        self.compact_paced(at, &mut || {})
+    }
+
+    /// [`TreeIndex::compact`], calling `between` after each chunk (holding no lock): the
+    /// compactor paces itself there.
+    pub fn compact_paced(&self, at: i64, between: &mut dyn FnMut()) -> Vec<Revision> {
         // at most one revision a key: sized once rather than grown (and copied) 20-odd times
         let mut available = Vec::with_capacity(self.len());
         let mut from: Vec<u8> = Vec::new();
@@ -387,7 +393,10 @@ impl TreeIndex {
                 MutexGuard::unlock_fair(working);
             }
             match next {
-                Some(k) => from = k,
+                Some(k) => {
+                    from = k;
+                    between();
+                }
                 None => {
                     // in key order so far; the backend's key bucket is in revision order
                     available.sort_unstable();
