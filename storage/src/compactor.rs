@@ -31,7 +31,7 @@ use crate::revision::Revision;
 use crate::store::META_COMPACT_FINISHED;
 
 /// Range deletions per backend batch.
-const DELETE_BATCH: usize = 1000;
+const DELETE_BATCH: usize = 100;
 /// Time the compactor sleeps after each step, as a multiple of the step's time (`Pacer`):
 /// it uses at most half a core. (Measured on `compact-during` at 1M keys: readers' p99
 /// during the compaction 2.1–2.6 ms with it, 4.2–5.8 ms without; 3× was no better than 1×
