@@ -86,17 +86,9 @@ if [[ -z $BENCH ]]; then
 fi
 [[ -x $BENCH ]] || { echo "cairn-bench not found at $BENCH" >&2; exit 2; }
 
-WORK=$(mktemp -d -t cairn-compare.XXXXXX)
-SERVER_PID=""
-cleanup() {
-    if [[ -n $SERVER_PID ]]; then
-        kill "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# shellcheck source=benches/single.sh
+source "$ROOT/benches/single.sh"
+single_server_work cairn-compare
 
 # name | cairn-bench arguments (global flags, then subcommand)
 SUITE=(
@@ -106,10 +98,6 @@ SUITE=(
     "range s 64 clients|--clients 64 --conns 8 --consistency s range foo --prepopulate"
     "update 64 clients|--clients 64 --conns 8 --key-space 1000 update"
 )
-
-port_in_use() {
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
-}
 
 # start_server LABEL BIN CLIENT_PORT PEER_PORT: starts it in the background and
 # waits until a Range call succeeds.

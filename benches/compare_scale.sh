@@ -62,25 +62,15 @@ done
 BENCH=${BENCH:-$ROOT/target/release/cairn-bench}
 [[ -x $BENCH ]] || { echo "cairn-bench not found at $BENCH (cargo build --release -p cairn-bench)" >&2; exit 2; }
 
-WORK=$(mktemp -d -p /tmp cairn-scale.XXXXXX)
-SERVER_PID=""
-cleanup() {
-    if [[ -n $SERVER_PID ]]; then
-        kill "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# shellcheck source=benches/single.sh
+source "$ROOT/benches/single.sh"
+single_server_work cairn-scale
 
 PER_PREFIX=$((KEYS / 10))
 RESULTS=$WORK/results.tsv
 : >"$RESULTS"
 
 loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
-
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # server_dir LABEL: $WORK/LABEL, or $DATA/LABEL for a start-up server with --data (kept).
 server_dir() {

@@ -157,6 +157,6 @@ mod tests {
             l.push(r(500));
             assert_eq!(l[l.len() - 1], r(500));
         }
-        assert_eq!(list.iter().rev().next(), Some(&r(101)));
+        assert_eq!(list.iter().next_back(), Some(&r(101)));
     }
 }

@@ -270,6 +270,14 @@ fn write_private(path: &Path, contents: &[u8]) -> Result<(), TlsError> {
     })
 }
 
+/// The common name (CN) of a DER certificate's subject (`--client-cert-auth` maps it to
+/// the user); `None` if the certificate does not parse or has no CN.
+pub fn certificate_common_name(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let cn = cert.subject().iter_common_name().next()?;
+    cn.as_str().ok().map(str::to_string)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -354,12 +362,4 @@ mod tests {
             Err(ServerError::Tls(TlsError::Read { .. }))
         ));
     }
-}
-
-/// The common name (CN) of a DER certificate's subject (`--client-cert-auth` maps it to
-/// the user); `None` if the certificate does not parse or has no CN.
-pub fn certificate_common_name(der: &[u8]) -> Option<String> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    let cn = cert.subject().iter_common_name().next()?;
-    cn.as_str().ok().map(str::to_string)
 }

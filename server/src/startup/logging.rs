@@ -144,9 +144,9 @@ fn zap_line(event: &Event<'_>, now: SystemTime) -> String {
         _ => meta.target().to_owned(),
     };
     let mut line = String::with_capacity(128 + fields.rest.len());
-    let _ = write!(
+    let _ = writeln!(
         line,
-        "{{\"level\":\"{level}\",\"ts\":\"{}\",\"caller\":{},\"msg\":{}{}}}\n",
+        "{{\"level\":\"{level}\",\"ts\":\"{}\",\"caller\":{},\"msg\":{}{}}}",
         rfc3339_micros(now),
         json_string(&caller),
         json_string(&fields.message),

@@ -307,7 +307,7 @@ impl<B: RawKv> KubeStorage for KubeStore<B> {
                 continue;
             }
             let rv = header_revision(resp.header.as_ref())?;
-            return Ok(Object { key: key.to_vec(), value: value.into(), resource_version: rv });
+            return Ok(Object { key: key.to_vec(), value, resource_version: rv });
         }
     }
 

@@ -28,12 +28,12 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::btree::{self, Child, NodeReader, Spill};
-use super::rebuild_scan;
 use super::cache::NodeCache;
 use super::freelist::{FreeSpans, Freelist, HashSpans};
 use super::io::PageIo;
 use super::meta::{Meta, META_PAGES};
-use super::page::{PageId, Span, PAGE_SIZE};
+use super::page::{Leaves, PageId, Span, PAGE_SIZE};
+use super::walk;
 use crate::backend::{BatchOp, Bucket, ScanFn, WriteBatch};
 use crate::error::{Error, Result};
 
@@ -100,16 +100,10 @@ impl PinnedState {
         btree::scan(self.roots[slot(bucket)].as_ref(), self.reader(), start, end, visit)
     }
 
-    /// The file, `bucket`'s root span (`None`: empty) and the high-water mark: what a
-    /// walk that bypasses the node cache needs (`rebuild_scan.rs`).
-    pub(crate) fn raw(&self, bucket: Bucket) -> Result<(&dyn PageIo, Option<Span>, PageId)> {
-        let root = match &self.roots[slot(bucket)] {
-            Some(Child::Disk(span)) => Some(*span),
-            None => None,
-            // `roots_of` makes only disk roots: a pinned state is committed
-            Some(Child::Mem(_)) => return Err(Error::Backend("a pinned state with a memory root".into())),
-        };
-        Ok((self.io.as_ref(), root, self.meta.hwm))
+    /// Visits every entry of `bucket` in key order, reading its nodes without the node
+    /// cache and checking each leaf as `leaves` says (`walk.rs`); takes no lock.
+    pub(crate) fn scan_uncached(&self, bucket: Bucket, leaves: Leaves, visit: &mut ScanFn<'_>) -> Result<()> {
+        walk::scan_all(self.roots[slot(bucket)].as_ref(), walk::Source { io: self.io.as_ref(), hwm: self.meta.hwm, leaves }, visit)
     }
 
     /// How many nodes the shared node cache holds.
@@ -331,9 +325,9 @@ impl Db {
     }
 
     /// Visits every entry of `bucket` as written so far, in key order, reading committed
-    /// nodes without the node cache (`rebuild_scan.rs`).
+    /// nodes without the node cache (`walk.rs`).
     pub(crate) fn scan_uncached(&self, bucket: Bucket, visit: &mut ScanFn<'_>) -> Result<()> {
-        rebuild_scan::scan_all(self.roots[slot(bucket)].as_ref(), rebuild_scan::Source { io: self.io.as_ref(), hwm: self.hwm }, visit)
+        walk::scan_all(self.roots[slot(bucket)].as_ref(), walk::Source { io: self.io.as_ref(), hwm: self.hwm, leaves: Leaves::Verified }, visit)
     }
 
     /// Applies a batch to the open transaction (memory only). An error leaves the batch

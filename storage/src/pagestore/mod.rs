@@ -13,8 +13,8 @@
 //!   pages held back for open readers;
 //! * `btree.rs`: the copy-on-write tree, its reads, writes and commit-time spill;
 //!   `cache.rs`: decoded committed nodes, shared by the writer and the views;
-//!   `bulk.rs`: whole-bucket walks of a view that bypass that cache (a backup's passes);
-//!   `rebuild_scan.rs`: the start-up rebuild's one-pass scan of a bucket, also uncached;
+//!   `walk.rs`: whole-bucket walks that bypass that cache (the start-up rebuild's scan,
+//!   a backup's passes over a view);
 //! * `db.rs`: an open file: the commit protocol, readers, sizes;
 //! * this file: the [`Backend`] over it: sticky failures, views, defragmentation.
 //!
@@ -65,8 +65,6 @@
 //! ~2k branch pages: 350k leaves, ~168 children per branch; not measured here.)
 
 mod btree;
-mod bulk;
-mod rebuild_scan;
 mod cache;
 mod db;
 pub mod freelist;
@@ -81,6 +79,7 @@ mod sim_io;
 mod range_tests;
 #[cfg(test)]
 mod tests;
+mod walk;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -89,7 +88,7 @@ use std::sync::Arc;
 use parking_lot::{Mutex, RwLock};
 
 use self::db::{Db, Growth, PinnedState};
-use self::bulk::Leaves;
+use self::page::Leaves;
 use self::io::{FileDir, FileIo, PageDir, PageIo};
 use crate::backend::{write_snapshot, Backend, Bucket, LenFn, ReadView, ScanFn, WriteBatch};
 use crate::error::{Error, Result};
@@ -265,11 +264,11 @@ impl ReadView for PageView {
     }
 
     fn scan_all_uncached(&self, bucket: Bucket, visit: &mut ScanFn<'_>) -> Result<()> {
-        self.0.scan_bulk(bucket, Leaves::Verified, visit)
+        self.0.scan_uncached(bucket, Leaves::Verified, visit)
     }
 
     fn scan_value_lens(&self, bucket: Bucket, visit: &mut LenFn<'_>) -> Result<()> {
-        self.0.scan_bulk(bucket, Leaves::Lengths, &mut |k, v| visit(k, v.len()))
+        self.0.scan_uncached(bucket, Leaves::Lengths, &mut |k, v| visit(k, v.len()))
     }
 }
 

@@ -26,7 +26,8 @@
 //! [`decode`] (owned entries) and [`decode_view`] (a leaf's entries walked in place, for a
 //! one-pass scan) check every length against the buffer and return [`Error::Corrupt`] for
 //! anything that does not fit; they never panic, whatever the bytes. `decode` is
-//! `decode_view` with the entries copied out, so one parser serves both.
+//! `decode_view` with the entries copied out, so one parser serves both. Only a walk that
+//! reads every leaf twice may skip a leaf's checksum on its first pass ([`Leaves::Lengths`]).
 
 use crate::crc32::Crc32;
 use crate::error::{Error, Result};
@@ -181,8 +182,19 @@ fn corrupt_at(span: Span, d: String) -> Error {
     Error::corrupt("page", format!("node at page {}: {d}", span.start))
 }
 
-/// Checks a node's header (lengths, checksum, position, height, a plausible count).
-fn check_header(buf: &[u8], span: Span) -> Result<Header<'_>> {
+/// How much of a leaf [`decode_view`] checks (a branch is always checked in full).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Leaves {
+    /// Everything, the checksum included.
+    Verified,
+    /// All but the checksum: only keys and the values' lengths are trusted. For a layout
+    /// pass whose second pass reads and checks every leaf again (`bbolt/stream.rs`).
+    Lengths,
+}
+
+/// Checks a node's header (lengths, checksum unless `leaves` skips a leaf's, position,
+/// height, a plausible count).
+fn check_header(buf: &[u8], span: Span, leaves: Leaves) -> Result<Header<'_>> {
     let here = |d: String| corrupt_at(span, d);
     if buf.len() < HEADER {
         return Err(here(format!("{} bytes, shorter than a header", buf.len())));
@@ -191,8 +203,8 @@ fn check_header(buf: &[u8], span: Span) -> Result<Header<'_>> {
     if payload_len > buf.len() - HEADER {
         return Err(here(format!("payload of {payload_len} bytes in a {}-byte span", buf.len())));
     }
-    let crc = Crc32::of(&buf[4..HEADER + payload_len]);
-    if crc != le32(buf, 0) {
+    let unchecked_leaf = leaves == Leaves::Lengths && buf[20] == 0;
+    if !unchecked_leaf && Crc32::of(&buf[4..HEADER + payload_len]) != le32(buf, 0) {
         return Err(here("checksum mismatch".into()));
     }
     if le64(buf, 4) != span.start {
@@ -267,10 +279,10 @@ impl<'a> Iterator for LeafEntries<'a> {
 }
 
 /// Decodes the node stored in `buf`, which was read from `span`, without copying a leaf's
-/// entries (see [`LeafEntries`]). `limit` is the file's high-water mark: no child may
-/// reach past it.
-pub(crate) fn decode_view(buf: &[u8], span: Span, limit: PageId) -> Result<NodeView<'_>> {
-    let h = check_header(buf, span)?;
+/// entries (see [`LeafEntries`]), checking a leaf as `leaves` says. `limit` is the file's
+/// high-water mark: no child may reach past it.
+pub(crate) fn decode_view(buf: &[u8], span: Span, limit: PageId, leaves: Leaves) -> Result<NodeView<'_>> {
+    let h = check_header(buf, span, leaves)?;
     let mut c = Cursor { buf: h.payload, pos: 0 };
     if h.height == 0 {
         return Ok(NodeView::Leaf(LeafEntries { c, left: h.count, prev: None, span, failed: false }));
@@ -303,7 +315,7 @@ pub(crate) fn decode_view(buf: &[u8], span: Span, limit: PageId) -> Result<NodeV
 /// Decodes the node stored in `buf`, which was read from `span`, into owned entries (see
 /// [`decode_view`] for `limit`).
 pub(crate) fn decode(buf: &[u8], span: Span, limit: PageId) -> Result<DiskNode> {
-    match decode_view(buf, span, limit)? {
+    match decode_view(buf, span, limit, Leaves::Verified)? {
         NodeView::Leaf(entries) => {
             let entries = entries.map(|e| e.map(|(k, v)| (k.to_vec(), v.to_vec()))).collect::<Result<Vec<_>>>()?;
             Ok(DiskNode::Leaf(entries))

@@ -183,7 +183,7 @@ fn bulk_scans_read_the_view_and_leave_the_node_cache_alone() {
     store.sync().unwrap();
     let before = pin.cached_nodes();
     let full = dump_view(&|b, f| {
-        pin.scan_bulk(b, super::bulk::Leaves::Verified, &mut |k, v| {
+        pin.scan_uncached(b, super::page::Leaves::Verified, &mut |k, v| {
             f(k, v);
             Ok(true)
         })
@@ -191,7 +191,7 @@ fn bulk_scans_read_the_view_and_leave_the_node_cache_alone() {
     .unwrap();
     assert_eq!(full, model);
     let mut lens = Vec::new();
-    pin.scan_bulk(Bucket::Key, super::bulk::Leaves::Lengths, &mut |k, v| {
+    pin.scan_uncached(Bucket::Key, super::page::Leaves::Lengths, &mut |k, v| {
         lens.push((k.to_vec(), v.len()));
         Ok(true)
     })
@@ -201,7 +201,7 @@ fn bulk_scans_read_the_view_and_leave_the_node_cache_alone() {
     assert_eq!(pin.cached_nodes(), before, "the bulk scans put nothing in the cache");
     // a stop is honoured
     let mut n = 0;
-    pin.scan_bulk(Bucket::Key, super::bulk::Leaves::Verified, &mut |_, _| {
+    pin.scan_uncached(Bucket::Key, super::page::Leaves::Verified, &mut |_, _| {
         n += 1;
         Ok(n < 3)
     })

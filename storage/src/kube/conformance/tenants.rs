@@ -146,9 +146,9 @@ async fn write<S: KubeStorage + Clone>(
         let key = [resource_prefix(r), format!("o{o}").into_bytes()].concat();
         let value = format!("w{id}-{i}").into_bytes();
         let tenant = &tenants[t];
-        let seen = if !exists.contains_key(&(t, r, o)) {
+        let seen = if let std::collections::hash_map::Entry::Vacant(e) = exists.entry((t, r, o)) {
             let rv = tenant.create(&key, value.clone(), None).await.expect("create");
-            exists.insert((t, r, o), ());
+            e.insert(());
             Seen::Added(key, rv, value)
         } else if rng.next(4) == 0 {
             let gone = tenant.delete(&key, Preconditions::default()).await.expect("delete");

@@ -1,20 +1,25 @@
-//! One pass over a whole bucket without the node cache: the scan a rebuild at start-up
-//! makes of millions of entries ([`Backend::scan_bulk`](crate::backend::Backend::scan_bulk)).
+//! Whole-bucket walks that bypass the node cache: the start-up rebuild's one pass over
+//! millions of entries ([`Backend::scan_bulk`](crate::backend::Backend::scan_bulk)) and a
+//! backup's passes over a pinned view (`ReadView::scan_all_uncached`, `scan_value_lens`).
 //!
 //! The ordinary scan (`btree::scan`) reads each node through the shared node cache and
 //! decodes a leaf into owned keys and values. For a one-pass read of a whole bucket both
-//! are waste: each leaf is read once, so caching it only evicts what readers need (and
-//! churns the allocator with millions of decoded leaves), and a visitor
+//! are waste: each leaf is read once, so caching it only evicts the writers' and readers'
+//! hot nodes (and churns the allocator with millions of decoded leaves), and a visitor
 //! that wants a key and a few fields of each value would see every value copied first.
-//! Here a committed leaf is read into a reused buffer and its entries are walked in place
-//! (`page::decode_view`, as panic-free as `decode`: a damaged page is
-//! [`Error::Corrupt`]); the leaves under one branch that lie in consecutive pages are
+//! Here a committed leaf is read into a reused buffer and its entries are handed to the
+//! visitor as slices of it (`page::decode_view`, as panic-free as `decode`: a damaged page
+//! is [`Error::Corrupt`]); the leaves under one branch that lie in consecutive pages are
 //! read with one call (up to [`READ_BYTES`]). Nodes the open write transaction changed
-//! (memory nodes) are walked as they are.
+//! (memory nodes) are walked as they are. A leaf's checksum is skipped only when the
+//! caller asks for [`Leaves::Lengths`]; every other check is always made.
+//!
+//! A walk of a pinned state takes no lock of the store: its pages are not reused while
+//! the pin lives (`db.rs`).
 
 use super::btree::{Child, Node};
 use super::io::PageIo;
-use super::page::{self, NodeView, PageId, Span, PAGE_SIZE};
+use super::page::{self, Leaves, NodeView, PageId, Span, PAGE_SIZE};
 use crate::backend::ScanFn;
 use crate::error::{Error, Result};
 
@@ -27,6 +32,8 @@ pub(crate) struct Source<'a> {
     pub io: &'a dyn PageIo,
     /// The high-water mark of the state being read: no node lies beyond it.
     pub hwm: PageId,
+    /// How much of each leaf is checked.
+    pub leaves: Leaves,
 }
 
 impl Source<'_> {
@@ -93,8 +100,8 @@ fn visit_entries(entries: page::LeafEntries<'_>, visit: &mut ScanFn<'_>) -> Resu
     Ok(true)
 }
 
-fn walk_leaf(bytes: &[u8], span: Span, hwm: PageId, visit: &mut ScanFn<'_>) -> Result<bool> {
-    match page::decode_view(bytes, span, hwm)? {
+fn walk_leaf(bytes: &[u8], span: Span, src: Source<'_>, visit: &mut ScanFn<'_>) -> Result<bool> {
+    match page::decode_view(bytes, span, src.hwm, src.leaves)? {
         NodeView::Leaf(entries) => visit_entries(entries, visit),
         NodeView::Branch(..) => Err(Error::corrupt("page", format!("leaf expected at page {}", span.start))),
     }
@@ -106,7 +113,7 @@ fn walk_disk(span: Span, src: Source<'_>, depth: u8, buf: &mut Vec<u8>, visit: &
     }
     src.check(span)?;
     src.read(span.start, span.pages.into(), buf)?;
-    let (height, children) = match page::decode_view(buf, span, src.hwm)? {
+    let (height, children) = match page::decode_view(buf, span, src.hwm, src.leaves)? {
         NodeView::Leaf(entries) => return visit_entries(entries, visit),
         NodeView::Branch(h, e) => (h, e),
     };
@@ -134,7 +141,7 @@ fn walk_disk(span: Span, src: Source<'_>, depth: u8, buf: &mut Vec<u8>, visit: &
         for (_, leaf) in &children[i..j] {
             let at = (leaf.start - first.start) as usize * PAGE_SIZE;
             let bytes = &buf[at..at + leaf.pages as usize * PAGE_SIZE];
-            if !walk_leaf(bytes, *leaf, src.hwm, visit)? {
+            if !walk_leaf(bytes, *leaf, src, visit)? {
                 return Ok(false);
             }
         }
@@ -158,7 +165,7 @@ mod tests {
 
     fn scan(root: Span, io: &SimIo, hwm: PageId) -> (Entries, Result<()>) {
         let mut seen = Vec::new();
-        let r = scan_all(Some(&Child::Disk(root)), Source { io, hwm }, &mut |k, v| {
+        let r = scan_all(Some(&Child::Disk(root)), Source { io, hwm, leaves: Leaves::Verified }, &mut |k, v| {
             seen.push((k.to_vec(), v.to_vec()));
             Ok(true)
         });
@@ -213,4 +220,50 @@ mod tests {
 
     /// A byte inside the first entry of a leaf (past the 36-byte header).
     const HEADER_BYTE_IN_PAYLOAD: usize = 40;
+
+    /// Walks the one leaf in `buf` (written at page 7) as the root.
+    fn one_leaf(buf: &[u8], leaves: Leaves) -> (Entries, Result<()>) {
+        let pages = (buf.len() / PAGE_SIZE) as u32;
+        let io = SimIo(SimDisk::new(vec![0u8; (7 + pages as usize) * PAGE_SIZE], None, 1));
+        io.write_at(7 * PAGE_SIZE as u64, buf).unwrap();
+        let mut seen = Vec::new();
+        let root = Child::Disk(Span { start: 7, pages });
+        let r = scan_all(Some(&root), Source { io: &io, hwm: 7 + u64::from(pages), leaves }, &mut |k, v| {
+            seen.push((k.to_vec(), v.to_vec()));
+            Ok(true)
+        });
+        (seen, r)
+    }
+
+    /// A leaf read in place is what `page::decode` reads, with or without its checksum;
+    /// a flipped value byte is refused only when verified; a length running past the
+    /// payload, the wrong page and keys out of order are refused either way.
+    #[test]
+    fn leaves_verified_or_lengths_only() {
+        let big = vec![9u8; 5000];
+        let entries: [(&[u8], &[u8]); 3] = [(b"a", b"1"), (b"b", &big), (b"c", b"")];
+        let buf = page::encode_leaf(7, 1, entries.into_iter());
+        let page::DiskNode::Leaf(want) = page::decode(&buf, Span { start: 7, pages: 2 }, 100).unwrap() else { panic!("a leaf") };
+        for mode in [Leaves::Verified, Leaves::Lengths] {
+            let (seen, r) = one_leaf(&buf, mode);
+            r.unwrap();
+            assert_eq!(seen, want, "{mode:?}");
+        }
+
+        let small = page::encode_leaf(7, 1, [(&b"k1"[..], &b"v1"[..]), (b"k2", b"v2")].into_iter());
+        let mut flipped = small.clone();
+        flipped[page::HEADER + 8 + 2] ^= 1;
+        assert!(matches!(one_leaf(&flipped, Leaves::Verified).1, Err(Error::Corrupt { .. })));
+        one_leaf(&flipped, Leaves::Lengths).1.unwrap();
+        let mut long = small.clone();
+        long[page::HEADER + 4] = 200;
+        let mut elsewhere = small.clone();
+        elsewhere[4] = 8;
+        let unordered = page::encode_leaf(7, 1, [(&b"k2"[..], &b"v2"[..]), (b"k1", b"v1")].into_iter());
+        for b in [&long, &elsewhere, &unordered] {
+            for mode in [Leaves::Verified, Leaves::Lengths] {
+                assert!(matches!(one_leaf(b, mode).1, Err(Error::Corrupt { .. })), "{mode:?}");
+            }
+        }
+    }
 }
