@@ -7,7 +7,9 @@
 //! the committed state and open views still use them). A commit *spills* the memory
 //! nodes: splits those over a page, drops empty ones, merges small leaves with a
 //! neighbour, allocates spans for the rest and encodes them; the new root goes in the
-//! meta page.
+//! meta page. A range deletion ([`delete_range`]) copies the paths to the range's two
+//! ends and drops every child wholly inside it without reading its leaves: their spans
+//! join *freed* like those of copied nodes.
 //!
 //! # Invariants
 //! * All leaves are at the same depth; a branch of height `h` has children of height
