@@ -82,6 +82,11 @@ impl RevList {
         if n == 0 {
             return;
         }
+        if self.chunks.is_empty() {
+            // the usual case (a key with a few revisions): in place, no allocation
+            self.tail.drain(..n.min(self.tail.len()));
+            return;
+        }
         let rest: Vec<Revision> = self.iter().skip(n).copied().collect();
         *self = RevList::default();
         for r in rest {
@@ -158,5 +163,14 @@ mod tests {
             assert_eq!(l[l.len() - 1], r(500));
         }
         assert_eq!(list.iter().next_back(), Some(&r(101)));
+        // a list without full chunks drains in place, past its end too
+        for n in 0..=7 {
+            let mut l = RevList::default();
+            (1..=5).for_each(|m| l.push(r(m)));
+            l.drain_front(n);
+            assert_eq!(l, model[n.min(5)..5].to_vec(), "drain {n} of 5");
+            l.push(r(500));
+            assert_eq!(l.len(), 5 - n.min(5) + 1);
+        }
     }
 }
