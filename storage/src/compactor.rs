@@ -34,8 +34,9 @@ use crate::store::META_COMPACT_FINISHED;
 const DELETE_BATCH: usize = 100;
 /// Time the compactor sleeps after each step, as a multiple of the step's time (`Pacer`):
 /// it uses at most half a core. (Measured on `compact-during` at 1M keys: readers' p99
-/// during the compaction 2.1–2.6 ms with it, 4.2–5.8 ms without; 3× was no better than 1×
-/// in one run. BENCHMARKS.md, "Range p99 during a compaction of 1M revisions".)
+/// during the compaction 2.0–4.6 ms, median 2.8, with it; 4.2–5.8 ms without; 3× was no
+/// better than 1× in one run. BENCHMARKS.md, "Range p99 during a compaction of 1M
+/// revisions".)
 const PACE: f64 = 1.0;
 /// The longest sleep after a step.
 const MAX_PAUSE: Duration = Duration::from_millis(20);
