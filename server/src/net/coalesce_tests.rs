@@ -168,3 +168,37 @@ async fn bytes_arrive_in_order_over_a_real_pipe_with_a_small_window() {
     drop(c);
     assert_eq!(reader.await.unwrap(), want);
 }
+
+#[tokio::test]
+async fn flushes_that_gather_nothing_stop_waiting_until_one_would() {
+    let rec = Recorder::default();
+    let mut c = Coalesce::new(rec.clone());
+    let waker = Waker::from(Arc::new(Wakes::default()));
+    let mut cx = Context::from_waker(&waker);
+    // a flush that must wait; `alone` says whether anything joins it
+    async fn burst(c: &mut Coalesce<Recorder>, cx: &mut Context<'_>, alone: bool) -> bool {
+        c.write_all(b"r").await.unwrap();
+        let waited = Pin::new(&mut *c).poll_flush(cx).is_pending();
+        if waited {
+            if !alone {
+                c.write_all(b"j").await.unwrap();
+            }
+            tokio::task::yield_now().await;
+            assert!(Pin::new(&mut *c).poll_flush(cx).is_ready());
+        }
+        waited
+    }
+    // one client: waits, then 1 at once, waits, 3 at once, waits, 7 at once, ...
+    let mut waited = Vec::new();
+    for _ in 0..16 {
+        waited.push(burst(&mut c, &mut cx, true).await);
+    }
+    let w: Vec<u8> = waited.iter().map(|&b| u8::from(b)).collect();
+    assert_eq!(w, [1, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0]);
+    // skipped flushes still send everything
+    assert_eq!(rec.writes().len(), 16);
+    // a wait that gathers a write makes the next flush wait again
+    while !burst(&mut c, &mut cx, false).await {}
+    assert!(burst(&mut c, &mut cx, true).await, "waits after a gain");
+    assert!(!burst(&mut c, &mut cx, true).await, "then backs off again");
+}
