@@ -27,6 +27,12 @@
 //!                     fired: write it all
 //! ```
 //!
+//! A flush after a large write (one that went straight through) or with 8 KiB or more
+//! buffered goes at once: the write is already large, and waiting would only hold back the
+//! end of a big response (its last DATA frame and trailers) behind other work, which a few
+//! clients reading large pages feel as latency (first pages of 500 keys at 8 clients were
+//! 10% slower before this).
+//!
 //! When nothing joins a deferred flush (one client, one request at a time: there is
 //! nothing to gather, and the wait costs a poll for I/O and a task wake-up), the next
 //! flushes go at once, 1, then 3, 7, up to 15 of them while deferring keeps gaining
@@ -51,6 +57,8 @@ use tonic::transport::server::Connected;
 const DIRECT_BYTES: usize = 16 << 10;
 /// Buffered bytes past which a write first sends what is buffered (a bound on the copy).
 const MAX_BUFFERED: usize = 64 << 10;
+/// Buffered bytes from which a flush goes at once.
+const FLUSH_NOW_BYTES: usize = 8 << 10;
 /// The most flushes sent at once after deferred flushes that gathered nothing.
 const MAX_SKIP: u8 = 15;
 
@@ -65,6 +73,8 @@ pub struct Coalesce<IO> {
     deferred: Option<Arc<DeferredWake>>,
     /// A write joined the buffer while the flush waited.
     joined: bool,
+    /// A large write went straight through since the last flush.
+    wrote_direct: bool,
     /// Flushes still to send at once, and how many the last miss granted (see the module
     /// docs).
     skip: u8,
@@ -91,7 +101,7 @@ impl Wake for DeferredWake {
 impl<IO> Coalesce<IO> {
     /// Wraps a freshly accepted (and, for TLS, handshaken) connection.
     pub fn new(io: IO) -> Coalesce<IO> {
-        Coalesce { io, buf: Vec::new(), sent: 0, deferred: None, joined: false, skip: 0, backoff: 0 }
+        Coalesce { io, buf: Vec::new(), sent: 0, deferred: None, joined: false, wrote_direct: false, skip: 0, backoff: 0 }
     }
 }
 
@@ -153,6 +163,7 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Coalesce<IO> {
             std::task::ready!(this.poll_drain(cx))?;
         }
         if len >= DIRECT_BYTES {
+            this.wrote_direct = true;
             return Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
         }
         this.joined |= this.deferred.is_some();
@@ -169,10 +180,13 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Coalesce<IO> {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        let wrote_direct = std::mem::take(&mut this.wrote_direct);
         if this.buf.is_empty() {
             return Pin::new(&mut this.io).poll_flush(cx);
         }
-        if this.deferred.is_none() && this.skip > 0 {
+        if this.deferred.is_none() && (wrote_direct || this.buf.len() >= FLUSH_NOW_BYTES) {
+            // large enough already (see the module docs)
+        } else if this.deferred.is_none() && this.skip > 0 {
             this.skip -= 1;
         } else if !this.deferral_over(cx) {
             return Poll::Pending;

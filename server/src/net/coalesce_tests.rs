@@ -202,3 +202,25 @@ async fn flushes_that_gather_nothing_stop_waiting_until_one_would() {
     assert!(burst(&mut c, &mut cx, true).await, "waits after a gain");
     assert!(!burst(&mut c, &mut cx, true).await, "then backs off again");
 }
+
+#[tokio::test]
+async fn a_flush_after_a_large_write_or_with_much_buffered_goes_at_once() {
+    let rec = Recorder::default();
+    let mut c = Coalesce::new(rec.clone());
+    let waker = Waker::from(Arc::new(Wakes::default()));
+    let mut cx = Context::from_waker(&waker);
+    // a big response: its DATA went straight through, its trailers are buffered
+    c.write_all(&vec![5u8; DIRECT_BYTES]).await.unwrap();
+    c.write_all(b"trailers").await.unwrap();
+    assert!(Pin::new(&mut c).poll_flush(&mut cx).is_ready(), "no wait behind other work");
+    assert_eq!(rec.writes().len(), 2);
+    // many small writes adding up
+    for _ in 0..FLUSH_NOW_BYTES / 1024 {
+        c.write_all(&[6u8; 1024]).await.unwrap();
+    }
+    assert!(Pin::new(&mut c).poll_flush(&mut cx).is_ready());
+    assert_eq!(rec.writes().len(), 3);
+    // a small one waits again
+    c.write_all(b"small").await.unwrap();
+    assert!(Pin::new(&mut c).poll_flush(&mut cx).is_pending());
+}
