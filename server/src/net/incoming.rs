@@ -1,6 +1,6 @@
 //! Accepted connections, as the streams tonic serves: plain TCP or TLS, each wrapped in
-//! [`PingGuard`] (plain-text client listeners: `--grpc-keepalive-min-time`) and
-//! [`AuthorityFix`]. Peer listeners also check a client certificate's addresses against
+//! [`Coalesce`] (writes sent in bursts), [`PingGuard`] (plain-text client listeners:
+//! `--grpc-keepalive-min-time`) and [`AuthorityFix`]. Peer listeners also check a client certificate's addresses against
 //! the connection's source after the handshake ([`PeerSanCheck`]), as etcd's do.
 
 use std::io;
@@ -17,6 +17,7 @@ use tonic::transport::server::TcpIncoming;
 use tracing::{debug, warn};
 
 use crate::net::authority::AuthorityFix;
+use crate::net::coalesce::Coalesce;
 use crate::net::peer_san::{PeerSanCheck, Sans};
 use crate::net::ping_guard::PingGuard;
 use crate::net::ping_policy::PingPolicy;
@@ -30,10 +31,10 @@ const HANDSHAKEN_QUEUE: usize = 128;
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
 /// A connection as hyper sees it.
-pub(crate) type Conn<IO> = AuthorityFix<PingGuard<IO>>;
+pub(crate) type Conn<IO> = AuthorityFix<PingGuard<Coalesce<IO>>>;
 
 fn wrap<IO>(io: IO, pings: Option<PingPolicy>) -> Conn<IO> {
-    AuthorityFix::new(PingGuard::new(io, pings))
+    AuthorityFix::new(PingGuard::new(Coalesce::new(io), pings))
 }
 
 /// Plain-TCP connections from `listener`; `pings`: the policy their clients' PINGs are

@@ -4,10 +4,11 @@
 //! `peer_san`), the HTTP endpoints for probes and scrapers (`http`; on the
 //! client URLs beside gRPC, `client_http`), and adapters that make hyper/tonic answer like
 //! grpc-go (`authority`, `limits`, and `ping_guard` with the rules in `ping_policy`:
-//! `--grpc-keepalive-min-time`).
+//! `--grpc-keepalive-min-time`), and `coalesce`, which sends the server's writes in bursts.
 
 pub mod authority;
 pub mod client_http;
+pub mod coalesce;
 pub mod http;
 pub mod incoming;
 pub mod limits;

@@ -9,10 +9,11 @@
 //! frame headers — never their payloads, never changing a byte:
 //!
 //! ```text
-//!  socket ─► TLS ─► PingGuard ─► AuthorityFix ─► hyper/h2
-//!                   read:  preface, then frame headers: PING, HEADERS (stream opens), RST_STREAM
-//!                   write: frame headers: HEADERS/DATA (strike reset, END_STREAM), RST_STREAM;
-//!                          frame boundaries, where a GOAWAY can go
+//!  socket ─► TLS ─► Coalesce ─► PingGuard ─► AuthorityFix ─► hyper/h2
+//!                               read:  preface, then frame headers: PING, HEADERS (stream opens),
+//!                                      RST_STREAM
+//!                               write: frame headers: HEADERS/DATA (strike reset, END_STREAM),
+//!                                      RST_STREAM; frame boundaries, where a GOAWAY can go
 //! ```
 //!
 //! On the strike too many, the bytes that carried it still reach hyper, which answers the
