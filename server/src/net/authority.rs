@@ -20,13 +20,22 @@
 //!                                           └─ any other frame: copied through unchanged
 //! ```
 //!
-//! While every `:authority` is valid the original bytes go through untouched (hyper's
-//! decoder then sees exactly what the client sent). From the first invalid one on, every
-//! header block of the connection is re-encoded with literal fields only ("without
-//! indexing"), so hyper's dynamic table is never referenced again and cannot get out of step.
-//! The bad value is replaced by the `host:port` found inside it, or dropped. Anything this
-//! parser does not understand switches it off for the connection and is passed through for
-//! hyper to judge. Server-to-client bytes are never touched.
+//! A client puts one authority on every request of a connection: grpc-go (and tonic, and
+//! grpc-java) takes it from the channel's dial target, fixed for the channel's life. So the
+//! first header block that carries an `:authority` decides for the whole connection:
+//! - valid: that block and everything after it go through untouched and unparsed (the
+//!   reads then go straight into hyper's buffer). Decoding every block of every connection
+//!   cost about a tenth of the server's CPU per single-key range at 64 clients (BENCHMARKS.md
+//!   "The authority check, once per connection"). A client that changed to a bad authority
+//!   later on the same connection would get hyper's RST_STREAM for those requests, as with
+//!   no fix at all;
+//! - invalid: from that block on, every header block of the connection is re-encoded with
+//!   literal fields only ("without indexing"), so hyper's dynamic table is never referenced
+//!   again and cannot get out of step. The bad value is replaced by the `host:port` found
+//!   inside it, or dropped.
+//!
+//! Anything this parser does not understand switches it off for the connection and is
+//! passed through for hyper to judge. Server-to-client bytes are never touched.
 
 use std::io;
 use std::pin::Pin;
@@ -223,6 +232,10 @@ impl<IO> AuthorityFix<IO> {
         });
         if !invalid && !self.rewriting {
             self.ready.extend_from_slice(&pending.original);
+            if fields.iter().any(|(name, _, _)| name == b":authority") {
+                // The connection's authority is valid: nothing more to check (module docs).
+                self.state = State::Disabled;
+            }
             return;
         }
         if invalid && !self.rewriting {
