@@ -94,6 +94,7 @@ single_server_work cairn-compare
 SUITE=(
     "put 1 client|--clients 1 --conns 1 put"
     "put 64 clients/8 conns|--clients 64 --conns 8 put"
+    "range l 1 client|--clients 1 --conns 1 --consistency l range foo --prepopulate"
     "range l 64 clients|--clients 64 --conns 8 --consistency l range foo --prepopulate"
     "range s 64 clients|--clients 64 --conns 8 --consistency s range foo --prepopulate"
     "update 64 clients|--clients 64 --conns 8 --key-space 1000 update"
