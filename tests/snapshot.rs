@@ -197,9 +197,15 @@ async fn restore_a_three_member_backup_into_a_new_cluster() {
 }
 
 /// Runs `cmd` to its end with its output in files; returns whether it succeeded, its
-/// stdout and stderr, and its peak resident set in bytes: `ru_maxrss` from `wait4`, the
-/// kernel's high-water mark of the child's RSS (the VmHWM of /proc/PID/status) taken
-/// when it exits, so no sample can miss the peak.
+/// stdout and stderr, and its peak resident set in bytes.
+///
+/// The peak is `ru_maxrss` from `wait4`, the kernel's high-water mark of the child's RSS
+/// taken when it exits (no sample can miss it), unless that number may be ours: the
+/// child is started with `vfork` (`posix_spawn`), and `exec` records the high-water mark
+/// of the memory it leaves, the test process's, in the child's `ru_maxrss` too. After a
+/// panic elsewhere in this binary had symbolized a backtrace (the test process at 131 MB),
+/// every child "peaked" at that. So when `ru_maxrss` is not above our own high-water mark,
+/// the peak is the child's own `VmHWM`, read from /proc every 5 ms while it runs.
 fn run_with_peak_rss(cmd: &mut std::process::Command, dir: &std::path::Path) -> (bool, String, String, u64) {
     let (out, err) = (dir.join("cmd.out"), dir.join("cmd.err"));
     let child = cmd
@@ -207,15 +213,40 @@ fn run_with_peak_rss(cmd: &mut std::process::Command, dir: &std::path::Path) -> 
         .stderr(std::fs::File::create(&err).expect("stderr file"))
         .spawn()
         .expect("spawn");
+    let (done, sampled) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+    let sampler = {
+        let (done, sampled) = (done.clone(), sampled.clone());
+        let status = format!("/proc/{}/status", child.id());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Acquire) {
+                if let Some(hwm) = std::fs::read_to_string(&status).ok().as_deref().and_then(vm_hwm) {
+                    sampled.fetch_max(hwm, Ordering::AcqRel);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        })
+    };
     let mut status = 0;
     // SAFETY: an all-zero rusage is a valid value, wait4 writes it for our own child
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: pid is our child's, not yet waited for; both pointers are valid
     let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
     assert_eq!(pid, child.id() as libc::pid_t, "wait4: {}", std::io::Error::last_os_error());
+    done.store(true, Ordering::Release);
+    sampler.join().expect("sampler");
     let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
     let read = |p| std::fs::read_to_string(p).expect("read output");
-    (ok, read(&out), read(&err), usage.ru_maxrss as u64 * 1024)
+    let maxrss = usage.ru_maxrss as u64 * 1024;
+    let ours = std::fs::read_to_string("/proc/self/status").ok().as_deref().and_then(vm_hwm).unwrap_or(u64::MAX);
+    let peak = if maxrss > ours { maxrss } else { sampled.load(Ordering::Acquire) };
+    (ok, read(&out), read(&err), peak)
+}
+
+/// The `VmHWM` (peak resident set) of a /proc/PID/status text, in bytes.
+fn vm_hwm(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// `cairn snapshot status` and `restore` of a ~200 MB backup stay in bounded memory:

@@ -243,12 +243,17 @@ impl ProcCluster {
     /// Adds a slot: addresses, data dir and forwarder; does not start anything.
     fn new_member(&mut self, state: &'static str) -> usize {
         let i = self.members.len();
-        let peer_listen = free_addr();
-        let proxy = free_addr();
-        let j = self
-            .links
-            .add_member(proxy, peer_listen)
-            .expect("start a peer forwarder");
+        // a "free" address can be taken by someone else before the forwarder binds it (seen
+        // once in CI as AddrInUse): take fresh ones then
+        let mut attempts = 0;
+        let (peer_listen, j) = loop {
+            let (peer_listen, proxy) = (free_addr(), free_addr());
+            match self.links.add_member(proxy, peer_listen) {
+                Ok(j) => break (peer_listen, j),
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && attempts < 5 => attempts += 1,
+                Err(e) => panic!("start a peer forwarder: {e}"),
+            }
+        };
         assert_eq!(i, j, "member and forwarder indexes agree");
         self.members.push(Member {
             name: format!("m{i}"),
