@@ -119,6 +119,8 @@ fn prefetch_counts<T>(items: &[Arc<T>]) {
         // the address; SSE (which has it) is part of x86_64's baseline.
         unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(count) };
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = items;
 }
 
 impl Inner {
