@@ -2,27 +2,21 @@
 
 use std::process::ExitCode;
 
-fn main() -> ExitCode {
-    spread_out_frees();
-    cairn_server::main_entry()
-}
-
-/// Turns off glibc malloc's "fast bins" for this process.
+/// cairn runs on jemalloc, not glibc's malloc.
 ///
-/// With them, freed small blocks are parked unmerged and merged all at once
-/// (`malloc_consolidate`) at the next large allocation in the same arena, holding that
-/// arena's lock. A compaction of 1M revisions frees millions of small blocks (replaced key
-/// histories, index nodes, decoded pages): the merge then took 0.4–1 s, under the page
-/// store's `state` lock when the compactor's next delete batch or commit triggered it, or
-/// under the arena lock a reader's thread was waiting for (`perf` with DWARF stacks,
-/// BENCHMARKS.md "Range p99 during a compaction of 1M revisions"). Without fast bins each
-/// free merges its block at once, a bounded cost; the per-thread cache (tcache) still
-/// serves the most frequent small sizes. Other C libraries and allocators: nothing to do.
-fn spread_out_frees() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: called first thing in main, before any other thread exists; mallopt takes
-    // no pointers. A refusal (0) leaves the default, which is only slower.
-    unsafe {
-        libc::mallopt(libc::M_MXFAST, 0);
-    }
+/// cairn's write path allocates on one thread what another frees, in bursts of a Raft batch:
+/// the Raft thread decodes and applies each entry (keys, values, index nodes, responses), the
+/// tokio workers and the page store's committer free them. glibc's per-thread cache holds 7
+/// blocks a size class, so the bursts overflowed into the arenas' bins under their locks
+/// (`_int_malloc`/`_int_free` were a third of the Raft thread's samples). jemalloc's
+/// thread caches take frees from any thread and flush to their arena in batches. Measured
+/// (BENCHMARKS.md, "jemalloc"): the Raft thread's CPU per put 13 → 9.7 µs, put at 64
+/// clients +12%, bulk loads of Txns of 100 puts 3.5× faster, a compaction of 1M revisions
+/// 4.9 → 3.0 s. glibc also needed its fast bins turned off, because merging millions of
+/// them at once stalled reads during a compaction; jemalloc has no such deferred merge.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+fn main() -> ExitCode {
+    cairn_server::main_entry()
 }

@@ -175,7 +175,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         options,
     };
     let engine = Member::open(setup).await?;
-    release_startup_memory();
+    super::memory::release_startup_memory();
     let store = engine.store.clone();
     let membership = engine.membership.clone();
     info!(
@@ -302,20 +302,4 @@ fn create_private_dir(dir: &Path) -> Result<(), ServerError> {
         path: dir.to_owned(),
         source,
     })
-}
-
-/// Gives the memory freed during start-up back to the OS: the index rebuild's sorted runs
-/// and the Raft log's segment buffers are freed by then, but glibc keeps freed memory of
-/// its heaps (below their top, and in other threads' arenas) resident until trimmed:
-/// ~0.9 GB of a 4.4 GB RSS at 5M keys. Logs the RSS before and after.
-fn release_startup_memory() {
-    let before = crate::metrics::process::resident_bytes();
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim has no preconditions; it only returns free pages of the
-    // allocator's own heaps to the kernel.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-    let after = crate::metrics::process::resident_bytes();
-    info!(rss_before = before.unwrap_or(0.0) as u64, rss_after = after.unwrap_or(0.0) as u64, "start-up memory released");
 }
