@@ -4,6 +4,21 @@
 //! durable at [`Wal::sync`], one `pwrite` and one fdatasync for everything appended since
 //! the last sync: nothing may be acknowledged before the sync that covers it returned.
 //!
+//! # Zeroing ahead
+//! Segments are preallocated with `fallocate` (space is reserved, so a full disk fails the
+//! preallocation rather than a write). The filesystem marks those blocks *unwritten*, and
+//! the first fdatasync after a write into them must also record that they now hold data
+//! (ext4: a synchronous inode write without a journal, a journal commit with one). So a
+//! sync that reaches past `Wal::zeroed` writes zeros from the end of its records
+//! [`ZERO_AHEAD`] bytes further (within the allocated part) in the same sync: the syncs
+//! after it, until the log reaches that point, write data blocks only. Measured with
+//! 2.6 KB appends, an fdatasync each (BENCHMARKS.md): 118–133 µs per fdatasync instead of
+//! 165–176 µs on this project's ext4 (no journal), 214–243 µs instead of 490–510 µs on an
+//! ext4 with its journal. The price: each byte of the log is written twice (zeros, then the
+//! record), as PostgreSQL does when it zero-fills a WAL segment. Zeros past the records are
+//! what an unwritten block reads as, so the format and the torn-tail rules below are
+//! unchanged.
+//!
 //! # Opening
 //! Every segment is read in order. In the last segment, an invalid record followed by
 //! nothing valid is a *torn tail* (a write cut short by a crash): the log is truncated
@@ -81,6 +96,13 @@ impl WalOptions {
     }
 }
 
+/// How far past the end of its records a sync that passes `Wal::zeroed` writes zeros.
+/// Small enough that the sync carrying them stays short (about 0.5 ms for 256 KiB here).
+const ZERO_AHEAD: u64 = 256 << 10;
+
+/// The zeros written ahead of the log (static: no buffer per sync).
+static ZEROS: [u8; ZERO_AHEAD as usize] = [0; ZERO_AHEAD as usize];
+
 /// An open write-ahead log.
 pub struct Wal {
     dir: PathBuf,
@@ -91,6 +113,10 @@ pub struct Wal {
     offset: u64,
     /// Bytes of the active segment's file (allocated; zeros past `offset`).
     allocated: u64,
+    /// The active segment is written (records or zeros) and synced below this offset, so
+    /// appends below it need no block conversion at sync (module doc, "Zeroing ahead").
+    /// After an open it is the append offset: what lies past it is not known to be written.
+    zeroed: u64,
     /// Appended, not yet written.
     pending: Vec<u8>,
     /// Highest record index appended.
@@ -121,6 +147,7 @@ impl Wal {
                 file,
                 offset: SEGMENT_HEADER_LEN,
                 allocated,
+                zeroed: SEGMENT_HEADER_LEN,
                 pending: Vec::new(),
                 last_index: 0,
                 failed: false,
@@ -190,6 +217,7 @@ impl Wal {
             file,
             offset: tail_offset,
             allocated,
+            zeroed: tail_offset,
             pending: Vec::new(),
             last_index,
             failed: false,
@@ -227,7 +255,12 @@ impl Wal {
             }
             self.allocated = target;
         }
+        // zeros after the records, in the same sync, when they pass the zeroed part
+        let zero_to = if end > self.zeroed { (end + ZERO_AHEAD).min(self.allocated) } else { end };
         let r = self.file.write_all_at(&self.pending, self.offset).and_then(|_| {
+            if zero_to > end {
+                self.file.write_all_at(&ZEROS[..(zero_to - end) as usize], end)?;
+            }
             let started = Instant::now();
             let synced = self.file.sync_data();
             self.opts.observer.wal_fsync(started.elapsed());
@@ -238,6 +271,7 @@ impl Wal {
             return Err(e.into());
         }
         self.offset += self.pending.len() as u64;
+        self.zeroed = self.zeroed.max(zero_to);
         self.pending.clear();
         if self.offset >= self.opts.segment_size {
             if let Err(e) = self.cut() {
@@ -268,6 +302,7 @@ impl Wal {
         self.file = file;
         self.allocated = allocated;
         self.offset = SEGMENT_HEADER_LEN;
+        self.zeroed = SEGMENT_HEADER_LEN;
         Ok(())
     }
 
