@@ -3,7 +3,8 @@
 #   - etcd and etcdctl (Debian packages etcd-server, etcd-client): the
 #     integration tests compare cairn with real etcd and drive it with etcdctl;
 #   - protoc (protobuf-compiler) and the well-known protobuf types (libprotobuf-dev):
-#     the build scripts of raft-rs and of the etcd-client crate (a dev-dependency) need them.
+#     the build scripts of raft-rs and of the etcd-client crate (a dev-dependency) need them;
+#   - make: jemalloc, the binary's allocator (src/main.rs), is built with it.
 # Extra arguments are passed on to `cargo test`, e.g.
 #   scripts/test.sh --test differential -- --nocapture
 set -euo pipefail
@@ -15,6 +16,7 @@ missing=()
 command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
 # the well-known types (google/protobuf/*.proto) that etcd-client's protos import
 [ -f /usr/include/google/protobuf/descriptor.proto ] || missing+=(libprotobuf-dev)
+command -v make >/dev/null 2>&1 || missing+=(make)
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "installing ${missing[*]}" >&2
     sudo=()
